@@ -1,0 +1,15 @@
+//! anebert runtime: the Core ML package format, a validating package reader and writer, and the
+//! backends that execute a package: Core ML on Apple platforms and a CPU MIL interpreter (also an
+//! fp16 ANE-numerics simulator) everywhere.
+
+pub mod dtype;
+pub mod package;
+pub mod proto;
+pub mod tensor;
+pub mod types;
+pub mod value;
+
+pub use dtype::DType;
+pub use package::Package;
+pub use tensor::{Tensor, TensorData};
+pub use types::{Dim, TensorType};

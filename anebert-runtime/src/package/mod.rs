@@ -1,0 +1,265 @@
+//! The `.mlpackage` directory: reading (validated, for the backends) and writing (atomic, for the
+//! converter). See coreml-facts §1.
+//!
+//! ```text
+//! Foo.mlpackage/
+//!   Manifest.json
+//!   Data/com.apple.CoreML/model.mlmodel        Model protobuf
+//!   Data/com.apple.CoreML/weights/weight.bin   MILBlob v2 storage
+//! ```
+
+pub mod blob;
+pub mod manifest;
+
+use crate::proto::{self, mil_spec as mil};
+use crate::value::{self, ValueError};
+pub use blob::{BlobError, BlobInfo, BlobStorage, BlobWriter};
+pub use manifest::{Manifest, ManifestError};
+use prost::Message;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Why a package could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum PackageError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{0}: not a Core ML package (no Manifest.json); pass the `.mlpackage` directory")]
+    NotAPackage(PathBuf),
+    #[error("{path}: {source}")]
+    Manifest {
+        path: PathBuf,
+        #[source]
+        source: ManifestError,
+    },
+    #[error("{path}: manifest item {name:?} points at {item}, which does not exist")]
+    MissingItem { path: PathBuf, name: String, item: PathBuf },
+    #[error("{path}: model spec is not a valid Core ML Model protobuf: {source}")]
+    Decode {
+        path: PathBuf,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("{path}: the model is not an ML Program (only mlProgram models are supported)")]
+    NotMlProgram { path: PathBuf },
+    #[error("{path}: weight file: {source}")]
+    Weights {
+        path: PathBuf,
+        #[source]
+        source: BlobError,
+    },
+    #[error("{path}: constant `{op}`: {source}")]
+    Constant {
+        path: PathBuf,
+        op: String,
+        #[source]
+        source: ValueError,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PackageError + '_ {
+    move |source| PackageError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// A loaded package: the spec and its (validated) weight storage.
+#[derive(Clone, Debug)]
+pub struct Package {
+    /// The model spec.
+    pub spec: proto::Model,
+    /// The weight file, when the package has one.
+    pub weights: Option<BlobStorage>,
+    /// Where it was read from.
+    pub path: PathBuf,
+}
+
+impl Package {
+    /// Read and validate a package: the manifest, the root spec, the weight file, and every
+    /// blob reference in the program (the offset must point at a blob of the declared dtype and size).
+    pub fn open(path: impl AsRef<Path>) -> Result<Package, PackageError> {
+        let path = path.as_ref();
+        let manifest_path = path.join("Manifest.json");
+        if !manifest_path.is_file() {
+            return Err(PackageError::NotAPackage(path.to_path_buf()));
+        }
+        let text = fs::read_to_string(&manifest_path).map_err(io_err(&manifest_path))?;
+        let manifest = Manifest::parse(&text).map_err(|source| PackageError::Manifest {
+            path: manifest_path.clone(),
+            source,
+        })?;
+        let data = path.join("Data");
+        for item in manifest.item_info_entries.values() {
+            let p = data.join(&item.path);
+            if !p.exists() {
+                return Err(PackageError::MissingItem {
+                    path: path.to_path_buf(),
+                    name: item.name.clone(),
+                    item: p,
+                });
+            }
+        }
+        let spec_path = data.join(&manifest.root().path);
+        let bytes = fs::read(&spec_path).map_err(io_err(&spec_path))?;
+        let spec = proto::Model::decode(bytes.as_slice()).map_err(|source| PackageError::Decode {
+            path: spec_path.clone(),
+            source,
+        })?;
+        let program = match &spec.r#type {
+            Some(proto::model::Type::MlProgram(p)) => p,
+            None => return Err(PackageError::NotMlProgram { path: spec_path }),
+        };
+        // `@model_path` is the folder holding the spec; the weights are beside it.
+        let model_dir = spec_path.parent().unwrap_or(path).to_path_buf();
+        let mut weights = None;
+        let mut weights_file: Option<String> = None;
+        for op in all_ops(program) {
+            if op.r#type != "const" && !op.r#type.starts_with("constexpr_") {
+                continue;
+            }
+            for v in op.attributes.values().chain(op.inputs.values().flat_map(|a| {
+                a.arguments.iter().filter_map(|b| match &b.binding {
+                    Some(mil::argument::binding::Binding::Value(v)) => Some(v),
+                    _ => None,
+                })
+            })) {
+                let Some(mil::value::Value::BlobFileValue(b)) = &v.value else { continue };
+                let op_name = op_name(op);
+                let cerr = |source| PackageError::Constant {
+                    path: path.to_path_buf(),
+                    op: op_name.clone(),
+                    source,
+                };
+                value::check_blob_file_name(&b.file_name).map_err(cerr)?;
+                if weights.is_none() {
+                    let file = b.file_name.rsplit('/').next().unwrap_or_default().to_string();
+                    let wpath = model_dir.join("weights").join(&file);
+                    let bytes = fs::read(&wpath).map_err(io_err(&wpath))?;
+                    weights = Some(BlobStorage::parse(bytes).map_err(|source| PackageError::Weights {
+                        path: wpath,
+                        source,
+                    })?);
+                    weights_file = Some(b.file_name.clone());
+                } else if weights_file.as_deref() != Some(b.file_name.as_str()) {
+                    return Err(cerr(ValueError::BadFileName(format!(
+                        "{} (a second weight file; anebert reads one per package)",
+                        b.file_name
+                    ))));
+                }
+                // Decoding checks offset, dtype and size against the blob metadata.
+                value::to_tensor(v, weights.as_ref()).map_err(|source| PackageError::Constant {
+                    path: path.to_path_buf(),
+                    op: op_name.clone(),
+                    source,
+                })?;
+            }
+        }
+        Ok(Package {
+            spec,
+            weights,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The ML Program.
+    pub fn program(&self) -> &mil::Program {
+        match &self.spec.r#type {
+            Some(proto::model::Type::MlProgram(p)) => p,
+            None => unreachable!("checked in open"),
+        }
+    }
+
+    /// Write a package atomically: everything goes to a temporary sibling directory, which then
+    /// replaces `path`. `weights` is the `weight.bin` content (omitted when `None`; the `weights/`
+    /// item is always registered, as coremltools does).
+    pub fn write(path: impl AsRef<Path>, spec: &proto::Model, weights: Option<&[u8]>) -> Result<(), PackageError> {
+        let path = path.as_ref();
+        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = parent.join(format!(".{name}.tmp-{}-{}", std::process::id(), unique()));
+        let result = (|| {
+            let core = tmp.join("Data").join(manifest::AUTHOR);
+            let wdir = core.join(manifest::WEIGHTS_ITEM_NAME);
+            fs::create_dir_all(&wdir).map_err(io_err(&wdir))?;
+            let mpath = tmp.join("Manifest.json");
+            fs::write(&mpath, Manifest::standard().to_json()).map_err(io_err(&mpath))?;
+            let spath = core.join(manifest::MODEL_ITEM_NAME);
+            fs::write(&spath, spec.encode_to_vec()).map_err(io_err(&spath))?;
+            if let Some(w) = weights {
+                let wpath = wdir.join(manifest::WEIGHTS_FILE_NAME);
+                fs::write(&wpath, w).map_err(io_err(&wpath))?;
+            }
+            replace_dir(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        }
+        result
+    }
+}
+
+/// Move `from` into place at `to`, replacing an existing directory there.
+fn replace_dir(from: &Path, to: &Path) -> Result<(), PackageError> {
+    if to.exists() {
+        let old = to.with_file_name(format!(
+            ".{}.old-{}-{}",
+            to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            std::process::id(),
+            unique()
+        ));
+        fs::rename(to, &old).map_err(io_err(to))?;
+        fs::rename(from, to).map_err(io_err(to))?;
+        let _ = fs::remove_dir_all(&old);
+    } else {
+        fs::rename(from, to).map_err(io_err(to))?;
+    }
+    Ok(())
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ N.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// The `name` attribute of an op, or its first output's name.
+pub fn op_name(op: &mil::Operation) -> String {
+    if let Some(v) = op.attributes.get("name") {
+        if let Ok(t) = value::to_tensor(v, None) {
+            if let Some([s]) = t.as_str() {
+                return s.clone();
+            }
+        }
+    }
+    op.outputs.first().map(|o| o.name.clone()).unwrap_or_else(|| op.r#type.clone())
+}
+
+/// Every operation of every function, nested blocks included.
+pub fn all_ops(program: &mil::Program) -> Vec<&mil::Operation> {
+    fn walk<'a>(block: &'a mil::Block, out: &mut Vec<&'a mil::Operation>) {
+        for op in &block.operations {
+            out.push(op);
+            for b in &op.blocks {
+                walk(b, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for f in program.functions.values() {
+        for b in f.block_specializations.values() {
+            walk(b, &mut out);
+        }
+    }
+    out
+}
