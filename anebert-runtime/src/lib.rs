@@ -3,6 +3,7 @@
 //! fp16 ANE-numerics simulator) everywhere.
 
 pub mod dtype;
+pub mod infer;
 pub mod package;
 pub mod proto;
 pub mod tensor;

@@ -1,0 +1,732 @@
+//! A small typed builder for Core ML ML Programs.
+//!
+//! Values carry their dtype and shape; every op's output type is inferred (so the declared types
+//! agree with coremltools' type inference), every optional parameter coremltools would write is
+//! written with its default, parameters are bound by name to `const` ops as coremltools does, and
+//! constants go to `weight.bin` or inline by coremltools' rule (≥ 10 elements of fp16/fp32/int8/
+//! uint8 — plus int16/uint16/int32/uint32 from spec 9 — go to the blob file).
+//!
+//! ```
+//! use anebert_build::mil::{ProgramBuilder, SpecVersion, InputShape};
+//! use anebert_runtime::{DType, Tensor};
+//!
+//! let mut p = ProgramBuilder::new(SpecVersion::Ios17);
+//! p.function("main", |f| {
+//!     let x = f.input("x", DType::F16, InputShape::Fixed(vec![1, 8, 1, 32]))?;
+//!     let w = f.constant("w", Tensor::f16(vec![4, 8, 1, 1], vec![0.5; 32])?)?;
+//!     let y = f.conv("proj", &x, &w, None)?;
+//!     let y = f.softmax("probs", &y, 1)?;
+//!     f.output("probs", &y)
+//! })?;
+//! let built = p.build()?;
+//! assert_eq!(built.spec.specification_version, 8);
+//! # Ok::<(), anebert_build::mil::MilError>(())
+//! ```
+
+pub mod names;
+mod ops;
+
+pub use ops::Arg;
+use anebert_runtime::package::{BlobError, BlobWriter, Package, PackageError};
+use anebert_runtime::proto::{self, mil_spec as mil};
+use anebert_runtime::tensor::TensorError;
+use anebert_runtime::{value, DType, Dim, Tensor, TensorType};
+use names::NameScope;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// What can go wrong while building a program.
+#[derive(Debug, thiserror::Error)]
+pub enum MilError {
+    #[error("op `{op}`: {msg}")]
+    Op { op: String, msg: String },
+    #[error("input `{name}`: {msg}")]
+    Input { name: String, msg: String },
+    #[error("output `{name}`: {msg}")]
+    Output { name: String, msg: String },
+    #[error("function `{0}` is defined twice")]
+    DuplicateFunction(String),
+    #[error("{0}")]
+    Program(String),
+    #[error(transparent)]
+    Tensor(#[from] TensorError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+    #[error(transparent)]
+    Package(#[from] PackageError),
+}
+
+/// Core ML specification version (and its MIL opset) to target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SpecVersion {
+    /// Spec 8, opset `CoreML7` (iOS 17 / macOS 14). anebert's default.
+    Ios17,
+    /// Spec 9, opset `CoreML8` (iOS 18 / macOS 15): multifunction programs, int32 blobs.
+    Ios18,
+}
+
+impl SpecVersion {
+    /// `Model.specificationVersion`.
+    pub fn number(self) -> i32 {
+        match self {
+            SpecVersion::Ios17 => 8,
+            SpecVersion::Ios18 => 9,
+        }
+    }
+
+    /// The `Function.opset` string.
+    pub fn opset(self) -> &'static str {
+        match self {
+            SpecVersion::Ios17 => "CoreML7",
+            SpecVersion::Ios18 => "CoreML8",
+        }
+    }
+
+    /// May a constant of this dtype and size go to the blob file (coremltools' `should_use_weight_file`)?
+    pub fn blob_eligible(self, dtype: DType, numel: usize) -> bool {
+        numel >= 10
+            && (matches!(dtype, DType::F16 | DType::F32 | DType::U8 | DType::I8)
+                || (self >= SpecVersion::Ios18 && matches!(dtype, DType::I16 | DType::U16 | DType::I32 | DType::U32)))
+    }
+}
+
+/// A value in a function: its name and static type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Var {
+    name: String,
+    ty: TensorType,
+}
+
+impl Var {
+    /// The MIL value name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Static type.
+    pub fn ty(&self) -> &TensorType {
+        &self.ty
+    }
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.ty.dtype
+    }
+    /// Shape when fully known.
+    pub fn shape(&self) -> Option<Vec<usize>> {
+        self.ty.shape()
+    }
+}
+
+/// The shape of a function input.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputShape {
+    /// One fixed shape.
+    Fixed(Vec<usize>),
+    /// Several allowed shapes of one rank; the first is the default. Axes that differ between
+    /// them are unknown in the program.
+    Enumerated(Vec<Vec<usize>>),
+}
+
+/// Limit on enumerated shapes per input (coreml-facts §7.1).
+pub const MAX_ENUMERATED_SHAPES: usize = 128;
+
+struct FunctionDef {
+    function: mil::Function,
+    inputs: Vec<proto::FeatureDescription>,
+    outputs: Vec<proto::FeatureDescription>,
+}
+
+/// Builds a whole program (one or more functions) plus its weight file and description.
+pub struct ProgramBuilder {
+    spec: SpecVersion,
+    weights: BlobWriter,
+    functions: BTreeMap<String, FunctionDef>,
+    order: Vec<String>,
+    default_function: Option<String>,
+    metadata: proto::Metadata,
+}
+
+/// A finished program: the spec and the `weight.bin` content.
+#[derive(Clone, Debug)]
+pub struct BuiltProgram {
+    /// The Core ML model spec.
+    pub spec: proto::Model,
+    /// The weight file bytes (`None` when every constant is inline).
+    pub weights: Option<Vec<u8>>,
+}
+
+impl BuiltProgram {
+    /// Write the `.mlpackage` atomically.
+    pub fn write(&self, path: impl AsRef<Path>) -> Result<(), MilError> {
+        Package::write(path, &self.spec, self.weights.as_deref())?;
+        Ok(())
+    }
+}
+
+impl ProgramBuilder {
+    /// A builder targeting `spec`.
+    pub fn new(spec: SpecVersion) -> Self {
+        ProgramBuilder {
+            spec,
+            weights: BlobWriter::new(),
+            functions: BTreeMap::new(),
+            order: Vec::new(),
+            default_function: None,
+            metadata: proto::Metadata::default(),
+        }
+    }
+
+    /// Target spec version.
+    pub fn spec_version(&self) -> SpecVersion {
+        self.spec
+    }
+
+    /// Add a function built by `body`. Several functions need spec 9 ([`SpecVersion::Ios18`]);
+    /// identical constants across functions share one blob.
+    pub fn function<F>(&mut self, name: &str, body: F) -> Result<&mut Self, MilError>
+    where
+        F: FnOnce(&mut FunctionBuilder) -> Result<(), MilError>,
+    {
+        if !names::is_valid(name) {
+            return Err(MilError::Program(format!("function name {name:?} is not a valid identifier")));
+        }
+        if self.functions.contains_key(name) {
+            return Err(MilError::DuplicateFunction(name.into()));
+        }
+        let mut f = FunctionBuilder {
+            spec: self.spec,
+            weights: &mut self.weights,
+            names: NameScope::default(),
+            inputs: Vec::new(),
+            ops: Vec::new(),
+            outputs: Vec::new(),
+            consts: HashMap::new(),
+            producer: HashMap::new(),
+        };
+        body(&mut f)?;
+        let def = f.finish()?;
+        self.functions.insert(name.to_string(), def);
+        self.order.push(name.to_string());
+        Ok(self)
+    }
+
+    /// The function Core ML runs when none is named (multifunction programs; default: the first).
+    pub fn default_function(&mut self, name: &str) -> &mut Self {
+        self.default_function = Some(name.to_string());
+        self
+    }
+
+    /// Add a `userDefined` metadata entry.
+    pub fn metadata(&mut self, key: &str, value: &str) -> &mut Self {
+        self.metadata.user_defined.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// Set the model's short description.
+    pub fn short_description(&mut self, s: &str) -> &mut Self {
+        self.metadata.short_description = s.to_string();
+        self
+    }
+
+    /// Set the author, license and version string.
+    pub fn author_license_version(&mut self, author: &str, license: &str, version: &str) -> &mut Self {
+        self.metadata.author = author.into();
+        self.metadata.license = license.into();
+        self.metadata.version_string = version.into();
+        self
+    }
+
+    /// Assemble the model spec.
+    pub fn build(self) -> Result<BuiltProgram, MilError> {
+        if self.functions.is_empty() {
+            return Err(MilError::Program("a program needs at least one function".into()));
+        }
+        let multi = self.functions.len() > 1;
+        if multi && self.spec < SpecVersion::Ios18 {
+            return Err(MilError::Program(
+                "several functions need spec 9 (SpecVersion::Ios18); Core ML rejects multifunction spec 8".into(),
+            ));
+        }
+        let default = self.default_function.clone().unwrap_or_else(|| self.order[0].clone());
+        if !self.functions.contains_key(&default) {
+            return Err(MilError::Program(format!("default function `{default}` is not defined")));
+        }
+        let mut description = proto::ModelDescription {
+            metadata: Some(self.metadata),
+            ..Default::default()
+        };
+        let mut functions = BTreeMap::new();
+        for name in &self.order {
+            let def = &self.functions[name];
+            if multi {
+                description.functions.push(proto::FunctionDescription {
+                    name: name.clone(),
+                    input: def.inputs.clone(),
+                    output: def.outputs.clone(),
+                    ..Default::default()
+                });
+            } else {
+                description.input = def.inputs.clone();
+                description.output = def.outputs.clone();
+            }
+            functions.insert(name.clone(), def.function.clone());
+        }
+        if multi {
+            description.default_function_name = default;
+        }
+        let spec = proto::Model {
+            specification_version: self.spec.number(),
+            description: Some(description),
+            is_updatable: false,
+            r#type: Some(proto::model::Type::MlProgram(mil::Program {
+                version: 1,
+                functions,
+                doc_string: String::new(),
+                attributes: BTreeMap::new(),
+            })),
+        };
+        let weights = (!self.weights.is_empty()).then(|| self.weights.into_bytes());
+        Ok(BuiltProgram { spec, weights })
+    }
+}
+
+/// Builds one function: inputs, ops, outputs.
+pub struct FunctionBuilder<'a> {
+    spec: SpecVersion,
+    weights: &'a mut BlobWriter,
+    names: NameScope,
+    inputs: Vec<(mil::NamedValueType, proto::FeatureDescription)>,
+    ops: Vec<mil::Operation>,
+    outputs: Vec<Var>,
+    /// Values of small constants, for shape inference of ops that take them.
+    consts: HashMap<String, Tensor>,
+    /// Index of the op producing each value (for renaming outputs).
+    producer: HashMap<String, usize>,
+}
+
+fn string_value(s: &str) -> mil::Value {
+    value::immediate(&Tensor::string(s)).expect("strings encode")
+}
+
+fn named_type(name: &str, ty: &TensorType) -> mil::NamedValueType {
+    mil::NamedValueType {
+        name: name.to_string(),
+        r#type: Some(ty.to_proto()),
+    }
+}
+
+fn feature(name: &str, ty: &TensorType, shapes: Option<&[Vec<usize>]>, is_output: bool) -> Result<proto::FeatureDescription, String> {
+    let dt = ty
+        .dtype
+        .to_array_data_type()
+        .ok_or_else(|| format!("dtype {} cannot be a model input or output (use fp16, fp32 or int32)", ty.dtype))?;
+    if ty.dtype == DType::I8 || ty.dtype == DType::F64 {
+        return Err(format!("dtype {} model I/O needs a newer spec than anebert writes", ty.dtype));
+    }
+    let mut arr = proto::ArrayFeatureType {
+        data_type: dt as i32,
+        ..Default::default()
+    };
+    match (ty.shape(), shapes) {
+        (_, Some(shapes)) => {
+            arr.shape = shapes[0].iter().map(|&d| d as i64).collect();
+            arr.shape_flexibility = Some(proto::array_feature_type::ShapeFlexibility::EnumeratedShapes(
+                proto::array_feature_type::EnumeratedShapes {
+                    shapes: shapes
+                        .iter()
+                        .map(|s| proto::array_feature_type::Shape {
+                            shape: s.iter().map(|&d| d as i64).collect(),
+                        })
+                        .collect(),
+                },
+            ));
+        }
+        (Some(s), None) => arr.shape = if s.is_empty() { vec![1] } else { s.iter().map(|&d| d as i64).collect() },
+        // Flexible outputs carry only their dtype (coreml-facts §2.8).
+        (None, None) if is_output => {}
+        (None, None) => return Err("an input with unknown dimensions needs enumerated shapes".into()),
+    }
+    Ok(proto::FeatureDescription {
+        name: name.to_string(),
+        short_description: String::new(),
+        r#type: Some(proto::FeatureType {
+            r#type: Some(proto::feature_type::Type::MultiArrayType(arr)),
+            is_optional: false,
+        }),
+    })
+}
+
+impl FunctionBuilder<'_> {
+    /// Target spec version.
+    pub fn spec_version(&self) -> SpecVersion {
+        self.spec
+    }
+
+    /// Declare a function input. The name must already be a valid identifier (it is the name
+    /// users pass data under); fp16 inputs need spec ≥ 7, which every anebert target satisfies.
+    pub fn input(&mut self, name: &str, dtype: DType, shape: InputShape) -> Result<Var, MilError> {
+        let err = |msg: String| MilError::Input { name: name.into(), msg };
+        if !names::is_valid(name) {
+            return Err(err(format!("not a valid Core ML identifier (suggestion: {})", names::sanitize(name))));
+        }
+        if !self.names.claim(name) {
+            return Err(err("name is already used".into()));
+        }
+        let (ty, shapes) = match &shape {
+            InputShape::Fixed(s) => (TensorType::fixed(dtype, s), None),
+            InputShape::Enumerated(list) => {
+                let first = list.first().ok_or_else(|| err("enumerated shapes list is empty".into()))?;
+                if list.len() > MAX_ENUMERATED_SHAPES {
+                    return Err(err(format!("{} enumerated shapes; Core ML allows at most {MAX_ENUMERATED_SHAPES}", list.len())));
+                }
+                if list.iter().any(|s| s.len() != first.len()) {
+                    return Err(err("enumerated shapes must all have one rank".into()));
+                }
+                let earlier = self.inputs.iter().any(|(_, f)| {
+                    matches!(&f.r#type, Some(proto::FeatureType { r#type: Some(proto::feature_type::Type::MultiArrayType(a)), .. }) if a.shape_flexibility.is_some())
+                });
+                if earlier && self.spec < SpecVersion::Ios18 {
+                    return Err(err("only one input may have enumerated shapes before spec 9".into()));
+                }
+                let dims = (0..first.len())
+                    .map(|i| if list.iter().all(|s| s[i] == first[i]) { Dim::Fixed(first[i]) } else { Dim::Unknown })
+                    .collect();
+                (TensorType { dtype, dims }, Some(list.as_slice()))
+            }
+        };
+        let desc = feature(name, &ty, shapes, false).map_err(err)?;
+        self.inputs.push((named_type(name, &ty), desc));
+        Ok(Var { name: name.to_string(), ty })
+    }
+
+    /// A constant: to the blob file when coremltools would put it there, else inline.
+    pub fn constant(&mut self, hint: &str, t: Tensor) -> Result<Var, MilError> {
+        let name = self.names.fresh(hint);
+        let ty = TensorType::fixed(t.dtype(), t.shape());
+        let val = if self.spec.blob_eligible(t.dtype(), t.len()) {
+            let offset = self.weights.add_tensor(&t)?;
+            value::blob_ref(&ty, offset)
+        } else {
+            value::immediate(&t)?
+        };
+        if t.len() <= 4096 {
+            self.consts.insert(name.clone(), t);
+        }
+        let mut attributes = BTreeMap::new();
+        attributes.insert("name".to_string(), string_value(&name));
+        attributes.insert("val".to_string(), val);
+        self.producer.insert(name.clone(), self.ops.len());
+        self.ops.push(mil::Operation {
+            r#type: "const".into(),
+            inputs: BTreeMap::new(),
+            outputs: vec![named_type(&name, &ty)],
+            blocks: vec![],
+            attributes,
+        });
+        Ok(Var { name, ty })
+    }
+
+    /// The value of a constant created in this function, when it is small enough to be kept.
+    pub fn const_value(&self, v: &Var) -> Option<&Tensor> {
+        self.consts.get(v.name())
+    }
+
+    /// Add any op: `args` bind inputs to values, `params` are compile-time constants (each becomes
+    /// its own `const` op, named `<op>_<param>`, as coremltools writes them). Missing optional
+    /// parameters get coremltools' defaults; the output types are inferred.
+    pub fn op(&mut self, op_type: &str, hint: &str, args: Vec<(&str, Arg)>, params: Vec<(&str, Tensor)>) -> Result<Vec<Var>, MilError> {
+        let name = self.names.fresh(hint);
+        let mut bound: BTreeMap<String, Arg> = args.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let mut all_params = params;
+        for (k, t) in ops::defaults(op_type, &bound) {
+            if !bound.contains_key(k) && !all_params.iter().any(|(p, _)| *p == k) {
+                all_params.push((k, t));
+            }
+        }
+        for (k, t) in all_params {
+            let v = self.constant(&format!("{name}_{k}"), t)?;
+            bound.insert(k.to_string(), Arg::One(v));
+        }
+        let consts = &self.consts;
+        let lookup = |n: &str| consts.get(n).cloned();
+        let types = ops::infer(&ops::OpView {
+            op: op_type,
+            args: &bound,
+            consts: &lookup,
+        })
+        .map_err(|e| match e {
+            MilError::Op { op, msg } => MilError::Op { op: format!("{op} `{name}`"), msg },
+            e => e,
+        })?;
+        let outs: Vec<Var> = if types.len() == 1 {
+            vec![Var { name: name.clone(), ty: types[0].clone() }]
+        } else {
+            types
+                .into_iter()
+                .enumerate()
+                .map(|(i, ty)| Var { name: self.names.fresh(&format!("{name}_{i}")), ty })
+                .collect()
+        };
+        let inputs = bound
+            .into_iter()
+            .map(|(k, a)| {
+                let vars = match a {
+                    Arg::One(v) => vec![v],
+                    Arg::Many(v) => v,
+                };
+                let arguments = vars
+                    .into_iter()
+                    .map(|v| mil::argument::Binding {
+                        binding: Some(mil::argument::binding::Binding::Name(v.name)),
+                    })
+                    .collect();
+                (k, mil::Argument { arguments })
+            })
+            .collect();
+        let mut attributes = BTreeMap::new();
+        attributes.insert("name".to_string(), string_value(&name));
+        for o in &outs {
+            self.producer.insert(o.name.clone(), self.ops.len());
+        }
+        self.ops.push(mil::Operation {
+            r#type: op_type.to_string(),
+            inputs,
+            outputs: outs.iter().map(|o| named_type(&o.name, &o.ty)).collect(),
+            blocks: vec![],
+            attributes,
+        });
+        Ok(outs)
+    }
+
+    fn op1(&mut self, op_type: &str, hint: &str, args: Vec<(&str, Arg)>, params: Vec<(&str, Tensor)>) -> Result<Var, MilError> {
+        Ok(self.op(op_type, hint, args, params)?.remove(0))
+    }
+
+    /// Mark `v` as a function output named `name` (the producing op's output is renamed).
+    pub fn output(&mut self, name: &str, v: &Var) -> Result<(), MilError> {
+        let err = |msg: &str| MilError::Output { name: name.into(), msg: msg.into() };
+        if !names::is_valid(name) {
+            return Err(err("not a valid Core ML identifier"));
+        }
+        if self.outputs.iter().any(|o| o.name == name) {
+            return Err(err("declared twice"));
+        }
+        let mut var = v.clone();
+        if v.name != name {
+            let idx = *self.producer.get(&v.name).ok_or_else(|| err("value is a function input; outputs must be computed"))?;
+            if self.ops[idx].r#type == "const" || !self.names.claim(name) {
+                return Err(err("name is already used in this function, or the value is a constant"));
+            }
+            // Rename the value everywhere (its producer and its uses).
+            for op in &mut self.ops[idx..] {
+                for o in &mut op.outputs {
+                    if o.name == v.name {
+                        o.name = name.to_string();
+                    }
+                }
+                for a in op.inputs.values_mut() {
+                    for b in &mut a.arguments {
+                        if let Some(mil::argument::binding::Binding::Name(n)) = &mut b.binding {
+                            if *n == v.name {
+                                *n = name.to_string();
+                            }
+                        }
+                    }
+                }
+            }
+            for o in &mut self.outputs {
+                if o.name == v.name {
+                    o.name = name.to_string();
+                }
+            }
+            self.producer.remove(&v.name);
+            self.producer.insert(name.to_string(), idx);
+            self.names.release(&v.name);
+            var.name = name.to_string();
+        }
+        self.outputs.push(var);
+        Ok(())
+    }
+
+    fn finish(self) -> Result<FunctionDef, MilError> {
+        if self.outputs.is_empty() {
+            return Err(MilError::Program("a function needs at least one output".into()));
+        }
+        let outputs = self
+            .outputs
+            .iter()
+            .map(|o| feature(&o.name, &o.ty, None, true).map_err(|msg| MilError::Output { name: o.name.clone(), msg }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let block = mil::Block {
+            inputs: vec![],
+            outputs: self.outputs.iter().map(|o| o.name.clone()).collect(),
+            operations: self.ops,
+            attributes: BTreeMap::new(),
+        };
+        let mut specs = BTreeMap::new();
+        specs.insert(self.spec.opset().to_string(), block);
+        let (named, descs): (Vec<_>, Vec<_>) = self.inputs.into_iter().unzip();
+        Ok(FunctionDef {
+            function: mil::Function {
+                inputs: named,
+                opset: self.spec.opset().to_string(),
+                block_specializations: specs,
+                attributes: BTreeMap::new(),
+            },
+            inputs: descs,
+            outputs,
+        })
+    }
+
+    // ---- typed helpers -------------------------------------------------------------------------
+
+    fn float_like(x: &Var, v: f32) -> Tensor {
+        Tensor::scalar_float(if x.dtype().is_float() { x.dtype() } else { DType::F32 }, v)
+    }
+
+    /// 1×1 (or any) convolution with default strides/padding; `weight` [C_out, C_in, *K].
+    pub fn conv(&mut self, hint: &str, x: &Var, weight: &Var, bias: Option<&Var>) -> Result<Var, MilError> {
+        let mut args = vec![("x", Arg::One(x.clone())), ("weight", Arg::One(weight.clone()))];
+        if let Some(b) = bias {
+            args.push(("bias", Arg::One(b.clone())));
+        }
+        self.op1("conv", hint, args, vec![])
+    }
+
+    /// `linear`: x [..., D_in] · weightᵀ + bias.
+    pub fn linear(&mut self, hint: &str, x: &Var, weight: &Var, bias: Option<&Var>) -> Result<Var, MilError> {
+        let mut args = vec![("x", Arg::One(x.clone())), ("weight", Arg::One(weight.clone()))];
+        if let Some(b) = bias {
+            args.push(("bias", Arg::One(b.clone())));
+        }
+        self.op1("linear", hint, args, vec![])
+    }
+
+    /// `matmul` with optional transposes of the last two dims.
+    pub fn matmul(&mut self, hint: &str, x: &Var, y: &Var, transpose_x: bool, transpose_y: bool) -> Result<Var, MilError> {
+        self.op1(
+            "matmul",
+            hint,
+            vec![("x", Arg::One(x.clone())), ("y", Arg::One(y.clone()))],
+            vec![("transpose_x", Tensor::scalar_bool(transpose_x)), ("transpose_y", Tensor::scalar_bool(transpose_y))],
+        )
+    }
+
+    /// `einsum` in MIL's one pattern (e.g. `"bkhc,bchq->bkhq"`).
+    pub fn einsum(&mut self, hint: &str, equation: &str, a: &Var, b: &Var) -> Result<Var, MilError> {
+        self.op1("einsum", hint, vec![("values", Arg::Many(vec![a.clone(), b.clone()]))], vec![("equation", Tensor::string(equation))])
+    }
+
+    /// An elementwise binary op (`add`, `mul`, `less`, `logical_and`, ...).
+    pub fn binary(&mut self, op_type: &str, hint: &str, x: &Var, y: &Var) -> Result<Var, MilError> {
+        self.op1(op_type, hint, vec![("x", Arg::One(x.clone())), ("y", Arg::One(y.clone()))], vec![])
+    }
+
+    /// An elementwise unary op without parameters (`exp`, `erf`, `relu`, ...), or with its default ones.
+    pub fn unary(&mut self, op_type: &str, hint: &str, x: &Var) -> Result<Var, MilError> {
+        self.op1(op_type, hint, vec![("x", Arg::One(x.clone()))], vec![])
+    }
+
+    /// `rsqrt(x + epsilon)`.
+    pub fn rsqrt(&mut self, hint: &str, x: &Var, epsilon: f32) -> Result<Var, MilError> {
+        let e = Self::float_like(x, epsilon);
+        self.op1("rsqrt", hint, vec![("x", Arg::One(x.clone()))], vec![("epsilon", e)])
+    }
+
+    /// `gelu` in `EXACT`, `TANH_APPROXIMATION` or `SIGMOID_APPROXIMATION` mode.
+    pub fn gelu(&mut self, hint: &str, x: &Var, mode: &str) -> Result<Var, MilError> {
+        self.op1("gelu", hint, vec![("x", Arg::One(x.clone()))], vec![("mode", Tensor::string(mode))])
+    }
+
+    /// A reduction (`reduce_mean`, `reduce_l2_norm`, ...) over `axes`.
+    pub fn reduce(&mut self, op_type: &str, hint: &str, x: &Var, axes: &[i32], keep_dims: bool) -> Result<Var, MilError> {
+        self.op1(
+            op_type,
+            hint,
+            vec![("x", Arg::One(x.clone()))],
+            vec![("axes", Tensor::i32(vec![axes.len()], axes.to_vec())?), ("keep_dims", Tensor::scalar_bool(keep_dims))],
+        )
+    }
+
+    /// `layer_norm` over `axes`, with optional gamma/beta.
+    pub fn layer_norm(&mut self, hint: &str, x: &Var, axes: &[i32], gamma: Option<&Var>, beta: Option<&Var>, epsilon: f32) -> Result<Var, MilError> {
+        let mut args = vec![("x", Arg::One(x.clone()))];
+        if let Some(g) = gamma {
+            args.push(("gamma", Arg::One(g.clone())));
+        }
+        if let Some(b) = beta {
+            args.push(("beta", Arg::One(b.clone())));
+        }
+        let e = Self::float_like(x, epsilon);
+        self.op1("layer_norm", hint, args, vec![("axes", Tensor::i32(vec![axes.len()], axes.to_vec())?), ("epsilon", e)])
+    }
+
+    /// `softmax` along `axis`.
+    pub fn softmax(&mut self, hint: &str, x: &Var, axis: i32) -> Result<Var, MilError> {
+        self.op1("softmax", hint, vec![("x", Arg::One(x.clone()))], vec![("axis", Tensor::scalar_i32(axis))])
+    }
+
+    /// `gather` along `axis`.
+    pub fn gather(&mut self, hint: &str, x: &Var, indices: &Var, axis: i32) -> Result<Var, MilError> {
+        self.op1("gather", hint, vec![("x", Arg::One(x.clone())), ("indices", Arg::One(indices.clone()))], vec![("axis", Tensor::scalar_i32(axis))])
+    }
+
+    /// `concat` along `axis`.
+    pub fn concat(&mut self, hint: &str, values: &[Var], axis: i32, interleave: bool) -> Result<Var, MilError> {
+        self.op1(
+            "concat",
+            hint,
+            vec![("values", Arg::Many(values.to_vec()))],
+            vec![("axis", Tensor::scalar_i32(axis)), ("interleave", Tensor::scalar_bool(interleave))],
+        )
+    }
+
+    /// `split` along `axis` into the given sizes.
+    pub fn split(&mut self, hint: &str, x: &Var, axis: i32, sizes: &[i32]) -> Result<Vec<Var>, MilError> {
+        self.op(
+            "split",
+            hint,
+            vec![("x", Arg::One(x.clone()))],
+            vec![("axis", Tensor::scalar_i32(axis)), ("split_sizes", Tensor::i32(vec![sizes.len()], sizes.to_vec())?)],
+        )
+    }
+
+    /// `reshape` to `shape` (−1 infers one dim).
+    pub fn reshape(&mut self, hint: &str, x: &Var, shape: &[i32]) -> Result<Var, MilError> {
+        self.op1("reshape", hint, vec![("x", Arg::One(x.clone()))], vec![("shape", Tensor::i32(vec![shape.len()], shape.to_vec())?)])
+    }
+
+    /// `transpose` by `perm`.
+    pub fn transpose(&mut self, hint: &str, x: &Var, perm: &[i32]) -> Result<Var, MilError> {
+        self.op1("transpose", hint, vec![("x", Arg::One(x.clone()))], vec![("perm", Tensor::i32(vec![perm.len()], perm.to_vec())?)])
+    }
+
+    /// `cast` to `dtype`.
+    pub fn cast(&mut self, hint: &str, x: &Var, dtype: DType) -> Result<Var, MilError> {
+        self.op1("cast", hint, vec![("x", Arg::One(x.clone()))], vec![("dtype", Tensor::string(dtype.mil_name()))])
+    }
+
+    /// `slice_by_index` with plain begin/end (stride 1, no masks).
+    pub fn slice(&mut self, hint: &str, x: &Var, begin: &[i32], end: &[i32]) -> Result<Var, MilError> {
+        self.op1(
+            "slice_by_index",
+            hint,
+            vec![("x", Arg::One(x.clone()))],
+            vec![("begin", Tensor::i32(vec![begin.len()], begin.to_vec())?), ("end", Tensor::i32(vec![end.len()], end.to_vec())?)],
+        )
+    }
+
+    /// `select(cond, a, b)`.
+    pub fn select(&mut self, hint: &str, cond: &Var, a: &Var, b: &Var) -> Result<Var, MilError> {
+        self.op1("select", hint, vec![("cond", Arg::One(cond.clone())), ("a", Arg::One(a.clone())), ("b", Arg::One(b.clone()))], vec![])
+    }
+
+    /// `expand_dims` at `axes`.
+    pub fn expand_dims(&mut self, hint: &str, x: &Var, axes: &[i32]) -> Result<Var, MilError> {
+        self.op1("expand_dims", hint, vec![("x", Arg::One(x.clone()))], vec![("axes", Tensor::i32(vec![axes.len()], axes.to_vec())?)])
+    }
+
+    /// `squeeze` of `axes`.
+    pub fn squeeze(&mut self, hint: &str, x: &Var, axes: &[i32]) -> Result<Var, MilError> {
+        self.op1("squeeze", hint, vec![("x", Arg::One(x.clone()))], vec![("axes", Tensor::i32(vec![axes.len()], axes.to_vec())?)])
+    }
+}

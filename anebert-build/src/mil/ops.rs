@@ -1,0 +1,569 @@
+//! Per-op knowledge for the builder: the optional parameters coremltools always writes (with its
+//! defaults), and output-type inference. Keeping both here lets every op — typed helper or generic
+//! `op()` call — come out exactly as coremltools would serialize it.
+
+use super::{MilError, Var};
+use anebert_runtime::infer;
+use anebert_runtime::{DType, Dim, Tensor, TensorType};
+use std::collections::BTreeMap;
+
+/// An op input: one value, or several for tuple parameters (`concat.values`, `einsum.values`).
+#[derive(Clone, Debug)]
+pub enum Arg {
+    One(Var),
+    Many(Vec<Var>),
+}
+
+impl Arg {
+    pub(crate) fn one(&self) -> Option<&Var> {
+        match self {
+            Arg::One(v) => Some(v),
+            Arg::Many(_) => None,
+        }
+    }
+}
+
+/// What inference sees: each input's type, and its value when it is a known constant.
+pub(crate) struct OpView<'a> {
+    pub op: &'a str,
+    pub args: &'a BTreeMap<String, Arg>,
+    pub consts: &'a dyn Fn(&str) -> Option<Tensor>,
+}
+
+impl OpView<'_> {
+    fn err(&self, msg: impl Into<String>) -> MilError {
+        MilError::Op {
+            op: self.op.to_string(),
+            msg: msg.into(),
+        }
+    }
+
+    fn var(&self, name: &str) -> Result<&Var, MilError> {
+        self.args
+            .get(name)
+            .and_then(Arg::one)
+            .ok_or_else(|| self.err(format!("missing input `{name}`")))
+    }
+
+    fn opt_var(&self, name: &str) -> Option<&Var> {
+        self.args.get(name).and_then(Arg::one)
+    }
+
+    fn many(&self, name: &str) -> Result<&[Var], MilError> {
+        match self.args.get(name) {
+            Some(Arg::Many(v)) => Ok(v),
+            Some(Arg::One(v)) => Ok(std::slice::from_ref(v)),
+            None => Err(self.err(format!("missing input `{name}`"))),
+        }
+    }
+
+    /// A parameter's constant value (None when absent or not a known constant).
+    fn value(&self, name: &str) -> Option<Tensor> {
+        self.opt_var(name).and_then(|v| (self.consts)(v.name()))
+    }
+
+    fn const_value(&self, name: &str) -> Result<Tensor, MilError> {
+        self.value(name)
+            .ok_or_else(|| self.err(format!("`{name}` must be a compile-time constant")))
+    }
+
+    fn ints(&self, name: &str) -> Result<Vec<i64>, MilError> {
+        let t = self.const_value(name)?;
+        t.as_i32()
+            .map(|v| v.iter().map(|&x| x as i64).collect())
+            .ok_or_else(|| self.err(format!("`{name}` must be an integer constant")))
+    }
+
+    fn opt_ints(&self, name: &str) -> Result<Option<Vec<i64>>, MilError> {
+        if self.args.contains_key(name) {
+            self.ints(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn int(&self, name: &str) -> Result<i64, MilError> {
+        match self.ints(name)?.as_slice() {
+            [v] => Ok(*v),
+            _ => Err(self.err(format!("`{name}` must be a scalar"))),
+        }
+    }
+
+    fn boolean(&self, name: &str) -> Result<bool, MilError> {
+        match self.const_value(name)?.as_bool() {
+            Some([b]) => Ok(*b),
+            _ => Err(self.err(format!("`{name}` must be a bool scalar"))),
+        }
+    }
+
+    fn string(&self, name: &str) -> Result<String, MilError> {
+        match self.const_value(name)?.as_str() {
+            Some([s]) => Ok(s.clone()),
+            _ => Err(self.err(format!("`{name}` must be a string scalar"))),
+        }
+    }
+
+    fn same_dtype(&self, a: &Var, b: &Var) -> Result<(), MilError> {
+        if a.dtype() != b.dtype() {
+            return Err(self.err(format!(
+                "`{}` is {} but `{}` is {}; MIL needs one dtype here",
+                a.name(),
+                a.dtype(),
+                b.name(),
+                b.dtype()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn i32s(v: &[i32]) -> Tensor {
+    Tensor::i32(vec![v.len()], v.to_vec()).expect("length matches")
+}
+
+/// The defaults coremltools fills in for parameters the caller did not give (those whose default
+/// is not `None`), given the op's data input `x` (coreml-facts §3.4, §6.2).
+pub(crate) fn defaults(op: &str, args: &BTreeMap<String, Arg>) -> Vec<(&'static str, Tensor)> {
+    let x = args.get("x").and_then(Arg::one);
+    let float = |v: f32| Tensor::scalar_float(x.map(|x| x.dtype()).filter(|d| d.is_float()).unwrap_or(DType::F32), v);
+    match op {
+        "conv" => {
+            let s = x.map(|x| x.ty().rank().saturating_sub(2)).unwrap_or(2);
+            vec![
+                ("strides", i32s(&vec![1; s])),
+                ("pad_type", Tensor::string("valid")),
+                ("pad", i32s(&vec![0; 2 * s])),
+                ("dilations", i32s(&vec![1; s])),
+                ("groups", Tensor::scalar_i32(1)),
+            ]
+        }
+        "linear" => {
+            let w = args.get("weight").and_then(Arg::one);
+            match w.and_then(|w| w.shape()) {
+                Some(s) if !s.is_empty() => {
+                    let dt = w.map(|w| w.dtype()).unwrap_or(DType::F32);
+                    let zeros = if dt == DType::F16 {
+                        Tensor::f16(vec![s[0]], vec![0.0; s[0]])
+                    } else {
+                        Tensor::f32(vec![s[0]], vec![0.0; s[0]])
+                    };
+                    vec![("bias", zeros.expect("length matches"))]
+                }
+                _ => vec![],
+            }
+        }
+        "matmul" => vec![
+            ("transpose_x", Tensor::scalar_bool(false)),
+            ("transpose_y", Tensor::scalar_bool(false)),
+        ],
+        "rsqrt" => vec![("epsilon", float(1e-12))],
+        "inverse" => vec![("epsilon", float(1e-4))],
+        "log" => vec![("epsilon", float(1e-45))],
+        "gelu" => vec![("mode", Tensor::string("EXACT"))],
+        "softmax" => vec![("axis", Tensor::scalar_i32(-1))],
+        "layer_norm" => vec![("epsilon", float(1e-5))],
+        "gather" => vec![
+            ("axis", Tensor::scalar_i32(0)),
+            ("batch_dims", Tensor::scalar_i32(0)),
+            ("validate_indices", Tensor::scalar_bool(false)),
+        ],
+        "gather_along_axis" => vec![
+            ("axis", Tensor::scalar_i32(0)),
+            ("validate_indices", Tensor::scalar_bool(false)),
+        ],
+        "concat" => vec![("interleave", Tensor::scalar_bool(false))],
+        "fill" => vec![("value", Tensor::scalar_float(DType::F32, 0.0))],
+        "band_part" => vec![("lower", Tensor::scalar_i32(-1)), ("upper", Tensor::scalar_i32(-1))],
+        "topk" => vec![
+            ("k", Tensor::scalar_i32(1)),
+            ("axis", Tensor::scalar_i32(-1)),
+            ("ascending", Tensor::scalar_bool(false)),
+            ("sort", Tensor::scalar_bool(true)),
+            ("return_indices", Tensor::scalar_bool(true)),
+            ("output_indices_dtype", Tensor::string("int32")),
+        ],
+        "cumsum" => vec![
+            ("axis", Tensor::scalar_i32(0)),
+            ("exclusive", Tensor::scalar_bool(false)),
+            ("reverse", Tensor::scalar_bool(false)),
+        ],
+        n if n.starts_with("reduce_") => vec![("keep_dims", Tensor::scalar_bool(false))],
+        _ => vec![],
+    }
+}
+
+/// Elementwise ops with two operands of one dtype and a result of that dtype.
+pub const BINARY: &[&str] = &["add", "sub", "mul", "real_div", "pow", "maximum", "minimum", "floor_div", "mod"];
+/// Comparisons: two operands of one dtype, bool result.
+pub const COMPARE: &[&str] = &["equal", "not_equal", "less", "less_equal", "greater", "greater_equal"];
+/// Logical ops over bools.
+pub const LOGICAL: &[&str] = &["logical_and", "logical_or", "logical_xor"];
+/// Unary elementwise ops (same dtype and shape out).
+pub const UNARY: &[&str] = &[
+    "sqrt", "rsqrt", "exp", "log", "erf", "tanh", "sigmoid", "sin", "cos", "abs", "square", "inverse", "relu",
+    "silu", "gelu", "floor", "ceil", "round", "sign", "clip",
+];
+/// Reductions.
+pub const REDUCE: &[&str] = &[
+    "reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_l2_norm", "reduce_l1_norm",
+    "reduce_sum_square", "reduce_log_sum_exp", "reduce_log_sum", "reduce_argmax", "reduce_argmin",
+];
+
+/// Output types of an op.
+pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
+    let op = v.op;
+    let one = |dtype: DType, dims: Vec<Dim>| Ok(vec![TensorType { dtype, dims }]);
+    let shape_err = |m: String| v.err(m);
+    if BINARY.contains(&op) || COMPARE.contains(&op) || LOGICAL.contains(&op) {
+        let (x, y) = (v.var("x")?, v.var("y")?);
+        v.same_dtype(x, y)?;
+        if LOGICAL.contains(&op) && x.dtype() != DType::Bool {
+            return Err(v.err("logical ops take bool operands"));
+        }
+        let dims = infer::broadcast(&x.ty().dims, &y.ty().dims).map_err(shape_err)?;
+        let dt = if BINARY.contains(&op) { x.dtype() } else { DType::Bool };
+        return one(dt, dims);
+    }
+    if UNARY.contains(&op) || op == "logical_not" {
+        let x = v.var("x")?;
+        if op != "logical_not" && op != "abs" && op != "square" && op != "relu" && op != "clip" && op != "sign" && !x.dtype().is_float() {
+            return Err(v.err(format!("`{op}` takes fp16/fp32, got {}", x.dtype())));
+        }
+        return one(x.dtype(), x.ty().dims.clone());
+    }
+    if REDUCE.contains(&op) {
+        let x = v.var("x")?;
+        let axes = v.opt_ints("axes")?;
+        let keep = v.boolean("keep_dims")?;
+        let dims = infer::reduce(&x.ty().dims, axes.as_deref(), keep).map_err(shape_err)?;
+        let dt = if op.ends_with("argmax") || op.ends_with("argmin") { DType::I32 } else { x.dtype() };
+        return one(dt, dims);
+    }
+    match op {
+        "conv" => {
+            let (x, w) = (v.var("x")?, v.var("weight")?);
+            let (xd, wd) = (&x.ty().dims, &w.ty().dims);
+            if xd.len() < 3 || xd.len() > 5 || wd.len() != xd.len() {
+                return Err(v.err(format!("conv needs x [N,C,*spatial] and weight of the same rank, got {} and {}", x.ty(), w.ty())));
+            }
+            let s = xd.len() - 2;
+            let strides = v.ints("strides")?;
+            let dil = v.ints("dilations")?;
+            let pad = v.ints("pad")?;
+            let pad_type = v.string("pad_type")?;
+            let groups = v.int("groups")?;
+            if strides.len() != s || dil.len() != s || pad.len() != 2 * s {
+                return Err(v.err("strides/dilations need one entry per spatial dim, pad two"));
+            }
+            if let (Dim::Fixed(cin), Dim::Fixed(wcin)) = (xd[1], wd[1]) {
+                if groups <= 0 || cin as i64 != wcin as i64 * groups {
+                    return Err(v.err(format!("x has {cin} channels but weight expects {wcin} × groups {groups}")));
+                }
+            }
+            let mut out = vec![xd[0], wd[0]];
+            for i in 0..s {
+                out.push(match (xd[2 + i], wd[2 + i]) {
+                    (Dim::Fixed(n), Dim::Fixed(k)) => Dim::Fixed(
+                        infer::conv_dim(n, k, strides[i] as usize, dil[i] as usize, &pad_type, (pad[2 * i] as usize, pad[2 * i + 1] as usize))
+                            .map_err(shape_err)?
+                            .out,
+                    ),
+                    _ => Dim::Unknown,
+                });
+            }
+            one(x.dtype(), out)
+        }
+        "linear" => {
+            let (x, w) = (v.var("x")?, v.var("weight")?);
+            let (xd, wd) = (&x.ty().dims, &w.ty().dims);
+            if wd.len() != 2 || xd.is_empty() {
+                return Err(v.err("linear needs weight [D_out, D_in] and x [..., D_in]"));
+            }
+            if let (Dim::Fixed(a), Dim::Fixed(b)) = (xd[xd.len() - 1], wd[1]) {
+                if a != b {
+                    return Err(v.err(format!("x has {a} features, weight expects {b}")));
+                }
+            }
+            let mut out = xd.clone();
+            *out.last_mut().unwrap() = wd[0];
+            one(x.dtype(), out)
+        }
+        "matmul" => {
+            let (x, y) = (v.var("x")?, v.var("y")?);
+            let dims = infer::matmul(&x.ty().dims, &y.ty().dims, v.boolean("transpose_x")?, v.boolean("transpose_y")?)
+                .map_err(shape_err)?;
+            one(x.dtype(), dims)
+        }
+        "einsum" => {
+            let vals = v.many("values")?;
+            if vals.len() != 2 {
+                return Err(v.err("einsum takes exactly two values"));
+            }
+            v.same_dtype(&vals[0], &vals[1])?;
+            let p = infer::einsum_pattern(&v.string("equation")?).map_err(shape_err)?;
+            let dims = infer::einsum(p, &vals[0].ty().dims, &vals[1].ty().dims).map_err(shape_err)?;
+            one(vals[0].dtype(), dims)
+        }
+        "layer_norm" => {
+            let x = v.var("x")?;
+            if let Some(a) = v.opt_ints("axes")? {
+                infer::axes(&a, x.ty().rank()).map_err(shape_err)?;
+            }
+            one(x.dtype(), x.ty().dims.clone())
+        }
+        "softmax" => {
+            let x = v.var("x")?;
+            infer::axis(v.int("axis")?, x.ty().rank()).map_err(shape_err)?;
+            one(x.dtype(), x.ty().dims.clone())
+        }
+        "gather" => {
+            let (x, idx) = (v.var("x")?, v.var("indices")?);
+            let xd = &x.ty().dims;
+            let a = infer::axis(v.int("axis")?, xd.len()).map_err(shape_err)?;
+            let bd = v.int("batch_dims")? as usize;
+            if bd > idx.ty().rank() || bd > a {
+                return Err(v.err("batch_dims is larger than the indices rank or the axis"));
+            }
+            let mut out = xd[..a].to_vec();
+            out.extend_from_slice(&idx.ty().dims[bd..]);
+            out.extend_from_slice(&xd[a + 1..]);
+            one(x.dtype(), out)
+        }
+        "gather_along_axis" => {
+            let (x, idx) = (v.var("x")?, v.var("indices")?);
+            if x.ty().rank() != idx.ty().rank() {
+                return Err(v.err("indices must have the rank of x"));
+            }
+            infer::axis(v.int("axis")?, x.ty().rank()).map_err(shape_err)?;
+            one(x.dtype(), idx.ty().dims.clone())
+        }
+        "concat" => {
+            let vals = v.many("values")?;
+            let first = vals.first().ok_or_else(|| v.err("concat needs at least one value"))?;
+            let r = first.ty().rank();
+            let a = infer::axis(v.int("axis")?, r).map_err(shape_err)?;
+            let interleave = v.boolean("interleave")?;
+            let mut out = first.ty().dims.clone();
+            for x in &vals[1..] {
+                v.same_dtype(first, x)?;
+                if x.ty().rank() != r {
+                    return Err(v.err("concat values must have one rank"));
+                }
+                for (i, (&p, &q)) in out.iter().zip(&x.ty().dims).enumerate() {
+                    if i != a || interleave {
+                        if let (Dim::Fixed(p), Dim::Fixed(q)) = (p, q) {
+                            if p != q {
+                                return Err(v.err(format!("concat values differ on axis {i}: {p} vs {q}")));
+                            }
+                        }
+                    }
+                }
+                out[a] = match (out[a], x.ty().dims[a]) {
+                    (Dim::Fixed(p), Dim::Fixed(q)) => Dim::Fixed(p + q),
+                    _ => Dim::Unknown,
+                };
+            }
+            one(first.dtype(), out)
+        }
+        "split" => {
+            let x = v.var("x")?;
+            let a = infer::axis(v.int("axis")?, x.ty().rank()).map_err(shape_err)?;
+            let sizes: Vec<Dim> = if let Some(s) = v.opt_ints("split_sizes")? {
+                if let Dim::Fixed(n) = x.ty().dims[a] {
+                    if s.iter().sum::<i64>() != n as i64 {
+                        return Err(v.err(format!("split_sizes {s:?} do not add up to {n}")));
+                    }
+                }
+                s.iter().map(|&k| Dim::Fixed(k as usize)).collect()
+            } else {
+                let n = v.int("num_splits")?;
+                if n <= 0 {
+                    return Err(v.err("num_splits must be positive"));
+                }
+                match x.ty().dims[a] {
+                    Dim::Fixed(d) if d % n as usize != 0 => {
+                        return Err(v.err(format!("axis of size {d} does not split into {n} equal parts")))
+                    }
+                    Dim::Fixed(d) => vec![Dim::Fixed(d / n as usize); n as usize],
+                    Dim::Unknown => vec![Dim::Unknown; n as usize],
+                }
+            };
+            Ok(sizes
+                .into_iter()
+                .map(|s| {
+                    let mut d = x.ty().dims.clone();
+                    d[a] = s;
+                    TensorType { dtype: x.dtype(), dims: d }
+                })
+                .collect())
+        }
+        "slice_by_index" => {
+            let x = v.var("x")?;
+            let r = x.ty().rank();
+            let (begin, end) = (v.value("begin"), v.value("end"));
+            let mask = |n: &str| -> Result<Vec<bool>, MilError> {
+                match v.value(n) {
+                    Some(t) => t.as_bool().map(<[bool]>::to_vec).ok_or_else(|| v.err(format!("`{n}` must be bool"))),
+                    None if v.args.contains_key(n) => Err(v.err(format!("`{n}` must be a compile-time constant"))),
+                    None => Ok(vec![false; r]),
+                }
+            };
+            let (bm, em, sm) = (mask("begin_mask")?, mask("end_mask")?, mask("squeeze_mask")?);
+            let stride = v.opt_ints("stride")?.unwrap_or_else(|| vec![1; r]);
+            if [bm.len(), em.len(), sm.len(), stride.len()].iter().any(|&l| l != r) {
+                return Err(v.err(format!("begin/end/stride/masks need {r} entries")));
+            }
+            let (b, e) = match (begin, end) {
+                (Some(b), Some(e)) => (b.as_i32().map(<[i32]>::to_vec), e.as_i32().map(<[i32]>::to_vec)),
+                _ => (None, None),
+            };
+            let mut out = Vec::new();
+            for i in 0..r {
+                if sm[i] {
+                    continue;
+                }
+                out.push(match (&b, &e, x.ty().dims[i]) {
+                    (Some(b), Some(e), Dim::Fixed(n)) if b.len() == r && e.len() == r => Dim::Fixed(
+                        infer::slice_axis(n, b[i] as i64, e[i] as i64, stride[i], bm[i], em[i])
+                            .map_err(shape_err)?
+                            .3,
+                    ),
+                    _ => Dim::Unknown,
+                });
+            }
+            one(x.dtype(), out)
+        }
+        "slice_by_size" => {
+            let x = v.var("x")?;
+            let size = v.value("size").and_then(|t| t.as_i32().map(<[i32]>::to_vec));
+            let begin = v.value("begin").and_then(|t| t.as_i32().map(<[i32]>::to_vec));
+            let r = x.ty().rank();
+            let out = (0..r)
+                .map(|i| match (&size, &begin, x.ty().dims[i]) {
+                    (Some(s), _, _) if s.len() == r && s[i] >= 0 => Dim::Fixed(s[i] as usize),
+                    (Some(s), Some(b), Dim::Fixed(n)) if s.len() == r && b.len() == r => {
+                        let bb = if b[i] < 0 { b[i] + n as i32 } else { b[i] };
+                        Dim::Fixed(n.saturating_sub(bb.max(0) as usize))
+                    }
+                    _ => Dim::Unknown,
+                })
+                .collect();
+            one(x.dtype(), out)
+        }
+        "reshape" => {
+            let x = v.var("x")?;
+            let dims = match v.value("shape") {
+                Some(t) => {
+                    let s: Vec<i64> = t.as_i32().ok_or_else(|| v.err("shape must be int32"))?.iter().map(|&d| d as i64).collect();
+                    infer::reshape(&x.ty().dims, &s).map_err(shape_err)?
+                }
+                None => {
+                    let n = v.var("shape")?.shape().and_then(|s| s.first().copied()).ok_or_else(|| v.err("shape must be 1-D"))?;
+                    vec![Dim::Unknown; n]
+                }
+            };
+            one(x.dtype(), dims)
+        }
+        "transpose" => {
+            let x = v.var("x")?;
+            let perm = infer::axes(&v.ints("perm")?, x.ty().rank()).map_err(shape_err)?;
+            if perm.len() != x.ty().rank() {
+                return Err(v.err("perm must list every axis once"));
+            }
+            one(x.dtype(), perm.iter().map(|&p| x.ty().dims[p]).collect())
+        }
+        "expand_dims" => {
+            let x = v.var("x")?;
+            let axes = v.ints("axes")?;
+            let r = x.ty().rank() + axes.len();
+            let ax = infer::axes(&axes, r).map_err(shape_err)?;
+            let mut src = x.ty().dims.iter();
+            one(x.dtype(), (0..r).map(|i| if ax.contains(&i) { Dim::Fixed(1) } else { *src.next().unwrap() }).collect())
+        }
+        "squeeze" => {
+            let x = v.var("x")?;
+            let dims = &x.ty().dims;
+            let ax = match v.opt_ints("axes")? {
+                Some(a) => infer::axes(&a, dims.len()).map_err(shape_err)?,
+                None => (0..dims.len()).filter(|&i| dims[i] == Dim::Fixed(1)).collect(),
+            };
+            one(x.dtype(), dims.iter().enumerate().filter(|(i, d)| !(ax.contains(i) && **d == Dim::Fixed(1))).map(|(_, d)| *d).collect())
+        }
+        "cast" => {
+            let x = v.var("x")?;
+            let name = v.string("dtype")?;
+            let dt = DType::from_mil_name(&name).ok_or_else(|| v.err(format!("unknown cast dtype {name:?}")))?;
+            one(dt, x.ty().dims.clone())
+        }
+        "select" => {
+            let (c, a, b) = (v.var("cond")?, v.var("a")?, v.var("b")?);
+            v.same_dtype(a, b)?;
+            if c.dtype() != DType::Bool {
+                return Err(v.err("cond must be bool"));
+            }
+            let d = infer::broadcast(&c.ty().dims, &a.ty().dims).map_err(shape_err)?;
+            one(a.dtype(), infer::broadcast(&d, &b.ty().dims).map_err(shape_err)?)
+        }
+        "range_1d" => {
+            let (e, s, st) = (v.var("end")?, v.var("start")?, v.var("step")?);
+            v.same_dtype(e, s)?;
+            v.same_dtype(e, st)?;
+            let len = match (v.value("end"), v.value("start"), v.value("step")) {
+                (Some(e), Some(s), Some(st)) => {
+                    let f = |t: Tensor| t.to_f64_vec().and_then(|v| v.first().copied()).unwrap_or(0.0);
+                    let (e, s, st) = (f(e), f(s), f(st));
+                    if st == 0.0 {
+                        return Err(v.err("range_1d step must not be 0"));
+                    }
+                    Dim::Fixed(((e - s) / st).ceil().max(0.0) as usize)
+                }
+                _ => Dim::Unknown,
+            };
+            one(e.dtype(), vec![len])
+        }
+        "fill" => {
+            let value = v.var("value")?;
+            let dims = match v.value("shape") {
+                Some(t) => t.as_i32().ok_or_else(|| v.err("shape must be int32"))?.iter().map(|&d| Dim::Fixed(d.max(0) as usize)).collect(),
+                None => vec![Dim::Unknown; v.var("shape")?.shape().and_then(|s| s.first().copied()).unwrap_or(0)],
+            };
+            one(value.dtype(), dims)
+        }
+        "band_part" => {
+            let x = v.var("x")?;
+            if x.ty().rank() < 2 {
+                return Err(v.err("band_part needs rank ≥ 2"));
+            }
+            one(x.dtype(), x.ty().dims.clone())
+        }
+        "tile" => {
+            let x = v.var("x")?;
+            let reps = v.ints("reps")?;
+            if reps.len() != x.ty().rank() {
+                return Err(v.err("reps needs one entry per axis"));
+            }
+            one(x.dtype(), x.ty().dims.iter().zip(&reps).map(|(d, &r)| match d { Dim::Fixed(n) => Dim::Fixed(n * r as usize), Dim::Unknown => Dim::Unknown }).collect())
+        }
+        "topk" => {
+            let x = v.var("x")?;
+            let a = infer::axis(v.int("axis")?, x.ty().rank()).map_err(shape_err)?;
+            let k = v.int("k")?;
+            let mut dims = x.ty().dims.clone();
+            if k >= 0 {
+                dims[a] = Dim::Fixed(k as usize);
+            }
+            let idt = DType::from_mil_name(&v.string("output_indices_dtype")?).unwrap_or(DType::I32);
+            let mut out = vec![TensorType { dtype: x.dtype(), dims: dims.clone() }];
+            if v.boolean("return_indices")? {
+                out.push(TensorType { dtype: idt, dims });
+            }
+            Ok(out)
+        }
+        "cumsum" => {
+            let x = v.var("x")?;
+            infer::axis(v.int("axis")?, x.ty().rank()).map_err(shape_err)?;
+            one(x.dtype(), x.ty().dims.clone())
+        }
+        other => Err(v.err(format!("the builder does not know op `{other}`"))),
+    }
+}
