@@ -206,6 +206,25 @@ impl Tensor {
         }
     }
 
+    /// Mutable float values, if this is a floating tensor.
+    pub fn as_f32_mut(&mut self) -> Option<&mut [f32]> {
+        match &mut self.data {
+            TensorData::Float(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The same data under another dtype of the same storage kind (fp16 ↔ fp32, int8 → int32, ...).
+    /// Integer values must fit the new dtype; float values are kept as they are.
+    pub fn relabel(self, dtype: DType) -> Result<Self, TensorError> {
+        if let (TensorData::Int(v), Some((lo, hi))) = (&self.data, dtype.int_range()) {
+            if let Some(&bad) = v.iter().find(|&&x| (x as i64) < lo || (x as i64) > hi) {
+                return Err(TensorError::IntOutOfRange { dtype, value: bad as i128 });
+            }
+        }
+        Tensor::new(dtype, self.shape, self.data)
+    }
+
     /// Integer values, if this is an integer tensor.
     pub fn as_i32(&self) -> Option<&[i32]> {
         match &self.data {

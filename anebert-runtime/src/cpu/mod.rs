@@ -1,0 +1,148 @@
+//! The CPU backend: a MIL interpreter that executes any package anebert writes (and the ops a BERT
+//! encoder needs in packages others write), in two precisions.
+//!
+//! # Precision
+//!
+//! * [`Precision::F32`] — the reference: every floating op computes in f32 whatever the declared
+//!   dtype (fp16 weights are widened exactly).
+//! * [`Precision::Fp16Ane`] — a *model* of the Apple Neural Engine's numerics, not a bit-exact
+//!   emulation (Apple documents none). It is deliberately conservative, so that a graph that is
+//!   safe here is very likely safe on the device:
+//!   - inputs, weights and every floating op output are rounded to fp16 (IEEE round-to-nearest-even,
+//!     ±inf on overflow past 65504);
+//!   - matmul / conv / einsum and reductions accumulate in f32, then round;
+//!   - `layer_norm` computes its centred values and their squares in fp16, so `(x−μ)²` overflows to
+//!     inf once |x−μ| > 256 and the normalized output collapses to 0 — the failure
+//!     ModernBERT-AppleNeuralEngine saw on real hardware;
+//!   - `reduce_sum_square` squares in fp16 (same overflow); `reduce_l2_norm` is overflow-safe
+//!     (scaled by the max), as measured on the ANE; `softmax` subtracts the max;
+//!     `reduce_log_sum_exp` does *not* (the ANE lowering overflows, coremltools #2690);
+//!   - elementwise transcendental functions are evaluated in f32 on fp16 inputs, then rounded.
+
+mod ops;
+mod plan;
+
+use crate::package::Package;
+use crate::tensor::Tensor;
+use crate::types::TensorType;
+use plan::Plan;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Numerics of a CPU run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// Reference f32 execution.
+    #[default]
+    F32,
+    /// fp16 ANE-numerics simulation (see the module docs for the model).
+    Fp16Ane,
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" | "fp32" => Ok(Precision::F32),
+            "fp16-ane" | "fp16" => Ok(Precision::Fp16Ane),
+            other => Err(format!("unknown precision {other:?}; use f32 or fp16-ane")),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Fp16Ane => "fp16-ane",
+        })
+    }
+}
+
+/// Errors of the CPU backend.
+#[derive(Debug, thiserror::Error)]
+pub enum CpuError {
+    #[error("the package has no function `{name}` (it has: {available})")]
+    NoSuchFunction { name: String, available: String },
+    #[error("the package has several functions ({0}); name one")]
+    AmbiguousFunction(String),
+    #[error("function `{function}` has no block for its opset `{opset}`")]
+    NoBlock { function: String, opset: String },
+    #[error("loading op {op_type} `{name}`: {msg}")]
+    Load { op_type: String, name: String, msg: String },
+    #[error("input `{name}`: {msg}")]
+    Input { name: String, msg: String },
+    #[error("op {op_type} `{name}` (output `{output}`): {msg}")]
+    Op {
+        op_type: String,
+        name: String,
+        output: String,
+        msg: String,
+    },
+}
+
+/// One function of a package, prepared for execution.
+pub struct CpuModel {
+    plan: Plan,
+    precision: Precision,
+}
+
+impl CpuModel {
+    /// Prepare `function` (or the only / default function when `None`) of a loaded package.
+    pub fn load(package: &Package, function: Option<&str>, precision: Precision) -> Result<Self, CpuError> {
+        let program = package.program();
+        let name = match function {
+            Some(f) => f.to_string(),
+            None if program.functions.len() == 1 => program.functions.keys().next().cloned().unwrap_or_default(),
+            None => {
+                let d = package
+                    .spec
+                    .description
+                    .as_ref()
+                    .map(|d| d.default_function_name.clone())
+                    .unwrap_or_default();
+                if d.is_empty() {
+                    return Err(CpuError::AmbiguousFunction(program.functions.keys().cloned().collect::<Vec<_>>().join(", ")));
+                }
+                d
+            }
+        };
+        let func = program.functions.get(&name).ok_or_else(|| CpuError::NoSuchFunction {
+            name: name.clone(),
+            available: program.functions.keys().cloned().collect::<Vec<_>>().join(", "),
+        })?;
+        let plan = Plan::build(&name, func, package.weights.as_ref(), precision)?;
+        Ok(CpuModel { plan, precision })
+    }
+
+    /// The precision this model runs in.
+    pub fn precision(&self) -> Precision {
+        self.precision
+    }
+
+    /// Input names and static types, in declaration order.
+    pub fn inputs(&self) -> &[(String, TensorType)] {
+        &self.plan.inputs
+    }
+
+    /// Output names and static types, in declaration order.
+    pub fn outputs(&self) -> Vec<(String, TensorType)> {
+        self.plan.output_types()
+    }
+
+    /// Number of non-const operations.
+    pub fn op_count(&self) -> usize {
+        self.plan.steps.len()
+    }
+
+    /// Run with named inputs; returns every output by name. Float inputs may be given as fp16 or
+    /// fp32 tensors whatever the declared float type; integer inputs as int32.
+    pub fn predict(&self, inputs: &BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>, CpuError> {
+        self.plan.run(inputs, self.precision)
+    }
+
+    /// Run with shared inputs (avoids copying large tensors).
+    pub fn predict_arc(&self, inputs: &BTreeMap<String, Arc<Tensor>>) -> Result<BTreeMap<String, Tensor>, CpuError> {
+        self.plan.run_arc(inputs, self.precision)
+    }
+}

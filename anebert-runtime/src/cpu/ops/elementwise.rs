@@ -1,0 +1,321 @@
+//! Elementwise ops with NumPy broadcasting.
+
+use super::{float_out, Ctx, OpResult};
+use crate::infer::broadcast_shapes;
+use crate::tensor::{Tensor, TensorData};
+
+/// Apply `f` over two broadcast operands. The inner loop runs over the last output axis with fixed
+/// input strides (0 where broadcast), so a bias add or a scalar op costs no index arithmetic per element.
+pub(crate) fn broadcast_map<A: Copy, B: Copy, O>(
+    a: &[A],
+    ash: &[usize],
+    b: &[B],
+    bsh: &[usize],
+    f: impl Fn(A, B) -> O,
+) -> Result<(Vec<O>, Vec<usize>), String> {
+    let out = broadcast_shapes(ash, bsh)?;
+    if ash == bsh {
+        return Ok((a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect(), out));
+    }
+    let total: usize = out.iter().product();
+    if b.len() == 1 && a.len() == total {
+        let y = b[0];
+        return Ok((a.iter().map(|&x| f(x, y)).collect(), out));
+    }
+    if a.len() == 1 && b.len() == total {
+        let x = a[0];
+        return Ok((b.iter().map(|&y| f(x, y)).collect(), out));
+    }
+    let mut v = Vec::with_capacity(total);
+    if total == 0 {
+        return Ok((v, out));
+    }
+    let r = out.len();
+    let bstr = |sh: &[usize]| {
+        let full = super::strides(sh);
+        let pad = r - sh.len();
+        (0..r)
+            .map(|i| if i < pad || sh[i - pad] == 1 { 0 } else { full[i - pad] })
+            .collect::<Vec<_>>()
+    };
+    let (sa, sb) = (bstr(ash), bstr(bsh));
+    let inner = out[r - 1];
+    let (ia, ib) = (sa[r - 1], sb[r - 1]);
+    let mut idx = vec![0usize; r - 1];
+    let (mut oa, mut ob) = (0usize, 0usize);
+    for _ in 0..total / inner {
+        for j in 0..inner {
+            v.push(f(a[oa + j * ia], b[ob + j * ib]));
+        }
+        for d in (0..r - 1).rev() {
+            idx[d] += 1;
+            oa += sa[d];
+            ob += sb[d];
+            if idx[d] < out[d] {
+                break;
+            }
+            oa -= sa[d] * out[d];
+            ob -= sb[d] * out[d];
+            idx[d] = 0;
+        }
+    }
+    Ok((v, out))
+}
+
+/// Copy `data` of shape `sh` broadcast to `out`.
+pub(crate) fn expand<T: Copy>(data: &[T], sh: &[usize], out: &[usize]) -> Result<Vec<T>, String> {
+    let zeros = vec![0u8; out.iter().product()];
+    broadcast_map(data, sh, &zeros, out, |x, _| x).map(|(v, _)| v)
+}
+
+fn arith(c: &Ctx, ff: fn(f32, f32) -> f32, fi: Option<fn(i32, i32) -> Result<i32, String>>) -> OpResult {
+    let (x, y) = (c.t("x")?, c.t("y")?);
+    match (x.data(), y.data()) {
+        (TensorData::Float(a), TensorData::Float(b)) => {
+            let (v, sh) = broadcast_map(a, x.shape(), b, y.shape(), ff)?;
+            Ok(vec![float_out(x.dtype(), sh, v)?])
+        }
+        (TensorData::Int(a), TensorData::Int(b)) => {
+            let fi = fi.ok_or_else(|| format!("`{}` is not defined for integer operands", c.op))?;
+            let (v, sh) = broadcast_map(a, x.shape(), b, y.shape(), fi)?;
+            let v: Vec<i32> = v.into_iter().collect::<Result<_, _>>()?;
+            Ok(vec![Tensor::new(x.dtype(), sh, TensorData::Int(v)).map_err(|e| e.to_string())?])
+        }
+        _ => Err(format!("operands must both be float or both integer, got {} and {}", x.dtype(), y.dtype())),
+    }
+}
+
+fn int_floor_div(a: i32, b: i32) -> Result<i32, String> {
+    if b == 0 {
+        return Err("integer division by zero".into());
+    }
+    Ok(a.div_euclid(b) - if b < 0 && a.rem_euclid(b) != 0 { 1 } else { 0 })
+}
+
+pub fn add(c: &Ctx) -> OpResult {
+    arith(c, |a, b| a + b, Some(|a, b| Ok(a.wrapping_add(b))))
+}
+pub fn sub(c: &Ctx) -> OpResult {
+    arith(c, |a, b| a - b, Some(|a, b| Ok(a.wrapping_sub(b))))
+}
+pub fn mul(c: &Ctx) -> OpResult {
+    arith(c, |a, b| a * b, Some(|a, b| Ok(a.wrapping_mul(b))))
+}
+pub fn real_div(c: &Ctx) -> OpResult {
+    arith(c, |a, b| a / b, None)
+}
+pub fn pow(c: &Ctx) -> OpResult {
+    arith(
+        c,
+        f32::powf,
+        Some(|a, b| {
+            u32::try_from(b)
+                .map(|e| a.wrapping_pow(e))
+                .map_err(|_| "integer pow with a negative exponent".to_string())
+        }),
+    )
+}
+pub fn maximum(c: &Ctx) -> OpResult {
+    arith(c, f32::max, Some(|a, b| Ok(a.max(b))))
+}
+pub fn minimum(c: &Ctx) -> OpResult {
+    arith(c, f32::min, Some(|a, b| Ok(a.min(b))))
+}
+pub fn floor_div(c: &Ctx) -> OpResult {
+    arith(c, |a, b| (a / b).floor(), Some(int_floor_div))
+}
+pub fn modulo(c: &Ctx) -> OpResult {
+    arith(
+        c,
+        |a, b| a - (a / b).floor() * b,
+        Some(|a, b| int_floor_div(a, b).map(|q| a.wrapping_sub(q.wrapping_mul(b)))),
+    )
+}
+
+fn compare(c: &Ctx, ff: fn(&f32, &f32) -> bool, fi: fn(&i32, &i32) -> bool) -> OpResult {
+    let (x, y) = (c.t("x")?, c.t("y")?);
+    let (v, sh) = match (x.data(), y.data()) {
+        (TensorData::Float(a), TensorData::Float(b)) => broadcast_map(a, x.shape(), b, y.shape(), |p, q| ff(&p, &q))?,
+        (TensorData::Int(a), TensorData::Int(b)) => broadcast_map(a, x.shape(), b, y.shape(), |p, q| fi(&p, &q))?,
+        (TensorData::Bool(a), TensorData::Bool(b)) => {
+            broadcast_map(a, x.shape(), b, y.shape(), |p, q| fi(&(p as i32), &(q as i32)))?
+        }
+        _ => return Err(format!("cannot compare {} with {}", x.dtype(), y.dtype())),
+    };
+    Ok(vec![Tensor::bool(sh, v).map_err(|e| e.to_string())?])
+}
+
+pub fn equal(c: &Ctx) -> OpResult {
+    compare(c, f32::eq, i32::eq)
+}
+pub fn not_equal(c: &Ctx) -> OpResult {
+    compare(c, f32::ne, i32::ne)
+}
+pub fn less(c: &Ctx) -> OpResult {
+    compare(c, f32::lt, i32::lt)
+}
+pub fn less_equal(c: &Ctx) -> OpResult {
+    compare(c, f32::le, i32::le)
+}
+pub fn greater(c: &Ctx) -> OpResult {
+    compare(c, f32::gt, i32::gt)
+}
+pub fn greater_equal(c: &Ctx) -> OpResult {
+    compare(c, f32::ge, i32::ge)
+}
+
+fn logical(c: &Ctx, f: fn(bool, bool) -> bool) -> OpResult {
+    let (x, y) = (c.t("x")?, c.t("y")?);
+    match (x.as_bool(), y.as_bool()) {
+        (Some(a), Some(b)) => {
+            let (v, sh) = broadcast_map(a, x.shape(), b, y.shape(), f)?;
+            Ok(vec![Tensor::bool(sh, v).map_err(|e| e.to_string())?])
+        }
+        _ => Err("logical ops take bool operands".into()),
+    }
+}
+
+pub fn logical_and(c: &Ctx) -> OpResult {
+    logical(c, |a, b| a && b)
+}
+pub fn logical_or(c: &Ctx) -> OpResult {
+    logical(c, |a, b| a || b)
+}
+pub fn logical_xor(c: &Ctx) -> OpResult {
+    logical(c, |a, b| a ^ b)
+}
+pub fn logical_not(c: &Ctx) -> OpResult {
+    let x = c.t("x")?;
+    let v = x.as_bool().ok_or("logical_not takes a bool operand")?;
+    Ok(vec![Tensor::bool(x.shape().to_vec(), v.iter().map(|b| !b).collect()).map_err(|e| e.to_string())?])
+}
+
+pub fn select(c: &Ctx) -> OpResult {
+    let (cond, a, b) = (c.t("cond")?, c.t("a")?, c.t("b")?);
+    let cv = cond.as_bool().ok_or("cond must be bool")?;
+    let sh = broadcast_shapes(&broadcast_shapes(cond.shape(), a.shape())?, b.shape())?;
+    let cv = expand(cv, cond.shape(), &sh)?;
+    let data = match (a.data(), b.data()) {
+        (TensorData::Float(x), TensorData::Float(y)) => {
+            let (x, y) = (expand(x, a.shape(), &sh)?, expand(y, b.shape(), &sh)?);
+            TensorData::Float(cv.iter().zip(x.iter().zip(&y)).map(|(&c, (&p, &q))| if c { p } else { q }).collect())
+        }
+        (TensorData::Int(x), TensorData::Int(y)) => {
+            let (x, y) = (expand(x, a.shape(), &sh)?, expand(y, b.shape(), &sh)?);
+            TensorData::Int(cv.iter().zip(x.iter().zip(&y)).map(|(&c, (&p, &q))| if c { p } else { q }).collect())
+        }
+        (TensorData::Bool(x), TensorData::Bool(y)) => {
+            let (x, y) = (expand(x, a.shape(), &sh)?, expand(y, b.shape(), &sh)?);
+            TensorData::Bool(cv.iter().zip(x.iter().zip(&y)).map(|(&c, (&p, &q))| if c { p } else { q }).collect())
+        }
+        _ => return Err(format!("a and b must have one dtype, got {} and {}", a.dtype(), b.dtype())),
+    };
+    Ok(vec![Tensor::new(a.dtype(), sh, data).map_err(|e| e.to_string())?])
+}
+
+fn erf(x: f32) -> f32 {
+    libm::erf(x as f64) as f32
+}
+
+pub fn float_unary(c: &Ctx) -> OpResult {
+    let x = c.t("x")?;
+    let v = x.as_f32().ok_or_else(|| format!("`{}` takes fp16/fp32, got {}", c.op, x.dtype()))?;
+    let out: Vec<f32> = match c.op {
+        "sqrt" => v.iter().map(|x| x.sqrt()).collect(),
+        "rsqrt" => {
+            let e = c.scalar_f32("epsilon", 1e-12)?;
+            v.iter().map(|x| 1.0 / (x + e).sqrt()).collect()
+        }
+        "exp" => v.iter().map(|x| x.exp()).collect(),
+        "log" => {
+            let e = c.scalar_f32("epsilon", 1e-45)?;
+            v.iter().map(|x| (x + e).ln()).collect()
+        }
+        "erf" => v.iter().map(|&x| erf(x)).collect(),
+        "tanh" => v.iter().map(|x| x.tanh()).collect(),
+        "sigmoid" => v.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect(),
+        "sin" => v.iter().map(|x| x.sin()).collect(),
+        "cos" => v.iter().map(|x| x.cos()).collect(),
+        "inverse" => {
+            let e = c.scalar_f32("epsilon", 1e-4)?;
+            v.iter().map(|x| 1.0 / (x + e)).collect()
+        }
+        "silu" => v.iter().map(|&x| x / (1.0 + (-x).exp())).collect(),
+        "gelu" => match c.string("mode", "EXACT")?.as_str() {
+            "EXACT" => v.iter().map(|&x| 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))).collect(),
+            "TANH_APPROXIMATION" => {
+                let k = (2.0f32 / std::f32::consts::PI).sqrt();
+                v.iter().map(|&x| 0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())).collect()
+            }
+            "SIGMOID_APPROXIMATION" => v.iter().map(|&x| x / (1.0 + (-1.702 * x).exp())).collect(),
+            m => return Err(format!("unknown gelu mode {m:?}")),
+        },
+        "floor" => v.iter().map(|x| x.floor()).collect(),
+        "ceil" => v.iter().map(|x| x.ceil()).collect(),
+        "round" => v.iter().map(|x| x.round_ties_even()).collect(),
+        op => return Err(format!("no float kernel for `{op}`")),
+    };
+    Ok(vec![float_out(x.dtype(), x.shape().to_vec(), out)?])
+}
+
+pub fn num_unary(c: &Ctx) -> OpResult {
+    let x = c.t("x")?;
+    let sh = x.shape().to_vec();
+    match x.data() {
+        TensorData::Float(v) => {
+            let out: Vec<f32> = match c.op {
+                "abs" => v.iter().map(|x| x.abs()).collect(),
+                "square" => v.iter().map(|x| x * x).collect(),
+                "relu" => v.iter().map(|&x| if x > 0.0 { x } else { 0.0 }).collect(),
+                "sign" => v.iter().map(|&x| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 }).collect(),
+                "clip" => {
+                    let (lo, hi) = (c.scalar_f32("alpha", f32::NEG_INFINITY)?, c.scalar_f32("beta", f32::INFINITY)?);
+                    v.iter().map(|&x| x.max(lo).min(hi)).collect()
+                }
+                op => return Err(format!("no kernel for `{op}`")),
+            };
+            Ok(vec![float_out(x.dtype(), sh, out)?])
+        }
+        TensorData::Int(v) => {
+            let out: Vec<i32> = match c.op {
+                "abs" => v.iter().map(|x| x.wrapping_abs()).collect(),
+                "square" => v.iter().map(|x| x.wrapping_mul(*x)).collect(),
+                "relu" => v.iter().map(|&x| x.max(0)).collect(),
+                "sign" => v.iter().map(|x| x.signum()).collect(),
+                op => return Err(format!("`{op}` is not defined for {}", x.dtype())),
+            };
+            Ok(vec![Tensor::new(x.dtype(), sh, TensorData::Int(out)).map_err(|e| e.to_string())?])
+        }
+        _ => Err(format!("`{}` does not take {}", c.op, x.dtype())),
+    }
+}
+
+pub fn identity(c: &Ctx) -> OpResult {
+    Ok(vec![c.t("x")?.clone()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broadcast_general() {
+        let a: Vec<i32> = (0..6).collect();
+        let b = vec![10, 20];
+        let (v, sh) = broadcast_map(&a, &[3, 1, 2], &b, &[2, 1], |x, y| x + y).unwrap();
+        assert_eq!(sh, vec![3, 2, 2]);
+        assert_eq!(v, vec![10, 11, 20, 21, 12, 13, 22, 23, 14, 15, 24, 25]);
+        let (v, _) = broadcast_map(&[1, 2, 3], &[3, 1], &[10, 20], &[1, 2], |x, y| x * y).unwrap();
+        assert_eq!(v, vec![10, 20, 20, 40, 30, 60]);
+        assert!(broadcast_map(&[1, 2, 3], &[3], &[1, 2], &[2], |x: i32, y: i32| x + y).is_err());
+    }
+
+    #[test]
+    fn floor_div_ints() {
+        assert_eq!(int_floor_div(7, 2).unwrap(), 3);
+        assert_eq!(int_floor_div(-7, 2).unwrap(), -4);
+        assert_eq!(int_floor_div(7, -2).unwrap(), -4);
+        assert_eq!(int_floor_div(-7, -2).unwrap(), 3);
+        assert!(int_floor_div(1, 0).is_err());
+    }
+}

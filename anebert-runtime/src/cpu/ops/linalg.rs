@@ -1,0 +1,287 @@
+//! conv, linear, matmul and einsum, all lowered onto one strided f32 GEMM (faer; multithreaded
+//! through rayon for large products). In fp16 mode the inputs already hold fp16 values and faer
+//! accumulates in f32; the plan rounds the result — the "f32 accumulate, fp16 out" model.
+
+use super::{float_out, strides, Ctx, OpResult};
+use crate::infer::{self, EinsumPattern};
+use faer::{Accum, MatMut, MatRef, Par};
+
+/// A strided matrix view description (element strides, non-negative).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Mat {
+    pub rows: usize,
+    pub cols: usize,
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl Mat {
+    fn row_major(rows: usize, cols: usize) -> Self {
+        Mat { rows, cols, rs: cols, cs: 1 }
+    }
+    fn t(self) -> Self {
+        Mat { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+    /// One past the largest element offset the view touches.
+    fn extent(&self) -> usize {
+        if self.rows == 0 || self.cols == 0 {
+            0
+        } else {
+            (self.rows - 1) * self.rs + (self.cols - 1) * self.cs + 1
+        }
+    }
+}
+
+/// Products below this many flops run single-threaded (thread start-up would dominate).
+const PAR_FLOPS: usize = 1 << 21;
+
+/// `c = a · b` (c overwritten). Panics if a view exceeds its slice or the shapes disagree; callers
+/// derive every view from validated tensor shapes.
+pub(crate) fn gemm(a: &[f32], am: Mat, b: &[f32], bm: Mat, c: &mut [f32], cm: Mat) {
+    assert!(am.cols == bm.rows && cm.rows == am.rows && cm.cols == bm.cols, "gemm shapes");
+    assert!(am.extent() <= a.len() && bm.extent() <= b.len() && cm.extent() <= c.len(), "gemm bounds");
+    // The output view must not overlap itself, or faer would write one element twice.
+    assert!(cm.rows <= 1 || cm.cols <= 1 || cm.rs >= cm.cols * cm.cs || cm.cs >= cm.rows * cm.rs, "gemm output aliasing");
+    if cm.rows == 0 || cm.cols == 0 {
+        return;
+    }
+    if am.cols == 0 {
+        for r in 0..cm.rows {
+            for q in 0..cm.cols {
+                c[r * cm.rs + q * cm.cs] = 0.0;
+            }
+        }
+        return;
+    }
+    let flops = 2 * am.rows * am.cols * bm.cols;
+    let par = if flops >= PAR_FLOPS && rayon::current_num_threads() > 1 {
+        Par::rayon(rayon::current_num_threads())
+    } else {
+        Par::Seq
+    };
+    // SAFETY: the asserts above keep every view inside its slice, the output view does not alias
+    // itself, and `c` is borrowed mutably (so it aliases neither `a` nor `b`).
+    unsafe {
+        let av = MatRef::from_raw_parts(a.as_ptr(), am.rows, am.cols, am.rs as isize, am.cs as isize);
+        let bv = MatRef::from_raw_parts(b.as_ptr(), bm.rows, bm.cols, bm.rs as isize, bm.cs as isize);
+        let cv = MatMut::from_raw_parts_mut(c.as_mut_ptr(), cm.rows, cm.cols, cm.rs as isize, cm.cs as isize);
+        faer::linalg::matmul::matmul(cv, Accum::Replace, av, bv, 1.0f32, par);
+    }
+}
+
+fn add_bias(out: &mut [f32], bias: &[f32], channels: usize, inner: usize) {
+    for chunk in out.chunks_mut(channels * inner) {
+        for (ch, b) in chunk.chunks_mut(inner).zip(bias) {
+            ch.iter_mut().for_each(|v| *v += b);
+        }
+    }
+}
+
+pub fn conv(c: &Ctx) -> OpResult {
+    let (x, w) = (c.t("x")?, c.t("weight")?);
+    let (xv, wv) = (c.f32s("x")?, c.f32s("weight")?);
+    let (xs, ws) = (x.shape(), w.shape());
+    if xs.len() < 3 || xs.len() != ws.len() {
+        return Err(format!("conv needs x [N, C, *spatial] and a weight of the same rank; got {xs:?} and {ws:?}"));
+    }
+    let sp = xs.len() - 2;
+    if sp > 2 {
+        return Err("3-D convolution is not supported by the CPU backend".into());
+    }
+    let groups = c.int("groups", 1)?;
+    let (n, cin, cout) = (xs[0], xs[1], ws[0]);
+    if groups <= 0 || cin % groups as usize != 0 || cout % groups as usize != 0 || ws[1] * groups as usize != cin {
+        return Err(format!("x has {cin} channels, weight {ws:?} with groups {groups} does not fit"));
+    }
+    let g = groups as usize;
+    let (cin_g, cout_g) = (cin / g, cout / g);
+    let strides_ = c.opt_ints("strides")?.unwrap_or_else(|| vec![1; sp]);
+    let dil = c.opt_ints("dilations")?.unwrap_or_else(|| vec![1; sp]);
+    let pad = c.opt_ints("pad")?.unwrap_or_else(|| vec![0; 2 * sp]);
+    let pad_type = c.string("pad_type", "valid")?;
+    if strides_.len() != sp || dil.len() != sp || pad.len() != 2 * sp || pad.iter().chain(&strides_).chain(&dil).any(|&v| v < 0) {
+        return Err("strides/dilations need one non-negative entry per spatial dim, pad two".into());
+    }
+    // Treat 1-D as 2-D with height 1.
+    let (ih, iw, kh, kw, sh, sw, dh, dw, ph, pw) = if sp == 1 {
+        (1, xs[2], 1, ws[2], 1, strides_[0] as usize, 1, dil[0] as usize, (0, 0), (pad[0] as usize, pad[1] as usize))
+    } else {
+        (
+            xs[2], xs[3], ws[2], ws[3], strides_[0] as usize, strides_[1] as usize, dil[0] as usize, dil[1] as usize,
+            (pad[0] as usize, pad[1] as usize), (pad[2] as usize, pad[3] as usize),
+        )
+    };
+    let gh = infer::conv_dim(ih, kh, sh, dh, &pad_type, ph)?;
+    let gw = infer::conv_dim(iw, kw, sw, dw, &pad_type, pw)?;
+    let (oh, ow) = (gh.out, gw.out);
+    let (ip, op) = (ih * iw, oh * ow);
+    let kk = cin_g * kh * kw;
+    let mut out = vec![0f32; n * cout * op];
+    let pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && gh.pad_before == 0 && gw.pad_before == 0 && op == ip;
+    let mut col = if pointwise { Vec::new() } else { vec![0f32; kk * op] };
+    for b in 0..n {
+        for gi in 0..g {
+            let xg = &xv[(b * cin + gi * cin_g) * ip..(b * cin + (gi + 1) * cin_g) * ip];
+            let wg = &wv[gi * cout_g * kk..(gi + 1) * cout_g * kk];
+            let og = &mut out[(b * cout + gi * cout_g) * op..(b * cout + (gi + 1) * cout_g) * op];
+            if pointwise {
+                // The ANE "linear": W (Cout×Cin) · X (Cin×S).
+                gemm(wg, Mat::row_major(cout_g, cin_g), xg, Mat::row_major(cin_g, ip), og, Mat::row_major(cout_g, op));
+                continue;
+            }
+            for ci in 0..cin_g {
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let row = &mut col[((ci * kh + ky) * kw + kx) * op..][..op];
+                        for oy in 0..oh {
+                            let y = (oy * sh + ky * dh) as isize - gh.pad_before as isize;
+                            for ox in 0..ow {
+                                let xx = (ox * sw + kx * dw) as isize - gw.pad_before as isize;
+                                row[oy * ow + ox] = if y >= 0 && (y as usize) < ih && xx >= 0 && (xx as usize) < iw {
+                                    xg[ci * ip + y as usize * iw + xx as usize]
+                                } else {
+                                    0.0
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+            gemm(wg, Mat::row_major(cout_g, kk), &col, Mat::row_major(kk, op), og, Mat::row_major(cout_g, op));
+        }
+    }
+    if c.has("bias") {
+        let bias = c.f32s("bias")?;
+        if bias.len() != cout {
+            return Err(format!("bias has {} values for {cout} output channels", bias.len()));
+        }
+        add_bias(&mut out, bias, cout, op);
+    }
+    let mut shape = vec![n, cout];
+    if sp == 2 {
+        shape.push(oh);
+    }
+    shape.push(ow);
+    Ok(vec![float_out(x.dtype(), shape, out)?])
+}
+
+pub fn linear(c: &Ctx) -> OpResult {
+    let (x, w) = (c.t("x")?, c.t("weight")?);
+    let (xv, wv) = (c.f32s("x")?, c.f32s("weight")?);
+    let (xs, ws) = (x.shape(), w.shape());
+    if ws.len() != 2 || xs.is_empty() || xs[xs.len() - 1] != ws[1] {
+        return Err(format!("linear needs x [..., D_in] and weight [D_out, D_in]; got {xs:?} and {ws:?}"));
+    }
+    let (din, dout) = (ws[1], ws[0]);
+    let m = xv.len() / din.max(1);
+    let mut out = vec![0f32; m * dout];
+    gemm(xv, Mat::row_major(m, din), wv, Mat::row_major(dout, din).t(), &mut out, Mat::row_major(m, dout));
+    if c.has("bias") {
+        let bias = c.f32s("bias")?;
+        if bias.len() != dout {
+            return Err(format!("bias has {} values for {dout} outputs", bias.len()));
+        }
+        add_bias(&mut out, bias, dout, 1);
+    }
+    let mut shape = xs.to_vec();
+    *shape.last_mut().unwrap() = dout;
+    Ok(vec![float_out(x.dtype(), shape, out)?])
+}
+
+pub fn matmul(c: &Ctx) -> OpResult {
+    let (x, y) = (c.t("x")?, c.t("y")?);
+    let (xv, yv) = (c.f32s("x")?, c.f32s("y")?);
+    let (tx, ty) = (c.boolean("transpose_x", false)?, c.boolean("transpose_y", false)?);
+    let out_dims = infer::matmul(&infer::fixed(x.shape()), &infer::fixed(y.shape()), tx, ty)?;
+    let out_shape: Vec<usize> = out_dims.iter().map(|d| d.fixed().unwrap_or(0)).collect();
+    let mut xs = x.shape().to_vec();
+    let mut ys = y.shape().to_vec();
+    if xs.len() == 1 {
+        xs.insert(0, 1);
+    }
+    if ys.len() == 1 {
+        ys.push(1);
+    }
+    let (xr, yr) = (xs.len(), ys.len());
+    let xm = {
+        let m = Mat::row_major(xs[xr - 2], xs[xr - 1]);
+        if tx { m.t() } else { m }
+    };
+    let ym = {
+        let m = Mat::row_major(ys[yr - 2], ys[yr - 1]);
+        if ty { m.t() } else { m }
+    };
+    let (xb, yb) = (&xs[..xr - 2], &ys[..yr - 2]);
+    let batch = infer::broadcast_shapes(xb, yb)?;
+    let nb: usize = batch.iter().product();
+    let (m, n) = (xm.rows, ym.cols);
+    let mut out = vec![0f32; nb * m * n];
+    let bstrides = |sh: &[usize], mat: usize| {
+        let s = strides(sh);
+        let pad = batch.len() - sh.len();
+        (0..batch.len()).map(|i| if i < pad || sh[i - pad] == 1 { 0 } else { s[i - pad] * mat }).collect::<Vec<_>>()
+    };
+    let (sx, sy) = (bstrides(xb, xs[xr - 2] * xs[xr - 1]), bstrides(yb, ys[yr - 2] * ys[yr - 1]));
+    let bst = strides(&batch);
+    let offsets: Vec<(usize, usize)> = (0..nb)
+        .map(|i| {
+            let (mut ox, mut oy) = (0, 0);
+            for d in 0..batch.len() {
+                let idx = (i / bst[d]) % batch[d];
+                ox += idx * sx[d];
+                oy += idx * sy[d];
+            }
+            (ox, oy)
+        })
+        .collect();
+    let run = |i: usize, dst: &mut [f32]| {
+        let (ox, oy) = offsets[i];
+        gemm(&xv[ox..], xm, &yv[oy..], ym, dst, Mat::row_major(m, n));
+    };
+    if nb > 1 && 2 * m * n * xm.cols < PAR_FLOPS {
+        // Many small products (e.g. attention heads): parallel over the batch.
+        use rayon::prelude::*;
+        out.par_chunks_mut((m * n).max(1)).enumerate().for_each(|(i, dst)| run(i, dst));
+    } else {
+        for (i, dst) in out.chunks_mut((m * n).max(1)).enumerate() {
+            run(i, dst);
+        }
+    }
+    Ok(vec![float_out(x.dtype(), out_shape, out)?])
+}
+
+pub fn einsum(c: &Ctx) -> OpResult {
+    let vals = c.list("values")?;
+    let [a, b] = vals else {
+        return Err("einsum takes exactly two values".into());
+    };
+    let eq = c.string("equation", "")?;
+    let p = infer::einsum_pattern(&eq)?;
+    let av = a.as_f32().ok_or("einsum operands must be fp16/fp32")?;
+    let bv = b.as_f32().ok_or("einsum operands must be fp16/fp32")?;
+    let (asz, bsz) = (a.shape(), b.shape());
+    let dims = infer::einsum(p, &infer::fixed(asz), &infer::fixed(bsz))?;
+    let out_shape: Vec<usize> = dims.iter().map(|d| d.fixed().unwrap_or(0)).collect();
+    // Normalize both patterns to rank 4 [N, C, H, W] · [N, W, H, U].
+    let (a4, b4): ([usize; 4], [usize; 4]) = match p {
+        EinsumPattern::Rank4 => ([asz[0], asz[1], asz[2], asz[3]], [bsz[0], bsz[1], bsz[2], bsz[3]]),
+        EinsumPattern::Rank3 => ([1, asz[0], asz[1], asz[2]], [1, bsz[0], bsz[1], bsz[2]]),
+    };
+    let (nn, hh) = (a4[0].max(b4[0]), a4[2].max(b4[2]));
+    let (cc, ww, uu) = (a4[1], a4[3], b4[3]);
+    let mut out = vec![0f32; nn * cc * hh * uu];
+    for n in 0..nn {
+        for h in 0..hh {
+            let (an, ah) = (if a4[0] == 1 { 0 } else { n }, if a4[2] == 1 { 0 } else { h });
+            let (bn, bh) = (if b4[0] == 1 { 0 } else { n }, if b4[2] == 1 { 0 } else { h });
+            let aoff = an * cc * a4[2] * ww + ah * ww;
+            let boff = bn * ww * b4[2] * uu + bh * uu;
+            let ooff = n * cc * hh * uu + h * uu;
+            let am = Mat { rows: cc, cols: ww, rs: a4[2] * ww, cs: 1 };
+            let bm = Mat { rows: ww, cols: uu, rs: b4[2] * uu, cs: 1 };
+            let om = Mat { rows: cc, cols: uu, rs: hh * uu, cs: 1 };
+            gemm(&av[aoff..], am, &bv[boff..], bm, &mut out[ooff..], om);
+        }
+    }
+    Ok(vec![float_out(a.dtype(), out_shape, out)?])
+}

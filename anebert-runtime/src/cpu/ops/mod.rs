@@ -1,0 +1,209 @@
+//! Op kernels of the CPU backend. Every kernel reads its inputs through [`Ctx`] and returns its
+//! outputs; the plan checks them against the declared types and rounds them in fp16 mode.
+
+mod elementwise;
+mod linalg;
+mod reduce;
+mod shape;
+
+use crate::dtype::DType;
+use crate::tensor::Tensor;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub(crate) type OpResult = Result<Vec<Tensor>, String>;
+pub(crate) type Kernel = fn(&Ctx) -> OpResult;
+
+/// What a kernel sees.
+pub(crate) struct Ctx<'a> {
+    pub op: &'a str,
+    pub args: &'a BTreeMap<&'a str, Vec<Arc<Tensor>>>,
+    /// fp16 ANE simulation: kernels with internal fp16 steps (layer_norm, softmax, ...) use it.
+    pub fp16: bool,
+}
+
+impl Ctx<'_> {
+    pub fn has(&self, name: &str) -> bool {
+        self.args.contains_key(name)
+    }
+
+    pub fn t(&self, name: &str) -> Result<&Tensor, String> {
+        match self.args.get(name).map(Vec::as_slice) {
+            Some([t]) => Ok(t),
+            Some(_) => Err(format!("input `{name}` must be a single value")),
+            None => Err(format!("missing input `{name}`")),
+        }
+    }
+
+    pub fn list(&self, name: &str) -> Result<&[Arc<Tensor>], String> {
+        self.args.get(name).map(Vec::as_slice).ok_or_else(|| format!("missing input `{name}`"))
+    }
+
+    pub fn f32s(&self, name: &str) -> Result<&[f32], String> {
+        let t = self.t(name)?;
+        t.as_f32().ok_or_else(|| format!("input `{name}` must be fp16/fp32, got {}", t.dtype()))
+    }
+
+    pub fn ints(&self, name: &str) -> Result<Vec<i64>, String> {
+        let t = self.t(name)?;
+        t.as_i32()
+            .map(|v| v.iter().map(|&x| x as i64).collect())
+            .ok_or_else(|| format!("input `{name}` must be an integer tensor, got {}", t.dtype()))
+    }
+
+    pub fn opt_ints(&self, name: &str) -> Result<Option<Vec<i64>>, String> {
+        if self.has(name) {
+            self.ints(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    pub fn int(&self, name: &str, default: i64) -> Result<i64, String> {
+        if !self.has(name) {
+            return Ok(default);
+        }
+        match self.ints(name)?.as_slice() {
+            [v] => Ok(*v),
+            _ => Err(format!("input `{name}` must be a scalar")),
+        }
+    }
+
+    pub fn boolean(&self, name: &str, default: bool) -> Result<bool, String> {
+        if !self.has(name) {
+            return Ok(default);
+        }
+        match self.t(name)?.as_bool() {
+            Some([b]) => Ok(*b),
+            _ => Err(format!("input `{name}` must be a bool scalar")),
+        }
+    }
+
+    pub fn string(&self, name: &str, default: &str) -> Result<String, String> {
+        if !self.has(name) {
+            return Ok(default.to_string());
+        }
+        match self.t(name)?.as_str() {
+            Some([s]) => Ok(s.clone()),
+            _ => Err(format!("input `{name}` must be a string scalar")),
+        }
+    }
+
+    /// A float scalar parameter (fp16 mode rounds it, as the ANE holds it in fp16).
+    pub fn scalar_f32(&self, name: &str, default: f32) -> Result<f32, String> {
+        if !self.has(name) {
+            return Ok(self.r(default));
+        }
+        match self.t(name)?.to_f64_vec().as_deref() {
+            Some([v]) => Ok(self.r(*v as f32)),
+            _ => Err(format!("input `{name}` must be a numeric scalar")),
+        }
+    }
+
+    /// Round to fp16 in fp16 mode; identity in f32 mode.
+    #[inline]
+    pub fn r(&self, v: f32) -> f32 {
+        if self.fp16 {
+            half::f16::from_f32(v).to_f32()
+        } else {
+            v
+        }
+    }
+}
+
+/// Build a float tensor of `dtype` (which must be a float type).
+pub(crate) fn float_out(dtype: DType, shape: Vec<usize>, data: Vec<f32>) -> Result<Tensor, String> {
+    let dt = if dtype.is_float() { dtype } else { DType::F32 };
+    Tensor::new(dt, shape, crate::tensor::TensorData::Float(data)).map_err(|e| e.to_string())
+}
+
+/// Resolve an axis, mapping the error to a string.
+pub(crate) fn axis(a: i64, rank: usize) -> Result<usize, String> {
+    crate::infer::axis(a, rank)
+}
+
+/// (outer, n, inner) sizes around the contiguous axis range `[lo, hi]`.
+pub(crate) fn split3(shape: &[usize], lo: usize, hi: usize) -> (usize, usize, usize) {
+    let outer = shape[..lo].iter().product();
+    let n = shape[lo..=hi].iter().product();
+    let inner = shape[hi + 1..].iter().product();
+    (outer, n, inner)
+}
+
+/// Row-major strides.
+pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut s = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        s[i] = s[i + 1] * shape[i + 1];
+    }
+    s
+}
+
+/// Every op the CPU backend runs (besides `const`).
+pub const SUPPORTED: &[&str] = &[
+    "conv", "linear", "matmul", "einsum", "add", "sub", "mul", "real_div", "pow", "maximum", "minimum", "floor_div",
+    "mod", "equal", "not_equal", "less", "less_equal", "greater", "greater_equal", "logical_and", "logical_or",
+    "logical_xor", "logical_not", "select", "sqrt", "rsqrt", "exp", "log", "erf", "tanh", "sigmoid", "sin", "cos",
+    "abs", "square", "inverse", "relu", "silu", "gelu", "floor", "ceil", "round", "sign", "clip", "reduce_mean",
+    "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_l2_norm", "reduce_l1_norm", "reduce_sum_square",
+    "reduce_log_sum_exp", "reduce_log_sum", "reduce_argmax", "reduce_argmin", "layer_norm", "softmax", "gather",
+    "gather_along_axis", "concat", "split", "slice_by_index", "slice_by_size", "reshape", "transpose", "expand_dims",
+    "squeeze", "cast", "range_1d", "fill", "band_part", "tile", "topk", "cumsum", "identity",
+];
+
+/// The kernel of an op type.
+pub(crate) fn kernel(op: &str) -> Option<Kernel> {
+    Some(match op {
+        "conv" => linalg::conv,
+        "linear" => linalg::linear,
+        "matmul" => linalg::matmul,
+        "einsum" => linalg::einsum,
+        "add" | "sub" | "mul" | "real_div" | "pow" | "maximum" | "minimum" | "floor_div" | "mod" => match op {
+            "add" => elementwise::add,
+            "sub" => elementwise::sub,
+            "mul" => elementwise::mul,
+            "real_div" => elementwise::real_div,
+            "pow" => elementwise::pow,
+            "maximum" => elementwise::maximum,
+            "minimum" => elementwise::minimum,
+            "floor_div" => elementwise::floor_div,
+            _ => elementwise::modulo,
+        },
+        "equal" => elementwise::equal,
+        "not_equal" => elementwise::not_equal,
+        "less" => elementwise::less,
+        "less_equal" => elementwise::less_equal,
+        "greater" => elementwise::greater,
+        "greater_equal" => elementwise::greater_equal,
+        "logical_and" => elementwise::logical_and,
+        "logical_or" => elementwise::logical_or,
+        "logical_xor" => elementwise::logical_xor,
+        "logical_not" => elementwise::logical_not,
+        "select" => elementwise::select,
+        "sqrt" | "rsqrt" | "exp" | "log" | "erf" | "tanh" | "sigmoid" | "sin" | "cos" | "inverse" | "silu" | "gelu"
+        | "floor" | "ceil" | "round" => elementwise::float_unary,
+        "abs" | "square" | "relu" | "sign" | "clip" => elementwise::num_unary,
+        "identity" => elementwise::identity,
+        "layer_norm" => reduce::layer_norm,
+        "softmax" => reduce::softmax,
+        o if o.starts_with("reduce_") && SUPPORTED.contains(&o) => reduce::reduce,
+        "gather" => shape::gather,
+        "gather_along_axis" => shape::gather_along_axis,
+        "concat" => shape::concat,
+        "split" => shape::split,
+        "slice_by_index" => shape::slice_by_index,
+        "slice_by_size" => shape::slice_by_size,
+        "reshape" => shape::reshape,
+        "transpose" => shape::transpose,
+        "expand_dims" => shape::expand_dims,
+        "squeeze" => shape::squeeze,
+        "cast" => shape::cast,
+        "range_1d" => shape::range_1d,
+        "fill" => shape::fill,
+        "band_part" => shape::band_part,
+        "tile" => shape::tile,
+        "topk" => shape::topk,
+        "cumsum" => shape::cumsum,
+        _ => return None,
+    })
+}

@@ -1,0 +1,328 @@
+//! Turning a MIL function into an executable plan: values become slots, constants are decoded once
+//! (and shared across runs), each op gets its kernel and bound slots, and every slot is freed after
+//! its last use so peak memory tracks the live set, not the whole graph.
+
+use super::ops::{self, Ctx, Kernel};
+use super::{CpuError, Precision};
+use crate::package::{op_name, BlobStorage};
+use crate::proto::mil_spec as mil;
+use crate::tensor::{round_to_f16, Tensor};
+use crate::types::TensorType;
+use crate::value;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub(crate) struct Step {
+    pub op_type: String,
+    pub name: String,
+    kernel: Kernel,
+    args: BTreeMap<String, Vec<usize>>,
+    outputs: Vec<(usize, String, TensorType)>,
+    free: Vec<usize>,
+}
+
+pub(crate) struct Plan {
+    pub inputs: Vec<(String, TensorType)>,
+    input_slots: Vec<usize>,
+    consts: Vec<(usize, Arc<Tensor>)>,
+    pub steps: Vec<Step>,
+    outputs: Vec<(String, usize, TensorType)>,
+    n_slots: usize,
+}
+
+fn load_err(op: &mil::Operation, msg: impl Into<String>) -> CpuError {
+    CpuError::Load {
+        op_type: op.r#type.clone(),
+        name: op_name(op),
+        msg: msg.into(),
+    }
+}
+
+fn prepare_const(mut t: Tensor, precision: Precision) -> Tensor {
+    if precision == Precision::Fp16Ane {
+        if let Some(v) = t.as_f32_mut() {
+            round_to_f16(v);
+        }
+    }
+    t
+}
+
+impl Plan {
+    pub fn build(fname: &str, func: &mil::Function, weights: Option<&BlobStorage>, precision: Precision) -> Result<Plan, CpuError> {
+        let block = func
+            .block_specializations
+            .get(&func.opset)
+            .or_else(|| (func.block_specializations.len() == 1).then(|| func.block_specializations.values().next()).flatten())
+            .ok_or_else(|| CpuError::NoBlock {
+                function: fname.to_string(),
+                opset: func.opset.clone(),
+            })?;
+        let mut slots: HashMap<String, usize> = HashMap::new();
+        let mut n_slots = 0usize;
+        let new_slot = |n: &mut usize| {
+            *n += 1;
+            *n - 1
+        };
+        let mut inputs = Vec::new();
+        let mut input_slots = Vec::new();
+        for i in &func.inputs {
+            let ty = i
+                .r#type
+                .as_ref()
+                .ok_or_else(|| "no type".to_string())
+                .and_then(TensorType::from_proto)
+                .map_err(|msg| CpuError::Input { name: i.name.clone(), msg })?;
+            let s = new_slot(&mut n_slots);
+            if slots.insert(i.name.clone(), s).is_some() {
+                return Err(CpuError::Input {
+                    name: i.name.clone(),
+                    msg: "declared twice".into(),
+                });
+            }
+            inputs.push((i.name.clone(), ty));
+            input_slots.push(s);
+        }
+        let mut consts = Vec::new();
+        let mut steps = Vec::new();
+        let mut const_slots = std::collections::HashSet::new();
+        for op in &block.operations {
+            if !op.blocks.is_empty() {
+                return Err(load_err(op, "ops with nested blocks (control flow) are not supported"));
+            }
+            let declared: Vec<(String, TensorType)> = op
+                .outputs
+                .iter()
+                .map(|o| {
+                    let ty = o
+                        .r#type
+                        .as_ref()
+                        .ok_or_else(|| "output has no type".to_string())
+                        .and_then(TensorType::from_proto)
+                        .map_err(|m| load_err(op, format!("output `{}`: {m}", o.name)))?;
+                    Ok((o.name.clone(), ty))
+                })
+                .collect::<Result<_, CpuError>>()?;
+            if op.r#type == "const" {
+                let v = op.attributes.get("val").ok_or_else(|| load_err(op, "const has no `val` attribute"))?;
+                let t = value::to_tensor(v, weights).map_err(|e| load_err(op, e.to_string()))?;
+                let [(out, ty)] = declared.as_slice() else {
+                    return Err(load_err(op, "const must have exactly one output"));
+                };
+                if ty.dtype != t.dtype() || !ty.admits(t.shape()) {
+                    return Err(load_err(op, format!("value is {} {:?} but the output is declared {ty}", t.dtype(), t.shape())));
+                }
+                let s = new_slot(&mut n_slots);
+                if slots.insert(out.clone(), s).is_some() {
+                    return Err(load_err(op, format!("value `{out}` is defined twice")));
+                }
+                const_slots.insert(s);
+                consts.push((s, Arc::new(prepare_const(t, precision))));
+                continue;
+            }
+            let kernel = ops::kernel(&op.r#type).ok_or_else(|| {
+                load_err(
+                    op,
+                    format!("op `{}` is not supported by the CPU backend (supported: {})", op.r#type, ops::SUPPORTED.join(", ")),
+                )
+            })?;
+            let mut args = BTreeMap::new();
+            for (pname, arg) in &op.inputs {
+                let mut bound = Vec::with_capacity(arg.arguments.len());
+                for b in &arg.arguments {
+                    match &b.binding {
+                        Some(mil::argument::binding::Binding::Name(n)) => {
+                            let s = *slots
+                                .get(n)
+                                .ok_or_else(|| load_err(op, format!("input `{pname}` uses `{n}`, which is not defined before this op")))?;
+                            bound.push(s);
+                        }
+                        Some(mil::argument::binding::Binding::Value(v)) => {
+                            let t = value::to_tensor(v, weights).map_err(|e| load_err(op, format!("input `{pname}`: {e}")))?;
+                            let s = new_slot(&mut n_slots);
+                            const_slots.insert(s);
+                            consts.push((s, Arc::new(prepare_const(t, precision))));
+                            bound.push(s);
+                        }
+                        None => return Err(load_err(op, format!("input `{pname}` has an empty binding"))),
+                    }
+                }
+                args.insert(pname.clone(), bound);
+            }
+            let mut outputs = Vec::new();
+            for (name, ty) in declared {
+                let s = new_slot(&mut n_slots);
+                if slots.insert(name.clone(), s).is_some() {
+                    return Err(load_err(op, format!("value `{name}` is defined twice")));
+                }
+                outputs.push((s, name, ty));
+            }
+            steps.push(Step {
+                op_type: op.r#type.clone(),
+                name: op_name(op),
+                kernel,
+                args,
+                outputs,
+                free: vec![],
+            });
+        }
+        let mut outputs = Vec::new();
+        for o in &block.outputs {
+            let s = *slots.get(o).ok_or_else(|| CpuError::Load {
+                op_type: "block".into(),
+                name: fname.into(),
+                msg: format!("output `{o}` is not defined"),
+            })?;
+            let ty = steps
+                .iter()
+                .flat_map(|st: &Step| st.outputs.iter())
+                .find(|(slot, _, _)| *slot == s)
+                .map(|(_, _, t)| t.clone())
+                .or_else(|| inputs.iter().zip(&input_slots).find(|(_, &is)| is == s).map(|((_, t), _)| t.clone()))
+                .or_else(|| consts.iter().find(|(cs, _)| *cs == s).map(|(_, t)| TensorType::fixed(t.dtype(), t.shape())))
+                .expect("slot was defined");
+            outputs.push((o.clone(), s, ty));
+        }
+        // Liveness: free each non-const, non-output slot after its last use.
+        let mut last_use: HashMap<usize, usize> = HashMap::new();
+        for (i, st) in steps.iter().enumerate() {
+            for s in st.args.values().flatten() {
+                last_use.insert(*s, i);
+            }
+            for (s, _, _) in &st.outputs {
+                last_use.entry(*s).or_insert(i);
+            }
+        }
+        for (_, s, _) in &outputs {
+            last_use.remove(s);
+        }
+        for (s, i) in last_use {
+            if !const_slots.contains(&s) {
+                steps[i].free.push(s);
+            }
+        }
+        Ok(Plan {
+            inputs,
+            input_slots,
+            consts,
+            steps,
+            outputs,
+            n_slots,
+        })
+    }
+
+    pub fn output_types(&self) -> Vec<(String, TensorType)> {
+        self.outputs.iter().map(|(n, _, t)| (n.clone(), t.clone())).collect()
+    }
+
+    pub fn run(&self, inputs: &BTreeMap<String, Tensor>, precision: Precision) -> Result<BTreeMap<String, Tensor>, CpuError> {
+        let arcs = inputs.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect();
+        self.run_arc(&arcs, precision)
+    }
+
+    pub fn run_arc(&self, inputs: &BTreeMap<String, Arc<Tensor>>, precision: Precision) -> Result<BTreeMap<String, Tensor>, CpuError> {
+        let mut slots: Vec<Option<Arc<Tensor>>> = vec![None; self.n_slots];
+        for (s, t) in &self.consts {
+            slots[*s] = Some(t.clone());
+        }
+        for name in inputs.keys() {
+            if !self.inputs.iter().any(|(n, _)| n == name) {
+                return Err(CpuError::Input {
+                    name: name.clone(),
+                    msg: format!(
+                        "the model has no such input (inputs: {})",
+                        self.inputs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                    ),
+                });
+            }
+        }
+        for ((name, ty), &s) in self.inputs.iter().zip(&self.input_slots) {
+            let t = inputs.get(name).ok_or_else(|| CpuError::Input {
+                name: name.clone(),
+                msg: format!("missing; the model needs {ty}"),
+            })?;
+            slots[s] = Some(prepare_input(name, t, ty, precision)?);
+        }
+        for st in &self.steps {
+            let mut args: BTreeMap<&str, Vec<Arc<Tensor>>> = BTreeMap::new();
+            for (k, ss) in &st.args {
+                args.insert(k, ss.iter().map(|&s| slots[s].clone().expect("slot computed before use")).collect());
+            }
+            let ctx = Ctx {
+                op: &st.op_type,
+                args: &args,
+                fp16: precision == Precision::Fp16Ane,
+            };
+            let first_out = st.outputs.first().map(|o| o.1.clone()).unwrap_or_default();
+            let err = |msg: String| CpuError::Op {
+                op_type: st.op_type.clone(),
+                name: st.name.clone(),
+                output: first_out.clone(),
+                msg,
+            };
+            let results = (st.kernel)(&ctx).map_err(err)?;
+            drop(args);
+            if results.len() != st.outputs.len() {
+                return Err(err(format!("produced {} outputs, the program declares {}", results.len(), st.outputs.len())));
+            }
+            for (mut t, (s, oname, ty)) in results.into_iter().zip(&st.outputs) {
+                let oerr = |msg: String| CpuError::Op {
+                    op_type: st.op_type.clone(),
+                    name: st.name.clone(),
+                    output: oname.clone(),
+                    msg,
+                };
+                if t.dtype() != ty.dtype {
+                    // The CPU computes every float type in f32: a float result takes the declared
+                    // float label. Any other mismatch is a broken program.
+                    if t.dtype().is_float() && ty.dtype.is_float() {
+                        t = t.relabel(ty.dtype).map_err(|e| oerr(e.to_string()))?;
+                    } else {
+                        return Err(oerr(format!("computed {} but the program declares {ty}", t.dtype())));
+                    }
+                }
+                if !ty.admits(t.shape()) {
+                    return Err(oerr(format!("computed shape {:?} but the program declares {ty}", t.shape())));
+                }
+                if precision == Precision::Fp16Ane {
+                    if let Some(v) = t.as_f32_mut() {
+                        round_to_f16(v);
+                    }
+                }
+                slots[*s] = Some(Arc::new(t));
+            }
+            for &s in &st.free {
+                slots[s] = None;
+            }
+        }
+        Ok(self
+            .outputs
+            .iter()
+            .map(|(n, s, _)| {
+                let t = slots[*s].clone().expect("outputs are never freed");
+                (n.clone(), Arc::try_unwrap(t).unwrap_or_else(|a| (*a).clone()))
+            })
+            .collect())
+    }
+}
+
+fn prepare_input(name: &str, t: &Arc<Tensor>, ty: &TensorType, precision: Precision) -> Result<Arc<Tensor>, CpuError> {
+    let err = |msg: String| CpuError::Input { name: name.to_string(), msg };
+    if !ty.admits(t.shape()) {
+        return Err(err(format!("shape {:?} does not match the model's {ty}", t.shape())));
+    }
+    let compatible = (t.dtype().is_float() && ty.dtype.is_float()) || (t.dtype().is_int() && ty.dtype.is_int()) || t.dtype() == ty.dtype;
+    if !compatible {
+        return Err(err(format!("got {} data, the model takes {ty}", t.dtype())));
+    }
+    let round = precision == Precision::Fp16Ane && ty.dtype.is_float();
+    if t.dtype() == ty.dtype && !round {
+        return Ok(t.clone());
+    }
+    let mut owned = (**t).clone().relabel(ty.dtype).map_err(|e| err(e.to_string()))?;
+    if round {
+        if let Some(v) = owned.as_f32_mut() {
+            round_to_f16(v);
+        }
+    }
+    Ok(Arc::new(owned))
+}
