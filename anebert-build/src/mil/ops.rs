@@ -187,6 +187,7 @@ pub(crate) fn defaults(op: &str, args: &BTreeMap<String, Arg>) -> Vec<(&'static 
             ("exclusive", Tensor::scalar_bool(false)),
             ("reverse", Tensor::scalar_bool(false)),
         ],
+        "reduce_argmax" | "reduce_argmin" => vec![("axis", Tensor::scalar_i32(-1)), ("keep_dims", Tensor::scalar_bool(false))],
         n if n.starts_with("reduce_") => vec![("keep_dims", Tensor::scalar_bool(false))],
         _ => vec![],
     }
@@ -233,7 +234,8 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
     }
     if REDUCE.contains(&op) {
         let x = v.var("x")?;
-        let axes = v.opt_ints("axes")?;
+        // reduce_argmax / reduce_argmin take one `axis`; the others an optional `axes` list.
+        let axes = if op.ends_with("argmax") || op.ends_with("argmin") { Some(vec![v.int("axis")?]) } else { v.opt_ints("axes")? };
         let keep = v.boolean("keep_dims")?;
         let dims = infer::reduce(&x.ty().dims, axes.as_deref(), keep).map_err(shape_err)?;
         let dt = if op.ends_with("argmax") || op.ends_with("argmin") { DType::I32 } else { x.dtype() };
@@ -290,6 +292,10 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
         }
         "matmul" => {
             let (x, y) = (v.var("x")?, v.var("y")?);
+            if x.ty().rank() < 2 || y.ty().rank() < 2 {
+                // coremltools' and NumPy's rank-1 rules disagree; make the intent explicit.
+                return Err(v.err("matmul operands must have rank ≥ 2 (use expand_dims on a vector)"));
+            }
             let dims = infer::matmul(&x.ty().dims, &y.ty().dims, v.boolean("transpose_x")?, v.boolean("transpose_y")?)
                 .map_err(shape_err)?;
             one(x.dtype(), dims)

@@ -56,9 +56,13 @@ fn fold(v: &[f32], outer: usize, n: usize, inner: usize, init: f32, f: impl Fn(f
 pub fn reduce(c: &Ctx) -> OpResult {
     let x = c.t("x")?;
     let rank = x.rank();
-    let axes: Vec<usize> = match c.opt_ints("axes")? {
-        Some(a) => crate::infer::axes(&a, rank)?,
-        None => (0..rank).collect(),
+    let axes: Vec<usize> = if c.op.ends_with("argmax") || c.op.ends_with("argmin") {
+        vec![axis(c.int("axis", -1)?, rank)?]
+    } else {
+        match c.opt_ints("axes")? {
+            Some(a) => crate::infer::axes(&a, rank)?,
+            None => (0..rank).collect(),
+        }
     };
     let keep = c.boolean("keep_dims", false)?;
     let out_shape = reduced_shape(x.shape(), &axes, keep);

@@ -1,0 +1,62 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use anebert::{DType, Tensor};
+use std::path::PathBuf;
+
+/// Where tests write packages; `.ci/run` validates every package under it with coremltools.
+pub fn package_dir(sub: &str) -> PathBuf {
+    let base = std::env::var_os("ANEBERT_TEST_PACKAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/anebert-packages"));
+    let d = base.join(sub);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Parse `{"dtype", "shape", "data"}` as written by tests/data/gen_op_cases.py.
+pub fn tensor_from_json(v: &serde_json::Value) -> Tensor {
+    let dtype = v["dtype"].as_str().unwrap();
+    let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    let data = v["data"].as_array().unwrap();
+    let float = |x: &serde_json::Value| match x.as_str() {
+        Some("inf") => f32::INFINITY,
+        Some("-inf") => f32::NEG_INFINITY,
+        Some("nan") => f32::NAN,
+        _ => x.as_f64().unwrap() as f32,
+    };
+    match dtype {
+        "fp32" => Tensor::f32(shape, data.iter().map(float).collect()).unwrap(),
+        "fp16" => Tensor::f16(shape, data.iter().map(float).collect()).unwrap(),
+        "int32" => Tensor::i32(shape, data.iter().map(|x| x.as_i64().unwrap() as i32).collect()).unwrap(),
+        "bool" => Tensor::bool(shape, data.iter().map(|x| x.as_bool().unwrap()).collect()).unwrap(),
+        other => panic!("unknown dtype {other}"),
+    }
+}
+
+/// Compare element by element: infinities and NaN must match exactly, finite values within
+/// `atol + rtol·|expected|`. Returns the first mismatch.
+pub fn compare(got: &Tensor, want: &Tensor, atol: f64, rtol: f64) -> Result<(), String> {
+    if got.shape() != want.shape() {
+        return Err(format!("shape {:?}, expected {:?}", got.shape(), want.shape()));
+    }
+    let (g, w) = (got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
+    for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
+        let ok = if b.is_nan() {
+            a.is_nan()
+        } else if b.is_infinite() {
+            a == b
+        } else {
+            a.is_finite() && (a - b).abs() <= atol + rtol * b.abs()
+        };
+        if !ok {
+            return Err(format!("element {i}: got {a}, expected {b} (atol {atol}, rtol {rtol})"));
+        }
+    }
+    Ok(())
+}
+
+/// A float tensor's dtype for fp16 cases.
+pub fn is_fp16(t: &Tensor) -> bool {
+    t.dtype() == DType::F16
+}
