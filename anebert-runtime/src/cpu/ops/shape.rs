@@ -18,6 +18,10 @@ macro_rules! map_data {
     };
 }
 
+/// Largest tensor an op may create from constant parameters alone (fill, range_1d, tile): a
+/// corrupt or hostile program must not be able to request terabytes.
+const MAX_GENERATED: usize = 1 << 28;
+
 fn out(dtype: DType, shape: Vec<usize>, data: TensorData) -> Result<Tensor, String> {
     Tensor::new(dtype, shape, data).map_err(|e| e.to_string())
 }
@@ -354,7 +358,7 @@ pub fn range_1d(c: &Ctx) -> OpResult {
         return Err("range_1d step must not be 0".into());
     }
     let n = ((end - start) / step).ceil().max(0.0);
-    if n > 1e9 {
+    if n > MAX_GENERATED as f64 {
         return Err(format!("range_1d would produce {n} elements"));
     }
     let n = n as usize;
@@ -368,7 +372,7 @@ pub fn range_1d(c: &Ctx) -> OpResult {
 
 pub fn fill(c: &Ctx) -> OpResult {
     let shape: Vec<usize> = c.ints("shape")?.iter().map(|&d| usize::try_from(d).map_err(|_| format!("fill shape entry {d} is negative"))).collect::<Result<_, _>>()?;
-    let n = crate::tensor::checked_numel(&shape).filter(|&n| n <= 1 << 31).ok_or("fill shape is too large")?;
+    let n = crate::tensor::checked_numel(&shape).filter(|&n| n <= MAX_GENERATED).ok_or("fill shape is too large")?;
     let v = c.t("value")?;
     let data = match v.data() {
         TensorData::Float(x) if x.len() == 1 => TensorData::Float(vec![x[0]; n]),
@@ -407,6 +411,9 @@ pub fn tile(c: &Ctx) -> OpResult {
         return Err(format!("reps {reps:?} needs one non-negative entry per axis of {:?}", x.shape()));
     }
     let oshape: Vec<usize> = x.shape().iter().zip(&reps).map(|(&d, &r)| d * r as usize).collect();
+    if crate::tensor::checked_numel(&oshape).is_none_or(|n| n > MAX_GENERATED) {
+        return Err(format!("tile to {oshape:?} is too large"));
+    }
     // View the output as [r0, d0, r1, d1, ...] reading x with stride 0 on the repeat axes.
     let st = strides(x.shape());
     let mut vshape = Vec::new();
