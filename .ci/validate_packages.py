@@ -16,7 +16,6 @@ import sys
 import tempfile
 import traceback
 
-import numpy as np
 import coremltools as ct
 from coremltools.libmodelpackage import ModelPackage
 from coremltools.libmilstoragepython import _BlobStorageReader, _BlobStorageWriter
@@ -112,7 +111,7 @@ def main():
             failed += 1
             print(f"FAIL {p}: {type(e).__name__}: {e}")
             traceback.print_exc(limit=3)
-    print(f"coremltools validation: {len(pkgs) - failed} passed, {failed} failed")
+    print(f"coremltools validation: {len(pkgs)} packages, {failed} failed")
     return 1 if failed else 0
 
 

@@ -18,4 +18,6 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-pub use anebert_runtime::{cpu, dtype, package, proto, tensor, types, DType, Dim, Package, Tensor, TensorData, TensorType};
+pub use anebert_runtime::{
+    cpu, dtype, package, proto, tensor, types, DType, Dim, Package, Tensor, TensorData, TensorType,
+};

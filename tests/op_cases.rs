@@ -11,7 +11,11 @@ use std::collections::BTreeMap;
 
 #[test]
 fn every_op_case_matches_numpy() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/op_cases.json")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/op_cases.json"
+    ))
+    .unwrap();
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     let cases = doc["cases"].as_array().unwrap();
     assert!(cases.len() > 90);
@@ -27,15 +31,74 @@ fn every_op_case_matches_numpy() {
             Err(e) => failures.push(format!("{name} ({op}): {e}")),
         }
     }
-    assert!(failures.is_empty(), "{} of {} cases failed:\n{}", failures.len(), cases.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
     // Every op the issue names is covered.
     for op in [
-        "conv", "linear", "matmul", "einsum", "add", "sub", "mul", "real_div", "pow", "maximum", "minimum", "floor_div", "less",
-        "equal", "select", "logical_and", "logical_not", "rsqrt", "sqrt", "exp", "log", "erf", "tanh", "sigmoid", "sin", "cos",
-        "abs", "square", "inverse", "relu", "reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_l2_norm",
-        "reduce_sum_square", "reduce_log_sum_exp", "layer_norm", "softmax", "gelu", "silu", "gather", "gather_along_axis",
-        "concat", "split", "slice_by_index", "slice_by_size", "reshape", "transpose", "expand_dims", "squeeze", "cast",
-        "range_1d", "fill", "band_part", "tile", "topk", "cumsum", "clip",
+        "conv",
+        "linear",
+        "matmul",
+        "einsum",
+        "add",
+        "sub",
+        "mul",
+        "real_div",
+        "pow",
+        "maximum",
+        "minimum",
+        "floor_div",
+        "less",
+        "equal",
+        "select",
+        "logical_and",
+        "logical_not",
+        "rsqrt",
+        "sqrt",
+        "exp",
+        "log",
+        "erf",
+        "tanh",
+        "sigmoid",
+        "sin",
+        "cos",
+        "abs",
+        "square",
+        "inverse",
+        "relu",
+        "reduce_mean",
+        "reduce_sum",
+        "reduce_max",
+        "reduce_min",
+        "reduce_l2_norm",
+        "reduce_sum_square",
+        "reduce_log_sum_exp",
+        "layer_norm",
+        "softmax",
+        "gelu",
+        "silu",
+        "gather",
+        "gather_along_axis",
+        "concat",
+        "split",
+        "slice_by_index",
+        "slice_by_size",
+        "reshape",
+        "transpose",
+        "expand_dims",
+        "squeeze",
+        "cast",
+        "range_1d",
+        "fill",
+        "band_part",
+        "tile",
+        "topk",
+        "cumsum",
+        "clip",
     ] {
         assert!(ops_seen.contains(op), "no case covers `{op}`");
     }
@@ -55,9 +118,23 @@ fn run_case(case: &serde_json::Value, dir: &std::path::Path) -> Result<(), Strin
         .as_object()
         .unwrap()
         .iter()
-        .map(|(k, v)| (k.clone(), if let Some(s) = v.as_str() { Tensor::string(s) } else { common::tensor_from_json(v) }))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                if let Some(s) = v.as_str() {
+                    Tensor::string(s)
+                } else {
+                    common::tensor_from_json(v)
+                },
+            )
+        })
         .collect();
-    let expected: Vec<Tensor> = case["outputs"].as_array().unwrap().iter().map(common::tensor_from_json).collect();
+    let expected: Vec<Tensor> = case["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(common::tensor_from_json)
+        .collect();
 
     let mut p = ProgramBuilder::new(SpecVersion::Ios17);
     p.function("main", |f| {
@@ -88,22 +165,35 @@ fn run_case(case: &serde_json::Value, dir: &std::path::Path) -> Result<(), Strin
             op,
             op,
             args.iter().map(|(k, a)| (k.as_str(), a.clone())).collect(),
-            params.iter().map(|(k, t)| (k.as_str(), t.clone())).collect(),
+            params
+                .iter()
+                .map(|(k, t)| (k.as_str(), t.clone()))
+                .collect(),
         )?;
         for (i, o) in outs.iter().enumerate() {
             // Bool results cannot be model outputs either: compare them as int32.
-            let o = if o.dtype() == DType::Bool { f.cast("as_int", o, DType::I32)? } else { o.clone() };
+            let o = if o.dtype() == DType::Bool {
+                f.cast("as_int", o, DType::I32)?
+            } else {
+                o.clone()
+            };
             f.output(&format!("out_{i}"), &o)?;
         }
         Ok(())
     })
     .map_err(|e| format!("build: {e}"))?;
     let path = dir.join(format!("{name}.mlpackage"));
-    p.build().map_err(|e| e.to_string())?.write(&path).map_err(|e| e.to_string())?;
+    p.build()
+        .map_err(|e| e.to_string())?
+        .write(&path)
+        .map_err(|e| e.to_string())?;
     let pkg = Package::open(&path).map_err(|e| e.to_string())?;
     let model = CpuModel::load(&pkg, None, precision).map_err(|e| e.to_string())?;
     let got = model.predict(&inputs).map_err(|e| e.to_string())?;
-    let (atol, rtol) = (case["atol"].as_f64().unwrap(), case["rtol"].as_f64().unwrap());
+    let (atol, rtol) = (
+        case["atol"].as_f64().unwrap(),
+        case["rtol"].as_f64().unwrap(),
+    );
     for (i, want) in expected.iter().enumerate() {
         let g = got.get(&format!("out_{i}")).ok_or("missing output")?;
         common::compare(g, want, atol, rtol).map_err(|e| format!("output {i}: {e}"))?;

@@ -8,7 +8,9 @@ use anebert_build::mil::{InputShape, ProgramBuilder, SpecVersion};
 use std::collections::BTreeMap;
 
 fn ramp(n: usize, scale: f32) -> Vec<f32> {
-    (0..n).map(|i| ((i * 37 % 101) as f32 / 101.0 - 0.5) * scale).collect()
+    (0..n)
+        .map(|i| ((i * 37 % 101) as f32 / 101.0 - 0.5) * scale)
+        .collect()
 }
 
 /// conv → layer_norm → softmax → einsum → concat, with blob constants (weights) and immediate
@@ -30,7 +32,8 @@ fn multi_op(spec: SpecVersion, shape: InputShape) -> ProgramBuilder {
         f.output("out", &both)
     })
     .unwrap();
-    p.metadata("com.anebert.test", "multi-op").short_description("multi-op test graph");
+    p.metadata("com.anebert.test", "multi-op")
+        .short_description("multi-op test graph");
     p
 }
 
@@ -38,14 +41,21 @@ fn multi_op(spec: SpecVersion, shape: InputShape) -> ProgramBuilder {
 fn multi_op_graph_round_trips_at_spec_8_and_9() {
     let dir = common::package_dir("io");
     for spec in [SpecVersion::Ios17, SpecVersion::Ios18] {
-        let built = multi_op(spec, InputShape::Fixed(vec![1, 8, 1, 32])).build().unwrap();
+        let built = multi_op(spec, InputShape::Fixed(vec![1, 8, 1, 32]))
+            .build()
+            .unwrap();
         let path = dir.join(format!("multi_op_spec{}.mlpackage", spec.number()));
         built.write(&path).unwrap();
         let pkg = Package::open(&path).unwrap();
         assert_eq!(pkg.spec, built.spec, "spec changed in the round trip");
-        assert_eq!(pkg.weights.as_ref().unwrap().as_bytes(), built.weights.as_deref().unwrap());
+        assert_eq!(
+            pkg.weights.as_ref().unwrap().as_bytes(),
+            built.weights.as_deref().unwrap()
+        );
         // Writing again gives identical bytes (reproducible builds).
-        let again = multi_op(spec, InputShape::Fixed(vec![1, 8, 1, 32])).build().unwrap();
+        let again = multi_op(spec, InputShape::Fixed(vec![1, 8, 1, 32]))
+            .build()
+            .unwrap();
         use prost::Message;
         assert_eq!(again.spec.encode_to_vec(), built.spec.encode_to_vec());
         // coremltools' rule: only w (64 elements) goes to the blob; b and gamma (8 < 10
@@ -53,9 +63,18 @@ fn multi_op_graph_round_trips_at_spec_8_and_9() {
         assert_eq!(pkg.weights.as_ref().unwrap().len(), 1);
         // It runs, in both precisions, and fp16 stays close to f32 on this benign input.
         let mut inputs = BTreeMap::new();
-        inputs.insert("x".to_string(), Tensor::f16(vec![1, 8, 1, 32], ramp(256, 3.0)).unwrap());
-        let f32_out = CpuModel::load(&pkg, None, Precision::F32).unwrap().predict(&inputs).unwrap();
-        let f16_out = CpuModel::load(&pkg, None, Precision::Fp16Ane).unwrap().predict(&inputs).unwrap();
+        inputs.insert(
+            "x".to_string(),
+            Tensor::f16(vec![1, 8, 1, 32], ramp(256, 3.0)).unwrap(),
+        );
+        let f32_out = CpuModel::load(&pkg, None, Precision::F32)
+            .unwrap()
+            .predict(&inputs)
+            .unwrap();
+        let f16_out = CpuModel::load(&pkg, None, Precision::Fp16Ane)
+            .unwrap()
+            .predict(&inputs)
+            .unwrap();
         assert_eq!(f32_out["out"].shape(), &[1, 40, 1, 32]);
         common::compare(&f16_out["out"], &f32_out["out"], 0.05, 0.01).unwrap();
     }
@@ -65,32 +84,50 @@ fn multi_op_graph_round_trips_at_spec_8_and_9() {
 fn enumerated_input_shapes() {
     let dir = common::package_dir("io");
     let shapes = vec![vec![1, 8, 1, 64], vec![1, 8, 1, 32], vec![1, 8, 1, 128]];
-    let built = multi_op(SpecVersion::Ios17, InputShape::Enumerated(shapes)).build().unwrap();
+    let built = multi_op(SpecVersion::Ios17, InputShape::Enumerated(shapes))
+        .build()
+        .unwrap();
     let path = dir.join("enumerated_shapes.mlpackage");
     built.write(&path).unwrap();
     let pkg = Package::open(&path).unwrap();
     let desc = pkg.spec.description.as_ref().unwrap();
-    let Some(anebert::proto::feature_type::Type::MultiArrayType(arr)) = &desc.input[0].r#type.as_ref().unwrap().r#type else {
+    let Some(anebert::proto::feature_type::Type::MultiArrayType(arr)) =
+        &desc.input[0].r#type.as_ref().unwrap().r#type
+    else {
         panic!("input is a multiarray")
     };
     assert_eq!(arr.shape, vec![1, 8, 1, 64], "default shape first");
     assert!(arr.shape_flexibility.is_some());
     // Outputs of a flexible program carry only their dtype.
-    let Some(anebert::proto::feature_type::Type::MultiArrayType(out)) = &desc.output[0].r#type.as_ref().unwrap().r#type else {
+    let Some(anebert::proto::feature_type::Type::MultiArrayType(out)) =
+        &desc.output[0].r#type.as_ref().unwrap().r#type
+    else {
         panic!()
     };
     assert!(out.shape.is_empty());
     let model = CpuModel::load(&pkg, None, Precision::F32).unwrap();
     for s in [32usize, 64, 128] {
         let mut inputs = BTreeMap::new();
-        inputs.insert("x".to_string(), Tensor::f32(vec![1, 8, 1, s], ramp(8 * s, 1.0)).unwrap());
-        assert_eq!(model.predict(&inputs).unwrap()["out"].shape(), &[1, 8 + s, 1, s]);
+        inputs.insert(
+            "x".to_string(),
+            Tensor::f32(vec![1, 8, 1, s], ramp(8 * s, 1.0)).unwrap(),
+        );
+        assert_eq!(
+            model.predict(&inputs).unwrap()["out"].shape(),
+            &[1, 8 + s, 1, s]
+        );
     }
     // A shape outside the program's static type is refused with a clear error.
     let mut bad = BTreeMap::new();
-    bad.insert("x".to_string(), Tensor::f32(vec![1, 4, 1, 32], vec![0.0; 128]).unwrap());
+    bad.insert(
+        "x".to_string(),
+        Tensor::f32(vec![1, 4, 1, 32], vec![0.0; 128]).unwrap(),
+    );
     let e = model.predict(&bad).unwrap_err().to_string();
-    assert!(e.contains("input `x`") && e.contains("does not match"), "{e}");
+    assert!(
+        e.contains("input `x`") && e.contains("does not match"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -111,7 +148,11 @@ fn multifunction_shares_weights() {
     let path = dir.join("multifunction.mlpackage");
     built.write(&path).unwrap();
     let pkg = Package::open(&path).unwrap();
-    assert_eq!(pkg.weights.as_ref().unwrap().len(), 1, "one blob shared by both functions");
+    assert_eq!(
+        pkg.weights.as_ref().unwrap().len(),
+        1,
+        "one blob shared by both functions"
+    );
     let desc = pkg.spec.description.as_ref().unwrap();
     assert_eq!(desc.functions.len(), 2);
     assert_eq!(desc.default_function_name, "seq32");
@@ -148,7 +189,14 @@ fn builder_errors_name_the_problem() {
         .to_string();
     assert!(e.contains("conv `proj`") && e.contains("8 channels"), "{e}");
     let mut p = ProgramBuilder::new(SpecVersion::Ios17);
-    let e = p.function("main", |f| f.input("input.ids", DType::I32, InputShape::Fixed(vec![1])).map(|_| ())).err().unwrap().to_string();
+    let e = p
+        .function("main", |f| {
+            f.input("input.ids", DType::I32, InputShape::Fixed(vec![1]))
+                .map(|_| ())
+        })
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("input_ids"), "suggests a valid name: {e}");
 }
 
@@ -158,14 +206,34 @@ fn unknown_op_is_a_clear_load_error() {
     // Not under the validated directory: this package is deliberately broken.
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let mut built = multi_op(SpecVersion::Ios17, InputShape::Fixed(vec![1, 8, 1, 32])).build().unwrap();
-    let Some(anebert::proto::model::Type::MlProgram(prog)) = &mut built.spec.r#type else { panic!() };
-    let block: &mut mil::Block = prog.functions.get_mut("main").unwrap().block_specializations.get_mut("CoreML7").unwrap();
-    let op = block.operations.iter_mut().find(|o| o.r#type == "softmax").unwrap();
+    let mut built = multi_op(SpecVersion::Ios17, InputShape::Fixed(vec![1, 8, 1, 32]))
+        .build()
+        .unwrap();
+    let Some(anebert::proto::model::Type::MlProgram(prog)) = &mut built.spec.r#type else {
+        panic!()
+    };
+    let block: &mut mil::Block = prog
+        .functions
+        .get_mut("main")
+        .unwrap()
+        .block_specializations
+        .get_mut("CoreML7")
+        .unwrap();
+    let op = block
+        .operations
+        .iter_mut()
+        .find(|o| o.r#type == "softmax")
+        .unwrap();
     op.r#type = "frobnicate".into();
     let path = dir.join("unknown_op.mlpackage");
     built.write(&path).unwrap();
     let pkg = Package::open(&path).unwrap();
-    let e = CpuModel::load(&pkg, None, Precision::F32).err().unwrap().to_string();
-    assert!(e.contains("frobnicate") && e.contains("attn") && e.contains("not supported"), "{e}");
+    let e = CpuModel::load(&pkg, None, Precision::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("frobnicate") && e.contains("attn") && e.contains("not supported"),
+        "{e}"
+    );
 }

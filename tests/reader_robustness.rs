@@ -30,7 +30,13 @@ fn base_package(dir: &Path) -> std::path::PathBuf {
     let mut p = ProgramBuilder::new(SpecVersion::Ios17);
     p.function("main", |f| {
         let x = f.input("x", DType::F16, InputShape::Fixed(vec![1, 16, 1, 8]))?;
-        let w = f.constant("w", Tensor::f16(vec![16, 16, 1, 1], (0..256).map(|i| (i % 7) as f32 * 0.1).collect())?)?;
+        let w = f.constant(
+            "w",
+            Tensor::f16(
+                vec![16, 16, 1, 1],
+                (0..256).map(|i| (i % 7) as f32 * 0.1).collect(),
+            )?,
+        )?;
         let b = f.constant("b", Tensor::f32(vec![16], vec![0.25; 16])?)?;
         let b = f.cast("b16", &b, DType::F16)?;
         let y = f.conv("proj", &x, &w, Some(&b))?;
@@ -46,14 +52,24 @@ fn base_package(dir: &Path) -> std::path::PathBuf {
 /// Open and run; Ok(true) if it ran, Ok(false) if it was rejected with an error, Err on panic.
 fn exercise(path: &Path) -> Result<bool, String> {
     catch_unwind(AssertUnwindSafe(|| {
-        let Ok(pkg) = Package::open(path) else { return false };
-        let Ok(model) = CpuModel::load(&pkg, None, Precision::F32) else { return false };
+        let Ok(pkg) = Package::open(path) else {
+            return false;
+        };
+        let Ok(model) = CpuModel::load(&pkg, None, Precision::F32) else {
+            return false;
+        };
         let mut inputs = BTreeMap::new();
-        inputs.insert("x".to_string(), Tensor::f32(vec![1, 16, 1, 8], vec![0.5; 128]).unwrap());
+        inputs.insert(
+            "x".to_string(),
+            Tensor::f32(vec![1, 16, 1, 8], vec![0.5; 128]).unwrap(),
+        );
         model.predict(&inputs).is_ok()
     }))
     .map_err(|e| {
-        e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+        e.downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default()
     })
 }
 
@@ -132,7 +148,10 @@ fn mutated_packages_never_panic() {
             Err(msg) => panic!("mutation {i} of {} panicked: {msg}", files[i % files.len()]),
         }
     }
-    assert!(rejected > 300, "most mutations must be rejected (rejected {rejected}, ran {ran})");
+    assert!(
+        rejected > 300,
+        "most mutations must be rejected (rejected {rejected}, ran {ran})"
+    );
 }
 
 #[test]
@@ -141,7 +160,12 @@ fn specific_damage_gives_specific_errors() {
     let base = base_package(tmp.path());
     let work = tmp.path().join("w.mlpackage");
     let wbin = "Data/com.apple.CoreML/weights/weight.bin";
-    let err = |work: &Path| Package::open(work).err().map(|e| e.to_string()).unwrap_or_default();
+    let err = |work: &Path| {
+        Package::open(work)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+    };
 
     copy_dir(&base, &work);
     let mut b = fs::read(work.join(wbin)).unwrap();
@@ -164,7 +188,11 @@ fn specific_damage_gives_specific_errors() {
     let mut b = fs::read(work.join(wbin)).unwrap();
     b[68] = 99; // dtype code
     fs::write(work.join(wbin), &b).unwrap();
-    assert!(err(&work).contains("unknown blob dtype code 99"), "{}", err(&work));
+    assert!(
+        err(&work).contains("unknown blob dtype code 99"),
+        "{}",
+        err(&work)
+    );
 
     copy_dir(&base, &work);
     fs::remove_file(work.join("Data/com.apple.CoreML/model.mlmodel")).unwrap();
@@ -179,12 +207,29 @@ fn specific_damage_gives_specific_errors() {
     use prost::Message;
     let spec_path = work.join("Data/com.apple.CoreML/model.mlmodel");
     let mut spec = anebert::proto::Model::decode(fs::read(&spec_path).unwrap().as_slice()).unwrap();
-    let Some(anebert::proto::model::Type::MlProgram(prog)) = &mut spec.r#type else { panic!() };
-    for op in prog.functions.get_mut("main").unwrap().block_specializations.get_mut("CoreML7").unwrap().operations.iter_mut() {
-        if let Some(anebert::proto::mil_spec::value::Value::BlobFileValue(bv)) = op.attributes.get_mut("val").and_then(|v| v.value.as_mut()) {
+    let Some(anebert::proto::model::Type::MlProgram(prog)) = &mut spec.r#type else {
+        panic!()
+    };
+    for op in prog
+        .functions
+        .get_mut("main")
+        .unwrap()
+        .block_specializations
+        .get_mut("CoreML7")
+        .unwrap()
+        .operations
+        .iter_mut()
+    {
+        if let Some(anebert::proto::mil_spec::value::Value::BlobFileValue(bv)) =
+            op.attributes.get_mut("val").and_then(|v| v.value.as_mut())
+        {
             bv.offset += 8;
         }
     }
     fs::write(&spec_path, spec.encode_to_vec()).unwrap();
-    assert!(err(&work).contains("does not point at a blob"), "{}", err(&work));
+    assert!(
+        err(&work).contains("does not point at a blob"),
+        "{}",
+        err(&work)
+    );
 }

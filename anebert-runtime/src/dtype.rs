@@ -193,7 +193,9 @@ impl DType {
     }
 
     /// Inverse of [`DType::to_array_data_type`].
-    pub fn from_array_data_type(t: crate::proto::array_feature_type::ArrayDataType) -> Option<Self> {
+    pub fn from_array_data_type(
+        t: crate::proto::array_feature_type::ArrayDataType,
+    ) -> Option<Self> {
         use crate::proto::array_feature_type::ArrayDataType as A;
         Some(match t {
             A::Float32 => DType::F32,

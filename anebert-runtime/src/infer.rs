@@ -43,7 +43,9 @@ pub fn broadcast(a: &[Dim], b: &[Dim]) -> ShapeResult<Vec<Dim>> {
         .map(|i| match (get(a, i), get(b, i)) {
             (Dim::Fixed(1), d) | (d, Dim::Fixed(1)) => Ok(d),
             (Dim::Fixed(x), Dim::Fixed(y)) if x == y => Ok(Dim::Fixed(x)),
-            (Dim::Fixed(x), Dim::Fixed(y)) => Err(format!("shapes {a:?} and {b:?} do not broadcast ({x} vs {y})")),
+            (Dim::Fixed(x), Dim::Fixed(y)) => Err(format!(
+                "shapes {a:?} and {b:?} do not broadcast ({x} vs {y})"
+            )),
             (Dim::Fixed(x), Dim::Unknown) | (Dim::Unknown, Dim::Fixed(x)) => Ok(Dim::Fixed(x)),
             (Dim::Unknown, Dim::Unknown) => Ok(Dim::Unknown),
         })
@@ -112,11 +114,17 @@ pub fn conv_dim(
                 (total - total / 2, total / 2)
             }
         }
-        other => return Err(format!("pad_type {other:?} is not one of valid, custom, same, same_lower")),
+        other => {
+            return Err(format!(
+                "pad_type {other:?} is not one of valid, custom, same, same_lower"
+            ))
+        }
     };
     let padded = input + pb + pa;
     if padded < eff {
-        return Err(format!("kernel extent {eff} is larger than the padded input {padded}"));
+        return Err(format!(
+            "kernel extent {eff} is larger than the padded input {padded}"
+        ));
     }
     Ok(ConvDim {
         pad_before: pb,
@@ -138,7 +146,9 @@ pub enum EinsumPattern {
 /// Parse an einsum equation into the pattern MIL accepts.
 pub fn einsum_pattern(eq: &str) -> ShapeResult<EinsumPattern> {
     let eq: String = eq.chars().filter(|c| !c.is_whitespace()).collect();
-    let bad = || format!("einsum equation {eq:?} is not MIL's pattern \"nchw,nwhu->nchu\" (or rank-3 \"chw,whu->chu\")");
+    let bad = || {
+        format!("einsum equation {eq:?} is not MIL's pattern \"nchw,nwhu->nchu\" (or rank-3 \"chw,whu->chu\")")
+    };
     let (lhs, out) = eq.split_once("->").ok_or_else(bad)?;
     let (a, b) = lhs.split_once(',').ok_or_else(bad)?;
     let mut letters: Vec<char> = Vec::new();
@@ -167,25 +177,42 @@ pub fn einsum_pattern(eq: &str) -> ShapeResult<EinsumPattern> {
 /// Output dims of einsum in MIL's pattern; B and H broadcast when 1.
 pub fn einsum(p: EinsumPattern, a: &[Dim], b: &[Dim]) -> ShapeResult<Vec<Dim>> {
     let same = |x: Dim, y: Dim, what: &str| -> ShapeResult<Dim> {
-        broadcast(&[x], &[y]).map(|v| v[0]).map_err(|_| format!("einsum {what} dims differ: {x} vs {y}"))
+        broadcast(&[x], &[y])
+            .map(|v| v[0])
+            .map_err(|_| format!("einsum {what} dims differ: {x} vs {y}"))
     };
     let contract = |x: Dim, y: Dim| -> ShapeResult<()> {
         match (x, y) {
-            (Dim::Fixed(p), Dim::Fixed(q)) if p != q => Err(format!("einsum contracted dims differ: {p} vs {q}")),
+            (Dim::Fixed(p), Dim::Fixed(q)) if p != q => {
+                Err(format!("einsum contracted dims differ: {p} vs {q}"))
+            }
             _ => Ok(()),
         }
     };
     match p {
         EinsumPattern::Rank4 => {
             if a.len() != 4 || b.len() != 4 {
-                return Err(format!("rank-4 einsum needs rank-4 operands, got ranks {} and {}", a.len(), b.len()));
+                return Err(format!(
+                    "rank-4 einsum needs rank-4 operands, got ranks {} and {}",
+                    a.len(),
+                    b.len()
+                ));
             }
             contract(a[3], b[1])?;
-            Ok(vec![same(a[0], b[0], "batch")?, a[1], same(a[2], b[2], "H")?, b[3]])
+            Ok(vec![
+                same(a[0], b[0], "batch")?,
+                a[1],
+                same(a[2], b[2], "H")?,
+                b[3],
+            ])
         }
         EinsumPattern::Rank3 => {
             if a.len() != 3 || b.len() != 3 {
-                return Err(format!("rank-3 einsum needs rank-3 operands, got ranks {} and {}", a.len(), b.len()));
+                return Err(format!(
+                    "rank-3 einsum needs rank-3 operands, got ranks {} and {}",
+                    a.len(),
+                    b.len()
+                ));
             }
             contract(a[2], b[0])?;
             Ok(vec![a[0], same(a[1], b[1], "H")?, b[2]])
@@ -256,7 +283,10 @@ pub fn reshape(input: &[Dim], shape: &[i64]) -> ShapeResult<Vec<Dim>> {
             s => return Err(format!("reshape shape entry {s} is invalid")),
         }
     }
-    let total: Option<usize> = input.iter().map(|d| d.fixed()).try_fold(1usize, |a, d| d.map(|d| a * d));
+    let total: Option<usize> = input
+        .iter()
+        .map(|d| d.fixed())
+        .try_fold(1usize, |a, d| d.map(|d| a * d));
     let known: Option<usize> = out
         .iter()
         .enumerate()
@@ -271,7 +301,9 @@ pub fn reshape(input: &[Dim], shape: &[i64]) -> ShapeResult<Vec<Dim>> {
             out[i] = Dim::Fixed(t / k);
         }
         (None, Some(t), Some(k)) if t != k => {
-            return Err(format!("cannot reshape {t} elements into {shape:?} ({k} elements)"));
+            return Err(format!(
+                "cannot reshape {t} elements into {shape:?} ({k} elements)"
+            ));
         }
         _ => {}
     }
@@ -279,23 +311,46 @@ pub fn reshape(input: &[Dim], shape: &[i64]) -> ShapeResult<Vec<Dim>> {
 }
 
 /// Normalized (begin, end, stride) of one axis of `slice_by_index`, Python-slice style.
-pub fn slice_axis(size: usize, begin: i64, end: i64, stride: i64, begin_mask: bool, end_mask: bool) -> ShapeResult<(i64, i64, i64, usize)> {
+pub fn slice_axis(
+    size: usize,
+    begin: i64,
+    end: i64,
+    stride: i64,
+    begin_mask: bool,
+    end_mask: bool,
+) -> ShapeResult<(i64, i64, i64, usize)> {
     if stride == 0 {
         return Err("slice stride must not be 0".into());
     }
     let n = size as i64;
     let norm = |v: i64| if v < 0 { v + n } else { v };
     let (b, e) = if stride > 0 {
-        let b = if begin_mask { 0 } else { norm(begin).clamp(0, n) };
+        let b = if begin_mask {
+            0
+        } else {
+            norm(begin).clamp(0, n)
+        };
         let e = if end_mask { n } else { norm(end).clamp(0, n) };
         (b, e)
     } else {
-        let b = if begin_mask { n - 1 } else { norm(begin).clamp(-1, n - 1) };
-        let e = if end_mask { -1 } else { norm(end).clamp(-1, n - 1) };
+        let b = if begin_mask {
+            n - 1
+        } else {
+            norm(begin).clamp(-1, n - 1)
+        };
+        let e = if end_mask {
+            -1
+        } else {
+            norm(end).clamp(-1, n - 1)
+        };
         (b, e)
     };
     let len = if stride > 0 {
-        if e > b { (e - b + stride - 1) / stride } else { 0 }
+        if e > b {
+            (e - b + stride - 1) / stride
+        } else {
+            0
+        }
     } else if b > e {
         (b - e + (-stride) - 1) / (-stride)
     } else {
@@ -311,33 +366,63 @@ mod tests {
 
     #[test]
     fn broadcasting() {
-        assert_eq!(broadcast(&[Fixed(2), Fixed(1)], &[Fixed(3)]).unwrap(), vec![Fixed(2), Fixed(3)]);
+        assert_eq!(
+            broadcast(&[Fixed(2), Fixed(1)], &[Fixed(3)]).unwrap(),
+            vec![Fixed(2), Fixed(3)]
+        );
         assert_eq!(broadcast(&[Unknown], &[Fixed(1)]).unwrap(), vec![Unknown]);
         assert!(broadcast(&[Fixed(2)], &[Fixed(3)]).is_err());
     }
 
     #[test]
     fn einsum_patterns() {
-        assert_eq!(einsum_pattern("bkhc,bchq->bkhq").unwrap(), EinsumPattern::Rank4);
-        assert_eq!(einsum_pattern("bchk,bkhq->bchq").unwrap(), EinsumPattern::Rank4);
-        assert_eq!(einsum_pattern("chw,whu->chu").unwrap(), EinsumPattern::Rank3);
+        assert_eq!(
+            einsum_pattern("bkhc,bchq->bkhq").unwrap(),
+            EinsumPattern::Rank4
+        );
+        assert_eq!(
+            einsum_pattern("bchk,bkhq->bchq").unwrap(),
+            EinsumPattern::Rank4
+        );
+        assert_eq!(
+            einsum_pattern("chw,whu->chu").unwrap(),
+            EinsumPattern::Rank3
+        );
         assert!(einsum_pattern("bchq,bkhc->bkhq").is_err());
         assert!(einsum_pattern("ij,jk->ik").is_err());
     }
 
     #[test]
     fn reshape_rules() {
-        assert_eq!(reshape(&fixed(&[2, 3, 4]), &[0, -1]).unwrap(), fixed(&[3, 8]));
-        assert_eq!(reshape(&fixed(&[2, 3, 4]), &[-1, 4]).unwrap(), fixed(&[6, 4]));
+        assert_eq!(
+            reshape(&fixed(&[2, 3, 4]), &[0, -1]).unwrap(),
+            fixed(&[3, 8])
+        );
+        assert_eq!(
+            reshape(&fixed(&[2, 3, 4]), &[-1, 4]).unwrap(),
+            fixed(&[6, 4])
+        );
         assert!(reshape(&fixed(&[2, 3]), &[4, 2]).is_err());
     }
 
     #[test]
     fn conv_geometry() {
         let d = conv_dim(7, 3, 2, 1, "same", (0, 0)).unwrap();
-        assert_eq!(d, ConvDim { pad_before: 1, pad_after: 1, out: 4 });
+        assert_eq!(
+            d,
+            ConvDim {
+                pad_before: 1,
+                pad_after: 1,
+                out: 4
+            }
+        );
         assert_eq!(conv_dim(8, 3, 1, 2, "valid", (0, 0)).unwrap().out, 4);
-        assert_eq!(conv_dim(8, 2, 1, 1, "same_lower", (0, 0)).unwrap().pad_before, 1);
+        assert_eq!(
+            conv_dim(8, 2, 1, 1, "same_lower", (0, 0))
+                .unwrap()
+                .pad_before,
+            1
+        );
     }
 
     #[test]

@@ -137,7 +137,11 @@ impl Tensor {
 
     /// A rank-0 float tensor of `dtype` (rounded to fp16 for `F16`).
     pub fn scalar_float(dtype: DType, v: f32) -> Self {
-        let v = if dtype == DType::F16 { f16::from_f32(v).to_f32() } else { v };
+        let v = if dtype == DType::F16 {
+            f16::from_f32(v).to_f32()
+        } else {
+            v
+        };
         Tensor {
             dtype,
             shape: vec![],
@@ -219,7 +223,10 @@ impl Tensor {
     pub fn relabel(self, dtype: DType) -> Result<Self, TensorError> {
         if let (TensorData::Int(v), Some((lo, hi))) = (&self.data, dtype.int_range()) {
             if let Some(&bad) = v.iter().find(|&&x| (x as i64) < lo || (x as i64) > hi) {
-                return Err(TensorError::IntOutOfRange { dtype, value: bad as i128 });
+                return Err(TensorError::IntOutOfRange {
+                    dtype,
+                    value: bad as i128,
+                });
             }
         }
         Tensor::new(dtype, self.shape, self.data)
@@ -266,7 +273,11 @@ impl Tensor {
 
     /// Decode raw little-endian element bytes (blob data or an immediate `bytes` value).
     /// Sub-byte types are bit-packed LSB-first (coreml-facts §4.4).
-    pub fn from_le_bytes(dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> Result<Self, TensorError> {
+    pub fn from_le_bytes(
+        dtype: DType,
+        shape: Vec<usize>,
+        bytes: &[u8],
+    ) -> Result<Self, TensorError> {
         let n = checked_numel(&shape).ok_or_else(|| TensorError::TooLarge(shape.clone()))?;
         let bits = dtype.bits() as usize;
         if bits == 0 || dtype == DType::Bool {
@@ -358,7 +369,9 @@ impl Tensor {
             DType::I4 | DType::U1 | DType::U2 | DType::U3 | DType::U4 | DType::U6 => {
                 let raw = unpack_bits(bytes, bits as u32, n);
                 TensorData::Int(if dtype == DType::I4 {
-                    raw.into_iter().map(|v| ((v << 4) as i8 >> 4) as i32).collect()
+                    raw.into_iter()
+                        .map(|v| ((v << 4) as i8 >> 4) as i32)
+                        .collect()
                 } else {
                     raw.into_iter().map(|v| v as i32).collect()
                 })
@@ -374,8 +387,14 @@ impl Tensor {
         let dtype = self.dtype;
         match &self.data {
             TensorData::Float(v) => Ok(match dtype {
-                DType::F16 => v.iter().flat_map(|&x| f16::from_f32(x).to_le_bytes()).collect(),
-                DType::Bf16 => v.iter().flat_map(|&x| bf16::from_f32(x).to_le_bytes()).collect(),
+                DType::F16 => v
+                    .iter()
+                    .flat_map(|&x| f16::from_f32(x).to_le_bytes())
+                    .collect(),
+                DType::Bf16 => v
+                    .iter()
+                    .flat_map(|&x| bf16::from_f32(x).to_le_bytes())
+                    .collect(),
                 DType::F32 => v.iter().flat_map(|&x| x.to_le_bytes()).collect(),
                 DType::F64 => v.iter().flat_map(|&x| (x as f64).to_le_bytes()).collect(),
                 _ => unreachable!("float data implies a float dtype"),
@@ -456,7 +475,9 @@ mod tests {
     #[test]
     fn sub_byte_round_trip() {
         for bits in [1u32, 2, 3, 4, 6] {
-            let vals: Vec<u8> = (0..37u32).map(|i| ((i * 7 + 3) % (1 << bits)) as u8).collect();
+            let vals: Vec<u8> = (0..37u32)
+                .map(|i| ((i * 7 + 3) % (1 << bits)) as u8)
+                .collect();
             let packed = pack_bits(&vals, bits);
             assert_eq!(packed.len(), (37 * bits as usize).div_ceil(8));
             assert_eq!(unpack_bits(&packed, bits, 37), vals);
@@ -496,7 +517,10 @@ mod tests {
             Err(TensorError::ByteLength { .. })
         ));
         let t = Tensor::new(DType::U8, vec![1], TensorData::Int(vec![300])).unwrap();
-        assert!(matches!(t.to_le_bytes(), Err(TensorError::IntOutOfRange { .. })));
+        assert!(matches!(
+            t.to_le_bytes(),
+            Err(TensorError::IntOutOfRange { .. })
+        ));
         assert!(Tensor::from_le_bytes(DType::F32, vec![usize::MAX, 2], &[]).is_err());
     }
 }

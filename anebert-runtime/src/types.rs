@@ -48,7 +48,10 @@ impl TensorType {
 
     /// A rank-0 type.
     pub fn scalar(dtype: DType) -> Self {
-        TensorType { dtype, dims: vec![] }
+        TensorType {
+            dtype,
+            dims: vec![],
+        }
     }
 
     /// Rank.
@@ -82,12 +85,16 @@ impl TensorType {
                     .iter()
                     .map(|d| mil::Dimension {
                         dimension: Some(match d {
-                            Dim::Fixed(n) => dimension::Dimension::Constant(
-                                dimension::ConstantDimension { size: *n as u64 },
-                            ),
-                            Dim::Unknown => dimension::Dimension::Unknown(
-                                dimension::UnknownDimension { variadic: false },
-                            ),
+                            Dim::Fixed(n) => {
+                                dimension::Dimension::Constant(dimension::ConstantDimension {
+                                    size: *n as u64,
+                                })
+                            }
+                            Dim::Unknown => {
+                                dimension::Dimension::Unknown(dimension::UnknownDimension {
+                                    variadic: false,
+                                })
+                            }
                         }),
                     })
                     .collect(),
@@ -134,7 +141,9 @@ impl TensorType {
                     .map(Dim::Fixed)
                     .map_err(|_| format!("dimension {} does not fit in memory", c.size)),
                 Some(dimension::Dimension::Unknown(u)) if !u.variadic => Ok(Dim::Unknown),
-                Some(dimension::Dimension::Unknown(_)) => Err("variadic dimensions are not supported".into()),
+                Some(dimension::Dimension::Unknown(_)) => {
+                    Err("variadic dimensions are not supported".into())
+                }
                 None => Err("dimension is not set".into()),
             })
             .collect::<Result<_, String>>()?;

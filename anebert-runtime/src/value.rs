@@ -37,18 +37,26 @@ pub enum ValueError {
 pub fn immediate(t: &Tensor) -> Result<mil::Value, TensorError> {
     use tensor_value::Value as V;
     let v = match (t.dtype(), t.data()) {
-        (DType::F32, TensorData::Float(v)) => V::Floats(tensor_value::RepeatedFloats { values: v.clone() }),
+        (DType::F32, TensorData::Float(v)) => {
+            V::Floats(tensor_value::RepeatedFloats { values: v.clone() })
+        }
         (DType::F64, TensorData::Float(v)) => V::Doubles(tensor_value::RepeatedDoubles {
             values: v.iter().map(|&x| x as f64).collect(),
         }),
         (DType::I32 | DType::I16 | DType::U16, TensorData::Int(v)) => {
             V::Ints(tensor_value::RepeatedInts { values: v.clone() })
         }
-        (DType::I64 | DType::U64, TensorData::Int(v)) => V::LongInts(tensor_value::RepeatedLongInts {
-            values: v.iter().map(|&x| x as i64).collect(),
-        }),
-        (DType::Bool, TensorData::Bool(v)) => V::Bools(tensor_value::RepeatedBools { values: v.clone() }),
-        (DType::Str, TensorData::Str(v)) => V::Strings(tensor_value::RepeatedStrings { values: v.clone() }),
+        (DType::I64 | DType::U64, TensorData::Int(v)) => {
+            V::LongInts(tensor_value::RepeatedLongInts {
+                values: v.iter().map(|&x| x as i64).collect(),
+            })
+        }
+        (DType::Bool, TensorData::Bool(v)) => {
+            V::Bools(tensor_value::RepeatedBools { values: v.clone() })
+        }
+        (DType::Str, TensorData::Str(v)) => {
+            V::Strings(tensor_value::RepeatedStrings { values: v.clone() })
+        }
         _ => V::Bytes(tensor_value::RepeatedBytes {
             values: t.to_le_bytes()?,
         }),
@@ -57,7 +65,9 @@ pub fn immediate(t: &Tensor) -> Result<mil::Value, TensorError> {
         doc_string: String::new(),
         r#type: Some(TensorType::fixed(t.dtype(), t.shape()).to_proto()),
         value: Some(value::Value::ImmediateValue(mil::value::ImmediateValue {
-            value: Some(value::immediate_value::Value::Tensor(mil::TensorValue { value: Some(v) })),
+            value: Some(value::immediate_value::Value::Tensor(mil::TensorValue {
+                value: Some(v),
+            })),
         })),
     })
 }
@@ -76,8 +86,11 @@ pub fn blob_ref(ty: &TensorType, offset: u64) -> mil::Value {
 
 /// The static type a value declares, with every dimension known.
 pub fn value_type(v: &mil::Value) -> Result<(DType, Vec<usize>), ValueError> {
-    let ty = TensorType::from_proto(v.r#type.as_ref().ok_or(ValueError::NoType)?).map_err(ValueError::BadType)?;
-    let shape = ty.shape().ok_or_else(|| ValueError::UnknownDim(ty.clone()))?;
+    let ty = TensorType::from_proto(v.r#type.as_ref().ok_or(ValueError::NoType)?)
+        .map_err(ValueError::BadType)?;
+    let shape = ty
+        .shape()
+        .ok_or_else(|| ValueError::UnknownDim(ty.clone()))?;
     Ok((ty.dtype, shape))
 }
 
@@ -100,7 +113,11 @@ pub fn to_tensor(v: &mil::Value, weights: Option<&BlobStorage>) -> Result<Tensor
     }
 }
 
-fn immediate_to_tensor(dtype: DType, shape: Vec<usize>, tv: &mil::TensorValue) -> Result<Tensor, ValueError> {
+fn immediate_to_tensor(
+    dtype: DType,
+    shape: Vec<usize>,
+    tv: &mil::TensorValue,
+) -> Result<Tensor, ValueError> {
     use tensor_value::Value as V;
     let wrong = |found| ValueError::WrongField { dtype, found };
     let data = match tv.value.as_ref() {
@@ -118,7 +135,9 @@ fn immediate_to_tensor(dtype: DType, shape: Vec<usize>, tv: &mil::TensorValue) -
             }
             TensorData::Float(v)
         }
-        Some(V::Doubles(f)) if dtype.is_float() => TensorData::Float(f.values.iter().map(|&x| x as f32).collect()),
+        Some(V::Doubles(f)) if dtype.is_float() => {
+            TensorData::Float(f.values.iter().map(|&x| x as f32).collect())
+        }
         Some(V::Ints(i)) if dtype.is_int() => TensorData::Int(i.values.clone()),
         Some(V::LongInts(i)) if dtype.is_int() => TensorData::Int(
             i.values
@@ -190,9 +209,18 @@ mod tests {
         }
         // fp16 goes to `bytes` with the IEEE half bits.
         let v = immediate(&Tensor::f16(vec![], vec![1e-5]).unwrap()).unwrap();
-        let Some(value::Value::ImmediateValue(iv)) = v.value else { panic!() };
-        let Some(value::immediate_value::Value::Tensor(tv)) = iv.value else { panic!() };
-        assert_eq!(tv.value, Some(tensor_value::Value::Bytes(tensor_value::RepeatedBytes { values: vec![0xA8, 0] })));
+        let Some(value::Value::ImmediateValue(iv)) = v.value else {
+            panic!()
+        };
+        let Some(value::immediate_value::Value::Tensor(tv)) = iv.value else {
+            panic!()
+        };
+        assert_eq!(
+            tv.value,
+            Some(tensor_value::Value::Bytes(tensor_value::RepeatedBytes {
+                values: vec![0xA8, 0]
+            }))
+        );
     }
 
     #[test]

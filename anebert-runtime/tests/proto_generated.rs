@@ -23,9 +23,12 @@ fn generated_proto_code_is_up_to_date() {
     );
     // prost-build writes one file per proto package; nest them as the package names say.
     let spec = std::fs::read_to_string(out.path().join("core_ml.specification.rs")).unwrap();
-    let mil = std::fs::read_to_string(out.path().join("core_ml.specification.mil_spec.rs")).unwrap();
+    let mil =
+        std::fs::read_to_string(out.path().join("core_ml.specification.mil_spec.rs")).unwrap();
     generated.push_str(&spec);
-    generated.push_str("/// Core ML's MIL (Model Intermediate Language) program messages.\npub mod mil_spec {\n");
+    generated.push_str(
+        "/// Core ML's MIL (Model Intermediate Language) program messages.\npub mod mil_spec {\n",
+    );
     generated.push_str(&mil);
     generated.push_str("}\n");
 

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 pub fn package_dir(sub: &str) -> PathBuf {
     let base = std::env::var_os("ANEBERT_TEST_PACKAGES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/anebert-packages"));
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/anebert-packages")
+        });
     let d = base.join(sub);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -17,7 +19,12 @@ pub fn package_dir(sub: &str) -> PathBuf {
 /// Parse `{"dtype", "shape", "data"}` as written by tests/data/gen_op_cases.py.
 pub fn tensor_from_json(v: &serde_json::Value) -> Tensor {
     let dtype = v["dtype"].as_str().unwrap();
-    let shape: Vec<usize> = v["shape"].as_array().unwrap().iter().map(|d| d.as_u64().unwrap() as usize).collect();
+    let shape: Vec<usize> = v["shape"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_u64().unwrap() as usize)
+        .collect();
     let data = v["data"].as_array().unwrap();
     let float = |x: &serde_json::Value| match x.as_str() {
         Some("inf") => f32::INFINITY,
@@ -28,7 +35,11 @@ pub fn tensor_from_json(v: &serde_json::Value) -> Tensor {
     match dtype {
         "fp32" => Tensor::f32(shape, data.iter().map(float).collect()).unwrap(),
         "fp16" => Tensor::f16(shape, data.iter().map(float).collect()).unwrap(),
-        "int32" => Tensor::i32(shape, data.iter().map(|x| x.as_i64().unwrap() as i32).collect()).unwrap(),
+        "int32" => Tensor::i32(
+            shape,
+            data.iter().map(|x| x.as_i64().unwrap() as i32).collect(),
+        )
+        .unwrap(),
         "bool" => Tensor::bool(shape, data.iter().map(|x| x.as_bool().unwrap()).collect()).unwrap(),
         other => panic!("unknown dtype {other}"),
     }
@@ -38,7 +49,11 @@ pub fn tensor_from_json(v: &serde_json::Value) -> Tensor {
 /// `atol + rtol·|expected|`. Returns the first mismatch.
 pub fn compare(got: &Tensor, want: &Tensor, atol: f64, rtol: f64) -> Result<(), String> {
     if got.shape() != want.shape() {
-        return Err(format!("shape {:?}, expected {:?}", got.shape(), want.shape()));
+        return Err(format!(
+            "shape {:?}, expected {:?}",
+            got.shape(),
+            want.shape()
+        ));
     }
     let (g, w) = (got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
     for (i, (&a, &b)) in g.iter().zip(&w).enumerate() {
@@ -50,7 +65,9 @@ pub fn compare(got: &Tensor, want: &Tensor, atol: f64, rtol: f64) -> Result<(), 
             a.is_finite() && (a - b).abs() <= atol + rtol * b.abs()
         };
         if !ok {
-            return Err(format!("element {i}: got {a}, expected {b} (atol {atol}, rtol {rtol})"));
+            return Err(format!(
+                "element {i}: got {a}, expected {b} (atol {atol}, rtol {rtol})"
+            ));
         }
     }
     Ok(())

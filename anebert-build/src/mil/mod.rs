@@ -26,12 +26,12 @@
 pub mod names;
 mod ops;
 
-pub use ops::Arg;
 use anebert_runtime::package::{BlobError, BlobWriter, Package, PackageError};
 use anebert_runtime::proto::{self, mil_spec as mil};
 use anebert_runtime::tensor::TensorError;
 use anebert_runtime::{value, DType, Dim, Tensor, TensorType};
 use names::NameScope;
+pub use ops::Arg;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -53,7 +53,13 @@ pub enum MilError {
     #[error(transparent)]
     Blob(#[from] BlobError),
     #[error(transparent)]
-    Package(#[from] PackageError),
+    Package(Box<PackageError>),
+}
+
+impl From<PackageError> for MilError {
+    fn from(e: PackageError) -> Self {
+        MilError::Package(Box::new(e))
+    }
 }
 
 /// Core ML specification version (and its MIL opset) to target.
@@ -86,7 +92,8 @@ impl SpecVersion {
     pub fn blob_eligible(self, dtype: DType, numel: usize) -> bool {
         numel >= 10
             && (matches!(dtype, DType::F16 | DType::F32 | DType::U8 | DType::I8)
-                || (self >= SpecVersion::Ios18 && matches!(dtype, DType::I16 | DType::U16 | DType::I32 | DType::U32)))
+                || (self >= SpecVersion::Ios18
+                    && matches!(dtype, DType::I16 | DType::U16 | DType::I32 | DType::U32)))
     }
 }
 
@@ -187,7 +194,9 @@ impl ProgramBuilder {
         F: FnOnce(&mut FunctionBuilder) -> Result<(), MilError>,
     {
         if !names::is_valid(name) {
-            return Err(MilError::Program(format!("function name {name:?} is not a valid identifier")));
+            return Err(MilError::Program(format!(
+                "function name {name:?} is not a valid identifier"
+            )));
         }
         if self.functions.contains_key(name) {
             return Err(MilError::DuplicateFunction(name.into()));
@@ -217,7 +226,9 @@ impl ProgramBuilder {
 
     /// Add a `userDefined` metadata entry.
     pub fn metadata(&mut self, key: &str, value: &str) -> &mut Self {
-        self.metadata.user_defined.insert(key.to_string(), value.to_string());
+        self.metadata
+            .user_defined
+            .insert(key.to_string(), value.to_string());
         self
     }
 
@@ -228,7 +239,12 @@ impl ProgramBuilder {
     }
 
     /// Set the author, license and version string.
-    pub fn author_license_version(&mut self, author: &str, license: &str, version: &str) -> &mut Self {
+    pub fn author_license_version(
+        &mut self,
+        author: &str,
+        license: &str,
+        version: &str,
+    ) -> &mut Self {
         self.metadata.author = author.into();
         self.metadata.license = license.into();
         self.metadata.version_string = version.into();
@@ -238,7 +254,9 @@ impl ProgramBuilder {
     /// Assemble the model spec.
     pub fn build(self) -> Result<BuiltProgram, MilError> {
         if self.functions.is_empty() {
-            return Err(MilError::Program("a program needs at least one function".into()));
+            return Err(MilError::Program(
+                "a program needs at least one function".into(),
+            ));
         }
         let multi = self.functions.len() > 1;
         if multi && self.spec < SpecVersion::Ios18 {
@@ -246,9 +264,14 @@ impl ProgramBuilder {
                 "several functions need spec 9 (SpecVersion::Ios18); Core ML rejects multifunction spec 8".into(),
             ));
         }
-        let default = self.default_function.clone().unwrap_or_else(|| self.order[0].clone());
+        let default = self
+            .default_function
+            .clone()
+            .unwrap_or_else(|| self.order[0].clone());
         if !self.functions.contains_key(&default) {
-            return Err(MilError::Program(format!("default function `{default}` is not defined")));
+            return Err(MilError::Program(format!(
+                "default function `{default}` is not defined"
+            )));
         }
         let mut description = proto::ModelDescription {
             metadata: Some(self.metadata),
@@ -314,13 +337,23 @@ fn named_type(name: &str, ty: &TensorType) -> mil::NamedValueType {
     }
 }
 
-fn feature(name: &str, ty: &TensorType, shapes: Option<&[Vec<usize>]>, is_output: bool) -> Result<proto::FeatureDescription, String> {
-    let dt = ty
-        .dtype
-        .to_array_data_type()
-        .ok_or_else(|| format!("dtype {} cannot be a model input or output (use fp16, fp32 or int32)", ty.dtype))?;
+fn feature(
+    name: &str,
+    ty: &TensorType,
+    shapes: Option<&[Vec<usize>]>,
+    is_output: bool,
+) -> Result<proto::FeatureDescription, String> {
+    let dt = ty.dtype.to_array_data_type().ok_or_else(|| {
+        format!(
+            "dtype {} cannot be a model input or output (use fp16, fp32 or int32)",
+            ty.dtype
+        )
+    })?;
     if ty.dtype == DType::I8 || ty.dtype == DType::F64 {
-        return Err(format!("dtype {} model I/O needs a newer spec than anebert writes", ty.dtype));
+        return Err(format!(
+            "dtype {} model I/O needs a newer spec than anebert writes",
+            ty.dtype
+        ));
     }
     let mut arr = proto::ArrayFeatureType {
         data_type: dt as i32,
@@ -329,21 +362,31 @@ fn feature(name: &str, ty: &TensorType, shapes: Option<&[Vec<usize>]>, is_output
     match (ty.shape(), shapes) {
         (_, Some(shapes)) => {
             arr.shape = shapes[0].iter().map(|&d| d as i64).collect();
-            arr.shape_flexibility = Some(proto::array_feature_type::ShapeFlexibility::EnumeratedShapes(
-                proto::array_feature_type::EnumeratedShapes {
-                    shapes: shapes
-                        .iter()
-                        .map(|s| proto::array_feature_type::Shape {
-                            shape: s.iter().map(|&d| d as i64).collect(),
-                        })
-                        .collect(),
-                },
-            ));
+            arr.shape_flexibility = Some(
+                proto::array_feature_type::ShapeFlexibility::EnumeratedShapes(
+                    proto::array_feature_type::EnumeratedShapes {
+                        shapes: shapes
+                            .iter()
+                            .map(|s| proto::array_feature_type::Shape {
+                                shape: s.iter().map(|&d| d as i64).collect(),
+                            })
+                            .collect(),
+                    },
+                ),
+            );
         }
-        (Some(s), None) => arr.shape = if s.is_empty() { vec![1] } else { s.iter().map(|&d| d as i64).collect() },
+        (Some(s), None) => {
+            arr.shape = if s.is_empty() {
+                vec![1]
+            } else {
+                s.iter().map(|&d| d as i64).collect()
+            }
+        }
         // Flexible outputs carry only their dtype (coreml-facts §2.8).
         (None, None) if is_output => {}
-        (None, None) => return Err("an input with unknown dimensions needs enumerated shapes".into()),
+        (None, None) => {
+            return Err("an input with unknown dimensions needs enumerated shapes".into())
+        }
     }
     Ok(proto::FeatureDescription {
         name: name.to_string(),
@@ -364,9 +407,15 @@ impl FunctionBuilder<'_> {
     /// Declare a function input. The name must already be a valid identifier (it is the name
     /// users pass data under); fp16 inputs need spec ≥ 7, which every anebert target satisfies.
     pub fn input(&mut self, name: &str, dtype: DType, shape: InputShape) -> Result<Var, MilError> {
-        let err = |msg: String| MilError::Input { name: name.into(), msg };
+        let err = |msg: String| MilError::Input {
+            name: name.into(),
+            msg,
+        };
         if !names::is_valid(name) {
-            return Err(err(format!("not a valid Core ML identifier (suggestion: {})", names::sanitize(name))));
+            return Err(err(format!(
+                "not a valid Core ML identifier (suggestion: {})",
+                names::sanitize(name)
+            )));
         }
         if !self.names.claim(name) {
             return Err(err("name is already used".into()));
@@ -374,9 +423,14 @@ impl FunctionBuilder<'_> {
         let (ty, shapes) = match &shape {
             InputShape::Fixed(s) => (TensorType::fixed(dtype, s), None),
             InputShape::Enumerated(list) => {
-                let first = list.first().ok_or_else(|| err("enumerated shapes list is empty".into()))?;
+                let first = list
+                    .first()
+                    .ok_or_else(|| err("enumerated shapes list is empty".into()))?;
                 if list.len() > MAX_ENUMERATED_SHAPES {
-                    return Err(err(format!("{} enumerated shapes; Core ML allows at most {MAX_ENUMERATED_SHAPES}", list.len())));
+                    return Err(err(format!(
+                        "{} enumerated shapes; Core ML allows at most {MAX_ENUMERATED_SHAPES}",
+                        list.len()
+                    )));
                 }
                 if list.iter().any(|s| s.len() != first.len()) {
                     return Err(err("enumerated shapes must all have one rank".into()));
@@ -385,17 +439,28 @@ impl FunctionBuilder<'_> {
                     matches!(&f.r#type, Some(proto::FeatureType { r#type: Some(proto::feature_type::Type::MultiArrayType(a)), .. }) if a.shape_flexibility.is_some())
                 });
                 if earlier && self.spec < SpecVersion::Ios18 {
-                    return Err(err("only one input may have enumerated shapes before spec 9".into()));
+                    return Err(err(
+                        "only one input may have enumerated shapes before spec 9".into(),
+                    ));
                 }
                 let dims = (0..first.len())
-                    .map(|i| if list.iter().all(|s| s[i] == first[i]) { Dim::Fixed(first[i]) } else { Dim::Unknown })
+                    .map(|i| {
+                        if list.iter().all(|s| s[i] == first[i]) {
+                            Dim::Fixed(first[i])
+                        } else {
+                            Dim::Unknown
+                        }
+                    })
                     .collect();
                 (TensorType { dtype, dims }, Some(list.as_slice()))
             }
         };
         let desc = feature(name, &ty, shapes, false).map_err(err)?;
         self.inputs.push((named_type(name, &ty), desc));
-        Ok(Var { name: name.to_string(), ty })
+        Ok(Var {
+            name: name.to_string(),
+            ty,
+        })
     }
 
     /// A constant: to the blob file when coremltools would put it there, else inline.
@@ -433,9 +498,16 @@ impl FunctionBuilder<'_> {
     /// Add any op: `args` bind inputs to values, `params` are compile-time constants (each becomes
     /// its own `const` op, named `<op>_<param>`, as coremltools writes them). Missing optional
     /// parameters get coremltools' defaults; the output types are inferred.
-    pub fn op(&mut self, op_type: &str, hint: &str, args: Vec<(&str, Arg)>, params: Vec<(&str, Tensor)>) -> Result<Vec<Var>, MilError> {
+    pub fn op(
+        &mut self,
+        op_type: &str,
+        hint: &str,
+        args: Vec<(&str, Arg)>,
+        params: Vec<(&str, Tensor)>,
+    ) -> Result<Vec<Var>, MilError> {
         let name = self.names.fresh(hint);
-        let mut bound: BTreeMap<String, Arg> = args.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let mut bound: BTreeMap<String, Arg> =
+            args.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
         let mut all_params = params;
         for (k, t) in ops::defaults(op_type, &bound) {
             if !bound.contains_key(k) && !all_params.iter().any(|(p, _)| *p == k) {
@@ -454,16 +526,25 @@ impl FunctionBuilder<'_> {
             consts: &lookup,
         })
         .map_err(|e| match e {
-            MilError::Op { op, msg } => MilError::Op { op: format!("{op} `{name}`"), msg },
+            MilError::Op { op, msg } => MilError::Op {
+                op: format!("{op} `{name}`"),
+                msg,
+            },
             e => e,
         })?;
         let outs: Vec<Var> = if types.len() == 1 {
-            vec![Var { name: name.clone(), ty: types[0].clone() }]
+            vec![Var {
+                name: name.clone(),
+                ty: types[0].clone(),
+            }]
         } else {
             types
                 .into_iter()
                 .enumerate()
-                .map(|(i, ty)| Var { name: self.names.fresh(&format!("{name}_{i}")), ty })
+                .map(|(i, ty)| Var {
+                    name: self.names.fresh(&format!("{name}_{i}")),
+                    ty,
+                })
                 .collect()
         };
         let inputs = bound
@@ -497,13 +578,22 @@ impl FunctionBuilder<'_> {
         Ok(outs)
     }
 
-    fn op1(&mut self, op_type: &str, hint: &str, args: Vec<(&str, Arg)>, params: Vec<(&str, Tensor)>) -> Result<Var, MilError> {
+    fn op1(
+        &mut self,
+        op_type: &str,
+        hint: &str,
+        args: Vec<(&str, Arg)>,
+        params: Vec<(&str, Tensor)>,
+    ) -> Result<Var, MilError> {
         Ok(self.op(op_type, hint, args, params)?.remove(0))
     }
 
     /// Mark `v` as a function output named `name` (the producing op's output is renamed).
     pub fn output(&mut self, name: &str, v: &Var) -> Result<(), MilError> {
-        let err = |msg: &str| MilError::Output { name: name.into(), msg: msg.into() };
+        let err = |msg: &str| MilError::Output {
+            name: name.into(),
+            msg: msg.into(),
+        };
         if !names::is_valid(name) {
             return Err(err("not a valid Core ML identifier"));
         }
@@ -512,9 +602,14 @@ impl FunctionBuilder<'_> {
         }
         let mut var = v.clone();
         if v.name != name {
-            let idx = *self.producer.get(&v.name).ok_or_else(|| err("value is a function input; outputs must be computed"))?;
+            let idx = *self
+                .producer
+                .get(&v.name)
+                .ok_or_else(|| err("value is a function input; outputs must be computed"))?;
             if self.ops[idx].r#type == "const" || !self.names.claim(name) {
-                return Err(err("name is already used in this function, or the value is a constant"));
+                return Err(err(
+                    "name is already used in this function, or the value is a constant",
+                ));
             }
             // Rename the value everywhere (its producer and its uses).
             for op in &mut self.ops[idx..] {
@@ -549,12 +644,19 @@ impl FunctionBuilder<'_> {
 
     fn finish(self) -> Result<FunctionDef, MilError> {
         if self.outputs.is_empty() {
-            return Err(MilError::Program("a function needs at least one output".into()));
+            return Err(MilError::Program(
+                "a function needs at least one output".into(),
+            ));
         }
         let outputs = self
             .outputs
             .iter()
-            .map(|o| feature(&o.name, &o.ty, None, true).map_err(|msg| MilError::Output { name: o.name.clone(), msg }))
+            .map(|o| {
+                feature(&o.name, &o.ty, None, true).map_err(|msg| MilError::Output {
+                    name: o.name.clone(),
+                    msg,
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let block = mil::Block {
             inputs: vec![],
@@ -580,12 +682,28 @@ impl FunctionBuilder<'_> {
     // ---- typed helpers -------------------------------------------------------------------------
 
     fn float_like(x: &Var, v: f32) -> Tensor {
-        Tensor::scalar_float(if x.dtype().is_float() { x.dtype() } else { DType::F32 }, v)
+        Tensor::scalar_float(
+            if x.dtype().is_float() {
+                x.dtype()
+            } else {
+                DType::F32
+            },
+            v,
+        )
     }
 
     /// 1×1 (or any) convolution with default strides/padding; `weight` [C_out, C_in, *K].
-    pub fn conv(&mut self, hint: &str, x: &Var, weight: &Var, bias: Option<&Var>) -> Result<Var, MilError> {
-        let mut args = vec![("x", Arg::One(x.clone())), ("weight", Arg::One(weight.clone()))];
+    pub fn conv(
+        &mut self,
+        hint: &str,
+        x: &Var,
+        weight: &Var,
+        bias: Option<&Var>,
+    ) -> Result<Var, MilError> {
+        let mut args = vec![
+            ("x", Arg::One(x.clone())),
+            ("weight", Arg::One(weight.clone())),
+        ];
         if let Some(b) = bias {
             args.push(("bias", Arg::One(b.clone())));
         }
@@ -593,8 +711,17 @@ impl FunctionBuilder<'_> {
     }
 
     /// `linear`: x [..., D_in] · weightᵀ + bias.
-    pub fn linear(&mut self, hint: &str, x: &Var, weight: &Var, bias: Option<&Var>) -> Result<Var, MilError> {
-        let mut args = vec![("x", Arg::One(x.clone())), ("weight", Arg::One(weight.clone()))];
+    pub fn linear(
+        &mut self,
+        hint: &str,
+        x: &Var,
+        weight: &Var,
+        bias: Option<&Var>,
+    ) -> Result<Var, MilError> {
+        let mut args = vec![
+            ("x", Arg::One(x.clone())),
+            ("weight", Arg::One(weight.clone())),
+        ];
         if let Some(b) = bias {
             args.push(("bias", Arg::One(b.clone())));
         }
@@ -602,23 +729,49 @@ impl FunctionBuilder<'_> {
     }
 
     /// `matmul` with optional transposes of the last two dims.
-    pub fn matmul(&mut self, hint: &str, x: &Var, y: &Var, transpose_x: bool, transpose_y: bool) -> Result<Var, MilError> {
+    pub fn matmul(
+        &mut self,
+        hint: &str,
+        x: &Var,
+        y: &Var,
+        transpose_x: bool,
+        transpose_y: bool,
+    ) -> Result<Var, MilError> {
         self.op1(
             "matmul",
             hint,
             vec![("x", Arg::One(x.clone())), ("y", Arg::One(y.clone()))],
-            vec![("transpose_x", Tensor::scalar_bool(transpose_x)), ("transpose_y", Tensor::scalar_bool(transpose_y))],
+            vec![
+                ("transpose_x", Tensor::scalar_bool(transpose_x)),
+                ("transpose_y", Tensor::scalar_bool(transpose_y)),
+            ],
         )
     }
 
     /// `einsum` in MIL's one pattern (e.g. `"bkhc,bchq->bkhq"`).
-    pub fn einsum(&mut self, hint: &str, equation: &str, a: &Var, b: &Var) -> Result<Var, MilError> {
-        self.op1("einsum", hint, vec![("values", Arg::Many(vec![a.clone(), b.clone()]))], vec![("equation", Tensor::string(equation))])
+    pub fn einsum(
+        &mut self,
+        hint: &str,
+        equation: &str,
+        a: &Var,
+        b: &Var,
+    ) -> Result<Var, MilError> {
+        self.op1(
+            "einsum",
+            hint,
+            vec![("values", Arg::Many(vec![a.clone(), b.clone()]))],
+            vec![("equation", Tensor::string(equation))],
+        )
     }
 
     /// An elementwise binary op (`add`, `mul`, `less`, `logical_and`, ...).
     pub fn binary(&mut self, op_type: &str, hint: &str, x: &Var, y: &Var) -> Result<Var, MilError> {
-        self.op1(op_type, hint, vec![("x", Arg::One(x.clone())), ("y", Arg::One(y.clone()))], vec![])
+        self.op1(
+            op_type,
+            hint,
+            vec![("x", Arg::One(x.clone())), ("y", Arg::One(y.clone()))],
+            vec![],
+        )
     }
 
     /// An elementwise unary op without parameters (`exp`, `erf`, `relu`, ...), or with its default ones.
@@ -629,26 +782,54 @@ impl FunctionBuilder<'_> {
     /// `rsqrt(x + epsilon)`.
     pub fn rsqrt(&mut self, hint: &str, x: &Var, epsilon: f32) -> Result<Var, MilError> {
         let e = Self::float_like(x, epsilon);
-        self.op1("rsqrt", hint, vec![("x", Arg::One(x.clone()))], vec![("epsilon", e)])
+        self.op1(
+            "rsqrt",
+            hint,
+            vec![("x", Arg::One(x.clone()))],
+            vec![("epsilon", e)],
+        )
     }
 
     /// `gelu` in `EXACT`, `TANH_APPROXIMATION` or `SIGMOID_APPROXIMATION` mode.
     pub fn gelu(&mut self, hint: &str, x: &Var, mode: &str) -> Result<Var, MilError> {
-        self.op1("gelu", hint, vec![("x", Arg::One(x.clone()))], vec![("mode", Tensor::string(mode))])
+        self.op1(
+            "gelu",
+            hint,
+            vec![("x", Arg::One(x.clone()))],
+            vec![("mode", Tensor::string(mode))],
+        )
     }
 
     /// A reduction (`reduce_mean`, `reduce_l2_norm`, ...) over `axes`.
-    pub fn reduce(&mut self, op_type: &str, hint: &str, x: &Var, axes: &[i32], keep_dims: bool) -> Result<Var, MilError> {
+    pub fn reduce(
+        &mut self,
+        op_type: &str,
+        hint: &str,
+        x: &Var,
+        axes: &[i32],
+        keep_dims: bool,
+    ) -> Result<Var, MilError> {
         self.op1(
             op_type,
             hint,
             vec![("x", Arg::One(x.clone()))],
-            vec![("axes", Tensor::i32(vec![axes.len()], axes.to_vec())?), ("keep_dims", Tensor::scalar_bool(keep_dims))],
+            vec![
+                ("axes", Tensor::i32(vec![axes.len()], axes.to_vec())?),
+                ("keep_dims", Tensor::scalar_bool(keep_dims)),
+            ],
         )
     }
 
     /// `layer_norm` over `axes`, with optional gamma/beta.
-    pub fn layer_norm(&mut self, hint: &str, x: &Var, axes: &[i32], gamma: Option<&Var>, beta: Option<&Var>, epsilon: f32) -> Result<Var, MilError> {
+    pub fn layer_norm(
+        &mut self,
+        hint: &str,
+        x: &Var,
+        axes: &[i32],
+        gamma: Option<&Var>,
+        beta: Option<&Var>,
+        epsilon: f32,
+    ) -> Result<Var, MilError> {
         let mut args = vec![("x", Arg::One(x.clone()))];
         if let Some(g) = gamma {
             args.push(("gamma", Arg::One(g.clone())));
@@ -657,76 +838,167 @@ impl FunctionBuilder<'_> {
             args.push(("beta", Arg::One(b.clone())));
         }
         let e = Self::float_like(x, epsilon);
-        self.op1("layer_norm", hint, args, vec![("axes", Tensor::i32(vec![axes.len()], axes.to_vec())?), ("epsilon", e)])
+        self.op1(
+            "layer_norm",
+            hint,
+            args,
+            vec![
+                ("axes", Tensor::i32(vec![axes.len()], axes.to_vec())?),
+                ("epsilon", e),
+            ],
+        )
     }
 
     /// `softmax` along `axis`.
     pub fn softmax(&mut self, hint: &str, x: &Var, axis: i32) -> Result<Var, MilError> {
-        self.op1("softmax", hint, vec![("x", Arg::One(x.clone()))], vec![("axis", Tensor::scalar_i32(axis))])
+        self.op1(
+            "softmax",
+            hint,
+            vec![("x", Arg::One(x.clone()))],
+            vec![("axis", Tensor::scalar_i32(axis))],
+        )
     }
 
     /// `gather` along `axis`.
-    pub fn gather(&mut self, hint: &str, x: &Var, indices: &Var, axis: i32) -> Result<Var, MilError> {
-        self.op1("gather", hint, vec![("x", Arg::One(x.clone())), ("indices", Arg::One(indices.clone()))], vec![("axis", Tensor::scalar_i32(axis))])
+    pub fn gather(
+        &mut self,
+        hint: &str,
+        x: &Var,
+        indices: &Var,
+        axis: i32,
+    ) -> Result<Var, MilError> {
+        self.op1(
+            "gather",
+            hint,
+            vec![
+                ("x", Arg::One(x.clone())),
+                ("indices", Arg::One(indices.clone())),
+            ],
+            vec![("axis", Tensor::scalar_i32(axis))],
+        )
     }
 
     /// `concat` along `axis`.
-    pub fn concat(&mut self, hint: &str, values: &[Var], axis: i32, interleave: bool) -> Result<Var, MilError> {
+    pub fn concat(
+        &mut self,
+        hint: &str,
+        values: &[Var],
+        axis: i32,
+        interleave: bool,
+    ) -> Result<Var, MilError> {
         self.op1(
             "concat",
             hint,
             vec![("values", Arg::Many(values.to_vec()))],
-            vec![("axis", Tensor::scalar_i32(axis)), ("interleave", Tensor::scalar_bool(interleave))],
+            vec![
+                ("axis", Tensor::scalar_i32(axis)),
+                ("interleave", Tensor::scalar_bool(interleave)),
+            ],
         )
     }
 
     /// `split` along `axis` into the given sizes.
-    pub fn split(&mut self, hint: &str, x: &Var, axis: i32, sizes: &[i32]) -> Result<Vec<Var>, MilError> {
+    pub fn split(
+        &mut self,
+        hint: &str,
+        x: &Var,
+        axis: i32,
+        sizes: &[i32],
+    ) -> Result<Vec<Var>, MilError> {
         self.op(
             "split",
             hint,
             vec![("x", Arg::One(x.clone()))],
-            vec![("axis", Tensor::scalar_i32(axis)), ("split_sizes", Tensor::i32(vec![sizes.len()], sizes.to_vec())?)],
+            vec![
+                ("axis", Tensor::scalar_i32(axis)),
+                (
+                    "split_sizes",
+                    Tensor::i32(vec![sizes.len()], sizes.to_vec())?,
+                ),
+            ],
         )
     }
 
     /// `reshape` to `shape` (−1 infers one dim).
     pub fn reshape(&mut self, hint: &str, x: &Var, shape: &[i32]) -> Result<Var, MilError> {
-        self.op1("reshape", hint, vec![("x", Arg::One(x.clone()))], vec![("shape", Tensor::i32(vec![shape.len()], shape.to_vec())?)])
+        self.op1(
+            "reshape",
+            hint,
+            vec![("x", Arg::One(x.clone()))],
+            vec![("shape", Tensor::i32(vec![shape.len()], shape.to_vec())?)],
+        )
     }
 
     /// `transpose` by `perm`.
     pub fn transpose(&mut self, hint: &str, x: &Var, perm: &[i32]) -> Result<Var, MilError> {
-        self.op1("transpose", hint, vec![("x", Arg::One(x.clone()))], vec![("perm", Tensor::i32(vec![perm.len()], perm.to_vec())?)])
+        self.op1(
+            "transpose",
+            hint,
+            vec![("x", Arg::One(x.clone()))],
+            vec![("perm", Tensor::i32(vec![perm.len()], perm.to_vec())?)],
+        )
     }
 
     /// `cast` to `dtype`.
     pub fn cast(&mut self, hint: &str, x: &Var, dtype: DType) -> Result<Var, MilError> {
-        self.op1("cast", hint, vec![("x", Arg::One(x.clone()))], vec![("dtype", Tensor::string(dtype.mil_name()))])
+        self.op1(
+            "cast",
+            hint,
+            vec![("x", Arg::One(x.clone()))],
+            vec![("dtype", Tensor::string(dtype.mil_name()))],
+        )
     }
 
     /// `slice_by_index` with plain begin/end (stride 1, no masks).
-    pub fn slice(&mut self, hint: &str, x: &Var, begin: &[i32], end: &[i32]) -> Result<Var, MilError> {
+    pub fn slice(
+        &mut self,
+        hint: &str,
+        x: &Var,
+        begin: &[i32],
+        end: &[i32],
+    ) -> Result<Var, MilError> {
         self.op1(
             "slice_by_index",
             hint,
             vec![("x", Arg::One(x.clone()))],
-            vec![("begin", Tensor::i32(vec![begin.len()], begin.to_vec())?), ("end", Tensor::i32(vec![end.len()], end.to_vec())?)],
+            vec![
+                ("begin", Tensor::i32(vec![begin.len()], begin.to_vec())?),
+                ("end", Tensor::i32(vec![end.len()], end.to_vec())?),
+            ],
         )
     }
 
     /// `select(cond, a, b)`.
     pub fn select(&mut self, hint: &str, cond: &Var, a: &Var, b: &Var) -> Result<Var, MilError> {
-        self.op1("select", hint, vec![("cond", Arg::One(cond.clone())), ("a", Arg::One(a.clone())), ("b", Arg::One(b.clone()))], vec![])
+        self.op1(
+            "select",
+            hint,
+            vec![
+                ("cond", Arg::One(cond.clone())),
+                ("a", Arg::One(a.clone())),
+                ("b", Arg::One(b.clone())),
+            ],
+            vec![],
+        )
     }
 
     /// `expand_dims` at `axes`.
     pub fn expand_dims(&mut self, hint: &str, x: &Var, axes: &[i32]) -> Result<Var, MilError> {
-        self.op1("expand_dims", hint, vec![("x", Arg::One(x.clone()))], vec![("axes", Tensor::i32(vec![axes.len()], axes.to_vec())?)])
+        self.op1(
+            "expand_dims",
+            hint,
+            vec![("x", Arg::One(x.clone()))],
+            vec![("axes", Tensor::i32(vec![axes.len()], axes.to_vec())?)],
+        )
     }
 
     /// `squeeze` of `axes`.
     pub fn squeeze(&mut self, hint: &str, x: &Var, axes: &[i32]) -> Result<Var, MilError> {
-        self.op1("squeeze", hint, vec![("x", Arg::One(x.clone()))], vec![("axes", Tensor::i32(vec![axes.len()], axes.to_vec())?)])
+        self.op1(
+            "squeeze",
+            hint,
+            vec![("x", Arg::One(x.clone()))],
+            vec![("axes", Tensor::i32(vec![axes.len()], axes.to_vec())?)],
+        )
     }
 }

@@ -9,7 +9,13 @@ use std::collections::HashSet;
 pub fn sanitize(name: &str) -> String {
     let mut s: String = name
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '@' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '@' {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     if !s.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_') {
         s.insert_str(0, "var_");
@@ -40,9 +46,8 @@ impl NameScope {
         (1..)
             .map(|i| format!("{base}_{i}"))
             .find(|n| !self.used.contains(n))
-            .map(|n| {
+            .inspect(|n| {
                 self.used.insert(n.clone());
-                n
             })
             .expect("infinite range")
     }

@@ -125,7 +125,14 @@ fn i32s(v: &[i32]) -> Tensor {
 /// is not `None`), given the op's data input `x` (coreml-facts §3.4, §6.2).
 pub(crate) fn defaults(op: &str, args: &BTreeMap<String, Arg>) -> Vec<(&'static str, Tensor)> {
     let x = args.get("x").and_then(Arg::one);
-    let float = |v: f32| Tensor::scalar_float(x.map(|x| x.dtype()).filter(|d| d.is_float()).unwrap_or(DType::F32), v);
+    let float = |v: f32| {
+        Tensor::scalar_float(
+            x.map(|x| x.dtype())
+                .filter(|d| d.is_float())
+                .unwrap_or(DType::F32),
+            v,
+        )
+    };
     match op {
         "conv" => {
             let s = x.map(|x| x.ty().rank().saturating_sub(2)).unwrap_or(2);
@@ -173,7 +180,10 @@ pub(crate) fn defaults(op: &str, args: &BTreeMap<String, Arg>) -> Vec<(&'static 
         ],
         "concat" => vec![("interleave", Tensor::scalar_bool(false))],
         "fill" => vec![("value", Tensor::scalar_float(DType::F32, 0.0))],
-        "band_part" => vec![("lower", Tensor::scalar_i32(-1)), ("upper", Tensor::scalar_i32(-1))],
+        "band_part" => vec![
+            ("lower", Tensor::scalar_i32(-1)),
+            ("upper", Tensor::scalar_i32(-1)),
+        ],
         "topk" => vec![
             ("k", Tensor::scalar_i32(1)),
             ("axis", Tensor::scalar_i32(-1)),
@@ -187,27 +197,57 @@ pub(crate) fn defaults(op: &str, args: &BTreeMap<String, Arg>) -> Vec<(&'static 
             ("exclusive", Tensor::scalar_bool(false)),
             ("reverse", Tensor::scalar_bool(false)),
         ],
-        "reduce_argmax" | "reduce_argmin" => vec![("axis", Tensor::scalar_i32(-1)), ("keep_dims", Tensor::scalar_bool(false))],
+        "reduce_argmax" | "reduce_argmin" => vec![
+            ("axis", Tensor::scalar_i32(-1)),
+            ("keep_dims", Tensor::scalar_bool(false)),
+        ],
         n if n.starts_with("reduce_") => vec![("keep_dims", Tensor::scalar_bool(false))],
         _ => vec![],
     }
 }
 
 /// Elementwise ops with two operands of one dtype and a result of that dtype.
-pub const BINARY: &[&str] = &["add", "sub", "mul", "real_div", "pow", "maximum", "minimum", "floor_div", "mod"];
+pub const BINARY: &[&str] = &[
+    "add",
+    "sub",
+    "mul",
+    "real_div",
+    "pow",
+    "maximum",
+    "minimum",
+    "floor_div",
+    "mod",
+];
 /// Comparisons: two operands of one dtype, bool result.
-pub const COMPARE: &[&str] = &["equal", "not_equal", "less", "less_equal", "greater", "greater_equal"];
+pub const COMPARE: &[&str] = &[
+    "equal",
+    "not_equal",
+    "less",
+    "less_equal",
+    "greater",
+    "greater_equal",
+];
 /// Logical ops over bools.
 pub const LOGICAL: &[&str] = &["logical_and", "logical_or", "logical_xor"];
 /// Unary elementwise ops (same dtype and shape out).
 pub const UNARY: &[&str] = &[
-    "sqrt", "rsqrt", "exp", "log", "erf", "tanh", "sigmoid", "sin", "cos", "abs", "square", "inverse", "relu",
-    "silu", "gelu", "floor", "ceil", "round", "sign", "clip",
+    "sqrt", "rsqrt", "exp", "log", "erf", "tanh", "sigmoid", "sin", "cos", "abs", "square",
+    "inverse", "relu", "silu", "gelu", "floor", "ceil", "round", "sign", "clip",
 ];
 /// Reductions.
 pub const REDUCE: &[&str] = &[
-    "reduce_mean", "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_l2_norm", "reduce_l1_norm",
-    "reduce_sum_square", "reduce_log_sum_exp", "reduce_log_sum", "reduce_argmax", "reduce_argmin",
+    "reduce_mean",
+    "reduce_sum",
+    "reduce_max",
+    "reduce_min",
+    "reduce_prod",
+    "reduce_l2_norm",
+    "reduce_l1_norm",
+    "reduce_sum_square",
+    "reduce_log_sum_exp",
+    "reduce_log_sum",
+    "reduce_argmax",
+    "reduce_argmin",
 ];
 
 /// Output types of an op.
@@ -222,12 +262,23 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
             return Err(v.err("logical ops take bool operands"));
         }
         let dims = infer::broadcast(&x.ty().dims, &y.ty().dims).map_err(shape_err)?;
-        let dt = if BINARY.contains(&op) { x.dtype() } else { DType::Bool };
+        let dt = if BINARY.contains(&op) {
+            x.dtype()
+        } else {
+            DType::Bool
+        };
         return one(dt, dims);
     }
     if UNARY.contains(&op) || op == "logical_not" {
         let x = v.var("x")?;
-        if op != "logical_not" && op != "abs" && op != "square" && op != "relu" && op != "clip" && op != "sign" && !x.dtype().is_float() {
+        if op != "logical_not"
+            && op != "abs"
+            && op != "square"
+            && op != "relu"
+            && op != "clip"
+            && op != "sign"
+            && !x.dtype().is_float()
+        {
             return Err(v.err(format!("`{op}` takes fp16/fp32, got {}", x.dtype())));
         }
         return one(x.dtype(), x.ty().dims.clone());
@@ -235,10 +286,18 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
     if REDUCE.contains(&op) {
         let x = v.var("x")?;
         // reduce_argmax / reduce_argmin take one `axis`; the others an optional `axes` list.
-        let axes = if op.ends_with("argmax") || op.ends_with("argmin") { Some(vec![v.int("axis")?]) } else { v.opt_ints("axes")? };
+        let axes = if op.ends_with("argmax") || op.ends_with("argmin") {
+            Some(vec![v.int("axis")?])
+        } else {
+            v.opt_ints("axes")?
+        };
         let keep = v.boolean("keep_dims")?;
         let dims = infer::reduce(&x.ty().dims, axes.as_deref(), keep).map_err(shape_err)?;
-        let dt = if op.ends_with("argmax") || op.ends_with("argmin") { DType::I32 } else { x.dtype() };
+        let dt = if op.ends_with("argmax") || op.ends_with("argmin") {
+            DType::I32
+        } else {
+            x.dtype()
+        };
         return one(dt, dims);
     }
     match op {
@@ -246,7 +305,11 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
             let (x, w) = (v.var("x")?, v.var("weight")?);
             let (xd, wd) = (&x.ty().dims, &w.ty().dims);
             if xd.len() < 3 || xd.len() > 5 || wd.len() != xd.len() {
-                return Err(v.err(format!("conv needs x [N,C,*spatial] and weight of the same rank, got {} and {}", x.ty(), w.ty())));
+                return Err(v.err(format!(
+                    "conv needs x [N,C,*spatial] and weight of the same rank, got {} and {}",
+                    x.ty(),
+                    w.ty()
+                )));
             }
             let s = xd.len() - 2;
             let strides = v.ints("strides")?;
@@ -259,16 +322,25 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
             }
             if let (Dim::Fixed(cin), Dim::Fixed(wcin)) = (xd[1], wd[1]) {
                 if groups <= 0 || cin as i64 != wcin as i64 * groups {
-                    return Err(v.err(format!("x has {cin} channels but weight expects {wcin} × groups {groups}")));
+                    return Err(v.err(format!(
+                        "x has {cin} channels but weight expects {wcin} × groups {groups}"
+                    )));
                 }
             }
             let mut out = vec![xd[0], wd[0]];
             for i in 0..s {
                 out.push(match (xd[2 + i], wd[2 + i]) {
                     (Dim::Fixed(n), Dim::Fixed(k)) => Dim::Fixed(
-                        infer::conv_dim(n, k, strides[i] as usize, dil[i] as usize, &pad_type, (pad[2 * i] as usize, pad[2 * i + 1] as usize))
-                            .map_err(shape_err)?
-                            .out,
+                        infer::conv_dim(
+                            n,
+                            k,
+                            strides[i] as usize,
+                            dil[i] as usize,
+                            &pad_type,
+                            (pad[2 * i] as usize, pad[2 * i + 1] as usize),
+                        )
+                        .map_err(shape_err)?
+                        .out,
                     ),
                     _ => Dim::Unknown,
                 });
@@ -294,10 +366,17 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
             let (x, y) = (v.var("x")?, v.var("y")?);
             if x.ty().rank() < 2 || y.ty().rank() < 2 {
                 // coremltools' and NumPy's rank-1 rules disagree; make the intent explicit.
-                return Err(v.err("matmul operands must have rank ≥ 2 (use expand_dims on a vector)"));
+                return Err(
+                    v.err("matmul operands must have rank ≥ 2 (use expand_dims on a vector)")
+                );
             }
-            let dims = infer::matmul(&x.ty().dims, &y.ty().dims, v.boolean("transpose_x")?, v.boolean("transpose_y")?)
-                .map_err(shape_err)?;
+            let dims = infer::matmul(
+                &x.ty().dims,
+                &y.ty().dims,
+                v.boolean("transpose_x")?,
+                v.boolean("transpose_y")?,
+            )
+            .map_err(shape_err)?;
             one(x.dtype(), dims)
         }
         "einsum" => {
@@ -307,7 +386,8 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
             }
             v.same_dtype(&vals[0], &vals[1])?;
             let p = infer::einsum_pattern(&v.string("equation")?).map_err(shape_err)?;
-            let dims = infer::einsum(p, &vals[0].ty().dims, &vals[1].ty().dims).map_err(shape_err)?;
+            let dims =
+                infer::einsum(p, &vals[0].ty().dims, &vals[1].ty().dims).map_err(shape_err)?;
             one(vals[0].dtype(), dims)
         }
         "layer_norm" => {
@@ -345,7 +425,9 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
         }
         "concat" => {
             let vals = v.many("values")?;
-            let first = vals.first().ok_or_else(|| v.err("concat needs at least one value"))?;
+            let first = vals
+                .first()
+                .ok_or_else(|| v.err("concat needs at least one value"))?;
             let r = first.ty().rank();
             let a = infer::axis(v.int("axis")?, r).map_err(shape_err)?;
             let interleave = v.boolean("interleave")?;
@@ -359,7 +441,9 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
                     if i != a || interleave {
                         if let (Dim::Fixed(p), Dim::Fixed(q)) = (p, q) {
                             if p != q {
-                                return Err(v.err(format!("concat values differ on axis {i}: {p} vs {q}")));
+                                return Err(
+                                    v.err(format!("concat values differ on axis {i}: {p} vs {q}"))
+                                );
                             }
                         }
                     }
@@ -388,7 +472,9 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
                 }
                 match x.ty().dims[a] {
                     Dim::Fixed(d) if d % n as usize != 0 => {
-                        return Err(v.err(format!("axis of size {d} does not split into {n} equal parts")))
+                        return Err(v.err(format!(
+                            "axis of size {d} does not split into {n} equal parts"
+                        )))
                     }
                     Dim::Fixed(d) => vec![Dim::Fixed(d / n as usize); n as usize],
                     Dim::Unknown => vec![Dim::Unknown; n as usize],
@@ -399,7 +485,10 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
                 .map(|s| {
                     let mut d = x.ty().dims.clone();
                     d[a] = s;
-                    TensorType { dtype: x.dtype(), dims: d }
+                    TensorType {
+                        dtype: x.dtype(),
+                        dims: d,
+                    }
                 })
                 .collect())
         }
@@ -409,18 +498,33 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
             let (begin, end) = (v.value("begin"), v.value("end"));
             let mask = |n: &str| -> Result<Vec<bool>, MilError> {
                 match v.value(n) {
-                    Some(t) => t.as_bool().map(<[bool]>::to_vec).ok_or_else(|| v.err(format!("`{n}` must be bool"))),
-                    None if v.args.contains_key(n) => Err(v.err(format!("`{n}` must be a compile-time constant"))),
+                    Some(t) => t
+                        .as_bool()
+                        .map(<[bool]>::to_vec)
+                        .ok_or_else(|| v.err(format!("`{n}` must be bool"))),
+                    None if v.args.contains_key(n) => {
+                        Err(v.err(format!("`{n}` must be a compile-time constant")))
+                    }
                     None => Ok(vec![false; r]),
                 }
             };
-            let (bm, em, sm) = (mask("begin_mask")?, mask("end_mask")?, mask("squeeze_mask")?);
+            let (bm, em, sm) = (
+                mask("begin_mask")?,
+                mask("end_mask")?,
+                mask("squeeze_mask")?,
+            );
             let stride = v.opt_ints("stride")?.unwrap_or_else(|| vec![1; r]);
-            if [bm.len(), em.len(), sm.len(), stride.len()].iter().any(|&l| l != r) {
+            if [bm.len(), em.len(), sm.len(), stride.len()]
+                .iter()
+                .any(|&l| l != r)
+            {
                 return Err(v.err(format!("begin/end/stride/masks need {r} entries")));
             }
             let (b, e) = match (begin, end) {
-                (Some(b), Some(e)) => (b.as_i32().map(<[i32]>::to_vec), e.as_i32().map(<[i32]>::to_vec)),
+                (Some(b), Some(e)) => (
+                    b.as_i32().map(<[i32]>::to_vec),
+                    e.as_i32().map(<[i32]>::to_vec),
+                ),
                 _ => (None, None),
             };
             let mut out = Vec::new();
@@ -429,11 +533,13 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
                     continue;
                 }
                 out.push(match (&b, &e, x.ty().dims[i]) {
-                    (Some(b), Some(e), Dim::Fixed(n)) if b.len() == r && e.len() == r => Dim::Fixed(
-                        infer::slice_axis(n, b[i] as i64, e[i] as i64, stride[i], bm[i], em[i])
-                            .map_err(shape_err)?
-                            .3,
-                    ),
+                    (Some(b), Some(e), Dim::Fixed(n)) if b.len() == r && e.len() == r => {
+                        Dim::Fixed(
+                            infer::slice_axis(n, b[i] as i64, e[i] as i64, stride[i], bm[i], em[i])
+                                .map_err(shape_err)?
+                                .3,
+                        )
+                    }
                     _ => Dim::Unknown,
                 });
             }
@@ -441,8 +547,12 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
         }
         "slice_by_size" => {
             let x = v.var("x")?;
-            let size = v.value("size").and_then(|t| t.as_i32().map(<[i32]>::to_vec));
-            let begin = v.value("begin").and_then(|t| t.as_i32().map(<[i32]>::to_vec));
+            let size = v
+                .value("size")
+                .and_then(|t| t.as_i32().map(<[i32]>::to_vec));
+            let begin = v
+                .value("begin")
+                .and_then(|t| t.as_i32().map(<[i32]>::to_vec));
             let r = x.ty().rank();
             let out = (0..r)
                 .map(|i| match (&size, &begin, x.ty().dims[i]) {
@@ -460,11 +570,20 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
             let x = v.var("x")?;
             let dims = match v.value("shape") {
                 Some(t) => {
-                    let s: Vec<i64> = t.as_i32().ok_or_else(|| v.err("shape must be int32"))?.iter().map(|&d| d as i64).collect();
+                    let s: Vec<i64> = t
+                        .as_i32()
+                        .ok_or_else(|| v.err("shape must be int32"))?
+                        .iter()
+                        .map(|&d| d as i64)
+                        .collect();
                     infer::reshape(&x.ty().dims, &s).map_err(shape_err)?
                 }
                 None => {
-                    let n = v.var("shape")?.shape().and_then(|s| s.first().copied()).ok_or_else(|| v.err("shape must be 1-D"))?;
+                    let n = v
+                        .var("shape")?
+                        .shape()
+                        .and_then(|s| s.first().copied())
+                        .ok_or_else(|| v.err("shape must be 1-D"))?;
                     vec![Dim::Unknown; n]
                 }
             };
@@ -484,21 +603,42 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
             let r = x.ty().rank() + axes.len();
             let ax = infer::axes(&axes, r).map_err(shape_err)?;
             let mut src = x.ty().dims.iter();
-            one(x.dtype(), (0..r).map(|i| if ax.contains(&i) { Dim::Fixed(1) } else { *src.next().unwrap() }).collect())
+            one(
+                x.dtype(),
+                (0..r)
+                    .map(|i| {
+                        if ax.contains(&i) {
+                            Dim::Fixed(1)
+                        } else {
+                            *src.next().unwrap()
+                        }
+                    })
+                    .collect(),
+            )
         }
         "squeeze" => {
             let x = v.var("x")?;
             let dims = &x.ty().dims;
             let ax = match v.opt_ints("axes")? {
                 Some(a) => infer::axes(&a, dims.len()).map_err(shape_err)?,
-                None => (0..dims.len()).filter(|&i| dims[i] == Dim::Fixed(1)).collect(),
+                None => (0..dims.len())
+                    .filter(|&i| dims[i] == Dim::Fixed(1))
+                    .collect(),
             };
-            one(x.dtype(), dims.iter().enumerate().filter(|(i, d)| !(ax.contains(i) && **d == Dim::Fixed(1))).map(|(_, d)| *d).collect())
+            one(
+                x.dtype(),
+                dims.iter()
+                    .enumerate()
+                    .filter(|(i, d)| !(ax.contains(i) && **d == Dim::Fixed(1)))
+                    .map(|(_, d)| *d)
+                    .collect(),
+            )
         }
         "cast" => {
             let x = v.var("x")?;
             let name = v.string("dtype")?;
-            let dt = DType::from_mil_name(&name).ok_or_else(|| v.err(format!("unknown cast dtype {name:?}")))?;
+            let dt = DType::from_mil_name(&name)
+                .ok_or_else(|| v.err(format!("unknown cast dtype {name:?}")))?;
             one(dt, x.ty().dims.clone())
         }
         "select" => {
@@ -508,7 +648,10 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
                 return Err(v.err("cond must be bool"));
             }
             let d = infer::broadcast(&c.ty().dims, &a.ty().dims).map_err(shape_err)?;
-            one(a.dtype(), infer::broadcast(&d, &b.ty().dims).map_err(shape_err)?)
+            one(
+                a.dtype(),
+                infer::broadcast(&d, &b.ty().dims).map_err(shape_err)?,
+            )
         }
         "range_1d" => {
             let (e, s, st) = (v.var("end")?, v.var("start")?, v.var("step")?);
@@ -516,7 +659,11 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
             v.same_dtype(e, st)?;
             let len = match (v.value("end"), v.value("start"), v.value("step")) {
                 (Some(e), Some(s), Some(st)) => {
-                    let f = |t: Tensor| t.to_f64_vec().and_then(|v| v.first().copied()).unwrap_or(0.0);
+                    let f = |t: Tensor| {
+                        t.to_f64_vec()
+                            .and_then(|v| v.first().copied())
+                            .unwrap_or(0.0)
+                    };
                     let (e, s, st) = (f(e), f(s), f(st));
                     if st == 0.0 {
                         return Err(v.err("range_1d step must not be 0"));
@@ -530,8 +677,19 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
         "fill" => {
             let value = v.var("value")?;
             let dims = match v.value("shape") {
-                Some(t) => t.as_i32().ok_or_else(|| v.err("shape must be int32"))?.iter().map(|&d| Dim::Fixed(d.max(0) as usize)).collect(),
-                None => vec![Dim::Unknown; v.var("shape")?.shape().and_then(|s| s.first().copied()).unwrap_or(0)],
+                Some(t) => t
+                    .as_i32()
+                    .ok_or_else(|| v.err("shape must be int32"))?
+                    .iter()
+                    .map(|&d| Dim::Fixed(d.max(0) as usize))
+                    .collect(),
+                None => vec![
+                    Dim::Unknown;
+                    v.var("shape")?
+                        .shape()
+                        .and_then(|s| s.first().copied())
+                        .unwrap_or(0)
+                ],
             };
             one(value.dtype(), dims)
         }
@@ -548,7 +706,18 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
             if reps.len() != x.ty().rank() {
                 return Err(v.err("reps needs one entry per axis"));
             }
-            one(x.dtype(), x.ty().dims.iter().zip(&reps).map(|(d, &r)| match d { Dim::Fixed(n) => Dim::Fixed(n * r as usize), Dim::Unknown => Dim::Unknown }).collect())
+            one(
+                x.dtype(),
+                x.ty()
+                    .dims
+                    .iter()
+                    .zip(&reps)
+                    .map(|(d, &r)| match d {
+                        Dim::Fixed(n) => Dim::Fixed(n * r as usize),
+                        Dim::Unknown => Dim::Unknown,
+                    })
+                    .collect(),
+            )
         }
         "topk" => {
             let x = v.var("x")?;
@@ -558,8 +727,12 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
             if k >= 0 {
                 dims[a] = Dim::Fixed(k as usize);
             }
-            let idt = DType::from_mil_name(&v.string("output_indices_dtype")?).unwrap_or(DType::I32);
-            let mut out = vec![TensorType { dtype: x.dtype(), dims: dims.clone() }];
+            let idt =
+                DType::from_mil_name(&v.string("output_indices_dtype")?).unwrap_or(DType::I32);
+            let mut out = vec![TensorType {
+                dtype: x.dtype(),
+                dims: dims.clone(),
+            }];
             if v.boolean("return_indices")? {
                 out.push(TensorType { dtype: idt, dims });
             }

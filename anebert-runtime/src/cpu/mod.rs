@@ -69,7 +69,11 @@ pub enum CpuError {
     #[error("function `{function}` has no block for its opset `{opset}`")]
     NoBlock { function: String, opset: String },
     #[error("loading op {op_type} `{name}`: {msg}")]
-    Load { op_type: String, name: String, msg: String },
+    Load {
+        op_type: String,
+        name: String,
+        msg: String,
+    },
     #[error("input `{name}`: {msg}")]
     Input { name: String, msg: String },
     #[error("op {op_type} `{name}` (output `{output}`): {msg}")]
@@ -89,11 +93,17 @@ pub struct CpuModel {
 
 impl CpuModel {
     /// Prepare `function` (or the only / default function when `None`) of a loaded package.
-    pub fn load(package: &Package, function: Option<&str>, precision: Precision) -> Result<Self, CpuError> {
+    pub fn load(
+        package: &Package,
+        function: Option<&str>,
+        precision: Precision,
+    ) -> Result<Self, CpuError> {
         let program = package.program();
         let name = match function {
             Some(f) => f.to_string(),
-            None if program.functions.len() == 1 => program.functions.keys().next().cloned().unwrap_or_default(),
+            None if program.functions.len() == 1 => {
+                program.functions.keys().next().cloned().unwrap_or_default()
+            }
             None => {
                 let d = package
                     .spec
@@ -102,15 +112,30 @@ impl CpuModel {
                     .map(|d| d.default_function_name.clone())
                     .unwrap_or_default();
                 if d.is_empty() {
-                    return Err(CpuError::AmbiguousFunction(program.functions.keys().cloned().collect::<Vec<_>>().join(", ")));
+                    return Err(CpuError::AmbiguousFunction(
+                        program
+                            .functions
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ));
                 }
                 d
             }
         };
-        let func = program.functions.get(&name).ok_or_else(|| CpuError::NoSuchFunction {
-            name: name.clone(),
-            available: program.functions.keys().cloned().collect::<Vec<_>>().join(", "),
-        })?;
+        let func = program
+            .functions
+            .get(&name)
+            .ok_or_else(|| CpuError::NoSuchFunction {
+                name: name.clone(),
+                available: program
+                    .functions
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })?;
         let plan = Plan::build(&name, func, package.weights.as_ref(), precision)?;
         Ok(CpuModel { plan, precision })
     }
@@ -137,12 +162,18 @@ impl CpuModel {
 
     /// Run with named inputs; returns every output by name. Float inputs may be given as fp16 or
     /// fp32 tensors whatever the declared float type; integer inputs as int32.
-    pub fn predict(&self, inputs: &BTreeMap<String, Tensor>) -> Result<BTreeMap<String, Tensor>, CpuError> {
+    pub fn predict(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<BTreeMap<String, Tensor>, CpuError> {
         self.plan.run(inputs, self.precision)
     }
 
     /// Run with shared inputs (avoids copying large tensors).
-    pub fn predict_arc(&self, inputs: &BTreeMap<String, Arc<Tensor>>) -> Result<BTreeMap<String, Tensor>, CpuError> {
+    pub fn predict_arc(
+        &self,
+        inputs: &BTreeMap<String, Arc<Tensor>>,
+    ) -> Result<BTreeMap<String, Tensor>, CpuError> {
         self.plan.run_arc(inputs, self.precision)
     }
 }

@@ -48,11 +48,20 @@ fn prepare_const(mut t: Tensor, precision: Precision) -> Tensor {
 }
 
 impl Plan {
-    pub fn build(fname: &str, func: &mil::Function, weights: Option<&BlobStorage>, precision: Precision) -> Result<Plan, CpuError> {
+    pub fn build(
+        fname: &str,
+        func: &mil::Function,
+        weights: Option<&BlobStorage>,
+        precision: Precision,
+    ) -> Result<Plan, CpuError> {
         let block = func
             .block_specializations
             .get(&func.opset)
-            .or_else(|| (func.block_specializations.len() == 1).then(|| func.block_specializations.values().next()).flatten())
+            .or_else(|| {
+                (func.block_specializations.len() == 1)
+                    .then(|| func.block_specializations.values().next())
+                    .flatten()
+            })
             .ok_or_else(|| CpuError::NoBlock {
                 function: fname.to_string(),
                 opset: func.opset.clone(),
@@ -71,7 +80,10 @@ impl Plan {
                 .as_ref()
                 .ok_or_else(|| "no type".to_string())
                 .and_then(TensorType::from_proto)
-                .map_err(|msg| CpuError::Input { name: i.name.clone(), msg })?;
+                .map_err(|msg| CpuError::Input {
+                    name: i.name.clone(),
+                    msg,
+                })?;
             let s = new_slot(&mut n_slots);
             if slots.insert(i.name.clone(), s).is_some() {
                 return Err(CpuError::Input {
@@ -87,7 +99,10 @@ impl Plan {
         let mut const_slots = std::collections::HashSet::new();
         for op in &block.operations {
             if !op.blocks.is_empty() {
-                return Err(load_err(op, "ops with nested blocks (control flow) are not supported"));
+                return Err(load_err(
+                    op,
+                    "ops with nested blocks (control flow) are not supported",
+                ));
             }
             let declared: Vec<(String, TensorType)> = op
                 .outputs
@@ -103,13 +118,23 @@ impl Plan {
                 })
                 .collect::<Result<_, CpuError>>()?;
             if op.r#type == "const" {
-                let v = op.attributes.get("val").ok_or_else(|| load_err(op, "const has no `val` attribute"))?;
+                let v = op
+                    .attributes
+                    .get("val")
+                    .ok_or_else(|| load_err(op, "const has no `val` attribute"))?;
                 let t = value::to_tensor(v, weights).map_err(|e| load_err(op, e.to_string()))?;
                 let [(out, ty)] = declared.as_slice() else {
                     return Err(load_err(op, "const must have exactly one output"));
                 };
                 if ty.dtype != t.dtype() || !ty.admits(t.shape()) {
-                    return Err(load_err(op, format!("value is {} {:?} but the output is declared {ty}", t.dtype(), t.shape())));
+                    return Err(load_err(
+                        op,
+                        format!(
+                            "value is {} {:?} but the output is declared {ty}",
+                            t.dtype(),
+                            t.shape()
+                        ),
+                    ));
                 }
                 let s = new_slot(&mut n_slots);
                 if slots.insert(out.clone(), s).is_some() {
@@ -122,7 +147,11 @@ impl Plan {
             let kernel = ops::kernel(&op.r#type).ok_or_else(|| {
                 load_err(
                     op,
-                    format!("op `{}` is not supported by the CPU backend (supported: {})", op.r#type, ops::SUPPORTED.join(", ")),
+                    format!(
+                        "op `{}` is not supported by the CPU backend (supported: {})",
+                        op.r#type,
+                        ops::SUPPORTED.join(", ")
+                    ),
                 )
             })?;
             let mut args = BTreeMap::new();
@@ -137,13 +166,19 @@ impl Plan {
                             bound.push(s);
                         }
                         Some(mil::argument::binding::Binding::Value(v)) => {
-                            let t = value::to_tensor(v, weights).map_err(|e| load_err(op, format!("input `{pname}`: {e}")))?;
+                            let t = value::to_tensor(v, weights)
+                                .map_err(|e| load_err(op, format!("input `{pname}`: {e}")))?;
                             let s = new_slot(&mut n_slots);
                             const_slots.insert(s);
                             consts.push((s, Arc::new(prepare_const(t, precision))));
                             bound.push(s);
                         }
-                        None => return Err(load_err(op, format!("input `{pname}` has an empty binding"))),
+                        None => {
+                            return Err(load_err(
+                                op,
+                                format!("input `{pname}` has an empty binding"),
+                            ))
+                        }
                     }
                 }
                 args.insert(pname.clone(), bound);
@@ -177,8 +212,19 @@ impl Plan {
                 .flat_map(|st: &Step| st.outputs.iter())
                 .find(|(slot, _, _)| *slot == s)
                 .map(|(_, _, t)| t.clone())
-                .or_else(|| inputs.iter().zip(&input_slots).find(|(_, &is)| is == s).map(|((_, t), _)| t.clone()))
-                .or_else(|| consts.iter().find(|(cs, _)| *cs == s).map(|(_, t)| TensorType::fixed(t.dtype(), t.shape())))
+                .or_else(|| {
+                    inputs
+                        .iter()
+                        .zip(&input_slots)
+                        .find(|(_, &is)| is == s)
+                        .map(|((_, t), _)| t.clone())
+                })
+                .or_else(|| {
+                    consts
+                        .iter()
+                        .find(|(cs, _)| *cs == s)
+                        .map(|(_, t)| TensorType::fixed(t.dtype(), t.shape()))
+                })
                 .expect("slot was defined");
             outputs.push((o.clone(), s, ty));
         }
@@ -211,15 +257,29 @@ impl Plan {
     }
 
     pub fn output_types(&self) -> Vec<(String, TensorType)> {
-        self.outputs.iter().map(|(n, _, t)| (n.clone(), t.clone())).collect()
+        self.outputs
+            .iter()
+            .map(|(n, _, t)| (n.clone(), t.clone()))
+            .collect()
     }
 
-    pub fn run(&self, inputs: &BTreeMap<String, Tensor>, precision: Precision) -> Result<BTreeMap<String, Tensor>, CpuError> {
-        let arcs = inputs.iter().map(|(k, v)| (k.clone(), Arc::new(v.clone()))).collect();
+    pub fn run(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+        precision: Precision,
+    ) -> Result<BTreeMap<String, Tensor>, CpuError> {
+        let arcs = inputs
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::new(v.clone())))
+            .collect();
         self.run_arc(&arcs, precision)
     }
 
-    pub fn run_arc(&self, inputs: &BTreeMap<String, Arc<Tensor>>, precision: Precision) -> Result<BTreeMap<String, Tensor>, CpuError> {
+    pub fn run_arc(
+        &self,
+        inputs: &BTreeMap<String, Arc<Tensor>>,
+        precision: Precision,
+    ) -> Result<BTreeMap<String, Tensor>, CpuError> {
         let mut slots: Vec<Option<Arc<Tensor>>> = vec![None; self.n_slots];
         for (s, t) in &self.consts {
             slots[*s] = Some(t.clone());
@@ -230,7 +290,11 @@ impl Plan {
                     name: name.clone(),
                     msg: format!(
                         "the model has no such input (inputs: {})",
-                        self.inputs.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(", ")
+                        self.inputs
+                            .iter()
+                            .map(|(n, _)| n.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 });
             }
@@ -245,7 +309,12 @@ impl Plan {
         for st in &self.steps {
             let mut args: BTreeMap<&str, Vec<Arc<Tensor>>> = BTreeMap::new();
             for (k, ss) in &st.args {
-                args.insert(k, ss.iter().map(|&s| slots[s].clone().expect("slot computed before use")).collect());
+                args.insert(
+                    k,
+                    ss.iter()
+                        .map(|&s| slots[s].clone().expect("slot computed before use"))
+                        .collect(),
+                );
             }
             let ctx = Ctx {
                 op: &st.op_type,
@@ -262,7 +331,11 @@ impl Plan {
             let results = (st.kernel)(&ctx).map_err(err)?;
             drop(args);
             if results.len() != st.outputs.len() {
-                return Err(err(format!("produced {} outputs, the program declares {}", results.len(), st.outputs.len())));
+                return Err(err(format!(
+                    "produced {} outputs, the program declares {}",
+                    results.len(),
+                    st.outputs.len()
+                )));
             }
             for (mut t, (s, oname, ty)) in results.into_iter().zip(&st.outputs) {
                 let oerr = |msg: String| CpuError::Op {
@@ -277,11 +350,17 @@ impl Plan {
                     if t.dtype().is_float() && ty.dtype.is_float() {
                         t = t.relabel(ty.dtype).map_err(|e| oerr(e.to_string()))?;
                     } else {
-                        return Err(oerr(format!("computed {} but the program declares {ty}", t.dtype())));
+                        return Err(oerr(format!(
+                            "computed {} but the program declares {ty}",
+                            t.dtype()
+                        )));
                     }
                 }
                 if !ty.admits(t.shape()) {
-                    return Err(oerr(format!("computed shape {:?} but the program declares {ty}", t.shape())));
+                    return Err(oerr(format!(
+                        "computed shape {:?} but the program declares {ty}",
+                        t.shape()
+                    )));
                 }
                 if precision == Precision::Fp16Ane {
                     if let Some(v) = t.as_f32_mut() {
@@ -299,18 +378,34 @@ impl Plan {
             .iter()
             .map(|(n, s, _)| {
                 let t = slots[*s].clone().expect("outputs are never freed");
-                (n.clone(), Arc::try_unwrap(t).unwrap_or_else(|a| (*a).clone()))
+                (
+                    n.clone(),
+                    Arc::try_unwrap(t).unwrap_or_else(|a| (*a).clone()),
+                )
             })
             .collect())
     }
 }
 
-fn prepare_input(name: &str, t: &Arc<Tensor>, ty: &TensorType, precision: Precision) -> Result<Arc<Tensor>, CpuError> {
-    let err = |msg: String| CpuError::Input { name: name.to_string(), msg };
+fn prepare_input(
+    name: &str,
+    t: &Arc<Tensor>,
+    ty: &TensorType,
+    precision: Precision,
+) -> Result<Arc<Tensor>, CpuError> {
+    let err = |msg: String| CpuError::Input {
+        name: name.to_string(),
+        msg,
+    };
     if !ty.admits(t.shape()) {
-        return Err(err(format!("shape {:?} does not match the model's {ty}", t.shape())));
+        return Err(err(format!(
+            "shape {:?} does not match the model's {ty}",
+            t.shape()
+        )));
     }
-    let compatible = (t.dtype().is_float() && ty.dtype.is_float()) || (t.dtype().is_int() && ty.dtype.is_int()) || t.dtype() == ty.dtype;
+    let compatible = (t.dtype().is_float() && ty.dtype.is_float())
+        || (t.dtype().is_int() && ty.dtype.is_int())
+        || t.dtype() == ty.dtype;
     if !compatible {
         return Err(err(format!("got {} data, the model takes {ty}", t.dtype())));
     }
@@ -318,7 +413,10 @@ fn prepare_input(name: &str, t: &Arc<Tensor>, ty: &TensorType, precision: Precis
     if t.dtype() == ty.dtype && !round {
         return Ok(t.clone());
     }
-    let mut owned = (**t).clone().relabel(ty.dtype).map_err(|e| err(e.to_string()))?;
+    let mut owned = (**t)
+        .clone()
+        .relabel(ty.dtype)
+        .map_err(|e| err(e.to_string()))?;
     if round {
         if let Some(v) = owned.as_f32_mut() {
             round_to_f16(v);

@@ -26,11 +26,15 @@ pub enum BlobError {
     TooShort(usize),
     #[error("weight file version is {0}; only MILBlob version 2 is supported")]
     BadVersion(u32),
-    #[error("weight file header claims {count} blobs but a {len}-byte file can hold at most {max}")]
+    #[error(
+        "weight file header claims {count} blobs but a {len}-byte file can hold at most {max}"
+    )]
     CountTooLarge { count: u32, len: usize, max: usize },
     #[error("blob metadata at offset {offset} runs past the end of the {len}-byte weight file")]
     MetadataOverrun { offset: usize, len: usize },
-    #[error("invalid sentinel {found:#010x} in blob metadata at offset {offset} (expected 0xdeadbeef)")]
+    #[error(
+        "invalid sentinel {found:#010x} in blob metadata at offset {offset} (expected 0xdeadbeef)"
+    )]
     BadSentinel { offset: usize, found: u32 },
     #[error("unknown blob dtype code {code} in blob metadata at offset {offset}")]
     UnknownDType { offset: usize, code: u32 },
@@ -41,7 +45,11 @@ pub enum BlobError {
         expected: usize,
     },
     #[error("blob at offset {offset} claims {size} data bytes, past the end of the {len}-byte weight file")]
-    DataOverrun { offset: usize, size: u64, len: usize },
+    DataOverrun {
+        offset: usize,
+        size: u64,
+        len: usize,
+    },
     #[error("offset {0} does not point at a blob in the weight file")]
     NoBlobAt(u64),
     #[error("blob at offset {offset} holds {found} data, the model asks for {expected}")]
@@ -114,7 +122,10 @@ impl BlobStorage {
         let mut blobs = BTreeMap::new();
         let mut offset = HEADER_SIZE;
         for _ in 0..count {
-            if offset.checked_add(METADATA_SIZE).is_none_or(|end| end > len) {
+            if offset
+                .checked_add(METADATA_SIZE)
+                .is_none_or(|end| end > len)
+            {
                 return Err(BlobError::MetadataOverrun { offset, len });
             }
             let sentinel = u32_at(&bytes, offset);
@@ -125,7 +136,8 @@ impl BlobStorage {
                 });
             }
             let code = u32_at(&bytes, offset + 4);
-            let dtype = DType::from_blob_code(code).ok_or(BlobError::UnknownDType { offset, code })?;
+            let dtype =
+                DType::from_blob_code(code).ok_or(BlobError::UnknownDType { offset, code })?;
             let size = u64_at(&bytes, offset + 8);
             let data_offset = u64_at(&bytes, offset + 16);
             let padding_bits = u64_at(&bytes, offset + 24);
@@ -264,7 +276,11 @@ impl BlobWriter {
         let meta = align64(self.bytes.len());
         self.bytes.resize(meta + METADATA_SIZE, 0);
         let bits = n as u64 * dtype.bits() as u64;
-        let padding = if dtype.bits() < 8 && bits % 8 != 0 { 8 - bits % 8 } else { 0 };
+        let padding = if dtype.bits() < 8 && !bits.is_multiple_of(8) {
+            8 - bits % 8
+        } else {
+            0
+        };
         let m = &mut self.bytes[meta..meta + METADATA_SIZE];
         m[0..4].copy_from_slice(&SENTINEL.to_le_bytes());
         m[4..8].copy_from_slice(&code.to_le_bytes());
@@ -327,7 +343,10 @@ mod tests {
         let s = BlobStorage::parse(bytes).unwrap();
         assert_eq!(s.tensor(64, DType::F16, &[64, 32, 1, 1]).unwrap(), a);
         assert_eq!(s.tensor(4224, DType::F16, &[64]).unwrap(), b);
-        assert!(matches!(s.tensor(100, DType::F16, &[64]), Err(BlobError::NoBlobAt(100))));
+        assert!(matches!(
+            s.tensor(100, DType::F16, &[64]),
+            Err(BlobError::NoBlobAt(100))
+        ));
         assert!(matches!(
             s.tensor(4224, DType::F32, &[64]),
             Err(BlobError::DTypeMismatch { .. })
@@ -350,7 +369,13 @@ mod tests {
         let i = Tensor::new(
             DType::I8,
             vec![64],
-            crate::tensor::TensorData::Int(a.to_le_bytes().unwrap().iter().map(|&b| b as i8 as i32).collect()),
+            crate::tensor::TensorData::Int(
+                a.to_le_bytes()
+                    .unwrap()
+                    .iter()
+                    .map(|&b| b as i8 as i32)
+                    .collect(),
+            ),
         )
         .unwrap();
         assert_ne!(w.add_tensor(&i).unwrap(), o1);
@@ -359,7 +384,12 @@ mod tests {
     #[test]
     fn sub_byte_padding_recorded() {
         let mut w = BlobWriter::new();
-        let t = Tensor::new(DType::U3, vec![5], crate::tensor::TensorData::Int(vec![1, 2, 3, 4, 7])).unwrap();
+        let t = Tensor::new(
+            DType::U3,
+            vec![5],
+            crate::tensor::TensorData::Int(vec![1, 2, 3, 4, 7]),
+        )
+        .unwrap();
         let off = w.add_tensor(&t).unwrap();
         let s = BlobStorage::parse(w.into_bytes()).unwrap();
         let (info, data) = s.data(off).unwrap();
@@ -370,12 +400,21 @@ mod tests {
 
     #[test]
     fn rejects_hostile_headers() {
-        assert_eq!(BlobStorage::parse(vec![0; 10]).unwrap_err(), BlobError::TooShort(10));
+        assert_eq!(
+            BlobStorage::parse(vec![0; 10]).unwrap_err(),
+            BlobError::TooShort(10)
+        );
         let mut h = vec![0u8; 64];
         h[4] = 3;
-        assert_eq!(BlobStorage::parse(h.clone()).unwrap_err(), BlobError::BadVersion(3));
+        assert_eq!(
+            BlobStorage::parse(h.clone()).unwrap_err(),
+            BlobError::BadVersion(3)
+        );
         h[4] = 2;
         h[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert!(matches!(BlobStorage::parse(h).unwrap_err(), BlobError::CountTooLarge { .. }));
+        assert!(matches!(
+            BlobStorage::parse(h).unwrap_err(),
+            BlobError::CountTooLarge { .. }
+        ));
     }
 }

@@ -25,7 +25,9 @@ pub enum ManifestError {
     VersionTooNew(String),
     #[error("Manifest.json rootModelIdentifier {0:?} names no entry of itemInfoEntries")]
     MissingRoot(String),
-    #[error("Manifest.json item {id:?} has path {path:?}, which is absolute or leaves the package")]
+    #[error(
+        "Manifest.json item {id:?} has path {path:?}, which is absolute or leaves the package"
+    )]
     UnsafePath { id: String, path: String },
 }
 
@@ -136,7 +138,9 @@ pub(crate) fn is_safe_relative(path: &str) -> bool {
         && !path.starts_with('/')
         && !path.contains('\\')
         && !path.contains(':')
-        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 #[cfg(test)]
@@ -157,18 +161,30 @@ mod tests {
     fn rejects_bad_manifests() {
         let good = Manifest::standard().to_json();
         let v2 = good.replace("\"1.0.0\"", "\"1.1.0\"");
-        assert!(matches!(Manifest::parse(&v2), Err(ManifestError::VersionTooNew(_))));
+        assert!(matches!(
+            Manifest::parse(&v2),
+            Err(ManifestError::VersionTooNew(_))
+        ));
         let bad_v = good.replace("\"1.0.0\"", "\"one\"");
-        assert!(matches!(Manifest::parse(&bad_v), Err(ManifestError::BadVersionString(_))));
+        assert!(matches!(
+            Manifest::parse(&bad_v),
+            Err(ManifestError::BadVersionString(_))
+        ));
         let no_key = good.replacen("\"description\": \"CoreML Model Weights\",", "", 1);
         let e = Manifest::parse(&no_key).unwrap_err().to_string();
         assert!(e.contains("description"), "{e}");
         let escape = good.replace("com.apple.CoreML/weights", "../../etc");
-        assert!(matches!(Manifest::parse(&escape), Err(ManifestError::UnsafePath { .. })));
+        assert!(matches!(
+            Manifest::parse(&escape),
+            Err(ManifestError::UnsafePath { .. })
+        ));
         let root = good.replace(
             "\"rootModelIdentifier\": \"A7E0BE47-0000-4000-8000-000000000001\"",
             "\"rootModelIdentifier\": \"X\"",
         );
-        assert!(matches!(Manifest::parse(&root), Err(ManifestError::MissingRoot(_))));
+        assert!(matches!(
+            Manifest::parse(&root),
+            Err(ManifestError::MissingRoot(_))
+        ));
     }
 }

@@ -38,7 +38,11 @@ pub enum PackageError {
         source: ManifestError,
     },
     #[error("{path}: manifest item {name:?} points at {item}, which does not exist")]
-    MissingItem { path: PathBuf, name: String, item: PathBuf },
+    MissingItem {
+        path: PathBuf,
+        name: String,
+        item: PathBuf,
+    },
     #[error("{path}: model spec is not a valid Core ML Model protobuf: {source}")]
     Decode {
         path: PathBuf,
@@ -107,10 +111,11 @@ impl Package {
         }
         let spec_path = data.join(&manifest.root().path);
         let bytes = fs::read(&spec_path).map_err(io_err(&spec_path))?;
-        let spec = proto::Model::decode(bytes.as_slice()).map_err(|source| PackageError::Decode {
-            path: spec_path.clone(),
-            source,
-        })?;
+        let spec =
+            proto::Model::decode(bytes.as_slice()).map_err(|source| PackageError::Decode {
+                path: spec_path.clone(),
+                source,
+            })?;
         let program = match &spec.r#type {
             Some(proto::model::Type::MlProgram(p)) => p,
             None => return Err(PackageError::NotMlProgram { path: spec_path }),
@@ -123,13 +128,19 @@ impl Package {
             if op.r#type != "const" && !op.r#type.starts_with("constexpr_") {
                 continue;
             }
-            for v in op.attributes.values().chain(op.inputs.values().flat_map(|a| {
-                a.arguments.iter().filter_map(|b| match &b.binding {
-                    Some(mil::argument::binding::Binding::Value(v)) => Some(v),
-                    _ => None,
-                })
-            })) {
-                let Some(mil::value::Value::BlobFileValue(b)) = &v.value else { continue };
+            for v in op
+                .attributes
+                .values()
+                .chain(op.inputs.values().flat_map(|a| {
+                    a.arguments.iter().filter_map(|b| match &b.binding {
+                        Some(mil::argument::binding::Binding::Value(v)) => Some(v),
+                        _ => None,
+                    })
+                }))
+            {
+                let Some(mil::value::Value::BlobFileValue(b)) = &v.value else {
+                    continue;
+                };
                 let op_name = op_name(op);
                 let cerr = |source| PackageError::Constant {
                     path: path.to_path_buf(),
@@ -138,12 +149,19 @@ impl Package {
                 };
                 value::check_blob_file_name(&b.file_name).map_err(cerr)?;
                 if weights.is_none() {
-                    let file = b.file_name.rsplit('/').next().unwrap_or_default().to_string();
+                    let file = b
+                        .file_name
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
                     let wpath = model_dir.join("weights").join(&file);
                     let bytes = fs::read(&wpath).map_err(io_err(&wpath))?;
-                    weights = Some(BlobStorage::parse(bytes).map_err(|source| PackageError::Weights {
-                        path: wpath,
-                        source,
+                    weights = Some(BlobStorage::parse(bytes).map_err(|source| {
+                        PackageError::Weights {
+                            path: wpath,
+                            source,
+                        }
                     })?);
                     weights_file = Some(b.file_name.clone());
                 } else if weights_file.as_deref() != Some(b.file_name.as_str()) {
@@ -178,11 +196,21 @@ impl Package {
     /// Write a package atomically: everything goes to a temporary sibling directory, which then
     /// replaces `path`. `weights` is the `weight.bin` content (omitted when `None`; the `weights/`
     /// item is always registered, as coremltools does).
-    pub fn write(path: impl AsRef<Path>, spec: &proto::Model, weights: Option<&[u8]>) -> Result<(), PackageError> {
+    pub fn write(
+        path: impl AsRef<Path>,
+        spec: &proto::Model,
+        weights: Option<&[u8]>,
+    ) -> Result<(), PackageError> {
         let path = path.as_ref();
-        let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         fs::create_dir_all(parent).map_err(io_err(parent))?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let tmp = parent.join(format!(".{name}.tmp-{}-{}", std::process::id(), unique()));
         let result = (|| {
             let core = tmp.join("Data").join(manifest::AUTHOR);
@@ -210,7 +238,9 @@ fn replace_dir(from: &Path, to: &Path) -> Result<(), PackageError> {
     if to.exists() {
         let old = to.with_file_name(format!(
             ".{}.old-{}-{}",
-            to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            to.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             std::process::id(),
             unique()
         ));
@@ -230,7 +260,9 @@ fn unique() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    t ^ N.fetch_add(1, Ordering::Relaxed).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    t ^ N
+        .fetch_add(1, Ordering::Relaxed)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// The `name` attribute of an op, or its first output's name.
@@ -242,7 +274,10 @@ pub fn op_name(op: &mil::Operation) -> String {
             }
         }
     }
-    op.outputs.first().map(|o| o.name.clone()).unwrap_or_else(|| op.r#type.clone())
+    op.outputs
+        .first()
+        .map(|o| o.name.clone())
+        .unwrap_or_else(|| op.r#type.clone())
 }
 
 /// Every operation of every function, nested blocks included.

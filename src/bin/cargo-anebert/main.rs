@@ -9,7 +9,11 @@ mod tensors;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo anebert", version, about = "BERT-class encoders on the Apple Neural Engine")]
+#[command(
+    name = "cargo anebert",
+    version,
+    about = "BERT-class encoders on the Apple Neural Engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -34,7 +34,10 @@ pub fn run(a: RunArgs) -> Result<()> {
     let outputs = model.predict(&inputs)?;
     let ms = t.elapsed().as_secs_f64() * 1e3;
     tensors::write(&a.outputs, &outputs)?;
-    let names: Vec<String> = outputs.iter().map(|(n, t)| format!("{n} {:?}", t.shape())).collect();
+    let names: Vec<String> = outputs
+        .iter()
+        .map(|(n, t)| format!("{n} {:?}", t.shape()))
+        .collect();
     eprintln!(
         "ran {} ops ({}) in {ms:.1} ms; wrote {} to {}",
         model.op_count(),

@@ -10,7 +10,8 @@ use std::path::Path;
 /// bf16 become float tensors of their own precision.
 pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
     let mut out = BTreeMap::new();
     for (name, view) in st.tensors() {
         let shape = view.shape().to_vec();
@@ -23,7 +24,9 @@ pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
             Dtype::F32 => Tensor::from_le_bytes(DType::F32, shape, data)?,
             Dtype::F16 => Tensor::from_le_bytes(DType::F16, shape, data)?,
             Dtype::BF16 => Tensor::from_le_bytes(DType::Bf16, shape, data)?.relabel(DType::F32)?,
-            other => bail!("tensor `{name}` has dtype {other:?}; use int32, int64, f32, f16 or bf16"),
+            other => {
+                bail!("tensor `{name}` has dtype {other:?}; use int32, int64, f32, f16 or bf16")
+            }
         };
         out.insert(name, t);
     }
@@ -38,19 +41,35 @@ pub fn write(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
             TensorData::Float(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
             TensorData::Int(v) => (Dtype::I32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
             TensorData::Bool(v) => (Dtype::U8, v.iter().map(|&b| b as u8).collect()),
-            TensorData::Str(_) => bail!("output `{name}` is a string tensor; safetensors cannot hold it"),
+            TensorData::Str(_) => {
+                bail!("output `{name}` is a string tensor; safetensors cannot hold it")
+            }
         };
         owned.push((name.clone(), dt, t.shape().to_vec(), bytes));
     }
     let views = owned
         .iter()
-        .map(|(n, dt, sh, b)| Ok((n.clone(), safetensors::tensor::TensorView::new(*dt, sh.clone(), b)?)))
+        .map(|(n, dt, sh, b)| {
+            Ok((
+                n.clone(),
+                safetensors::tensor::TensorView::new(*dt, sh.clone(), b)?,
+            ))
+        })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| anyhow!("{e}"))?;
     let bytes = safetensors::serialize(views, None).map_err(|e| anyhow!("{e}"))?;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().map(|f| f.to_string_lossy()).unwrap_or_default(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|f| f.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
     std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
 }

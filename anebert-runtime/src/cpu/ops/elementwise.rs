@@ -35,7 +35,13 @@ pub(crate) fn broadcast_map<A: Copy, B: Copy, O>(
         let full = super::strides(sh);
         let pad = r - sh.len();
         (0..r)
-            .map(|i| if i < pad || sh[i - pad] == 1 { 0 } else { full[i - pad] })
+            .map(|i| {
+                if i < pad || sh[i - pad] == 1 {
+                    0
+                } else {
+                    full[i - pad]
+                }
+            })
             .collect::<Vec<_>>()
     };
     let (sa, sb) = (bstr(ash), bstr(bsh));
@@ -68,7 +74,10 @@ pub(crate) fn expand<T: Copy>(data: &[T], sh: &[usize], out: &[usize]) -> Result
     broadcast_map(data, sh, &zeros, out, |x, _| x).map(|(v, _)| v)
 }
 
-fn arith(c: &Ctx, ff: fn(f32, f32) -> f32, fi: Option<fn(i32, i32) -> Result<i32, String>>) -> OpResult {
+/// An integer kernel of a binary op (may fail, e.g. on division by zero).
+type IntOp = fn(i32, i32) -> Result<i32, String>;
+
+fn arith(c: &Ctx, ff: fn(f32, f32) -> f32, fi: Option<IntOp>) -> OpResult {
     let (x, y) = (c.t("x")?, c.t("y")?);
     match (x.data(), y.data()) {
         (TensorData::Float(a), TensorData::Float(b)) => {
@@ -79,9 +88,15 @@ fn arith(c: &Ctx, ff: fn(f32, f32) -> f32, fi: Option<fn(i32, i32) -> Result<i32
             let fi = fi.ok_or_else(|| format!("`{}` is not defined for integer operands", c.op))?;
             let (v, sh) = broadcast_map(a, x.shape(), b, y.shape(), fi)?;
             let v: Vec<i32> = v.into_iter().collect::<Result<_, _>>()?;
-            Ok(vec![Tensor::new(x.dtype(), sh, TensorData::Int(v)).map_err(|e| e.to_string())?])
+            Ok(vec![
+                Tensor::new(x.dtype(), sh, TensorData::Int(v)).map_err(|e| e.to_string())?
+            ])
         }
-        _ => Err(format!("operands must both be float or both integer, got {} and {}", x.dtype(), y.dtype())),
+        _ => Err(format!(
+            "operands must both be float or both integer, got {} and {}",
+            x.dtype(),
+            y.dtype()
+        )),
     }
 }
 
@@ -135,10 +150,16 @@ pub fn modulo(c: &Ctx) -> OpResult {
 fn compare(c: &Ctx, ff: fn(&f32, &f32) -> bool, fi: fn(&i32, &i32) -> bool) -> OpResult {
     let (x, y) = (c.t("x")?, c.t("y")?);
     let (v, sh) = match (x.data(), y.data()) {
-        (TensorData::Float(a), TensorData::Float(b)) => broadcast_map(a, x.shape(), b, y.shape(), |p, q| ff(&p, &q))?,
-        (TensorData::Int(a), TensorData::Int(b)) => broadcast_map(a, x.shape(), b, y.shape(), |p, q| fi(&p, &q))?,
+        (TensorData::Float(a), TensorData::Float(b)) => {
+            broadcast_map(a, x.shape(), b, y.shape(), |p, q| ff(&p, &q))?
+        }
+        (TensorData::Int(a), TensorData::Int(b)) => {
+            broadcast_map(a, x.shape(), b, y.shape(), |p, q| fi(&p, &q))?
+        }
         (TensorData::Bool(a), TensorData::Bool(b)) => {
-            broadcast_map(a, x.shape(), b, y.shape(), |p, q| fi(&(p as i32), &(q as i32)))?
+            broadcast_map(a, x.shape(), b, y.shape(), |p, q| {
+                fi(&(p as i32), &(q as i32))
+            })?
         }
         _ => return Err(format!("cannot compare {} with {}", x.dtype(), y.dtype())),
     };
@@ -187,7 +208,11 @@ pub fn logical_xor(c: &Ctx) -> OpResult {
 pub fn logical_not(c: &Ctx) -> OpResult {
     let x = c.t("x")?;
     let v = x.as_bool().ok_or("logical_not takes a bool operand")?;
-    Ok(vec![Tensor::bool(x.shape().to_vec(), v.iter().map(|b| !b).collect()).map_err(|e| e.to_string())?])
+    Ok(vec![Tensor::bool(
+        x.shape().to_vec(),
+        v.iter().map(|b| !b).collect(),
+    )
+    .map_err(|e| e.to_string())?])
 }
 
 pub fn select(c: &Ctx) -> OpResult {
@@ -198,19 +223,42 @@ pub fn select(c: &Ctx) -> OpResult {
     let data = match (a.data(), b.data()) {
         (TensorData::Float(x), TensorData::Float(y)) => {
             let (x, y) = (expand(x, a.shape(), &sh)?, expand(y, b.shape(), &sh)?);
-            TensorData::Float(cv.iter().zip(x.iter().zip(&y)).map(|(&c, (&p, &q))| if c { p } else { q }).collect())
+            TensorData::Float(
+                cv.iter()
+                    .zip(x.iter().zip(&y))
+                    .map(|(&c, (&p, &q))| if c { p } else { q })
+                    .collect(),
+            )
         }
         (TensorData::Int(x), TensorData::Int(y)) => {
             let (x, y) = (expand(x, a.shape(), &sh)?, expand(y, b.shape(), &sh)?);
-            TensorData::Int(cv.iter().zip(x.iter().zip(&y)).map(|(&c, (&p, &q))| if c { p } else { q }).collect())
+            TensorData::Int(
+                cv.iter()
+                    .zip(x.iter().zip(&y))
+                    .map(|(&c, (&p, &q))| if c { p } else { q })
+                    .collect(),
+            )
         }
         (TensorData::Bool(x), TensorData::Bool(y)) => {
             let (x, y) = (expand(x, a.shape(), &sh)?, expand(y, b.shape(), &sh)?);
-            TensorData::Bool(cv.iter().zip(x.iter().zip(&y)).map(|(&c, (&p, &q))| if c { p } else { q }).collect())
+            TensorData::Bool(
+                cv.iter()
+                    .zip(x.iter().zip(&y))
+                    .map(|(&c, (&p, &q))| if c { p } else { q })
+                    .collect(),
+            )
         }
-        _ => return Err(format!("a and b must have one dtype, got {} and {}", a.dtype(), b.dtype())),
+        _ => {
+            return Err(format!(
+                "a and b must have one dtype, got {} and {}",
+                a.dtype(),
+                b.dtype()
+            ))
+        }
     };
-    Ok(vec![Tensor::new(a.dtype(), sh, data).map_err(|e| e.to_string())?])
+    Ok(vec![
+        Tensor::new(a.dtype(), sh, data).map_err(|e| e.to_string())?
+    ])
 }
 
 fn erf(x: f32) -> f32 {
@@ -219,7 +267,9 @@ fn erf(x: f32) -> f32 {
 
 pub fn float_unary(c: &Ctx) -> OpResult {
     let x = c.t("x")?;
-    let v = x.as_f32().ok_or_else(|| format!("`{}` takes fp16/fp32, got {}", c.op, x.dtype()))?;
+    let v = x
+        .as_f32()
+        .ok_or_else(|| format!("`{}` takes fp16/fp32, got {}", c.op, x.dtype()))?;
     let out: Vec<f32> = match c.op {
         "sqrt" => v.iter().map(|x| x.sqrt()).collect(),
         "rsqrt" => {
@@ -242,10 +292,15 @@ pub fn float_unary(c: &Ctx) -> OpResult {
         }
         "silu" => v.iter().map(|&x| x / (1.0 + (-x).exp())).collect(),
         "gelu" => match c.string("mode", "EXACT")?.as_str() {
-            "EXACT" => v.iter().map(|&x| 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2))).collect(),
+            "EXACT" => v
+                .iter()
+                .map(|&x| 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)))
+                .collect(),
             "TANH_APPROXIMATION" => {
                 let k = (2.0f32 / std::f32::consts::PI).sqrt();
-                v.iter().map(|&x| 0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh())).collect()
+                v.iter()
+                    .map(|&x| 0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh()))
+                    .collect()
             }
             "SIGMOID_APPROXIMATION" => v.iter().map(|&x| x / (1.0 + (-1.702 * x).exp())).collect(),
             m => return Err(format!("unknown gelu mode {m:?}")),
@@ -267,9 +322,23 @@ pub fn num_unary(c: &Ctx) -> OpResult {
                 "abs" => v.iter().map(|x| x.abs()).collect(),
                 "square" => v.iter().map(|x| x * x).collect(),
                 "relu" => v.iter().map(|&x| if x > 0.0 { x } else { 0.0 }).collect(),
-                "sign" => v.iter().map(|&x| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { 0.0 }).collect(),
+                "sign" => v
+                    .iter()
+                    .map(|&x| {
+                        if x > 0.0 {
+                            1.0
+                        } else if x < 0.0 {
+                            -1.0
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect(),
                 "clip" => {
-                    let (lo, hi) = (c.scalar_f32("alpha", f32::NEG_INFINITY)?, c.scalar_f32("beta", f32::INFINITY)?);
+                    let (lo, hi) = (
+                        c.scalar_f32("alpha", f32::NEG_INFINITY)?,
+                        c.scalar_f32("beta", f32::INFINITY)?,
+                    );
                     v.iter().map(|&x| x.max(lo).min(hi)).collect()
                 }
                 op => return Err(format!("no kernel for `{op}`")),
@@ -284,7 +353,9 @@ pub fn num_unary(c: &Ctx) -> OpResult {
                 "sign" => v.iter().map(|x| x.signum()).collect(),
                 op => return Err(format!("`{op}` is not defined for {}", x.dtype())),
             };
-            Ok(vec![Tensor::new(x.dtype(), sh, TensorData::Int(out)).map_err(|e| e.to_string())?])
+            Ok(vec![
+                Tensor::new(x.dtype(), sh, TensorData::Int(out)).map_err(|e| e.to_string())?
+            ])
         }
         _ => Err(format!("`{}` does not take {}", c.op, x.dtype())),
     }

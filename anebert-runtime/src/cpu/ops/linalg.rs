@@ -17,10 +17,20 @@ pub(crate) struct Mat {
 
 impl Mat {
     fn row_major(rows: usize, cols: usize) -> Self {
-        Mat { rows, cols, rs: cols, cs: 1 }
+        Mat {
+            rows,
+            cols,
+            rs: cols,
+            cs: 1,
+        }
     }
     fn t(self) -> Self {
-        Mat { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+        Mat {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+        }
     }
     /// One past the largest element offset the view touches.
     fn extent(&self) -> usize {
@@ -38,10 +48,19 @@ const PAR_FLOPS: usize = 1 << 21;
 /// `c = a · b` (c overwritten). Panics if a view exceeds its slice or the shapes disagree; callers
 /// derive every view from validated tensor shapes.
 pub(crate) fn gemm(a: &[f32], am: Mat, b: &[f32], bm: Mat, c: &mut [f32], cm: Mat) {
-    assert!(am.cols == bm.rows && cm.rows == am.rows && cm.cols == bm.cols, "gemm shapes");
-    assert!(am.extent() <= a.len() && bm.extent() <= b.len() && cm.extent() <= c.len(), "gemm bounds");
+    assert!(
+        am.cols == bm.rows && cm.rows == am.rows && cm.cols == bm.cols,
+        "gemm shapes"
+    );
+    assert!(
+        am.extent() <= a.len() && bm.extent() <= b.len() && cm.extent() <= c.len(),
+        "gemm bounds"
+    );
     // The output view must not overlap itself, or faer would write one element twice.
-    assert!(cm.rows <= 1 || cm.cols <= 1 || cm.rs >= cm.cols * cm.cs || cm.cs >= cm.rows * cm.rs, "gemm output aliasing");
+    assert!(
+        cm.rows <= 1 || cm.cols <= 1 || cm.rs >= cm.cols * cm.cs || cm.cs >= cm.rows * cm.rs,
+        "gemm output aliasing"
+    );
     if cm.rows == 0 || cm.cols == 0 {
         return;
     }
@@ -62,9 +81,17 @@ pub(crate) fn gemm(a: &[f32], am: Mat, b: &[f32], bm: Mat, c: &mut [f32], cm: Ma
     // SAFETY: the asserts above keep every view inside its slice, the output view does not alias
     // itself, and `c` is borrowed mutably (so it aliases neither `a` nor `b`).
     unsafe {
-        let av = MatRef::from_raw_parts(a.as_ptr(), am.rows, am.cols, am.rs as isize, am.cs as isize);
-        let bv = MatRef::from_raw_parts(b.as_ptr(), bm.rows, bm.cols, bm.rs as isize, bm.cs as isize);
-        let cv = MatMut::from_raw_parts_mut(c.as_mut_ptr(), cm.rows, cm.cols, cm.rs as isize, cm.cs as isize);
+        let av =
+            MatRef::from_raw_parts(a.as_ptr(), am.rows, am.cols, am.rs as isize, am.cs as isize);
+        let bv =
+            MatRef::from_raw_parts(b.as_ptr(), bm.rows, bm.cols, bm.rs as isize, bm.cs as isize);
+        let cv = MatMut::from_raw_parts_mut(
+            c.as_mut_ptr(),
+            cm.rows,
+            cm.cols,
+            cm.rs as isize,
+            cm.cs as isize,
+        );
         faer::linalg::matmul::matmul(cv, Accum::Replace, av, bv, 1.0f32, par);
     }
 }
@@ -82,7 +109,9 @@ pub fn conv(c: &Ctx) -> OpResult {
     let (xv, wv) = (c.f32s("x")?, c.f32s("weight")?);
     let (xs, ws) = (x.shape(), w.shape());
     if xs.len() < 3 || xs.len() != ws.len() {
-        return Err(format!("conv needs x [N, C, *spatial] and a weight of the same rank; got {xs:?} and {ws:?}"));
+        return Err(format!(
+            "conv needs x [N, C, *spatial] and a weight of the same rank; got {xs:?} and {ws:?}"
+        ));
     }
     let sp = xs.len() - 2;
     if sp > 2 {
@@ -90,8 +119,14 @@ pub fn conv(c: &Ctx) -> OpResult {
     }
     let groups = c.int("groups", 1)?;
     let (n, cin, cout) = (xs[0], xs[1], ws[0]);
-    if groups <= 0 || cin % groups as usize != 0 || cout % groups as usize != 0 || ws[1] * groups as usize != cin {
-        return Err(format!("x has {cin} channels, weight {ws:?} with groups {groups} does not fit"));
+    if groups <= 0
+        || cin % groups as usize != 0
+        || cout % groups as usize != 0
+        || ws[1] * groups as usize != cin
+    {
+        return Err(format!(
+            "x has {cin} channels, weight {ws:?} with groups {groups} does not fit"
+        ));
     }
     let g = groups as usize;
     let (cin_g, cout_g) = (cin / g, cout / g);
@@ -99,16 +134,41 @@ pub fn conv(c: &Ctx) -> OpResult {
     let dil = c.opt_ints("dilations")?.unwrap_or_else(|| vec![1; sp]);
     let pad = c.opt_ints("pad")?.unwrap_or_else(|| vec![0; 2 * sp]);
     let pad_type = c.string("pad_type", "valid")?;
-    if strides_.len() != sp || dil.len() != sp || pad.len() != 2 * sp || pad.iter().chain(&strides_).chain(&dil).any(|&v| v < 0) {
-        return Err("strides/dilations need one non-negative entry per spatial dim, pad two".into());
+    if strides_.len() != sp
+        || dil.len() != sp
+        || pad.len() != 2 * sp
+        || pad.iter().chain(&strides_).chain(&dil).any(|&v| v < 0)
+    {
+        return Err(
+            "strides/dilations need one non-negative entry per spatial dim, pad two".into(),
+        );
     }
     // Treat 1-D as 2-D with height 1.
     let (ih, iw, kh, kw, sh, sw, dh, dw, ph, pw) = if sp == 1 {
-        (1, xs[2], 1, ws[2], 1, strides_[0] as usize, 1, dil[0] as usize, (0, 0), (pad[0] as usize, pad[1] as usize))
+        (
+            1,
+            xs[2],
+            1,
+            ws[2],
+            1,
+            strides_[0] as usize,
+            1,
+            dil[0] as usize,
+            (0, 0),
+            (pad[0] as usize, pad[1] as usize),
+        )
     } else {
         (
-            xs[2], xs[3], ws[2], ws[3], strides_[0] as usize, strides_[1] as usize, dil[0] as usize, dil[1] as usize,
-            (pad[0] as usize, pad[1] as usize), (pad[2] as usize, pad[3] as usize),
+            xs[2],
+            xs[3],
+            ws[2],
+            ws[3],
+            strides_[0] as usize,
+            strides_[1] as usize,
+            dil[0] as usize,
+            dil[1] as usize,
+            (pad[0] as usize, pad[1] as usize),
+            (pad[2] as usize, pad[3] as usize),
         )
     };
     let gh = infer::conv_dim(ih, kh, sh, dh, &pad_type, ph)?;
@@ -117,8 +177,18 @@ pub fn conv(c: &Ctx) -> OpResult {
     let (ip, op) = (ih * iw, oh * ow);
     let kk = cin_g * kh * kw;
     let mut out = vec![0f32; n * cout * op];
-    let pointwise = kh == 1 && kw == 1 && sh == 1 && sw == 1 && gh.pad_before == 0 && gw.pad_before == 0 && op == ip;
-    let mut col = if pointwise { Vec::new() } else { vec![0f32; kk * op] };
+    let pointwise = kh == 1
+        && kw == 1
+        && sh == 1
+        && sw == 1
+        && gh.pad_before == 0
+        && gw.pad_before == 0
+        && op == ip;
+    let mut col = if pointwise {
+        Vec::new()
+    } else {
+        vec![0f32; kk * op]
+    };
     for b in 0..n {
         for gi in 0..g {
             let xg = &xv[(b * cin + gi * cin_g) * ip..(b * cin + (gi + 1) * cin_g) * ip];
@@ -126,7 +196,14 @@ pub fn conv(c: &Ctx) -> OpResult {
             let og = &mut out[(b * cout + gi * cout_g) * op..(b * cout + (gi + 1) * cout_g) * op];
             if pointwise {
                 // The ANE "linear": W (Cout×Cin) · X (Cin×S).
-                gemm(wg, Mat::row_major(cout_g, cin_g), xg, Mat::row_major(cin_g, ip), og, Mat::row_major(cout_g, op));
+                gemm(
+                    wg,
+                    Mat::row_major(cout_g, cin_g),
+                    xg,
+                    Mat::row_major(cin_g, ip),
+                    og,
+                    Mat::row_major(cout_g, op),
+                );
                 continue;
             }
             for ci in 0..cin_g {
@@ -137,23 +214,35 @@ pub fn conv(c: &Ctx) -> OpResult {
                             let y = (oy * sh + ky * dh) as isize - gh.pad_before as isize;
                             for ox in 0..ow {
                                 let xx = (ox * sw + kx * dw) as isize - gw.pad_before as isize;
-                                row[oy * ow + ox] = if y >= 0 && (y as usize) < ih && xx >= 0 && (xx as usize) < iw {
-                                    xg[ci * ip + y as usize * iw + xx as usize]
-                                } else {
-                                    0.0
-                                };
+                                row[oy * ow + ox] =
+                                    if y >= 0 && (y as usize) < ih && xx >= 0 && (xx as usize) < iw
+                                    {
+                                        xg[ci * ip + y as usize * iw + xx as usize]
+                                    } else {
+                                        0.0
+                                    };
                             }
                         }
                     }
                 }
             }
-            gemm(wg, Mat::row_major(cout_g, kk), &col, Mat::row_major(kk, op), og, Mat::row_major(cout_g, op));
+            gemm(
+                wg,
+                Mat::row_major(cout_g, kk),
+                &col,
+                Mat::row_major(kk, op),
+                og,
+                Mat::row_major(cout_g, op),
+            );
         }
     }
     if c.has("bias") {
         let bias = c.f32s("bias")?;
         if bias.len() != cout {
-            return Err(format!("bias has {} values for {cout} output channels", bias.len()));
+            return Err(format!(
+                "bias has {} values for {cout} output channels",
+                bias.len()
+            ));
         }
         add_bias(&mut out, bias, cout, op);
     }
@@ -170,12 +259,21 @@ pub fn linear(c: &Ctx) -> OpResult {
     let (xv, wv) = (c.f32s("x")?, c.f32s("weight")?);
     let (xs, ws) = (x.shape(), w.shape());
     if ws.len() != 2 || xs.is_empty() || xs[xs.len() - 1] != ws[1] {
-        return Err(format!("linear needs x [..., D_in] and weight [D_out, D_in]; got {xs:?} and {ws:?}"));
+        return Err(format!(
+            "linear needs x [..., D_in] and weight [D_out, D_in]; got {xs:?} and {ws:?}"
+        ));
     }
     let (din, dout) = (ws[1], ws[0]);
     let m = xv.len() / din.max(1);
     let mut out = vec![0f32; m * dout];
-    gemm(xv, Mat::row_major(m, din), wv, Mat::row_major(dout, din).t(), &mut out, Mat::row_major(m, dout));
+    gemm(
+        xv,
+        Mat::row_major(m, din),
+        wv,
+        Mat::row_major(dout, din).t(),
+        &mut out,
+        Mat::row_major(m, dout),
+    );
     if c.has("bias") {
         let bias = c.f32s("bias")?;
         if bias.len() != dout {
@@ -191,7 +289,10 @@ pub fn linear(c: &Ctx) -> OpResult {
 pub fn matmul(c: &Ctx) -> OpResult {
     let (x, y) = (c.t("x")?, c.t("y")?);
     let (xv, yv) = (c.f32s("x")?, c.f32s("y")?);
-    let (tx, ty) = (c.boolean("transpose_x", false)?, c.boolean("transpose_y", false)?);
+    let (tx, ty) = (
+        c.boolean("transpose_x", false)?,
+        c.boolean("transpose_y", false)?,
+    );
     let out_dims = infer::matmul(&infer::fixed(x.shape()), &infer::fixed(y.shape()), tx, ty)?;
     let out_shape: Vec<usize> = out_dims.iter().map(|d| d.fixed().unwrap_or(0)).collect();
     let mut xs = x.shape().to_vec();
@@ -205,11 +306,19 @@ pub fn matmul(c: &Ctx) -> OpResult {
     let (xr, yr) = (xs.len(), ys.len());
     let xm = {
         let m = Mat::row_major(xs[xr - 2], xs[xr - 1]);
-        if tx { m.t() } else { m }
+        if tx {
+            m.t()
+        } else {
+            m
+        }
     };
     let ym = {
         let m = Mat::row_major(ys[yr - 2], ys[yr - 1]);
-        if ty { m.t() } else { m }
+        if ty {
+            m.t()
+        } else {
+            m
+        }
     };
     let (xb, yb) = (&xs[..xr - 2], &ys[..yr - 2]);
     let batch = infer::broadcast_shapes(xb, yb)?;
@@ -219,9 +328,20 @@ pub fn matmul(c: &Ctx) -> OpResult {
     let bstrides = |sh: &[usize], mat: usize| {
         let s = strides(sh);
         let pad = batch.len() - sh.len();
-        (0..batch.len()).map(|i| if i < pad || sh[i - pad] == 1 { 0 } else { s[i - pad] * mat }).collect::<Vec<_>>()
+        (0..batch.len())
+            .map(|i| {
+                if i < pad || sh[i - pad] == 1 {
+                    0
+                } else {
+                    s[i - pad] * mat
+                }
+            })
+            .collect::<Vec<_>>()
     };
-    let (sx, sy) = (bstrides(xb, xs[xr - 2] * xs[xr - 1]), bstrides(yb, ys[yr - 2] * ys[yr - 1]));
+    let (sx, sy) = (
+        bstrides(xb, xs[xr - 2] * xs[xr - 1]),
+        bstrides(yb, ys[yr - 2] * ys[yr - 1]),
+    );
     let bst = strides(&batch);
     let offsets: Vec<(usize, usize)> = (0..nb)
         .map(|i| {
@@ -241,7 +361,9 @@ pub fn matmul(c: &Ctx) -> OpResult {
     if nb > 1 && 2 * m * n * xm.cols < PAR_FLOPS {
         // Many small products (e.g. attention heads): parallel over the batch.
         use rayon::prelude::*;
-        out.par_chunks_mut((m * n).max(1)).enumerate().for_each(|(i, dst)| run(i, dst));
+        out.par_chunks_mut((m * n).max(1))
+            .enumerate()
+            .for_each(|(i, dst)| run(i, dst));
     } else {
         for (i, dst) in out.chunks_mut((m * n).max(1)).enumerate() {
             run(i, dst);
@@ -264,7 +386,10 @@ pub fn einsum(c: &Ctx) -> OpResult {
     let out_shape: Vec<usize> = dims.iter().map(|d| d.fixed().unwrap_or(0)).collect();
     // Normalize both patterns to rank 4 [N, C, H, W] · [N, W, H, U].
     let (a4, b4): ([usize; 4], [usize; 4]) = match p {
-        EinsumPattern::Rank4 => ([asz[0], asz[1], asz[2], asz[3]], [bsz[0], bsz[1], bsz[2], bsz[3]]),
+        EinsumPattern::Rank4 => (
+            [asz[0], asz[1], asz[2], asz[3]],
+            [bsz[0], bsz[1], bsz[2], bsz[3]],
+        ),
         EinsumPattern::Rank3 => ([1, asz[0], asz[1], asz[2]], [1, bsz[0], bsz[1], bsz[2]]),
     };
     let (nn, hh) = (a4[0].max(b4[0]), a4[2].max(b4[2]));
@@ -272,14 +397,35 @@ pub fn einsum(c: &Ctx) -> OpResult {
     let mut out = vec![0f32; nn * cc * hh * uu];
     for n in 0..nn {
         for h in 0..hh {
-            let (an, ah) = (if a4[0] == 1 { 0 } else { n }, if a4[2] == 1 { 0 } else { h });
-            let (bn, bh) = (if b4[0] == 1 { 0 } else { n }, if b4[2] == 1 { 0 } else { h });
+            let (an, ah) = (
+                if a4[0] == 1 { 0 } else { n },
+                if a4[2] == 1 { 0 } else { h },
+            );
+            let (bn, bh) = (
+                if b4[0] == 1 { 0 } else { n },
+                if b4[2] == 1 { 0 } else { h },
+            );
             let aoff = an * cc * a4[2] * ww + ah * ww;
             let boff = bn * ww * b4[2] * uu + bh * uu;
             let ooff = n * cc * hh * uu + h * uu;
-            let am = Mat { rows: cc, cols: ww, rs: a4[2] * ww, cs: 1 };
-            let bm = Mat { rows: ww, cols: uu, rs: b4[2] * uu, cs: 1 };
-            let om = Mat { rows: cc, cols: uu, rs: hh * uu, cs: 1 };
+            let am = Mat {
+                rows: cc,
+                cols: ww,
+                rs: a4[2] * ww,
+                cs: 1,
+            };
+            let bm = Mat {
+                rows: ww,
+                cols: uu,
+                rs: b4[2] * uu,
+                cs: 1,
+            };
+            let om = Mat {
+                rows: cc,
+                cols: uu,
+                rs: hh * uu,
+                cs: 1,
+            };
             gemm(&av[aoff..], am, &bv[boff..], bm, &mut out[ooff..], om);
         }
     }

@@ -36,19 +36,28 @@ impl Ctx<'_> {
     }
 
     pub fn list(&self, name: &str) -> Result<&[Arc<Tensor>], String> {
-        self.args.get(name).map(Vec::as_slice).ok_or_else(|| format!("missing input `{name}`"))
+        self.args
+            .get(name)
+            .map(Vec::as_slice)
+            .ok_or_else(|| format!("missing input `{name}`"))
     }
 
     pub fn f32s(&self, name: &str) -> Result<&[f32], String> {
         let t = self.t(name)?;
-        t.as_f32().ok_or_else(|| format!("input `{name}` must be fp16/fp32, got {}", t.dtype()))
+        t.as_f32()
+            .ok_or_else(|| format!("input `{name}` must be fp16/fp32, got {}", t.dtype()))
     }
 
     pub fn ints(&self, name: &str) -> Result<Vec<i64>, String> {
         let t = self.t(name)?;
         t.as_i32()
             .map(|v| v.iter().map(|&x| x as i64).collect())
-            .ok_or_else(|| format!("input `{name}` must be an integer tensor, got {}", t.dtype()))
+            .ok_or_else(|| {
+                format!(
+                    "input `{name}` must be an integer tensor, got {}",
+                    t.dtype()
+                )
+            })
     }
 
     pub fn opt_ints(&self, name: &str) -> Result<Option<Vec<i64>>, String> {
@@ -141,14 +150,82 @@ pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
 
 /// Every op the CPU backend runs (besides `const`).
 pub const SUPPORTED: &[&str] = &[
-    "conv", "linear", "matmul", "einsum", "add", "sub", "mul", "real_div", "pow", "maximum", "minimum", "floor_div",
-    "mod", "equal", "not_equal", "less", "less_equal", "greater", "greater_equal", "logical_and", "logical_or",
-    "logical_xor", "logical_not", "select", "sqrt", "rsqrt", "exp", "log", "erf", "tanh", "sigmoid", "sin", "cos",
-    "abs", "square", "inverse", "relu", "silu", "gelu", "floor", "ceil", "round", "sign", "clip", "reduce_mean",
-    "reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_l2_norm", "reduce_l1_norm", "reduce_sum_square",
-    "reduce_log_sum_exp", "reduce_log_sum", "reduce_argmax", "reduce_argmin", "layer_norm", "softmax", "gather",
-    "gather_along_axis", "concat", "split", "slice_by_index", "slice_by_size", "reshape", "transpose", "expand_dims",
-    "squeeze", "cast", "range_1d", "fill", "band_part", "tile", "topk", "cumsum", "identity",
+    "conv",
+    "linear",
+    "matmul",
+    "einsum",
+    "add",
+    "sub",
+    "mul",
+    "real_div",
+    "pow",
+    "maximum",
+    "minimum",
+    "floor_div",
+    "mod",
+    "equal",
+    "not_equal",
+    "less",
+    "less_equal",
+    "greater",
+    "greater_equal",
+    "logical_and",
+    "logical_or",
+    "logical_xor",
+    "logical_not",
+    "select",
+    "sqrt",
+    "rsqrt",
+    "exp",
+    "log",
+    "erf",
+    "tanh",
+    "sigmoid",
+    "sin",
+    "cos",
+    "abs",
+    "square",
+    "inverse",
+    "relu",
+    "silu",
+    "gelu",
+    "floor",
+    "ceil",
+    "round",
+    "sign",
+    "clip",
+    "reduce_mean",
+    "reduce_sum",
+    "reduce_max",
+    "reduce_min",
+    "reduce_prod",
+    "reduce_l2_norm",
+    "reduce_l1_norm",
+    "reduce_sum_square",
+    "reduce_log_sum_exp",
+    "reduce_log_sum",
+    "reduce_argmax",
+    "reduce_argmin",
+    "layer_norm",
+    "softmax",
+    "gather",
+    "gather_along_axis",
+    "concat",
+    "split",
+    "slice_by_index",
+    "slice_by_size",
+    "reshape",
+    "transpose",
+    "expand_dims",
+    "squeeze",
+    "cast",
+    "range_1d",
+    "fill",
+    "band_part",
+    "tile",
+    "topk",
+    "cumsum",
+    "identity",
 ];
 
 /// The kernel of an op type.
@@ -158,7 +235,8 @@ pub(crate) fn kernel(op: &str) -> Option<Kernel> {
         "linear" => linalg::linear,
         "matmul" => linalg::matmul,
         "einsum" => linalg::einsum,
-        "add" | "sub" | "mul" | "real_div" | "pow" | "maximum" | "minimum" | "floor_div" | "mod" => match op {
+        "add" | "sub" | "mul" | "real_div" | "pow" | "maximum" | "minimum" | "floor_div"
+        | "mod" => match op {
             "add" => elementwise::add,
             "sub" => elementwise::sub,
             "mul" => elementwise::mul,
@@ -180,8 +258,8 @@ pub(crate) fn kernel(op: &str) -> Option<Kernel> {
         "logical_xor" => elementwise::logical_xor,
         "logical_not" => elementwise::logical_not,
         "select" => elementwise::select,
-        "sqrt" | "rsqrt" | "exp" | "log" | "erf" | "tanh" | "sigmoid" | "sin" | "cos" | "inverse" | "silu" | "gelu"
-        | "floor" | "ceil" | "round" => elementwise::float_unary,
+        "sqrt" | "rsqrt" | "exp" | "log" | "erf" | "tanh" | "sigmoid" | "sin" | "cos"
+        | "inverse" | "silu" | "gelu" | "floor" | "ceil" | "round" => elementwise::float_unary,
         "abs" | "square" | "relu" | "sign" | "clip" => elementwise::num_unary,
         "identity" => elementwise::identity,
         "layer_norm" => reduce::layer_norm,

@@ -8,7 +8,11 @@ use crate::tensor::{Tensor, TensorData};
 
 /// Reduced axes as one contiguous range, transposing the data first when they are not adjacent.
 /// Returns (data in (outer, n, inner) order, outer, n, inner).
-fn arrange<T: Copy + Default>(v: &[T], shape: &[usize], axes: &[usize]) -> (Vec<T>, usize, usize, usize) {
+fn arrange<T: Copy + Default>(
+    v: &[T],
+    shape: &[usize],
+    axes: &[usize],
+) -> (Vec<T>, usize, usize, usize) {
     let mut ax = axes.to_vec();
     ax.sort_unstable();
     if ax.is_empty() {
@@ -39,7 +43,14 @@ fn reduced_shape(shape: &[usize], axes: &[usize], keep: bool) -> Vec<usize> {
 }
 
 /// Fold over n for every (outer, inner) position; `acc` starts at `init`.
-fn fold(v: &[f32], outer: usize, n: usize, inner: usize, init: f32, f: impl Fn(f32, f32) -> f32) -> Vec<f32> {
+fn fold(
+    v: &[f32],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    init: f32,
+    f: impl Fn(f32, f32) -> f32,
+) -> Vec<f32> {
     let mut out = vec![init; outer * inner];
     for o in 0..outer {
         let acc = &mut out[o * inner..(o + 1) * inner];
@@ -73,7 +84,10 @@ pub fn reduce(c: &Ctx) -> OpResult {
             let nf = n as f32;
             let out: Vec<f32> = match op {
                 "sum" => fold(&v, outer, n, inner, 0.0, |a, x| a + x),
-                "mean" => fold(&v, outer, n, inner, 0.0, |a, x| a + x).into_iter().map(|s| s / nf).collect(),
+                "mean" => fold(&v, outer, n, inner, 0.0, |a, x| a + x)
+                    .into_iter()
+                    .map(|s| s / nf)
+                    .collect(),
                 "max" => fold(&v, outer, n, inner, f32::NEG_INFINITY, f32::max),
                 "min" => fold(&v, outer, n, inner, f32::INFINITY, f32::min),
                 "prod" => fold(&v, outer, n, inner, 1.0, |a, x| a * x),
@@ -81,7 +95,13 @@ pub fn reduce(c: &Ctx) -> OpResult {
                 "sum_square" => {
                     // fp16 model: each square is an fp16 value (overflows past |x| > 256).
                     let fp16 = c.fp16;
-                    fold(&v, outer, n, inner, 0.0, move |a, x| a + if fp16 { half::f16::from_f32(x * x).to_f32() } else { x * x })
+                    fold(&v, outer, n, inner, 0.0, move |a, x| {
+                        a + if fp16 {
+                            half::f16::from_f32(x * x).to_f32()
+                        } else {
+                            x * x
+                        }
+                    })
                 }
                 "l2_norm" => {
                     // Scaled by the max magnitude: overflow-safe in both modes.
@@ -98,23 +118,32 @@ pub fn reduce(c: &Ctx) -> OpResult {
                             }
                         }
                     }
-                    acc.iter().zip(&m).map(|(&a, &s)| if s.is_finite() { a.sqrt() * s } else { s }).collect()
+                    acc.iter()
+                        .zip(&m)
+                        .map(|(&a, &s)| if s.is_finite() { a.sqrt() * s } else { s })
+                        .collect()
                 }
-                "log_sum" => fold(&v, outer, n, inner, 0.0, |a, x| a + x).into_iter().map(f32::ln).collect(),
+                "log_sum" => fold(&v, outer, n, inner, 0.0, |a, x| a + x)
+                    .into_iter()
+                    .map(f32::ln)
+                    .collect(),
                 "log_sum_exp" => {
                     if c.fp16 {
                         // The ANE lowering does not subtract the max (coremltools #2690): exp overflows past ~11.09.
-                        fold(&v, outer, n, inner, 0.0, |a, x| a + half::f16::from_f32(x.exp()).to_f32())
-                            .into_iter()
-                            .map(f32::ln)
-                            .collect()
+                        fold(&v, outer, n, inner, 0.0, |a, x| {
+                            a + half::f16::from_f32(x.exp()).to_f32()
+                        })
+                        .into_iter()
+                        .map(f32::ln)
+                        .collect()
                     } else {
                         let m = fold(&v, outer, n, inner, f32::NEG_INFINITY, f32::max);
                         let mut s = vec![0f32; outer * inner];
                         for o in 0..outer {
                             for k in 0..n {
                                 for i in 0..inner {
-                                    s[o * inner + i] += (v[(o * n + k) * inner + i] - m[o * inner + i]).exp();
+                                    s[o * inner + i] +=
+                                        (v[(o * n + k) * inner + i] - m[o * inner + i]).exp();
                                 }
                             }
                         }
@@ -136,7 +165,9 @@ pub fn reduce(c: &Ctx) -> OpResult {
                             }
                         }
                     }
-                    return Ok(vec![Tensor::i32(out_shape, best).map_err(|e| e.to_string())?]);
+                    return Ok(vec![
+                        Tensor::i32(out_shape, best).map_err(|e| e.to_string())?
+                    ]);
                 }
                 other => return Err(format!("unknown reduction `reduce_{other}`")),
             };
@@ -156,16 +187,34 @@ pub fn reduce(c: &Ctx) -> OpResult {
                         "min" => it.min().unwrap_or(i64::MAX),
                         "argmax" | "argmin" => {
                             let vals: Vec<i64> = it.collect();
-                            let pick = if op == "argmax" { vals.iter().max() } else { vals.iter().min() };
-                            pick.and_then(|p| vals.iter().position(|x| x == p)).unwrap_or(0) as i64
+                            let pick = if op == "argmax" {
+                                vals.iter().max()
+                            } else {
+                                vals.iter().min()
+                            };
+                            pick.and_then(|p| vals.iter().position(|x| x == p))
+                                .unwrap_or(0) as i64
                         }
-                        other => return Err(format!("`reduce_{other}` is not defined for integer tensors")),
+                        other => {
+                            return Err(format!(
+                                "`reduce_{other}` is not defined for integer tensors"
+                            ))
+                        }
                     });
                 }
             }
-            let out: Vec<i32> = out.into_iter().map(|x| x.clamp(i32::MIN as i64, i32::MAX as i64) as i32).collect();
-            let dt = if op.starts_with("arg") { DType::I32 } else { x.dtype() };
-            Ok(vec![Tensor::new(dt, out_shape, TensorData::Int(out)).map_err(|e| e.to_string())?])
+            let out: Vec<i32> = out
+                .into_iter()
+                .map(|x| x.clamp(i32::MIN as i64, i32::MAX as i64) as i32)
+                .collect();
+            let dt = if op.starts_with("arg") {
+                DType::I32
+            } else {
+                x.dtype()
+            };
+            Ok(vec![
+                Tensor::new(dt, out_shape, TensorData::Int(out)).map_err(|e| e.to_string())?
+            ])
         }
         _ => Err(format!("cannot reduce {} data", x.dtype())),
     }
@@ -184,7 +233,9 @@ pub fn layer_norm(c: &Ctx) -> OpResult {
         return Err("layer_norm needs at least one axis".into());
     }
     if !axes.windows(2).all(|w| w[1] == w[0] + 1) {
-        return Err(format!("layer_norm over non-adjacent axes {axes:?} is not supported"));
+        return Err(format!(
+            "layer_norm over non-adjacent axes {axes:?} is not supported"
+        ));
     }
     let (outer, n, inner) = split3(x.shape(), axes[0], *axes.last().unwrap());
     let param = |name: &str| -> Result<Option<&[f32]>, String> {
@@ -193,7 +244,10 @@ pub fn layer_norm(c: &Ctx) -> OpResult {
         }
         let p = c.f32s(name)?;
         if p.len() != n {
-            return Err(format!("`{name}` has {} values, the normalized axes hold {n}", p.len()));
+            return Err(format!(
+                "`{name}` has {} values, the normalized axes hold {n}",
+                p.len()
+            ));
         }
         Ok(Some(p))
     };
@@ -208,7 +262,10 @@ pub fn layer_norm(c: &Ctx) -> OpResult {
         mean.iter_mut().for_each(|m| *m = 0.0);
         var.iter_mut().for_each(|m| *m = 0.0);
         for k in 0..n {
-            for (m, &xv) in mean.iter_mut().zip(&v[base + k * inner..base + (k + 1) * inner]) {
+            for (m, &xv) in mean
+                .iter_mut()
+                .zip(&v[base + k * inner..base + (k + 1) * inner])
+            {
                 *m += xv;
             }
         }
@@ -223,7 +280,8 @@ pub fn layer_norm(c: &Ctx) -> OpResult {
             }
         }
         // Reuse `var` as 1/sqrt(var + eps).
-        var.iter_mut().for_each(|s| *s = r(1.0 / (r(*s / nf) + eps).sqrt()));
+        var.iter_mut()
+            .for_each(|s| *s = r(1.0 / (r(*s / nf) + eps).sqrt()));
         for k in 0..n {
             let (g, b) = (gamma.map_or(1.0, |g| g[k]), beta.map_or(0.0, |b| b[k]));
             let row = &v[base + k * inner..base + (k + 1) * inner];

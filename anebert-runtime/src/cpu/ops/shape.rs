@@ -27,7 +27,12 @@ fn out(dtype: DType, shape: Vec<usize>, data: TensorData) -> Result<Tensor, Stri
 }
 
 /// Read `v` at `base + Σ i_d·strides[d]` for every index of `shape`, in row-major order.
-pub(crate) fn gather_strided<T: Copy>(v: &[T], base: isize, shape: &[usize], st: &[isize]) -> Vec<T> {
+pub(crate) fn gather_strided<T: Copy>(
+    v: &[T],
+    base: isize,
+    shape: &[usize],
+    st: &[isize],
+) -> Vec<T> {
     let total: usize = shape.iter().product();
     let mut out = Vec::with_capacity(total);
     if total == 0 {
@@ -70,15 +75,24 @@ pub fn reshape(c: &Ctx) -> OpResult {
     let x = c.t("x")?;
     let spec = c.ints("shape")?;
     let dims = infer::reshape(&infer::fixed(x.shape()), &spec)?;
-    let shape: Vec<usize> = dims.iter().map(|d| d.fixed().ok_or("reshape could not infer the shape")).collect::<Result<_, _>>()?;
-    Ok(vec![x.clone().reshaped(shape).map_err(|e| e.to_string())?])
+    let shape: Vec<usize> = dims
+        .iter()
+        .map(|d| d.fixed().ok_or("reshape could not infer the shape"))
+        .collect::<Result<_, _>>()?;
+    Ok(vec![x
+        .clone()
+        .reshaped(shape)
+        .map_err(|e| e.to_string())?])
 }
 
 pub fn transpose(c: &Ctx) -> OpResult {
     let x = c.t("x")?;
     let perm = infer::axes(&c.ints("perm")?, x.rank())?;
     if perm.len() != x.rank() {
-        return Err(format!("perm {perm:?} must list each of the {} axes once", x.rank()));
+        return Err(format!(
+            "perm {perm:?} must list each of the {} axes once",
+            x.rank()
+        ));
     }
     let oshape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
     let data = map_data!(x.data(), v => permute(v, x.shape(), &perm));
@@ -91,8 +105,19 @@ pub fn expand_dims(c: &Ctx) -> OpResult {
     let r = x.rank() + axes.len();
     let ax = infer::axes(&axes, r)?;
     let mut src = x.shape().iter();
-    let shape = (0..r).map(|i| if ax.contains(&i) { 1 } else { *src.next().unwrap() }).collect();
-    Ok(vec![x.clone().reshaped(shape).map_err(|e| e.to_string())?])
+    let shape = (0..r)
+        .map(|i| {
+            if ax.contains(&i) {
+                1
+            } else {
+                *src.next().unwrap()
+            }
+        })
+        .collect();
+    Ok(vec![x
+        .clone()
+        .reshaped(shape)
+        .map_err(|e| e.to_string())?])
 }
 
 pub fn squeeze(c: &Ctx) -> OpResult {
@@ -101,8 +126,17 @@ pub fn squeeze(c: &Ctx) -> OpResult {
         Some(a) => infer::axes(&a, x.rank())?,
         None => (0..x.rank()).filter(|&i| x.shape()[i] == 1).collect(),
     };
-    let shape = x.shape().iter().enumerate().filter(|(i, &d)| !(ax.contains(i) && d == 1)).map(|(_, &d)| d).collect();
-    Ok(vec![x.clone().reshaped(shape).map_err(|e| e.to_string())?])
+    let shape = x
+        .shape()
+        .iter()
+        .enumerate()
+        .filter(|(i, &d)| !(ax.contains(i) && d == 1))
+        .map(|(_, &d)| d)
+        .collect();
+    Ok(vec![x
+        .clone()
+        .reshaped(shape)
+        .map_err(|e| e.to_string())?])
 }
 
 pub fn slice_by_index(c: &Ctx) -> OpResult {
@@ -113,13 +147,30 @@ pub fn slice_by_index(c: &Ctx) -> OpResult {
     let stride = c.opt_ints("stride")?.unwrap_or_else(|| vec![1; r]);
     let mask = |n: &str| -> Result<Vec<bool>, String> {
         if c.has(n) {
-            c.t(n)?.as_bool().map(<[bool]>::to_vec).ok_or_else(|| format!("`{n}` must be bool"))
+            c.t(n)?
+                .as_bool()
+                .map(<[bool]>::to_vec)
+                .ok_or_else(|| format!("`{n}` must be bool"))
         } else {
             Ok(vec![false; r])
         }
     };
-    let (bm, em, sm) = (mask("begin_mask")?, mask("end_mask")?, mask("squeeze_mask")?);
-    if [begin.len(), end.len(), stride.len(), bm.len(), em.len(), sm.len()].iter().any(|&l| l != r) {
+    let (bm, em, sm) = (
+        mask("begin_mask")?,
+        mask("end_mask")?,
+        mask("squeeze_mask")?,
+    );
+    if [
+        begin.len(),
+        end.len(),
+        stride.len(),
+        bm.len(),
+        em.len(),
+        sm.len(),
+    ]
+    .iter()
+    .any(|&l| l != r)
+    {
         return Err(format!("begin, end, stride and masks need {r} entries"));
     }
     let st = strides(x.shape());
@@ -127,9 +178,16 @@ pub fn slice_by_index(c: &Ctx) -> OpResult {
     for d in 0..r {
         let n = x.shape()[d];
         if sm[d] {
-            let b = if begin[d] < 0 { begin[d] + n as i64 } else { begin[d] };
+            let b = if begin[d] < 0 {
+                begin[d] + n as i64
+            } else {
+                begin[d]
+            };
             if b < 0 || b >= n as i64 {
-                return Err(format!("squeezed index {} is out of range for axis {d} of size {n}", begin[d]));
+                return Err(format!(
+                    "squeezed index {} is out of range for axis {d} of size {n}",
+                    begin[d]
+                ));
             }
             base += b as isize * st[d] as isize;
             continue;
@@ -160,7 +218,9 @@ pub fn slice_by_size(c: &Ctx) -> OpResult {
         let b = if begin[d] < 0 { begin[d] + n } else { begin[d] };
         let len = if size[d] < 0 { n - b } else { size[d] };
         if b < 0 || len < 0 || b + len > n {
-            return Err(format!("slice [{b}, {b}+{len}) is out of range for axis {d} of size {n}"));
+            return Err(format!(
+                "slice [{b}, {b}+{len}) is out of range for axis {d} of size {n}"
+            ));
         }
         base += b as isize * st[d] as isize;
         oshape.push(len as usize);
@@ -182,7 +242,11 @@ pub fn concat(c: &Ctx) -> OpResult {
         }
         for d in 0..r {
             if (d != a || interleave) && v.shape()[d] != first.shape()[d] {
-                return Err(format!("concat values differ on axis {d}: {:?} vs {:?}", v.shape(), first.shape()));
+                return Err(format!(
+                    "concat values differ on axis {d}: {:?} vs {:?}",
+                    v.shape(),
+                    first.shape()
+                ));
             }
         }
     }
@@ -229,14 +293,18 @@ pub fn split(c: &Ctx) -> OpResult {
     let sizes: Vec<usize> = match c.opt_ints("split_sizes")? {
         Some(s) => {
             if s.iter().any(|&k| k < 0) || s.iter().sum::<i64>() != n as i64 {
-                return Err(format!("split_sizes {s:?} do not add up to the axis size {n}"));
+                return Err(format!(
+                    "split_sizes {s:?} do not add up to the axis size {n}"
+                ));
             }
             s.iter().map(|&k| k as usize).collect()
         }
         None => {
             let k = c.int("num_splits", 0)?;
             if k <= 0 || n % k as usize != 0 {
-                return Err(format!("axis of size {n} does not split into {k} equal parts"));
+                return Err(format!(
+                    "axis of size {n} does not split into {k} equal parts"
+                ));
             }
             vec![n / k as usize; k as usize]
         }
@@ -276,7 +344,10 @@ pub fn gather(c: &Ctx) -> OpResult {
         return Err("gather with batch_dims > 0 is not supported by the CPU backend".into());
     }
     let (outer, n, inner) = split3(x.shape(), a, a);
-    let pos: Vec<usize> = idx.iter().map(|&i| index(i as i64, n)).collect::<Result<_, _>>()?;
+    let pos: Vec<usize> = idx
+        .iter()
+        .map(|&i| index(i as i64, n))
+        .collect::<Result<_, _>>()?;
     let mut oshape = x.shape()[..a].to_vec();
     oshape.extend_from_slice(ind.shape());
     oshape.extend_from_slice(&x.shape()[a + 1..]);
@@ -301,7 +372,11 @@ pub fn gather_along_axis(c: &Ctx) -> OpResult {
     let a = axis(c.int("axis", 0)?, x.rank())?;
     for d in 0..x.rank() {
         if d != a && ind.shape()[d] != x.shape()[d] {
-            return Err(format!("indices shape {:?} must match x {:?} except on axis {a}", ind.shape(), x.shape()));
+            return Err(format!(
+                "indices shape {:?} must match x {:?} except on axis {a}",
+                ind.shape(),
+                x.shape()
+            ));
         }
     }
     let (outer, n, inner) = split3(x.shape(), a, a);
@@ -331,13 +406,27 @@ pub fn cast(c: &Ctx) -> OpResult {
     };
     let data = match (x.data(), dt) {
         (TensorData::Float(v), d) if d.is_float() => TensorData::Float(v.clone()),
-        (TensorData::Float(v), d) if d.is_int() => TensorData::Int(v.iter().map(|&f| if f.is_nan() { 0 } else { to_int(f as f64) }).collect()),
-        (TensorData::Float(v), DType::Bool) => TensorData::Bool(v.iter().map(|&f| f != 0.0).collect()),
-        (TensorData::Int(v), d) if d.is_float() => TensorData::Float(v.iter().map(|&i| i as f32).collect()),
-        (TensorData::Int(v), d) if d.is_int() => TensorData::Int(v.iter().map(|&i| to_int(i as f64)).collect()),
+        (TensorData::Float(v), d) if d.is_int() => TensorData::Int(
+            v.iter()
+                .map(|&f| if f.is_nan() { 0 } else { to_int(f as f64) })
+                .collect(),
+        ),
+        (TensorData::Float(v), DType::Bool) => {
+            TensorData::Bool(v.iter().map(|&f| f != 0.0).collect())
+        }
+        (TensorData::Int(v), d) if d.is_float() => {
+            TensorData::Float(v.iter().map(|&i| i as f32).collect())
+        }
+        (TensorData::Int(v), d) if d.is_int() => {
+            TensorData::Int(v.iter().map(|&i| to_int(i as f64)).collect())
+        }
         (TensorData::Int(v), DType::Bool) => TensorData::Bool(v.iter().map(|&i| i != 0).collect()),
-        (TensorData::Bool(v), d) if d.is_float() => TensorData::Float(v.iter().map(|&b| b as u8 as f32).collect()),
-        (TensorData::Bool(v), d) if d.is_int() => TensorData::Int(v.iter().map(|&b| b as i32).collect()),
+        (TensorData::Bool(v), d) if d.is_float() => {
+            TensorData::Float(v.iter().map(|&b| b as u8 as f32).collect())
+        }
+        (TensorData::Bool(v), d) if d.is_int() => {
+            TensorData::Int(v.iter().map(|&b| b as i32).collect())
+        }
         (TensorData::Bool(v), DType::Bool) => TensorData::Bool(v.clone()),
         _ => return Err(format!("cannot cast {} to {dt}", x.dtype())),
     };
@@ -352,7 +441,11 @@ fn scalar_f64(c: &Ctx, name: &str) -> Result<f64, String> {
 }
 
 pub fn range_1d(c: &Ctx) -> OpResult {
-    let (end, start, step) = (scalar_f64(c, "end")?, scalar_f64(c, "start")?, scalar_f64(c, "step")?);
+    let (end, start, step) = (
+        scalar_f64(c, "end")?,
+        scalar_f64(c, "start")?,
+        scalar_f64(c, "step")?,
+    );
     let dt = c.t("end")?.dtype();
     if step == 0.0 {
         return Err("range_1d step must not be 0".into());
@@ -371,8 +464,14 @@ pub fn range_1d(c: &Ctx) -> OpResult {
 }
 
 pub fn fill(c: &Ctx) -> OpResult {
-    let shape: Vec<usize> = c.ints("shape")?.iter().map(|&d| usize::try_from(d).map_err(|_| format!("fill shape entry {d} is negative"))).collect::<Result<_, _>>()?;
-    let n = crate::tensor::checked_numel(&shape).filter(|&n| n <= MAX_GENERATED).ok_or("fill shape is too large")?;
+    let shape: Vec<usize> = c
+        .ints("shape")?
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| format!("fill shape entry {d} is negative")))
+        .collect::<Result<_, _>>()?;
+    let n = crate::tensor::checked_numel(&shape)
+        .filter(|&n| n <= MAX_GENERATED)
+        .ok_or("fill shape is too large")?;
     let v = c.t("value")?;
     let data = match v.data() {
         TensorData::Float(x) if x.len() == 1 => TensorData::Float(vec![x[0]; n]),
@@ -396,9 +495,21 @@ pub fn band_part(c: &Ctx) -> OpResult {
         (lower < 0 || m - n <= lower) && (upper < 0 || n - m <= upper)
     };
     let data = match x.data() {
-        TensorData::Float(v) => TensorData::Float(v.iter().enumerate().map(|(i, &x)| if keep(i) { x } else { 0.0 }).collect()),
-        TensorData::Int(v) => TensorData::Int(v.iter().enumerate().map(|(i, &x)| if keep(i) { x } else { 0 }).collect()),
-        TensorData::Bool(v) => TensorData::Bool(v.iter().enumerate().map(|(i, &x)| x && keep(i)).collect()),
+        TensorData::Float(v) => TensorData::Float(
+            v.iter()
+                .enumerate()
+                .map(|(i, &x)| if keep(i) { x } else { 0.0 })
+                .collect(),
+        ),
+        TensorData::Int(v) => TensorData::Int(
+            v.iter()
+                .enumerate()
+                .map(|(i, &x)| if keep(i) { x } else { 0 })
+                .collect(),
+        ),
+        TensorData::Bool(v) => {
+            TensorData::Bool(v.iter().enumerate().map(|(i, &x)| x && keep(i)).collect())
+        }
         TensorData::Str(_) => return Err("band_part of strings".into()),
     };
     Ok(vec![out(x.dtype(), x.shape().to_vec(), data)?])
@@ -408,9 +519,17 @@ pub fn tile(c: &Ctx) -> OpResult {
     let x = c.t("x")?;
     let reps = c.ints("reps")?;
     if reps.len() != x.rank() || reps.iter().any(|&r| r < 0) {
-        return Err(format!("reps {reps:?} needs one non-negative entry per axis of {:?}", x.shape()));
+        return Err(format!(
+            "reps {reps:?} needs one non-negative entry per axis of {:?}",
+            x.shape()
+        ));
     }
-    let oshape: Vec<usize> = x.shape().iter().zip(&reps).map(|(&d, &r)| d * r as usize).collect();
+    let oshape: Vec<usize> = x
+        .shape()
+        .iter()
+        .zip(&reps)
+        .map(|(&d, &r)| d * r as usize)
+        .collect();
     if crate::tensor::checked_numel(&oshape).is_none_or(|n| n > MAX_GENERATED) {
         return Err(format!("tile to {oshape:?} is too large"));
     }
@@ -449,8 +568,14 @@ pub fn topk(c: &Ctx) -> OpResult {
             // Stable sort: ties keep the lower index first. NaN sorts as the largest value.
             lane.sort_by(|p, q| {
                 let (x, y) = (key(p), key(q));
-                let ord = x.partial_cmp(&y).unwrap_or_else(|| x.is_nan().cmp(&y.is_nan()));
-                if asc { ord } else { ord.reverse() }
+                let ord = x
+                    .partial_cmp(&y)
+                    .unwrap_or_else(|| x.is_nan().cmp(&y.is_nan()));
+                if asc {
+                    ord
+                } else {
+                    ord.reverse()
+                }
             });
             for (r, &j) in lane[..k].iter().enumerate() {
                 order[(o * k + r) * inner + i] = j;
@@ -473,8 +598,13 @@ pub fn topk(c: &Ctx) -> OpResult {
     let data = map_data!(x.data(), v => src.iter().map(|&s| v[s]).collect());
     let mut outs = vec![out(x.dtype(), oshape.clone(), data)?];
     if c.boolean("return_indices", true)? {
-        let idt = DType::from_mil_name(&c.string("output_indices_dtype", "int32")?).unwrap_or(DType::I32);
-        outs.push(out(idt, oshape, TensorData::Int(order.iter().map(|&j| j as i32).collect()))?);
+        let idt =
+            DType::from_mil_name(&c.string("output_indices_dtype", "int32")?).unwrap_or(DType::I32);
+        outs.push(out(
+            idt,
+            oshape,
+            TensorData::Int(order.iter().map(|&j| j as i32).collect()),
+        )?);
     }
     Ok(outs)
 }
@@ -496,9 +626,9 @@ pub fn cumsum(c: &Ctx) -> OpResult {
                         let at = (oi * n + k) * inner + i;
                         if exclusive {
                             o[at] = acc;
-                            acc = acc + v[at];
+                            acc += v[at];
                         } else {
-                            acc = acc + v[at];
+                            acc += v[at];
                             o[at] = acc;
                         }
                     }
@@ -509,7 +639,16 @@ pub fn cumsum(c: &Ctx) -> OpResult {
     }
     let data = match x.data() {
         TensorData::Float(v) => TensorData::Float(scan!(v, 0f32)),
-        TensorData::Int(v) => TensorData::Int(scan!(v, 0i32)),
+        // Integers accumulate in i64 (no overflow for any realistic length), then saturate.
+        TensorData::Int(v) => {
+            let wide: Vec<i64> = v.iter().map(|&x| x as i64).collect();
+            TensorData::Int(
+                scan!(&wide, 0i64)
+                    .into_iter()
+                    .map(|x| x.clamp(i32::MIN as i64, i32::MAX as i64) as i32)
+                    .collect(),
+            )
+        }
         _ => return Err(format!("cumsum of {} data", x.dtype())),
     };
     Ok(vec![out(x.dtype(), x.shape().to_vec(), data)?])
