@@ -17,7 +17,9 @@ fn weights(seed: u64, n: usize, scale: f32) -> Vec<f32> {
     let mut s = seed;
     (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * scale
         })
         .collect()
@@ -60,23 +62,48 @@ fn build() -> Result<ProgramBuilder, MilError> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = std::env::args().nth(1).unwrap_or_else(|| "target/attention_block.mlpackage".into());
+    let out = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "target/attention_block.mlpackage".into());
     build()?.build()?.write(&out)?;
     let pkg = Package::open(&out)?;
     let mut inputs = BTreeMap::new();
-    inputs.insert("hidden".to_string(), Tensor::f16(vec![1, D, 1, S], weights(9, D * S, 4.0))?);
+    inputs.insert(
+        "hidden".to_string(),
+        Tensor::f16(vec![1, D, 1, S], weights(9, D * S, 4.0))?,
+    );
     let mut results = Vec::new();
     for precision in [Precision::F32, Precision::Fp16Ane] {
         let model = CpuModel::load(&pkg, None, precision)?;
         let t = std::time::Instant::now();
-        let y = model.predict(&inputs)?.remove("output").ok_or("no output")?;
-        println!("{precision:>8}: {} ops in {:.2} ms, output {:?}", model.op_count(), t.elapsed().as_secs_f64() * 1e3, y.shape());
+        let y = model
+            .predict(&inputs)?
+            .remove("output")
+            .ok_or("no output")?;
+        println!(
+            "{precision:>8}: {} ops in {:.2} ms, output {:?}",
+            model.op_count(),
+            t.elapsed().as_secs_f64() * 1e3,
+            y.shape()
+        );
         results.push(y);
     }
     let (a, b) = (results[0].as_f32().unwrap(), results[1].as_f32().unwrap());
     let max_ref = a.iter().fold(0f32, |m, x| m.max(x.abs())) as f64;
-    let rms = (a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum::<f64>() / a.len() as f64).sqrt();
+    let rms = (a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| ((x - y) as f64).powi(2))
+        .sum::<f64>()
+        / a.len() as f64)
+        .sqrt();
     let psnr = 20.0 * ((max_ref + 1e-5) / (rms + 1e-10)).log10();
-    println!("wrote {out}; fp16-ane vs f32: max |Δ| {:.2e}, PSNR {psnr:.1} dB", a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max));
+    println!(
+        "wrote {out}; fp16-ane vs f32: max |Δ| {:.2e}, PSNR {psnr:.1} dB",
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    );
     Ok(())
 }

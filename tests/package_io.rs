@@ -237,3 +237,57 @@ fn unknown_op_is_a_clear_load_error() {
         "{e}"
     );
 }
+
+#[test]
+fn int8_and_uint8_blobs() {
+    // Blob constants of the byte types; CI checks their weight.bin bytes against coremltools' writer.
+    let dir = common::package_dir("io");
+    let mut p = ProgramBuilder::new(SpecVersion::Ios17);
+    p.function("main", |f| {
+        let x = f.input("x", DType::F32, InputShape::Fixed(vec![16]))?;
+        let i8s = Tensor::new(
+            DType::I8,
+            vec![16],
+            anebert::TensorData::Int((-8..8).map(|v| v * 15).collect()),
+        )?;
+        let u8s = Tensor::new(
+            DType::U8,
+            vec![16],
+            anebert::TensorData::Int((0..16).map(|v| v * 16 + 3).collect()),
+        )?;
+        let a = f.constant("a", i8s)?;
+        let b = f.constant("b", u8s)?;
+        let a = f.cast("a_f", &a, DType::F32)?;
+        let b = f.cast("b_f", &b, DType::F32)?;
+        let s = f.binary("add", "sum", &a, &b)?;
+        let y = f.binary("mul", "y", &s, &x)?;
+        f.output("y", &y)
+    })
+    .unwrap();
+    let path = dir.join("int8_uint8_blobs.mlpackage");
+    p.build().unwrap().write(&path).unwrap();
+    let pkg = Package::open(&path).unwrap();
+    let dtypes: Vec<DType> = pkg
+        .weights
+        .as_ref()
+        .unwrap()
+        .blobs()
+        .map(|b| b.dtype)
+        .collect();
+    assert_eq!(dtypes, vec![DType::I8, DType::U8]);
+    let mut inputs = BTreeMap::new();
+    inputs.insert(
+        "x".to_string(),
+        Tensor::f32(vec![16], vec![2.0; 16]).unwrap(),
+    );
+    let y = CpuModel::load(&pkg, None, Precision::F32)
+        .unwrap()
+        .predict(&inputs)
+        .unwrap()
+        .remove("y")
+        .unwrap();
+    let want: Vec<f32> = (0..16)
+        .map(|i| (((i - 8) * 15 + i * 16 + 3) * 2) as f32)
+        .collect();
+    assert_eq!(y.as_f32().unwrap(), want.as_slice());
+}
