@@ -92,11 +92,14 @@ case("einsum_h_broadcast", "einsum", {"values_0": a4, "values_1": b4}, {"equatio
 
 # ---- elementwise binary ------------------------------------------------------------------------
 x, y = r(2, 3, 4), r(3, 1)
+xi, yi = i32([[-7, 7, 5], [9, -3, 0]]), i32([2, -2, 3])
 for op, f in [("add", np.add), ("sub", np.subtract), ("mul", np.multiply), ("real_div", np.divide), ("maximum", np.maximum), ("minimum", np.minimum), ("floor_div", np.floor_divide)]:
     case(f"{op}_broadcast", op, {"x": x, "y": y}, {}, [f(x, y).astype(np.float32)])
 xp = np.abs(r(2, 3)) + 0.5
 case("pow", "pow", {"x": xp}, {"y": np.float32(1.7)}, [np.power(xp, np.float32(1.7))])
-xi, yi = i32([[-7, 7, 5], [9, -3, 0]]), i32([2, -2, 3])
+case("mod_float", "mod", {"x": x, "y": np.abs(y) + 0.5}, {}, [np.mod(x, np.abs(y) + 0.5).astype(np.float32)], atol=1e-5)
+case("mod_int", "mod", {"x": xi, "y": i32([2, -2, 3])}, {}, [np.mod(xi, i32([2, -2, 3]))])
+case("identity", "identity", {"x": x}, {}, [x])
 case("add_int", "add", {"x": xi, "y": yi}, {}, [xi + yi])
 case("floor_div_int", "floor_div", {"x": xi, "y": yi}, {}, [np.floor_divide(xi, yi)])
 for op, f in [("equal", np.equal), ("not_equal", np.not_equal), ("less", np.less), ("less_equal", np.less_equal), ("greater", np.greater), ("greater_equal", np.greater_equal)]:
@@ -137,6 +140,9 @@ case("reduce_mean_all", "reduce_mean", {"x": x}, {"keep_dims": b(False)}, [np.fl
 case("reduce_l2_norm", "reduce_l2_norm", {"x": x}, {"axes": i32([-1]), "keep_dims": b(False)}, [np.sqrt((x * x).sum(-1))])
 case("reduce_sum_square", "reduce_sum_square", {"x": x}, {"axes": i32([1, 2]), "keep_dims": b(False)}, [(x * x).sum(axis=(1, 2))], atol=1e-5)
 case("reduce_log_sum_exp", "reduce_log_sum_exp", {"x": x * 10}, {"axes": i32([3]), "keep_dims": b(False)}, [np.log(np.exp(x * 10).sum(3))], atol=1e-4)
+case("reduce_argmin", "reduce_argmin", {"x": x}, {"axis": i32(-1), "keep_dims": b(True)}, [np.argmin(x, axis=-1)[..., None].astype(np.int32)])
+case("reduce_l1_norm", "reduce_l1_norm", {"x": x}, {"axes": i32([0, 1]), "keep_dims": b(False)}, [np.abs(x).sum(axis=(0, 1))], atol=1e-5)
+case("reduce_log_sum", "reduce_log_sum", {"x": np.abs(x) + 0.1}, {"axes": i32([2]), "keep_dims": b(False)}, [np.log((np.abs(x) + 0.1).sum(2))], atol=1e-5)
 case("reduce_argmax", "reduce_argmax", {"x": x}, {"axis": i32(2), "keep_dims": b(False)}, [np.argmax(x, axis=2).astype(np.int32)])
 x, g, be = r(1, 8, 1, 6), r(8), r(8)
 m = x.mean(1, keepdims=True); v = ((x - m) ** 2).mean(1, keepdims=True)

@@ -232,7 +232,7 @@ pub const LOGICAL: &[&str] = &["logical_and", "logical_or", "logical_xor"];
 /// Unary elementwise ops (same dtype and shape out).
 pub const UNARY: &[&str] = &[
     "sqrt", "rsqrt", "exp", "log", "erf", "tanh", "sigmoid", "sin", "cos", "abs", "square",
-    "inverse", "relu", "silu", "gelu", "floor", "ceil", "round", "sign", "clip",
+    "inverse", "relu", "silu", "gelu", "floor", "ceil", "round", "sign", "clip", "identity",
 ];
 /// Reductions.
 pub const REDUCE: &[&str] = &[

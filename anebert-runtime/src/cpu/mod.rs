@@ -22,6 +22,8 @@
 mod ops;
 mod plan;
 
+pub use ops::SUPPORTED;
+
 use crate::package::Package;
 use crate::tensor::Tensor;
 use crate::types::TensorType;
