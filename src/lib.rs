@@ -19,5 +19,6 @@
 //! ```
 
 pub use anebert_runtime::{
-    cpu, dtype, package, proto, tensor, types, DType, Dim, Package, Tensor, TensorData, TensorType,
+    cpu, dtype, metrics, package, proto, tensor, types, DType, Dim, Package, Tensor, TensorData,
+    TensorType,
 };

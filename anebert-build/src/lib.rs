@@ -1,6 +1,39 @@
 //! anebert-build: turns HuggingFace encoder checkpoints into ANE-optimized Core ML ML Programs.
 //!
-//! This crate holds the converter pipeline (source → checkpoint → IR → transforms → graph →
-//! package). [`mil`] is the program builder the graph stage writes through.
+//! The pipeline, one module per stage:
+//! [`checkpoint`] (config.json + safetensors) → [`ir`] (architecture-neutral encoder) →
+//! [`transforms`] (norm folding, rotation) → [`graph`] (MIL ops in ANE form, through [`mil`]) →
+//! package (`.mlpackage`, written by [`convert()`]).
+//!
+//! ```no_run
+//! use anebert_build::{convert, ConvertOptions, HeadKind};
+//! let opts = ConvertOptions::new(HeadKind::MaskedLm, 512);
+//! let summary = convert(std::path::Path::new("ModernBERT-base"), &opts,
+//!                       std::path::Path::new("mlm.mlpackage"))?;
+//! println!("{summary}");
+//! # Ok::<(), anebert_build::ConvertError>(())
+//! ```
 
+pub mod checkpoint;
+pub mod convert;
+pub mod graph;
+pub mod ir;
 pub mod mil;
+pub mod transforms;
+
+pub use convert::{convert, convert_dir, ConvertOptions, Summary, WeightPrecision};
+pub use ir::{HeadKind, Pooling};
+
+/// Any conversion failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// Reading the checkpoint failed.
+    #[error(transparent)]
+    Checkpoint(#[from] checkpoint::CheckpointError),
+    /// Building or writing the program failed.
+    #[error(transparent)]
+    Mil(#[from] mil::MilError),
+    /// The options do not fit the checkpoint.
+    #[error("{0}")]
+    Options(String),
+}

@@ -5,6 +5,7 @@
 pub mod cpu;
 pub mod dtype;
 pub mod infer;
+pub mod metrics;
 pub mod package;
 pub mod proto;
 pub mod tensor;

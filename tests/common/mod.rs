@@ -77,3 +77,4 @@ pub fn compare(got: &Tensor, want: &Tensor, atol: f64, rtol: f64) -> Result<(), 
 pub fn is_fp16(t: &Tensor) -> bool {
     t.dtype() == DType::F16
 }
+pub mod fixtures;

@@ -1,0 +1,359 @@
+//! Checkpoint: a HuggingFace model directory (`config.json` + safetensors weights) read lazily.
+//!
+//! Weights are memory-mapped and converted to f64 one tensor at a time, so converting a model
+//! never holds more than one layer in memory (the pages of a tensor are released after reading).
+
+pub mod modernbert;
+
+use faer::Mat;
+use memmap2::{Mmap, UncheckedAdvice};
+use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// Errors reading a checkpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// `config.json` is not what the architecture needs.
+    #[error("{path}: {msg}")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        msg: String,
+    },
+    /// A safetensors file is damaged.
+    #[error("{path}: not a valid safetensors file: {msg}")]
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        msg: String,
+    },
+    /// A tensor the architecture needs is absent.
+    #[error("tensor `{name}` is missing from {dir} (expected shape {expected:?}){hint}")]
+    Missing {
+        /// HF parameter name.
+        name: String,
+        /// Expected shape.
+        expected: Vec<usize>,
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// Extra advice (e.g. which head the tensor belongs to).
+        hint: String,
+    },
+    /// A tensor has the wrong shape for the config.
+    #[error("tensor `{name}` has shape {found:?}, but config.json implies {expected:?}")]
+    Shape {
+        /// HF parameter name.
+        name: String,
+        /// Shape the config implies.
+        expected: Vec<usize>,
+        /// Shape in the file.
+        found: Vec<usize>,
+    },
+    /// A tensor has a dtype we cannot widen to f32.
+    #[error("tensor `{name}` has dtype {dtype}; only F32, F16 and BF16 weights are supported")]
+    Dtype {
+        /// HF parameter name.
+        name: String,
+        /// The dtype in the file.
+        dtype: String,
+    },
+}
+
+struct Shard {
+    path: PathBuf,
+    map: Mmap,
+    /// Byte offset of the data section (8 + header length).
+    data_start: usize,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    shard: usize,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    begin: usize,
+    end: usize,
+}
+
+/// A checkpoint directory: `config.json` plus `model.safetensors` (or shards listed in
+/// `model.safetensors.index.json`).
+pub struct Checkpoint {
+    dir: PathBuf,
+    config: serde_json::Value,
+    shards: Vec<Shard>,
+    entries: BTreeMap<String, Entry>,
+    sha256: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("dir", &self.dir)
+            .field("tensors", &self.entries.len())
+            .finish()
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CheckpointError + '_ {
+    move |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+impl Checkpoint {
+    /// Open a checkpoint directory: parse `config.json`, map the weights and index their tensors.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self, CheckpointError> {
+        let dir = dir.as_ref().to_path_buf();
+        let config_path = dir.join("config.json");
+        let text = std::fs::read_to_string(&config_path).map_err(io_err(&config_path))?;
+        let config: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| CheckpointError::Config {
+                path: config_path.clone(),
+                msg: format!("not valid JSON: {e}"),
+            })?;
+        let mut sha256 = BTreeMap::new();
+        sha256.insert(
+            "config.json".to_string(),
+            hex(&Sha256::digest(text.as_bytes())),
+        );
+
+        let files = shard_files(&dir)?;
+        let mut shards = Vec::new();
+        let mut entries = BTreeMap::new();
+        for name in files {
+            let path = dir.join(&name);
+            let file = File::open(&path).map_err(io_err(&path))?;
+            // SAFETY: the file is opened read-only and we never hand out references that outlive
+            // the map; a concurrent writer truncating the file is the usual mmap caveat.
+            let map = unsafe { Mmap::map(&file) }.map_err(io_err(&path))?;
+            let (header, meta) =
+                SafeTensors::read_metadata(&map).map_err(|e| CheckpointError::Safetensors {
+                    path: path.clone(),
+                    msg: e.to_string(),
+                })?;
+            let data_start = 8 + header;
+            let idx = shards.len();
+            for (tname, info) in meta.tensors() {
+                let (b, e) = info.data_offsets;
+                entries.insert(
+                    tname,
+                    Entry {
+                        shard: idx,
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        begin: data_start + b,
+                        end: data_start + e,
+                    },
+                );
+            }
+            sha256.insert(name.clone(), hex(&Sha256::digest(&map[..])));
+            // Hashing touched every page; give them back (they are file-backed and re-read lazily).
+            release(&map, 0, map.len());
+            shards.push(Shard {
+                path,
+                map,
+                data_start,
+            });
+        }
+        Ok(Checkpoint {
+            dir,
+            config,
+            shards,
+            entries,
+            sha256,
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The raw `config.json`.
+    pub fn config(&self) -> &serde_json::Value {
+        &self.config
+    }
+
+    /// Path of `config.json` (for error messages).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+
+    /// sha256 (hex) of `config.json` and every weight file, by file name.
+    pub fn sha256(&self) -> &BTreeMap<String, String> {
+        &self.sha256
+    }
+
+    /// Whether a tensor is present.
+    pub fn has(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Shape of a tensor, if present.
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.entries.get(name).map(|e| e.shape.as_slice())
+    }
+
+    /// Every tensor name.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.entries.keys().map(String::as_str)
+    }
+
+    /// Read a tensor of the given shape, widened to f64, row-major.
+    pub fn read(
+        &self,
+        name: &str,
+        expected: &[usize],
+        hint: &str,
+    ) -> Result<Vec<f64>, CheckpointError> {
+        let e = self
+            .entries
+            .get(name)
+            .ok_or_else(|| CheckpointError::Missing {
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                dir: self.dir.clone(),
+                hint: hint.to_string(),
+            })?;
+        if e.shape != expected {
+            return Err(CheckpointError::Shape {
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                found: e.shape.clone(),
+            });
+        }
+        let shard = &self.shards[e.shard];
+        let bytes = &shard.map[e.begin..e.end];
+        let out = widen(name, e.dtype, bytes)?;
+        let n: usize = expected.iter().product();
+        if out.len() != n {
+            return Err(CheckpointError::Safetensors {
+                path: shard.path.clone(),
+                msg: format!(
+                    "tensor `{name}` holds {} values, its shape needs {n}",
+                    out.len()
+                ),
+            });
+        }
+        release(&shard.map, e.begin, e.end - e.begin);
+        debug_assert!(e.begin >= shard.data_start);
+        Ok(out)
+    }
+
+    /// Read a 2-D tensor as a matrix.
+    pub fn matrix(
+        &self,
+        name: &str,
+        rows: usize,
+        cols: usize,
+        hint: &str,
+    ) -> Result<Mat<f64>, CheckpointError> {
+        let v = self.read(name, &[rows, cols], hint)?;
+        Ok(Mat::from_fn(rows, cols, |i, j| v[i * cols + j]))
+    }
+
+    /// Read a 1-D tensor.
+    pub fn vector(&self, name: &str, len: usize, hint: &str) -> Result<Vec<f64>, CheckpointError> {
+        self.read(name, &[len], hint)
+    }
+}
+
+/// Drop the resident pages of a read-only file mapping so converting a large checkpoint does not
+/// count the whole file in our RSS (the kernel re-reads the pages if they are touched again).
+fn release(map: &Mmap, offset: usize, len: usize) {
+    let page = 4096;
+    let start = offset.div_ceil(page) * page;
+    let end = (offset + len) / page * page;
+    if end > start {
+        // SAFETY: the mapping is read-only and file-backed, so dropping its pages loses nothing.
+        let _ =
+            unsafe { map.unchecked_advise_range(UncheckedAdvice::DontNeed, start, end - start) };
+    }
+}
+
+fn widen(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f64>, CheckpointError> {
+    Ok(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64())
+            .collect(),
+        other => {
+            return Err(CheckpointError::Dtype {
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+            })
+        }
+    })
+}
+
+fn shard_files(dir: &Path) -> Result<Vec<String>, CheckpointError> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec!["model.safetensors".into()]);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        let text = std::fs::read_to_string(&index).map_err(io_err(&index))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| CheckpointError::Config {
+                path: index.clone(),
+                msg: format!("not valid JSON: {e}"),
+            })?;
+        let map = v["weight_map"]
+            .as_object()
+            .ok_or_else(|| CheckpointError::Config {
+                path: index.clone(),
+                msg: "has no `weight_map` object".into(),
+            })?;
+        let mut files: Vec<String> = map
+            .values()
+            .filter_map(|f| f.as_str().map(str::to_string))
+            .collect();
+        files.sort();
+        files.dedup();
+        for f in &files {
+            // Shard names come from a downloaded file: never let them leave the directory.
+            if f.contains('/') || f.contains('\\') || f.starts_with('.') {
+                return Err(CheckpointError::Config {
+                    path: index.clone(),
+                    msg: format!("shard name {f:?} is not a plain file name"),
+                });
+            }
+        }
+        return Ok(files);
+    }
+    Err(CheckpointError::Io {
+        path: single,
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no model.safetensors or model.safetensors.index.json (PyTorch .bin checkpoints are not supported: \
+             convert them with `safetensors` first)",
+        ),
+    })
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,385 @@
+//! The converter entry point: checkpoint directory + options → `.mlpackage`.
+
+use crate::checkpoint::{modernbert::ModernBert, Checkpoint};
+use crate::graph::{Emitter, GraphOptions};
+use crate::ir::{EncoderSource, HeadKind, Pooling, Step};
+use crate::mil::{BuiltProgram, MilError, ProgramBuilder, SpecVersion};
+use crate::transforms::{Folder, Rotation};
+use crate::ConvertError;
+use anebert_runtime::DType;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+/// The converter's version, recorded in every package (part of artifact cache keys).
+pub const CONVERTER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Precision of the stored weights (and of the computation in the graph).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum WeightPrecision {
+    /// fp16: what ships to the ANE.
+    #[default]
+    Fp16,
+    /// fp32: reference packages.
+    Fp32,
+}
+
+impl WeightPrecision {
+    /// `"fp16"` / `"fp32"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightPrecision::Fp16 => "fp16",
+            WeightPrecision::Fp32 => "fp32",
+        }
+    }
+
+    fn dtype(self) -> DType {
+        match self {
+            WeightPrecision::Fp16 => DType::F16,
+            WeightPrecision::Fp32 => DType::F32,
+        }
+    }
+}
+
+impl std::str::FromStr for WeightPrecision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fp16" | "float16" => Ok(WeightPrecision::Fp16),
+            "fp32" | "float32" => Ok(WeightPrecision::Fp32),
+            _ => Err(format!(
+                "unknown weight precision {s:?}; expected fp16 or fp32"
+            )),
+        }
+    }
+}
+
+/// Default rotation seed (recorded in metadata, so any seed reproduces).
+pub const DEFAULT_ROTATION_SEED: u64 = 0x616e_6562_6572_74;
+
+/// What to convert a checkpoint into.
+#[derive(Clone, Debug)]
+pub struct ConvertOptions {
+    /// The head.
+    pub head: HeadKind,
+    /// Sequence length S of the inputs.
+    pub seq_len: usize,
+    /// Fold and rotate (default on); off = plain `layer_norm` ops.
+    pub rotate: bool,
+    /// Seed of the rotation's random signs / matrix.
+    pub rotation_seed: u64,
+    /// Weight precision.
+    pub weights: WeightPrecision,
+    /// Pooling of the `embedding` head (default: masked mean).
+    pub embedding_pooling: Pooling,
+    /// L2-normalize the `embedding` output.
+    pub normalize: bool,
+}
+
+impl ConvertOptions {
+    /// Defaults for `head` at `seq_len`: rotation on, fp16 weights.
+    pub fn new(head: HeadKind, seq_len: usize) -> Self {
+        ConvertOptions {
+            head,
+            seq_len,
+            rotate: true,
+            rotation_seed: DEFAULT_ROTATION_SEED,
+            weights: WeightPrecision::Fp16,
+            embedding_pooling: Pooling::Mean,
+            normalize: false,
+        }
+    }
+}
+
+/// What a conversion produced.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// Architecture (`model_type`).
+    pub architecture: String,
+    /// Head.
+    pub head: HeadKind,
+    /// Sequence length.
+    pub seq_len: usize,
+    /// Layers, hidden size, heads, vocabulary.
+    pub layers: usize,
+    /// Hidden size.
+    pub hidden: usize,
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Ops by type (incl. `const`).
+    pub ops: BTreeMap<String, usize>,
+    /// `weight.bin` size in bytes.
+    pub weight_bytes: u64,
+    /// Rotation description (`None` = off).
+    pub rotation: Option<String>,
+    /// Output name and shape.
+    pub output: (String, Vec<usize>),
+    /// Labels of classification heads.
+    pub labels: Vec<String>,
+    /// Wall time of the conversion in seconds.
+    pub seconds: f64,
+}
+
+impl Summary {
+    /// Total op count.
+    pub fn op_count(&self) -> usize {
+        self.ops.values().sum()
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} · {} layers · d={} · vocab {} → head `{}`, S = {}",
+            self.architecture,
+            self.layers,
+            self.hidden,
+            self.vocab,
+            self.head.name(),
+            self.seq_len
+        )?;
+        writeln!(
+            f,
+            "rotation: {}",
+            self.rotation.as_deref().unwrap_or("off (plain layer_norm)")
+        )?;
+        writeln!(f, "output: {} {:?}", self.output.0, self.output.1)?;
+        if !self.labels.is_empty() {
+            writeln!(f, "labels: {}", self.labels.join(", "))?;
+        }
+        let compute: usize = self
+            .ops
+            .iter()
+            .filter(|(k, _)| *k != "const")
+            .map(|(_, v)| v)
+            .sum();
+        let mut top: Vec<_> = self.ops.iter().filter(|(k, _)| *k != "const").collect();
+        top.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        let hist: Vec<String> = top
+            .iter()
+            .take(8)
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        writeln!(
+            f,
+            "ops: {compute} (+{} const) — {}",
+            self.ops.get("const").copied().unwrap_or(0),
+            hist.join(", ")
+        )?;
+        writeln!(f, "weights: {:.1} MB", self.weight_bytes as f64 / 1e6)?;
+        write!(f, "time: {:.2} s", self.seconds)
+    }
+}
+
+/// Open a checkpoint directory as an [`EncoderSource`] by its `model_type`.
+pub fn open_source(dir: &Path) -> Result<Box<dyn EncoderSource>, ConvertError> {
+    let ckpt = Checkpoint::open(dir)?;
+    let model_type = ckpt.config()["model_type"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    match model_type.as_str() {
+        "modernbert" => Ok(Box::new(ModernBert::new(ckpt)?)),
+        "" => Err(ConvertError::Options(format!(
+            "{}: config.json has no model_type",
+            ckpt.config_path().display()
+        ))),
+        other => Err(ConvertError::Options(format!(
+            "{}: model_type {other:?} is not supported (supported: modernbert)",
+            ckpt.config_path().display()
+        ))),
+    }
+}
+
+fn check_options(src: &dyn EncoderSource, o: &ConvertOptions) -> Result<(), ConvertError> {
+    let meta = src.meta();
+    if o.seq_len == 0 {
+        return Err(ConvertError::Options(
+            "the sequence length must be at least 1".into(),
+        ));
+    }
+    if o.seq_len > meta.max_positions {
+        return Err(ConvertError::Options(format!(
+            "sequence length {} exceeds the checkpoint's max_position_embeddings {}",
+            o.seq_len, meta.max_positions
+        )));
+    }
+    if o.seq_len > crate::graph::ane_rules::MAX_SPATIAL {
+        return Err(ConvertError::Options(format!(
+            "sequence length {} exceeds the ANE's width limit {}",
+            o.seq_len,
+            crate::graph::ane_rules::MAX_SPATIAL
+        )));
+    }
+    let heads = src.available_heads();
+    if !heads.contains(&o.head) {
+        return Err(ConvertError::Options(format!(
+            "this checkpoint has no weights for the `{}` head (available: {})",
+            o.head.name(),
+            heads
+                .iter()
+                .map(|h| h.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// Convert a checkpoint directory into a program (not yet written).
+pub fn convert_dir(
+    dir: &Path,
+    o: &ConvertOptions,
+) -> Result<(BuiltProgram, Summary), ConvertError> {
+    let start = Instant::now();
+    let src = open_source(dir)?;
+    check_options(src.as_ref(), o)?;
+    let meta = src.meta().clone();
+    let rotation = o
+        .rotate
+        .then(|| Rotation::new(meta.hidden, o.rotation_seed));
+    let rot_desc = rotation
+        .as_ref()
+        .map(|r| format!("{} (seed {})", r.kind.describe(), r.seed));
+    let mut folder = Folder::new(rotation);
+
+    let mut head = src.head(o.head)?;
+    if o.head == HeadKind::Embedding {
+        head.pooling = Some(o.embedding_pooling);
+        if o.normalize {
+            head.steps.push(Step::L2Normalize);
+        }
+    }
+    let shared_table = head
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::Linear(l) if l.matrix().is_none()));
+    let labels = head.labels.clone();
+    let pooling = head.pooling;
+
+    let mut pb = ProgramBuilder::new(SpecVersion::Ios17);
+    let mut failure: Option<ConvertError> = None;
+    let mut output = (String::new(), Vec::new());
+    let gopts = GraphOptions {
+        seq_len: o.seq_len,
+        dtype: o.weights.dtype(),
+    };
+    let res = pb.function("main", |f| {
+        let run = || -> Result<(), ConvertError> {
+            let mut g = Emitter::new(f, gopts, meta.hidden)?;
+            let emb = folder.embeddings(src.embeddings()?, shared_table);
+            g.embeddings(&emb)?;
+            drop(emb);
+            for i in 0..meta.layers {
+                let layer = folder.layer(src.layer(i)?);
+                g.layer(&layer)?;
+            }
+            let head = folder.head(head);
+            let out = g.head(&head)?;
+            output = (
+                head.kind.output_name().to_string(),
+                out.shape().unwrap_or_default(),
+            );
+            Ok(())
+        };
+        run().map_err(|e| {
+            let msg = e.to_string();
+            failure = Some(e);
+            MilError::Program(msg)
+        })
+    });
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    res?;
+
+    let ckpt_sha = (src.files_sha256(), tokenizer_sha(dir));
+    pb.short_description(&format!(
+        "{} {} head, S = {} (anebert {CONVERTER_VERSION})",
+        meta.architecture,
+        o.head.name(),
+        o.seq_len
+    ));
+    let md = [
+        ("anebert.converter_version", CONVERTER_VERSION.to_string()),
+        ("anebert.architecture", meta.architecture.clone()),
+        ("anebert.head", o.head.name().to_string()),
+        ("anebert.seq_len", o.seq_len.to_string()),
+        ("anebert.hidden_size", meta.hidden.to_string()),
+        ("anebert.vocab_size", meta.vocab.to_string()),
+        ("anebert.num_layers", meta.layers.to_string()),
+        (
+            "anebert.labels",
+            serde_json::to_string(&labels).expect("strings"),
+        ),
+        (
+            "anebert.pooling",
+            pooling.map(Pooling::name).unwrap_or("none").to_string(),
+        ),
+        (
+            "anebert.normalize",
+            (o.head == HeadKind::Embedding && o.normalize).to_string(),
+        ),
+        (
+            "anebert.rotation",
+            rot_desc.clone().unwrap_or_else(|| "none".into()),
+        ),
+        (
+            "anebert.rotation_seed",
+            if o.rotate {
+                o.rotation_seed.to_string()
+            } else {
+                "none".into()
+            },
+        ),
+        ("anebert.weights", o.weights.name().to_string()),
+        ("anebert.source", dir.display().to_string()),
+        (
+            "anebert.source_sha256",
+            serde_json::to_string(&ckpt_sha.0).expect("strings"),
+        ),
+        ("anebert.tokenizer_sha256", ckpt_sha.1.unwrap_or_default()),
+    ];
+    for (k, v) in md {
+        pb.metadata(k, &v);
+    }
+    let built = pb.build()?;
+    let mut ops = BTreeMap::new();
+    if let Some(anebert_runtime::proto::model::Type::MlProgram(p)) = &built.spec.r#type {
+        for op in anebert_runtime::package::all_ops(p) {
+            *ops.entry(op.r#type.clone()).or_insert(0) += 1;
+        }
+    }
+    let summary = Summary {
+        architecture: meta.architecture.clone(),
+        head: o.head,
+        seq_len: o.seq_len,
+        layers: meta.layers,
+        hidden: meta.hidden,
+        vocab: meta.vocab,
+        ops,
+        weight_bytes: built.weights.as_ref().map_or(0, |w| w.len() as u64),
+        rotation: rot_desc,
+        output,
+        labels,
+        seconds: start.elapsed().as_secs_f64(),
+    };
+    Ok((built, summary))
+}
+
+/// sha256 of `tokenizer.json` when present.
+fn tokenizer_sha(dir: &Path) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let bytes = std::fs::read(dir.join("tokenizer.json")).ok()?;
+    Some(crate::checkpoint::hex(&Sha256::digest(&bytes)))
+}
+
+/// Convert a checkpoint directory and write the package to `out` (atomically).
+pub fn convert(dir: &Path, o: &ConvertOptions, out: &Path) -> Result<Summary, ConvertError> {
+    let (built, mut summary) = convert_dir(dir, o)?;
+    let start = Instant::now();
+    built.write(out)?;
+    summary.seconds += start.elapsed().as_secs_f64();
+    Ok(summary)
+}

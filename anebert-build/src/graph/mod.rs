@@ -1,0 +1,525 @@
+//! Graph emission: Encoder IR → MIL ops in ANE form (DESIGN §5).
+//!
+//! Activations are `(1, C, 1, S)`; every linear layer is a 1×1 `conv`; attention is split-einsum
+//! per head with the `(1, S_k, 1, S_q)` score layout and softmax over axis 1; masks are additive
+//! −1e4 built in the graph from `attention_mask`; no tensor axis exceeds the ANE limits.
+
+pub mod ane_rules;
+
+use crate::ir::*;
+use crate::mil::{FunctionBuilder, InputShape, MilError, Var};
+use anebert_runtime::{DType, Tensor};
+use faer::Mat;
+use std::collections::HashMap;
+
+/// Largest channel count of one conv or table chunk (ANE lookup/width limit is 16384).
+pub const MAX_CHUNK: usize = 16384;
+/// Additive mask value for masked-out keys (never −inf on the ANE).
+pub const MASK_VALUE: f32 = -1e4;
+
+/// Options for graph emission.
+#[derive(Clone, Debug)]
+pub struct GraphOptions {
+    /// Sequence length S.
+    pub seq_len: usize,
+    /// Compute and weight dtype (`F16` for the ANE, `F32` for reference packages).
+    pub dtype: DType,
+}
+
+/// Emits one encoder into a function, piece by piece.
+pub struct Emitter<'f, 'a> {
+    f: &'f mut FunctionBuilder<'a>,
+    opts: GraphOptions,
+    hidden: usize,
+    ids: Var,
+    mask_f: Var,
+    pad_mask: Option<Var>,
+    masks: HashMap<usize, Var>,
+    rope: HashMap<u64, (Var, Var)>,
+    table: Vec<(usize, Tensor)>,
+    x: Option<Var>,
+    emb_norm: Option<Var>,
+}
+
+fn err(msg: impl Into<String>) -> MilError {
+    MilError::Program(msg.into())
+}
+
+impl<'f, 'a> Emitter<'f, 'a> {
+    /// Declare the inputs `input_ids` and `attention_mask` (int32 `(1, S)`).
+    pub fn new(
+        f: &'f mut FunctionBuilder<'a>,
+        opts: GraphOptions,
+        hidden: usize,
+    ) -> Result<Self, MilError> {
+        let s = opts.seq_len;
+        let ids = f.input("input_ids", DType::I32, InputShape::Fixed(vec![1, s]))?;
+        let mask = f.input("attention_mask", DType::I32, InputShape::Fixed(vec![1, s]))?;
+        let mask_f = f.cast("attention_mask_f", &mask, opts.dtype)?;
+        Ok(Emitter {
+            f,
+            opts,
+            hidden,
+            ids,
+            mask_f,
+            pad_mask: None,
+            masks: HashMap::new(),
+            rope: HashMap::new(),
+            table: Vec::new(),
+            x: None,
+            emb_norm: None,
+        })
+    }
+
+    fn tensor(&self, shape: Vec<usize>, v: Vec<f32>) -> Result<Tensor, MilError> {
+        Ok(match self.opts.dtype {
+            DType::F16 => Tensor::f16(shape, v)?,
+            _ => Tensor::f32(shape, v)?,
+        })
+    }
+
+    fn scalar(&mut self, hint: &str, v: f32) -> Result<Var, MilError> {
+        let t = self.tensor(vec![], vec![v])?;
+        self.f.constant(hint, t)
+    }
+
+    /// A 1×1 conv for `lin` (chunked on output channels above [`MAX_CHUNK`], concatenated).
+    fn conv(&mut self, hint: &str, x: &Var, lin: &Linear) -> Result<Var, MilError> {
+        let (rows, cols) = match &lin.weight {
+            Weight::Dense(m) => (m.nrows(), m.ncols()),
+            Weight::EmbeddingTable => {
+                (self.table.iter().map(|c| c.1.shape()[0]).sum(), self.hidden)
+            }
+        };
+        let mut outs = Vec::new();
+        let mut start = 0;
+        let mut chunk_idx = 0;
+        while start < rows {
+            let n = MAX_CHUNK.min(rows - start);
+            let w = match &lin.weight {
+                Weight::Dense(m) => {
+                    let mut v = Vec::with_capacity(n * cols);
+                    for i in start..start + n {
+                        v.extend((0..cols).map(|j| m[(i, j)] as f32));
+                    }
+                    self.tensor(vec![n, cols, 1, 1], v)?
+                }
+                Weight::EmbeddingTable => {
+                    // Same bytes as the gather table chunk: the blob writer stores them once.
+                    let (_, t) = &self.table[chunk_idx];
+                    t.clone().reshaped(vec![n, cols, 1, 1])?
+                }
+            };
+            let wv = self.f.constant(&format!("{hint}_weight"), w)?;
+            let bv = match &lin.bias {
+                Some(b) => {
+                    let t = self.tensor(
+                        vec![n],
+                        b[start..start + n].iter().map(|&x| x as f32).collect(),
+                    )?;
+                    Some(self.f.constant(&format!("{hint}_bias"), t)?)
+                }
+                None => None,
+            };
+            outs.push(self.f.conv(hint, x, &wv, bv.as_ref())?);
+            start += n;
+            chunk_idx += 1;
+        }
+        if outs.len() == 1 {
+            Ok(outs.pop().expect("one"))
+        } else {
+            self.f.concat(hint, &outs, 1, false)
+        }
+    }
+
+    fn norm(&mut self, hint: &str, x: &Var, n: &Norm) -> Result<Var, MilError> {
+        match n {
+            Norm::Layer { gamma, beta, eps } => {
+                let d = self.hidden;
+                let g = match gamma {
+                    Some(g) => {
+                        let t = self.tensor(vec![d], g.iter().map(|&v| v as f32).collect())?;
+                        Some(self.f.constant(&format!("{hint}_gamma"), t)?)
+                    }
+                    None => None,
+                };
+                let b = match beta {
+                    Some(b) => {
+                        let t = self.tensor(vec![d], b.iter().map(|&v| v as f32).collect())?;
+                        Some(self.f.constant(&format!("{hint}_beta"), t)?)
+                    }
+                    None => None,
+                };
+                self.f
+                    .layer_norm(hint, x, &[1], g.as_ref(), b.as_ref(), *eps as f32)
+            }
+            Norm::ScaledRms { eps } => {
+                // ‖[x, √(eps·d)]‖₂ = √d · sqrt(mean(x²) + eps), computed without squaring in fp16.
+                let s = self.opts.seq_len;
+                let c = ((*eps) * self.hidden as f64).sqrt() as f32;
+                let t = self.tensor(vec![1, 1, 1, s], vec![c; s])?;
+                let cv = self.f.constant(&format!("{hint}_eps_channel"), t)?;
+                let cat = self
+                    .f
+                    .concat(&format!("{hint}_cat"), &[x.clone(), cv], 1, false)?;
+                let l2 =
+                    self.f
+                        .reduce("reduce_l2_norm", &format!("{hint}_l2"), &cat, &[1], true)?;
+                self.f.binary("real_div", hint, x, &l2)
+            }
+        }
+    }
+
+    fn act(&mut self, hint: &str, x: &Var, a: Activation) -> Result<Var, MilError> {
+        match a {
+            Activation::GeluExact => self.f.gelu(hint, x, "EXACT"),
+            Activation::GeluTanh => self.f.gelu(hint, x, "TANH_APPROXIMATION"),
+            Activation::Silu => self.f.unary("silu", hint, x),
+            Activation::Relu => self.f.unary("relu", hint, x),
+            Activation::Tanh => self.f.unary("tanh", hint, x),
+        }
+    }
+
+    /// Embedding lookup, norm, and (rotated form) the layer-0 residual matrix.
+    pub fn embeddings(&mut self, e: &Embeddings) -> Result<(), MilError> {
+        let (v, d, s) = (e.table.rows, e.table.cols, self.opts.seq_len);
+        if d != self.hidden {
+            return Err(err("embedding width differs from the hidden size"));
+        }
+        // Tables over MAX_CHUNK rows are stored in chunks (the ANE lookup bound; the MLM decoder
+        // reuses the same chunks); each chunk gathers clamped ids and a range mask selects.
+        let mut gathered: Option<Var> = None;
+        let chunks = v.div_ceil(MAX_CHUNK);
+        for k in 0..chunks {
+            let a = k * MAX_CHUNK;
+            let n = MAX_CHUNK.min(v - a);
+            let t = self.tensor(vec![n, d], e.table.data[a * d..(a + n) * d].to_vec())?;
+            self.table.push((a, t.clone()));
+            let tv = self.f.constant("embeddings_table", t)?;
+            if chunks == 1 {
+                gathered = Some(
+                    self.f
+                        .gather("embeddings_gather", &tv, &self.ids.clone(), 0)?,
+                );
+                break;
+            }
+            let ids = self.ids.clone();
+            let lo = self.f.constant("emb_lo", Tensor::scalar_i32(a as i32))?;
+            let hi = self
+                .f
+                .constant("emb_hi", Tensor::scalar_i32((a + n) as i32))?;
+            let zero = self.f.constant("emb_zero", Tensor::scalar_i32(0))?;
+            let top = self
+                .f
+                .constant("emb_top", Tensor::scalar_i32(n as i32 - 1))?;
+            let shifted = self.f.binary("sub", "emb_shift", &ids, &lo)?;
+            let clamped = self.f.binary("maximum", "emb_clamp_lo", &shifted, &zero)?;
+            let clamped = self.f.binary("minimum", "emb_clamp_hi", &clamped, &top)?;
+            let g = self.f.gather("embeddings_gather", &tv, &clamped, 0)?;
+            let ge = self.f.binary("greater_equal", "emb_in_lo", &ids, &lo)?;
+            let lt = self.f.binary("less", "emb_in_hi", &ids, &hi)?;
+            let inside = self.f.binary("logical_and", "emb_in", &ge, &lt)?;
+            let inside = self.f.cast("emb_in_f", &inside, self.opts.dtype)?;
+            let inside = self.f.expand_dims("emb_in_x", &inside, &[2])?;
+            let part = self.f.binary("mul", "emb_part", &g, &inside)?;
+            gathered = Some(match gathered {
+                None => part,
+                Some(acc) => self.f.binary("add", "emb_sum", &acc, &part)?,
+            });
+        }
+        let g = gathered.ok_or_else(|| err("empty embedding table"))?;
+        // (1, S, d) → (1, d, 1, S)
+        let t = self.f.transpose("embeddings_t", &g, &[0, 2, 1])?;
+        let x = self.f.expand_dims("embeddings_bc1s", &t, &[2])?;
+        debug_assert_eq!(x.shape(), Some(vec![1, d, 1, s]));
+        let n = self.norm("embeddings_norm", &x, &e.norm)?;
+        let x0 = match &e.residual {
+            Some(r) => self.conv("embeddings_residual", &n, r)?,
+            None => n.clone(),
+        };
+        self.emb_norm = Some(n);
+        self.x = Some(x0);
+        Ok(())
+    }
+
+    fn pad_mask(&mut self) -> Result<Var, MilError> {
+        if let Some(m) = &self.pad_mask {
+            return Ok(m.clone());
+        }
+        // (mask − 1) · 1e4 → 0 for tokens, −1e4 for padding; keys on axis 1.
+        let one = self.scalar("one", 1.0)?;
+        let big = self.scalar("mask_scale", -MASK_VALUE)?;
+        let m = self.mask_f.clone();
+        let m = self.f.binary("sub", "pad_mask_sub", &m, &one)?;
+        let m = self.f.binary("mul", "pad_mask_mul", &m, &big)?;
+        let m = self
+            .f
+            .reshape("pad_mask", &m, &[1, self.opts.seq_len as i32, 1, 1])?;
+        self.pad_mask = Some(m.clone());
+        Ok(m)
+    }
+
+    fn attention_mask(&mut self, window: Option<usize>) -> Result<Var, MilError> {
+        let pad = self.pad_mask()?;
+        let Some(w) = window else { return Ok(pad) };
+        if let Some(m) = self.masks.get(&w) {
+            return Ok(m.clone());
+        }
+        let s = self.opts.seq_len;
+        let mut band = vec![0f32; s * s];
+        for k in 0..s {
+            for q in 0..s {
+                if k.abs_diff(q) > w {
+                    band[k * s + q] = MASK_VALUE;
+                }
+            }
+        }
+        let t = self.tensor(vec![1, s, 1, s], band)?;
+        let bv = self.f.constant(&format!("band_{w}"), t)?;
+        let m = self
+            .f
+            .binary("add", &format!("local_mask_{w}"), &bv, &pad)?;
+        self.masks.insert(w, m.clone());
+        Ok(m)
+    }
+
+    fn rope_tables(&mut self, theta: f64, heads: usize) -> Result<(Var, Var), MilError> {
+        if let Some(v) = self.rope.get(&theta.to_bits()) {
+            return Ok(v.clone());
+        }
+        let (d, s) = (self.hidden, self.opts.seq_len);
+        let hd = d / heads;
+        let half = hd / 2;
+        let mut cos = vec![0f32; d * s];
+        let mut sin = vec![0f32; d * s];
+        for c in 0..d {
+            let j = (c % hd) % half;
+            // HF computes inv_freq and the angles in f32; f64 here differs by < 1e-5 rad at S = 8192.
+            let inv = 1.0 / theta.powf((2 * j) as f64 / hd as f64);
+            for p in 0..s {
+                let a = p as f64 * inv;
+                cos[c * s + p] = a.cos() as f32;
+                sin[c * s + p] = a.sin() as f32;
+            }
+        }
+        let name = format!("rope_{}", theta as u64);
+        let ct = self.tensor(vec![1, d, 1, s], cos)?;
+        let st = self.tensor(vec![1, d, 1, s], sin)?;
+        let cv = self.f.constant(&format!("{name}_cos"), ct)?;
+        let sv = self.f.constant(&format!("{name}_sin"), st)?;
+        self.rope.insert(theta.to_bits(), (cv.clone(), sv.clone()));
+        Ok((cv, sv))
+    }
+
+    /// One encoder layer.
+    pub fn layer(&mut self, l: &Layer) -> Result<(), MilError> {
+        let x = self
+            .x
+            .clone()
+            .ok_or_else(|| err("layers come after embeddings"))?;
+        let d = self.hidden;
+        let h = l.attn.heads;
+        let hd = d / h;
+        let p = format!("layer{}", l.index);
+        let a_in = match &l.attn_input {
+            AttnInput::Norm(n) => self.norm(&format!("{p}_attn_norm"), &x, n)?,
+            AttnInput::Stream => x.clone(),
+            AttnInput::EmbeddingNorm => self
+                .emb_norm
+                .clone()
+                .ok_or_else(|| err("no embedding norm"))?,
+        };
+        // One conv for [q·s, rot_half(q)·s, k, rot_half(k), v]: the attention scale and RoPE's
+        // rotate-half permutation are folded into the weights.
+        let scale = 1.0 / (hd as f64).sqrt();
+        let qkv = stack_qkv(&l.attn, scale, l.attn.rope.is_some())?;
+        let y = self.conv(&format!("{p}_qkv"), &a_in, &qkv)?;
+        let parts = if l.attn.rope.is_some() { 5 } else { 3 };
+        let pieces = self
+            .f
+            .split(&format!("{p}_qkv_split"), &y, 1, &vec![d as i32; parts])?;
+        let (q, k, v) = if let Some(rope) = l.attn.rope {
+            let (cos, sin) = self.rope_tables(rope.theta, h)?;
+            let mut rot = |name: &str, a: &Var, b: &Var| -> Result<Var, MilError> {
+                let ac = self.f.binary("mul", &format!("{p}_{name}_cos"), a, &cos)?;
+                let bs = self.f.binary("mul", &format!("{p}_{name}_sin"), b, &sin)?;
+                self.f.binary("add", &format!("{p}_{name}_rope"), &ac, &bs)
+            };
+            let q = rot("q", &pieces[0], &pieces[1])?;
+            let k = rot("k", &pieces[2], &pieces[3])?;
+            (q, k, pieces[4].clone())
+        } else {
+            (pieces[0].clone(), pieces[1].clone(), pieces[2].clone())
+        };
+        let kt = self.f.transpose(&format!("{p}_k_t"), &k, &[0, 3, 2, 1])?;
+        let sizes = vec![hd as i32; h];
+        let (qs, ks, vs) = if h == 1 {
+            (vec![q], vec![kt], vec![v])
+        } else {
+            (
+                self.f.split(&format!("{p}_q_heads"), &q, 1, &sizes)?,
+                self.f.split(&format!("{p}_k_heads"), &kt, 3, &sizes)?,
+                self.f.split(&format!("{p}_v_heads"), &v, 1, &sizes)?,
+            )
+        };
+        let mask = self.attention_mask(l.attn.window)?;
+        let mut outs = Vec::with_capacity(h);
+        for i in 0..h {
+            let hp = format!("{p}_h{i}");
+            let sc = self
+                .f
+                .einsum(&format!("{hp}_scores"), "bkhc,bchq->bkhq", &ks[i], &qs[i])?;
+            let sc = self.f.binary("add", &format!("{hp}_masked"), &sc, &mask)?;
+            let w = self.f.softmax(&format!("{hp}_weights"), &sc, 1)?;
+            outs.push(
+                self.f
+                    .einsum(&format!("{hp}_out"), "bchk,bkhq->bchq", &vs[i], &w)?,
+            );
+        }
+        let o = if outs.len() == 1 {
+            outs.pop().expect("one")
+        } else {
+            self.f.concat(&format!("{p}_heads"), &outs, 1, false)?
+        };
+        let o = self.conv(&format!("{p}_attn_out"), &o, &l.attn.out)?;
+        let x = self
+            .f
+            .binary("add", &format!("{p}_attn_residual"), &x, &o)?;
+
+        let m_in = self.norm(&format!("{p}_mlp_norm"), &x, &l.mlp_norm)?;
+        let up = self.conv(&format!("{p}_mlp_up"), &m_in, &l.mlp.up)?;
+        let hidden = if l.mlp.gated {
+            let i = up
+                .shape()
+                .map(|s| s[1] / 2)
+                .ok_or_else(|| err("unknown MLP width"))?;
+            let ag = self
+                .f
+                .split(&format!("{p}_mlp_split"), &up, 1, &[i as i32, i as i32])?;
+            let a = self.act(&format!("{p}_mlp_act"), &ag[0], l.mlp.act)?;
+            self.f.binary("mul", &format!("{p}_mlp_gate"), &a, &ag[1])?
+        } else {
+            self.act(&format!("{p}_mlp_act"), &up, l.mlp.act)?
+        };
+        let down = self.conv(&format!("{p}_mlp_down"), &hidden, &l.mlp.down)?;
+        let x = self
+            .f
+            .binary("add", &format!("{p}_mlp_residual"), &x, &down)?;
+        self.x = Some(x);
+        Ok(())
+    }
+
+    /// Final norm, pooling, head steps and the output.
+    pub fn head(&mut self, head: &Head) -> Result<Var, MilError> {
+        let mut x = self
+            .x
+            .clone()
+            .ok_or_else(|| err("the head comes after the layers"))?;
+        if let Some(n) = &head.final_norm {
+            x = self.norm("final_norm", &x, n)?;
+        }
+        let s = self.opts.seq_len;
+        let d = self.hidden;
+        match head.pooling {
+            Some(Pooling::Cls) => {
+                x = self
+                    .f
+                    .slice("pool_cls", &x, &[0, 0, 0, 0], &[1, d as i32, 1, 1])?;
+            }
+            Some(Pooling::Mean) => {
+                let m = self.mask_f.clone();
+                let m = self.f.reshape("pool_mask", &m, &[1, 1, 1, s as i32])?;
+                let xm = self.f.binary("mul", "pool_masked", &x, &m)?;
+                let num = self.f.reduce("reduce_sum", "pool_sum", &xm, &[3], true)?;
+                let den = self.f.reduce("reduce_sum", "pool_count", &m, &[3], true)?;
+                let one = self.scalar("pool_one", 1.0)?;
+                let den = self.f.binary("maximum", "pool_count_min1", &den, &one)?;
+                x = self.f.binary("real_div", "pool_mean", &num, &den)?;
+            }
+            None => {}
+        }
+        for (i, step) in head.steps.iter().enumerate() {
+            let hint = format!("head{i}");
+            x = match step {
+                Step::Linear(lin) => self.conv(&hint, &x, lin)?,
+                Step::Act(a) => self.act(&hint, &x, *a)?,
+                Step::Norm(n) => self.norm(&hint, &x, n)?,
+                Step::L2Normalize => {
+                    let n =
+                        self.f
+                            .reduce("reduce_l2_norm", &format!("{hint}_l2"), &x, &[1], true)?;
+                    let tiny = self.scalar(&format!("{hint}_tiny"), 1e-7)?;
+                    let n = self
+                        .f
+                        .binary("maximum", &format!("{hint}_l2_min"), &n, &tiny)?;
+                    self.f.binary("real_div", &hint, &x, &n)?
+                }
+            };
+        }
+        if head.pooling.is_some() {
+            let c = x
+                .shape()
+                .map(|s| s[1])
+                .ok_or_else(|| err("unknown head width"))?;
+            x = self.f.reshape("pooled", &x, &[1, c as i32])?;
+        }
+        self.f.output(head.kind.output_name(), &x)?;
+        Ok(x)
+    }
+}
+
+/// The fused projection `[q·s; P q·s; k; P k; v]` (P = RoPE's rotate-half per head) or `[q·s; k; v]`.
+fn stack_qkv(a: &Attention, scale: f64, rope: bool) -> Result<Linear, MilError> {
+    let get = |l: &Linear| -> Result<(Mat<f64>, Vec<f64>), MilError> {
+        let m = l
+            .matrix()
+            .ok_or_else(|| err("attention projections are dense"))?
+            .clone();
+        let b = l.bias.clone().unwrap_or_else(|| vec![0.0; m.nrows()]);
+        Ok((m, b))
+    };
+    let (q, qb) = get(&a.q)?;
+    let (k, kb) = get(&a.k)?;
+    let (v, vb) = get(&a.v)?;
+    let d = q.nrows();
+    let cols = q.ncols();
+    let hd = d / a.heads;
+    let half = hd / 2;
+    // rotate_half(x) = [−x₂, x₁] within each head.
+    let rot_src = |r: usize| -> (usize, f64) {
+        let (h, i) = (r / hd, r % hd);
+        if i < half {
+            (h * hd + i + half, -1.0)
+        } else {
+            (h * hd + i - half, 1.0)
+        }
+    };
+    let blocks: Vec<(&Mat<f64>, &Vec<f64>, f64, bool)> = if rope {
+        vec![
+            (&q, &qb, scale, false),
+            (&q, &qb, scale, true),
+            (&k, &kb, 1.0, false),
+            (&k, &kb, 1.0, true),
+            (&v, &vb, 1.0, false),
+        ]
+    } else {
+        vec![
+            (&q, &qb, scale, false),
+            (&k, &kb, 1.0, false),
+            (&v, &vb, 1.0, false),
+        ]
+    };
+    let mut w = Mat::<f64>::zeros(d * blocks.len(), cols);
+    let mut bias = vec![0.0; d * blocks.len()];
+    let has_bias = a.q.bias.is_some() || a.k.bias.is_some() || a.v.bias.is_some();
+    for (bi, (m, b, s, rotated)) in blocks.iter().enumerate() {
+        for r in 0..d {
+            let (src, sign) = if *rotated { rot_src(r) } else { (r, 1.0) };
+            for c in 0..cols {
+                w[(bi * d + r, c)] = m[(src, c)] * sign * s;
+            }
+            bias[bi * d + r] = b[src] * sign * s;
+        }
+    }
+    Ok(Linear::dense(w, has_bias.then_some(bias)))
+}

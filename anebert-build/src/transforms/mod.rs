@@ -1,0 +1,7 @@
+//! Transforms on the Encoder IR: norm folding and outlier rotation (DESIGN §6), all in f64.
+
+pub mod fold;
+pub mod rotation;
+
+pub use fold::Folder;
+pub use rotation::{Rotation, RotationKind};
