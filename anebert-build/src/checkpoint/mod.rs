@@ -72,6 +72,9 @@ pub enum CheckpointError {
     },
 }
 
+/// Bytes hashed between page releases.
+const HASH_SLICE: usize = 32 << 20;
+
 struct Shard {
     path: PathBuf,
     map: Mmap,
@@ -160,9 +163,15 @@ impl Checkpoint {
                     },
                 );
             }
-            sha256.insert(name.clone(), hex(&Sha256::digest(&map[..])));
-            // Hashing touched every page; give them back (they are file-backed and re-read lazily).
-            release(&map, 0, map.len());
+            // Hash in slices, giving the pages back as we go: the file is mapped, not read, and
+            // a 600 MB checkpoint should not count 600 MB towards our RSS.
+            let mut h = Sha256::new();
+            for start in (0..map.len()).step_by(HASH_SLICE) {
+                let end = (start + HASH_SLICE).min(map.len());
+                h.update(&map[start..end]);
+                release(&map, start, end - start);
+            }
+            sha256.insert(name.clone(), hex(&h.finalize()));
             shards.push(Shard {
                 path,
                 map,
@@ -220,6 +229,44 @@ impl Checkpoint {
         expected: &[usize],
         hint: &str,
     ) -> Result<Vec<f64>, CheckpointError> {
+        let e = self.entry(name, expected, hint)?;
+        let shard = &self.shards[e.shard];
+        let out = widen(name, e.dtype, &shard.map[e.begin..e.end])?;
+        release(&shard.map, e.begin, e.end - e.begin);
+        Ok(out)
+    }
+
+    /// Read a tensor of the given shape, widened to f32 (for the embedding table: half the
+    /// memory of f64, and it needs no folding arithmetic beyond row-wise centring).
+    pub fn read_f32(
+        &self,
+        name: &str,
+        expected: &[usize],
+        hint: &str,
+    ) -> Result<Vec<f32>, CheckpointError> {
+        let e = self.entry(name, expected, hint)?;
+        let shard = &self.shards[e.shard];
+        let bytes = &shard.map[e.begin..e.end];
+        let out: Vec<f32> = match e.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            _ => bytes
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+        };
+        release(&shard.map, e.begin, e.end - e.begin);
+        Ok(out)
+    }
+
+    /// The index entry of a tensor, checked against the expected shape, the dtype and the file size.
+    fn entry(&self, name: &str, expected: &[usize], hint: &str) -> Result<&Entry, CheckpointError> {
         let e = self
             .entries
             .get(name)
@@ -237,21 +284,28 @@ impl Checkpoint {
             });
         }
         let shard = &self.shards[e.shard];
-        let bytes = &shard.map[e.begin..e.end];
-        let out = widen(name, e.dtype, bytes)?;
+        let width = match e.dtype {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            other => {
+                return Err(CheckpointError::Dtype {
+                    name: name.to_string(),
+                    dtype: format!("{other:?}"),
+                })
+            }
+        };
         let n: usize = expected.iter().product();
-        if out.len() != n {
+        if e.end - e.begin != n * width || e.end > shard.map.len() || e.begin < shard.data_start {
             return Err(CheckpointError::Safetensors {
                 path: shard.path.clone(),
                 msg: format!(
-                    "tensor `{name}` holds {} values, its shape needs {n}",
-                    out.len()
+                    "tensor `{name}` holds {} bytes, its shape needs {}",
+                    e.end - e.begin,
+                    n * width
                 ),
             });
         }
-        release(&shard.map, e.begin, e.end - e.begin);
-        debug_assert!(e.begin >= shard.data_start);
-        Ok(out)
+        Ok(e)
     }
 
     /// Read a 2-D tensor as a matrix.

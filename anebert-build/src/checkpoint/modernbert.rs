@@ -351,12 +351,12 @@ impl EncoderSource for ModernBert {
     fn embeddings(&self) -> Result<Embeddings, ConvertError> {
         let (v, d) = (self.config.vocab_size, self.config.hidden_size);
         let name = self.name("embeddings.tok_embeddings.weight");
-        let data = self.ckpt.read(&name, &[v, d], "")?;
+        let data = self.ckpt.read_f32(&name, &[v, d], "")?;
         Ok(Embeddings {
             table: Table {
                 rows: v,
                 cols: d,
-                data: data.into_iter().map(|x| x as f32).collect(),
+                data,
             },
             norm: self.ln(&self.name("embeddings.norm"), "")?,
             residual: None,

@@ -36,7 +36,8 @@ pub struct Emitter<'f, 'a> {
     pad_mask: Option<Var>,
     masks: HashMap<usize, Var>,
     rope: HashMap<u64, (Var, Var)>,
-    table: Vec<(usize, Tensor)>,
+    /// Embedding table chunks (rows, const), viewed again by a tied decoder.
+    table: Vec<(usize, Var)>,
     x: Option<Var>,
     emb_norm: Option<Var>,
 }
@@ -87,30 +88,30 @@ impl<'f, 'a> Emitter<'f, 'a> {
     fn conv(&mut self, hint: &str, x: &Var, lin: &Linear) -> Result<Var, MilError> {
         let (rows, cols) = match &lin.weight {
             Weight::Dense(m) => (m.nrows(), m.ncols()),
-            Weight::EmbeddingTable => {
-                (self.table.iter().map(|c| c.1.shape()[0]).sum(), self.hidden)
-            }
+            Weight::EmbeddingTable => (self.table.iter().map(|c| c.0).sum(), self.hidden),
         };
         let mut outs = Vec::new();
         let mut start = 0;
         let mut chunk_idx = 0;
         while start < rows {
             let n = MAX_CHUNK.min(rows - start);
-            let w = match &lin.weight {
+            let wv = match &lin.weight {
                 Weight::Dense(m) => {
                     let mut v = Vec::with_capacity(n * cols);
                     for i in start..start + n {
                         v.extend((0..cols).map(|j| m[(i, j)] as f32));
                     }
-                    self.tensor(vec![n, cols, 1, 1], v)?
+                    let t = self.tensor(vec![n, cols, 1, 1], v)?;
+                    self.f.constant(&format!("{hint}_weight"), t)?
                 }
                 Weight::EmbeddingTable => {
-                    // Same bytes as the gather table chunk: the blob writer stores them once.
-                    let (_, t) = &self.table[chunk_idx];
-                    t.clone().reshaped(vec![n, cols, 1, 1])?
+                    // A view of the gather table chunk: the weight file stores it once.
+                    let (rows, table) = self.table[chunk_idx].clone();
+                    debug_assert_eq!(rows, n);
+                    self.f
+                        .constant_view(&format!("{hint}_weight"), &table, &[n, cols, 1, 1])?
                 }
             };
-            let wv = self.f.constant(&format!("{hint}_weight"), w)?;
             let bv = match &lin.bias {
                 Some(b) => {
                     let t = self.tensor(
@@ -194,8 +195,8 @@ impl<'f, 'a> Emitter<'f, 'a> {
             let a = k * MAX_CHUNK;
             let n = MAX_CHUNK.min(v - a);
             let t = self.tensor(vec![n, d], e.table.data[a * d..(a + n) * d].to_vec())?;
-            self.table.push((a, t.clone()));
             let tv = self.f.constant("embeddings_table", t)?;
+            self.table.push((n, tv.clone()));
             if chunks == 1 {
                 gathered = Some(
                     self.f
@@ -299,7 +300,8 @@ impl<'f, 'a> Emitter<'f, 'a> {
             for p in 0..s {
                 let a = p as f64 * inv;
                 cos[c * s + p] = a.cos() as f32;
-                sin[c * s + p] = a.sin() as f32;
+                // rotate_half's sign: its first half is negated.
+                sin[c * s + p] = if c % hd < half { -a.sin() } else { a.sin() } as f32;
             }
         }
         let name = format!("rope_{}", theta as u64);
@@ -329,27 +331,36 @@ impl<'f, 'a> Emitter<'f, 'a> {
                 .clone()
                 .ok_or_else(|| err("no embedding norm"))?,
         };
-        // One conv for [q·s, rot_half(q)·s, k, rot_half(k), v]: the attention scale and RoPE's
-        // rotate-half permutation are folded into the weights.
+        // One conv for [q·s, k, v] with the attention scale folded into the query weights.
         let scale = 1.0 / (hd as f64).sqrt();
-        let qkv = stack_qkv(&l.attn, scale, l.attn.rope.is_some())?;
+        let qkv = stack_qkv(&l.attn, scale)?;
         let y = self.conv(&format!("{p}_qkv"), &a_in, &qkv)?;
-        let parts = if l.attn.rope.is_some() { 5 } else { 3 };
         let pieces = self
             .f
-            .split(&format!("{p}_qkv_split"), &y, 1, &vec![d as i32; parts])?;
-        let (q, k, v) = if let Some(rope) = l.attn.rope {
+            .split(&format!("{p}_qkv_split"), &y, 1, &[d as i32; 3])?;
+        let (q, k, v) = (pieces[0].clone(), pieces[1].clone(), pieces[2].clone());
+        let (q, k) = if let Some(rope) = l.attn.rope {
             let (cos, sin) = self.rope_tables(rope.theta, h)?;
-            let mut rot = |name: &str, a: &Var, b: &Var| -> Result<Var, MilError> {
+            let half = vec![(hd / 2) as i32; 2 * h];
+            // rotate_half(x) = [−x₂, x₁] per head: swap the halves with split + concat; the sign
+            // lives in the sin table. Cheaper than folding it into the weights (+2d² MACs/token).
+            let mut rot = |name: &str, a: &Var| -> Result<Var, MilError> {
+                let halves = self.f.split(&format!("{p}_{name}_halves"), a, 1, &half)?;
+                let swapped: Vec<Var> = (0..h)
+                    .flat_map(|i| [halves[2 * i + 1].clone(), halves[2 * i].clone()])
+                    .collect();
+                let sw = self
+                    .f
+                    .concat(&format!("{p}_{name}_swapped"), &swapped, 1, false)?;
                 let ac = self.f.binary("mul", &format!("{p}_{name}_cos"), a, &cos)?;
-                let bs = self.f.binary("mul", &format!("{p}_{name}_sin"), b, &sin)?;
+                let bs = self
+                    .f
+                    .binary("mul", &format!("{p}_{name}_sin"), &sw, &sin)?;
                 self.f.binary("add", &format!("{p}_{name}_rope"), &ac, &bs)
             };
-            let q = rot("q", &pieces[0], &pieces[1])?;
-            let k = rot("k", &pieces[2], &pieces[3])?;
-            (q, k, pieces[4].clone())
+            (rot("q", &q)?, rot("k", &k)?)
         } else {
-            (pieces[0].clone(), pieces[1].clone(), pieces[2].clone())
+            (q, k)
         };
         let kt = self.f.transpose(&format!("{p}_k_t"), &k, &[0, 3, 2, 1])?;
         let sizes = vec![hd as i32; h];
@@ -468,58 +479,25 @@ impl<'f, 'a> Emitter<'f, 'a> {
     }
 }
 
-/// The fused projection `[q·s; P q·s; k; P k; v]` (P = RoPE's rotate-half per head) or `[q·s; k; v]`.
-fn stack_qkv(a: &Attention, scale: f64, rope: bool) -> Result<Linear, MilError> {
-    let get = |l: &Linear| -> Result<(Mat<f64>, Vec<f64>), MilError> {
-        let m = l
-            .matrix()
-            .ok_or_else(|| err("attention projections are dense"))?
-            .clone();
-        let b = l.bias.clone().unwrap_or_else(|| vec![0.0; m.nrows()]);
-        Ok((m, b))
-    };
-    let (q, qb) = get(&a.q)?;
-    let (k, kb) = get(&a.k)?;
-    let (v, vb) = get(&a.v)?;
-    let d = q.nrows();
-    let cols = q.ncols();
-    let hd = d / a.heads;
-    let half = hd / 2;
-    // rotate_half(x) = [−x₂, x₁] within each head.
-    let rot_src = |r: usize| -> (usize, f64) {
-        let (h, i) = (r / hd, r % hd);
-        if i < half {
-            (h * hd + i + half, -1.0)
-        } else {
-            (h * hd + i - half, 1.0)
-        }
-    };
-    let blocks: Vec<(&Mat<f64>, &Vec<f64>, f64, bool)> = if rope {
-        vec![
-            (&q, &qb, scale, false),
-            (&q, &qb, scale, true),
-            (&k, &kb, 1.0, false),
-            (&k, &kb, 1.0, true),
-            (&v, &vb, 1.0, false),
-        ]
-    } else {
-        vec![
-            (&q, &qb, scale, false),
-            (&k, &kb, 1.0, false),
-            (&v, &vb, 1.0, false),
-        ]
-    };
-    let mut w = Mat::<f64>::zeros(d * blocks.len(), cols);
-    let mut bias = vec![0.0; d * blocks.len()];
-    let has_bias = a.q.bias.is_some() || a.k.bias.is_some() || a.v.bias.is_some();
-    for (bi, (m, b, s, rotated)) in blocks.iter().enumerate() {
+/// The fused projection `[q·scale; k; v]`.
+fn stack_qkv(a: &Attention, scale: f64) -> Result<Linear, MilError> {
+    fn get(l: &Linear) -> Result<&Mat<f64>, MilError> {
+        l.matrix()
+            .ok_or_else(|| err("attention projections are dense"))
+    }
+    let (q, k, v) = (get(&a.q)?, get(&a.k)?, get(&a.v)?);
+    let (d, cols) = (q.nrows(), q.ncols());
+    let mut w = Mat::<f64>::zeros(3 * d, cols);
+    let mut bias = vec![0.0; 3 * d];
+    let blocks = [(q, &a.q, scale), (k, &a.k, 1.0), (v, &a.v, 1.0)];
+    for (bi, (m, lin, s)) in blocks.into_iter().enumerate() {
         for r in 0..d {
-            let (src, sign) = if *rotated { rot_src(r) } else { (r, 1.0) };
             for c in 0..cols {
-                w[(bi * d + r, c)] = m[(src, c)] * sign * s;
+                w[(bi * d + r, c)] = m[(r, c)] * s;
             }
-            bias[bi * d + r] = b[src] * sign * s;
+            bias[bi * d + r] = lin.bias.as_ref().map_or(0.0, |b| b[r]) * s;
         }
     }
+    let has_bias = a.q.bias.is_some() || a.k.bias.is_some() || a.v.bias.is_some();
     Ok(Linear::dense(w, has_bias.then_some(bias)))
 }

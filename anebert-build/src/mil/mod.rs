@@ -490,6 +490,55 @@ impl FunctionBuilder<'_> {
         Ok(Var { name, ty })
     }
 
+    /// A second constant over the same stored bytes as the blob-backed constant `of`, with another
+    /// shape of the same element count (e.g. a `(V, d)` embedding table viewed as the `(V, d, 1, 1)`
+    /// weight of a tied decoder conv): the weight file holds the data once.
+    pub fn constant_view(
+        &mut self,
+        hint: &str,
+        of: &Var,
+        shape: &[usize],
+    ) -> Result<Var, MilError> {
+        let err = |msg: &str| MilError::Program(format!("constant_view of `{}`: {msg}", of.name));
+        let idx = *self
+            .producer
+            .get(&of.name)
+            .ok_or_else(|| err("not a value of this function"))?;
+        let src = &self.ops[idx];
+        if src.r#type != "const" {
+            return Err(err("not a constant"));
+        }
+        let old = of.shape().ok_or_else(|| err("shape unknown"))?;
+        if old.iter().product::<usize>() != shape.iter().product::<usize>() {
+            return Err(err(&format!(
+                "{old:?} and {shape:?} differ in element count"
+            )));
+        }
+        let mut val = src
+            .attributes
+            .get("val")
+            .cloned()
+            .ok_or_else(|| err("no value"))?;
+        let ty = TensorType::fixed(of.dtype(), shape);
+        match val.value.as_mut() {
+            Some(mil::value::Value::BlobFileValue(_)) => val.r#type = Some(ty.to_proto()),
+            _ => return Err(err("stored inline, not in the weight file")),
+        }
+        let name = self.names.fresh(hint);
+        let mut attributes = BTreeMap::new();
+        attributes.insert("name".to_string(), string_value(&name));
+        attributes.insert("val".to_string(), val);
+        self.producer.insert(name.clone(), self.ops.len());
+        self.ops.push(mil::Operation {
+            r#type: "const".into(),
+            inputs: BTreeMap::new(),
+            outputs: vec![named_type(&name, &ty)],
+            blocks: vec![],
+            attributes,
+        });
+        Ok(Var { name, ty })
+    }
+
     /// The value of a constant created in this function, when it is small enough to be kept.
     pub fn const_value(&self, v: &Var) -> Option<&Tensor> {
         self.consts.get(v.name())

@@ -3,6 +3,7 @@
 //! Invoked by cargo as `cargo-anebert anebert <command> ...`; also runnable directly
 //! (`cargo run --bin cargo-anebert -- anebert run ...`, or without the `anebert` word).
 
+mod convert;
 mod run;
 mod tensors;
 
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Convert a HuggingFace checkpoint directory into an ANE-form Core ML package.
+    Convert(convert::ConvertArgs),
     /// Run a Core ML package on the CPU backend: inputs from a safetensors file, every output to another.
     Run(run::RunArgs),
 }
@@ -32,7 +35,9 @@ fn main() {
         args.remove(1);
     }
     let cli = Cli::parse_from(args);
+    limit_heap_fragmentation();
     let result = match cli.command {
+        Command::Convert(a) => convert::run(a),
         Command::Run(a) => run::run(a),
     };
     if let Err(e) = result {
@@ -41,5 +46,17 @@ fn main() {
             eprintln!("  caused by: {cause}");
         }
         std::process::exit(1);
+    }
+}
+
+/// glibc raises its mmap threshold after large frees, after which the converter's per-layer f64
+/// matrices (10–30 MB each, freed every layer, some on rayon threads with their own arenas)
+/// fragment the heap: converting ModernBERT-base peaked at 1.24 GB instead of 0.34 GB. A fixed
+/// 1 MiB threshold keeps large buffers in their own mappings, returned to the OS when freed.
+fn limit_heap_fragmentation() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }

@@ -1,0 +1,84 @@
+//! `cargo anebert convert`: a checkpoint directory → `.mlpackage`.
+
+use anebert_build::graph::ane_rules;
+use anebert_build::{ConvertOptions, HeadKind, Pooling, WeightPrecision};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct ConvertArgs {
+    /// HuggingFace checkpoint directory (config.json + model.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    /// mlm | sequence-classification | token-classification | embedding | hidden
+    #[arg(long)]
+    head: HeadKind,
+    /// Sequence length S of the model's inputs.
+    #[arg(long)]
+    seq: usize,
+    /// Keep plain layer_norm ops (no folding or rotation).
+    #[arg(long)]
+    no_rotate: bool,
+    /// Weight (and compute) precision: fp16 (ships to the ANE) or fp32 (reference).
+    #[arg(long, default_value = "fp16")]
+    weights: WeightPrecision,
+    /// Seed of the rotation (recorded in the package metadata).
+    #[arg(long)]
+    rotation_seed: Option<u64>,
+    /// Pooling of the embedding head: mean (masked) or cls.
+    #[arg(long, default_value = "mean", value_parser = ["mean", "cls"])]
+    pooling: String,
+    /// L2-normalize the embedding head's output.
+    #[arg(long)]
+    normalize: bool,
+    /// Where to write the `.mlpackage`.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(a: ConvertArgs) -> Result<()> {
+    if a.out.extension().and_then(|e| e.to_str()) != Some("mlpackage") {
+        bail!(
+            "--out {} must end in .mlpackage (Core ML opens packages by that extension)",
+            a.out.display()
+        );
+    }
+    let mut o = ConvertOptions::new(a.head, a.seq);
+    o.rotate = !a.no_rotate;
+    o.weights = a.weights;
+    if let Some(s) = a.rotation_seed {
+        o.rotation_seed = s;
+    }
+    o.embedding_pooling = if a.pooling == "cls" {
+        Pooling::Cls
+    } else {
+        Pooling::Mean
+    };
+    o.normalize = a.normalize;
+    if a.head != HeadKind::Embedding && (a.normalize || a.pooling != "mean") {
+        bail!("--pooling and --normalize apply to the embedding head only");
+    }
+    let summary = anebert_build::convert(&a.model, &o, &a.out)
+        .with_context(|| format!("converting {}", a.model.display()))?;
+    let pkg = anebert::Package::open(&a.out)?;
+    let size: u64 = walk_size(&a.out);
+    println!("{summary}");
+    println!("package: {} ({:.1} MB)", a.out.display(), size as f64 / 1e6);
+    let violations = ane_rules::check(&pkg, a.weights == WeightPrecision::Fp16);
+    if violations.is_empty() {
+        println!("ANE rules: ok");
+    } else {
+        println!("ANE rules: {} issue(s)", violations.len());
+        for v in violations.iter().take(10) {
+            println!("  {v}");
+        }
+    }
+    Ok(())
+}
+
+fn walk_size(p: &std::path::Path) -> u64 {
+    match std::fs::read_dir(p) {
+        Ok(rd) => rd.flatten().map(|e| walk_size(&e.path())).sum(),
+        Err(_) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+    }
+}
