@@ -253,3 +253,138 @@ fn tied_decoder_is_stored_once() {
         "MLM package is {extra} bytes larger than the hidden one"
     );
 }
+
+/// The random-orthogonal rotation (the fallback for sizes without a Hadamard construction) is
+/// as exact in f32 and as good in fp16 simulation as the Hadamard one.
+#[test]
+fn orthogonal_rotation_is_exact_and_rescues_outliers() {
+    use anebert_build::RotationMethod;
+    let fixture = "modernbert-tiny-outliers";
+    for (weights, precision, max_kl) in [
+        (WeightPrecision::Fp32, Precision::F32, 1e-6),
+        (WeightPrecision::Fp16, Precision::Fp16Ane, 1e-3),
+    ] {
+        let mut o = ConvertOptions::new(HeadKind::MaskedLm, SEQ);
+        o.rotation_method = RotationMethod::Orthogonal;
+        o.rotation_seed = 3;
+        o.weights = weights;
+        let out = common::package_dir("modernbert")
+            .join(format!("{fixture}-orthogonal-{}.mlpackage", weights.name()));
+        let summary = convert(&fixtures::fixture(fixture), &o, &out).unwrap();
+        assert!(summary
+            .rotation
+            .as_deref()
+            .unwrap()
+            .starts_with("random-orthogonal (seed 3)"));
+        let model = fixtures::load(&out, precision);
+        let mut stats = LogitStats::default();
+        for row in fixtures::rows(&fixtures::fixture(fixture)) {
+            let got = fixtures::per_token(&fixtures::run(&model, SEQ, PAD, &row.ids), row.len());
+            for (g, w) in got
+                .iter()
+                .zip(&fixtures::ref_per_token(&row.refs["logits"], row.len()))
+            {
+                stats.add(w, g);
+            }
+        }
+        println!(
+            "orthogonal {}: mean KL {:.3e}, top-1 {:.1}%",
+            weights.name(),
+            stats.mean_kl(),
+            100.0 * stats.top1()
+        );
+        assert!(
+            stats.mean_kl() <= max_kl,
+            "{}: mean KL {:e}",
+            weights.name(),
+            stats.mean_kl()
+        );
+    }
+}
+
+/// Embedding head options: CLS pooling and L2 normalization.
+#[test]
+fn embedding_pooling_and_normalization() {
+    let fixture = "modernbert-tiny";
+    let rows = fixtures::rows(&fixtures::fixture(fixture));
+    for (pooling, normalize) in [
+        (anebert_build::Pooling::Cls, false),
+        (anebert_build::Pooling::Mean, true),
+    ] {
+        let mut o = ConvertOptions::new(HeadKind::Embedding, 64);
+        o.weights = WeightPrecision::Fp32;
+        o.embedding_pooling = pooling;
+        o.normalize = normalize;
+        let out = common::package_dir("modernbert").join(format!(
+            "{fixture}-embedding-{}-{normalize}.mlpackage",
+            pooling.name()
+        ));
+        convert(&fixtures::fixture(fixture), &o, &out).unwrap();
+        let md = anebert::Package::open(&out)
+            .unwrap()
+            .spec
+            .description
+            .unwrap()
+            .metadata
+            .unwrap()
+            .user_defined;
+        assert_eq!(md["anebert.pooling"], pooling.name());
+        assert_eq!(md["anebert.normalize"], normalize.to_string());
+        let model = fixtures::load(&out, Precision::F32);
+        for row in rows.iter().filter(|r| r.len() <= 64) {
+            let got: Vec<f32> = fixtures::run(&model, 64, PAD, &row.ids)
+                .to_f64_vec()
+                .unwrap()
+                .iter()
+                .map(|&v| v as f32)
+                .collect();
+            let lhs = &row.refs["last_hidden_state"];
+            let mut want: Vec<f32> = match pooling {
+                anebert_build::Pooling::Cls => lhs.1[..64].to_vec(),
+                anebert_build::Pooling::Mean => row.refs["embedding"].1.clone(),
+            };
+            if normalize {
+                let n = want.iter().map(|v| v * v).sum::<f32>().sqrt();
+                want.iter_mut().for_each(|v| *v /= n);
+            }
+            assert!(
+                metrics::max_abs_diff(&want, &got) < 1e-4,
+                "{} {pooling:?}",
+                row.case
+            );
+        }
+    }
+}
+
+/// The ANE-rule check reports what it should (so an empty report means something).
+#[test]
+fn ane_rule_check_catches_violations() {
+    use anebert::{DType, Tensor};
+    use anebert_build::graph::ane_rules;
+    use anebert_build::mil::{InputShape, ProgramBuilder, SpecVersion};
+    let mut pb = ProgramBuilder::new(SpecVersion::Ios17);
+    pb.function("main", |f| {
+        let x = f.input("x", DType::F32, InputShape::Fixed(vec![1, 4, 1, 20000]))?;
+        let _unused = f.input("unused", DType::F16, InputShape::Fixed(vec![1, 4]))?;
+        let inf = f.constant(
+            "minus_inf",
+            Tensor::f32(vec![16], vec![f32::NEG_INFINITY; 16])?,
+        )?;
+        let r = f.reshape("r", &x, &[1, 4, 1, 1, 1, 20000])?;
+        let r = f.reshape("r2", &r, &[1, 4, 1, 20000])?;
+        let s = f.reduce("reduce_sum", "s", &r, &[3], true)?;
+        let s = f.reshape("flat", &s, &[4])?;
+        let inf4 = f.slice("inf4", &inf, &[0], &[4])?;
+        let s = f.binary("add", "y", &s, &inf4)?;
+        f.output("y", &s)
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.mlpackage");
+    pb.build().unwrap().write(&path).unwrap();
+    let v = ane_rules::check(&anebert::Package::open(&path).unwrap(), true);
+    let rules: std::collections::BTreeSet<&str> = v.iter().map(|v| v.rule).collect();
+    for want in ["rank", "dims", "dtype", "constant", "input"] {
+        assert!(rules.contains(want), "no `{want}` violation in {v:#?}");
+    }
+}

@@ -4,7 +4,7 @@ use crate::checkpoint::{modernbert::ModernBert, Checkpoint};
 use crate::graph::{Emitter, GraphOptions};
 use crate::ir::{EncoderSource, HeadKind, Pooling, Step};
 use crate::mil::{BuiltProgram, MilError, ProgramBuilder, SpecVersion};
-use crate::transforms::{Folder, Rotation};
+use crate::transforms::{Folder, Rotation, RotationMethod};
 use crate::ConvertError;
 use anebert_runtime::DType;
 use std::collections::BTreeMap;
@@ -68,6 +68,8 @@ pub struct ConvertOptions {
     pub rotate: bool,
     /// Seed of the rotation's random signs / matrix.
     pub rotation_seed: u64,
+    /// Hadamard (default) or random orthogonal.
+    pub rotation_method: RotationMethod,
     /// Weight precision.
     pub weights: WeightPrecision,
     /// Pooling of the `embedding` head (default: masked mean).
@@ -84,6 +86,7 @@ impl ConvertOptions {
             seq_len,
             rotate: true,
             rotation_seed: DEFAULT_ROTATION_SEED,
+            rotation_method: RotationMethod::Hadamard,
             weights: WeightPrecision::Fp16,
             embedding_pooling: Pooling::Mean,
             normalize: false,
@@ -238,7 +241,7 @@ pub fn convert_dir(
     let meta = src.meta().clone();
     let rotation = o
         .rotate
-        .then(|| Rotation::new(meta.hidden, o.rotation_seed));
+        .then(|| Rotation::with_method(meta.hidden, o.rotation_seed, o.rotation_method));
     let rot_desc = rotation
         .as_ref()
         .map(|r| format!("{} (seed {})", r.kind.describe(), r.seed));

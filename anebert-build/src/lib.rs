@@ -23,6 +23,7 @@ pub mod transforms;
 
 pub use convert::{convert, convert_dir, ConvertOptions, Summary, WeightPrecision};
 pub use ir::{HeadKind, Pooling};
+pub use transforms::RotationMethod;
 
 /// Any conversion failure.
 #[derive(Debug, thiserror::Error)]

@@ -4,4 +4,4 @@ pub mod fold;
 pub mod rotation;
 
 pub use fold::Folder;
-pub use rotation::{Rotation, RotationKind};
+pub use rotation::{Rotation, RotationKind, RotationMethod};

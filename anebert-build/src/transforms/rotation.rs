@@ -30,6 +30,30 @@ impl RotationKind {
     }
 }
 
+/// Which rotation to build.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RotationMethod {
+    /// Randomized Hadamard (cheap to describe, spreads a one-hot outlier perfectly evenly);
+    /// random orthogonal when `d` has no known construction.
+    #[default]
+    Hadamard,
+    /// Random orthogonal (QR of a Gaussian) whatever `d` is.
+    Orthogonal,
+}
+
+impl std::str::FromStr for RotationMethod {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "hadamard" => Ok(RotationMethod::Hadamard),
+            "orthogonal" => Ok(RotationMethod::Orthogonal),
+            _ => Err(format!(
+                "unknown rotation {s:?}; expected hadamard or orthogonal"
+            )),
+        }
+    }
+}
+
 /// An orthogonal `d × d` matrix `Q` and how it was made.
 #[derive(Clone, Debug)]
 pub struct Rotation {
@@ -44,8 +68,18 @@ pub struct Rotation {
 impl Rotation {
     /// A rotation of size `d`: randomized Hadamard when a construction exists, else random orthogonal.
     pub fn new(d: usize, seed: u64) -> Rotation {
+        Self::with_method(d, seed, RotationMethod::Hadamard)
+    }
+
+    /// A rotation made by `method` (Hadamard falls back to random orthogonal for sizes without
+    /// a known construction).
+    pub fn with_method(d: usize, seed: u64, method: RotationMethod) -> Rotation {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        if let Some((h, construction)) = hadamard(d) {
+        let h = match method {
+            RotationMethod::Hadamard => hadamard(d),
+            RotationMethod::Orthogonal => None,
+        };
+        if let Some((h, construction)) = h {
             let scale = 1.0 / (d as f64).sqrt();
             let signs: Vec<f64> = (0..d)
                 .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })

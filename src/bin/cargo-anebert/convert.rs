@@ -22,6 +22,9 @@ pub struct ConvertArgs {
     /// Weight (and compute) precision: fp16 (ships to the ANE) or fp32 (reference).
     #[arg(long, default_value = "fp16")]
     weights: WeightPrecision,
+    /// hadamard (randomized Hadamard; random orthogonal when d has no construction) or orthogonal.
+    #[arg(long, default_value = "hadamard")]
+    rotation: anebert_build::RotationMethod,
     /// Seed of the rotation (recorded in the package metadata).
     #[arg(long)]
     rotation_seed: Option<u64>,
@@ -46,6 +49,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     let mut o = ConvertOptions::new(a.head, a.seq);
     o.rotate = !a.no_rotate;
     o.weights = a.weights;
+    o.rotation_method = a.rotation;
     if let Some(s) = a.rotation_seed {
         o.rotation_seed = s;
     }

@@ -1,0 +1,228 @@
+//! Converter input handling: bad configs and checkpoints give errors naming the problem;
+//! f16/bf16 checkpoints and sharded checkpoints load.
+
+mod common;
+
+use anebert::cpu::Precision;
+use anebert::metrics;
+use anebert_build::{convert, convert_dir, ConvertOptions, HeadKind, WeightPrecision};
+use common::fixtures;
+use std::path::Path;
+
+fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixtures::fixture(name).join(f), dir.path().join(f)).unwrap();
+    }
+    dir
+}
+
+fn edit_config(dir: &Path, f: impl FnOnce(&mut serde_json::Value)) {
+    let p = dir.join("config.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
+}
+
+fn error_of(dir: &Path, head: HeadKind, seq: usize) -> String {
+    match convert_dir(dir, &ConvertOptions::new(head, seq)) {
+        Ok(_) => panic!("conversion of {} should fail", dir.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_configs_are_named() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+        (
+            "heads",
+            Box::new(|v| v["num_attention_heads"] = 5.into()),
+            "not divisible by num_attention_heads 5",
+        ),
+        (
+            "activation",
+            Box::new(|v| v["hidden_activation"] = "mish".into()),
+            "hidden_activation \"mish\" is not supported",
+        ),
+        (
+            "pooling",
+            Box::new(|v| v["classifier_pooling"] = "max".into()),
+            "classifier_pooling \"max\"",
+        ),
+        (
+            "type",
+            Box::new(|v| v["model_type"] = "gpt2".into()),
+            "model_type \"gpt2\" is not supported",
+        ),
+        (
+            "eps",
+            Box::new(|v| v["norm_eps"] = (-1.0).into()),
+            "norm_eps",
+        ),
+        (
+            "hidden",
+            Box::new(|v| v["hidden_size"] = "big".into()),
+            "not a ModernBERT config",
+        ),
+    ];
+    for (what, edit, want) in cases {
+        let dir = copy_fixture("modernbert-tiny");
+        edit_config(dir.path(), edit);
+        let e = error_of(dir.path(), HeadKind::MaskedLm, 64);
+        assert!(e.contains(want), "{what}: {e}");
+        assert!(
+            e.contains("config.json"),
+            "{what}: the error names the file: {e}"
+        );
+    }
+    let dir = copy_fixture("modernbert-tiny");
+    std::fs::write(dir.path().join("config.json"), "{not json").unwrap();
+    assert!(error_of(dir.path(), HeadKind::MaskedLm, 64).contains("not valid JSON"));
+}
+
+#[test]
+fn bad_checkpoints_name_the_tensor_and_shapes() {
+    // A config that disagrees with the weights: the first tensor read names both shapes.
+    let dir = copy_fixture("modernbert-tiny");
+    edit_config(dir.path(), |v| v["vocab_size"] = 2048.into());
+    let e = error_of(dir.path(), HeadKind::Hidden, 64);
+    assert!(
+        e.contains("model.embeddings.tok_embeddings.weight")
+            && e.contains("[1024, 64]")
+            && e.contains("[2048, 64]"),
+        "{e}"
+    );
+    // A missing layer.
+    let dir = copy_fixture("modernbert-tiny");
+    edit_config(dir.path(), |v| v["num_hidden_layers"] = 7.into());
+    let e = error_of(dir.path(), HeadKind::Hidden, 64);
+    assert!(
+        e.contains("model.layers.6.attn.Wqkv.weight")
+            && e.contains("missing")
+            && e.contains("[192, 64]"),
+        "{e}"
+    );
+    // A head the checkpoint has no weights for.
+    let e = error_of(
+        &fixtures::fixture("modernbert-tiny"),
+        HeadKind::SequenceClassification,
+        64,
+    );
+    assert!(
+        e.contains("no weights for the `sequence-classification` head")
+            && e.contains("available: mlm"),
+        "{e}"
+    );
+    // Sequence length beyond the checkpoint.
+    let e = error_of(
+        &fixtures::fixture("modernbert-tiny"),
+        HeadKind::MaskedLm,
+        4096,
+    );
+    assert!(e.contains("max_position_embeddings 512"), "{e}");
+    // No weights at all; a truncated weight file.
+    let dir = copy_fixture("modernbert-tiny");
+    std::fs::remove_file(dir.path().join("model.safetensors")).unwrap();
+    assert!(error_of(dir.path(), HeadKind::MaskedLm, 64).contains("no model.safetensors"));
+    let dir = copy_fixture("modernbert-tiny");
+    let bytes = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+    std::fs::write(
+        dir.path().join("model.safetensors"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
+    assert!(error_of(dir.path(), HeadKind::MaskedLm, 64).contains("not a valid safetensors file"));
+    // The output is never left half-written.
+    let out = dir.path().join("out.mlpackage");
+    assert!(convert(
+        dir.path(),
+        &ConvertOptions::new(HeadKind::MaskedLm, 64),
+        &out
+    )
+    .is_err());
+    assert!(!out.exists());
+}
+
+/// Re-save the fixture's weights as f16 / bf16, and as two shards with an index.
+fn resave(src: &Path, dst: &Path, dtype: safetensors::Dtype, shards: usize) {
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
+    names.sort();
+    let mut weight_map = serde_json::Map::new();
+    for (k, chunk) in names.chunks(names.len().div_ceil(shards)).enumerate() {
+        let mut owned = Vec::new();
+        for n in chunk {
+            let v = st.tensor(n).unwrap();
+            let f: Vec<f32> = v
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            let data: Vec<u8> = match dtype {
+                safetensors::Dtype::F16 => f
+                    .iter()
+                    .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                    .collect(),
+                safetensors::Dtype::BF16 => f
+                    .iter()
+                    .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
+                    .collect(),
+                _ => f.iter().flat_map(|&x| x.to_le_bytes()).collect(),
+            };
+            owned.push((n.clone(), v.shape().to_vec(), data));
+        }
+        let views: Vec<(&str, safetensors::tensor::TensorView)> = owned
+            .iter()
+            .map(|(n, s, d)| {
+                (
+                    n.as_str(),
+                    safetensors::tensor::TensorView::new(dtype, s.clone(), d).unwrap(),
+                )
+            })
+            .collect();
+        let file = if shards == 1 {
+            "model.safetensors".to_string()
+        } else {
+            format!("model-{k:05}.safetensors")
+        };
+        safetensors::serialize_to_file(views, None, &dst.join(&file)).unwrap();
+        for n in chunk {
+            weight_map.insert(n.clone(), file.clone().into());
+        }
+    }
+    if shards > 1 {
+        let index = serde_json::json!({ "metadata": {}, "weight_map": weight_map });
+        std::fs::write(dst.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    }
+    std::fs::copy(src.join("config.json"), dst.join("config.json")).unwrap();
+}
+
+#[test]
+fn half_precision_and_sharded_checkpoints_load() {
+    let src = fixtures::fixture("modernbert-tiny");
+    let rows = fixtures::rows(&src);
+    let row = &rows[0];
+    for (dtype, shards, max_kl) in [
+        (safetensors::Dtype::F32, 3, 1e-9),
+        (safetensors::Dtype::F16, 1, 1e-3),
+        (safetensors::Dtype::BF16, 2, 2e-2),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        resave(&src, dir.path(), dtype, shards);
+        let mut o = ConvertOptions::new(HeadKind::MaskedLm, 64);
+        o.weights = WeightPrecision::Fp32;
+        let out = dir.path().join("m.mlpackage");
+        convert(dir.path(), &o, &out).unwrap();
+        let model = fixtures::load(&out, Precision::F32);
+        let got = fixtures::per_token(&fixtures::run(&model, 64, 1015, &row.ids), row.len());
+        let want = fixtures::ref_per_token(&row.refs["logits"], row.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| metrics::kl_divergence(w, g))
+            .fold(0.0, f64::max);
+        assert!(worst <= max_kl, "{dtype:?} x{shards}: KL {worst:e}");
+    }
+}
