@@ -34,7 +34,8 @@ fn error_of(dir: &Path, head: HeadKind, seq: usize) -> String {
 
 #[test]
 fn bad_configs_are_named() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             "heads",
             Box::new(|v| v["num_attention_heads"] = 5.into()),

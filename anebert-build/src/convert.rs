@@ -55,7 +55,7 @@ impl std::str::FromStr for WeightPrecision {
 }
 
 /// Default rotation seed (recorded in metadata, so any seed reproduces).
-pub const DEFAULT_ROTATION_SEED: u64 = 0x616e_6562_6572_74;
+pub const DEFAULT_ROTATION_SEED: u64 = 0x0061_6e65_6265_7274;
 
 /// What to convert a checkpoint into.
 #[derive(Clone, Debug)]

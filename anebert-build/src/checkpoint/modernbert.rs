@@ -169,13 +169,13 @@ impl ModernBertConfig {
                 return Err(err(format!("{k} must be positive")));
             }
         }
-        if c.hidden_size % c.num_attention_heads != 0 {
+        if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
             return Err(err(format!(
                 "hidden_size {} is not divisible by num_attention_heads {}",
                 c.hidden_size, c.num_attention_heads
             )));
         }
-        if (c.hidden_size / c.num_attention_heads) % 2 != 0 {
+        if !(c.hidden_size / c.num_attention_heads).is_multiple_of(2) {
             return Err(err(format!(
                 "head dimension {} is odd; rotary embeddings need an even head dimension",
                 c.hidden_size / c.num_attention_heads
@@ -239,7 +239,7 @@ impl ModernBertConfig {
 
     /// Whether layer `i` uses global attention.
     pub fn is_global(&self, i: usize) -> bool {
-        i % self.global_attn_every_n_layers == 0
+        i.is_multiple_of(self.global_attn_every_n_layers)
     }
 }
 

@@ -122,7 +122,10 @@ fn random_orthogonal(d: usize, rng: &mut ChaCha8Rng) -> Mat<f64> {
 }
 
 fn is_prime(n: usize) -> bool {
-    n >= 2 && (2..).take_while(|k| k * k <= n).all(|k| n % k != 0)
+    n >= 2
+        && (2..)
+            .take_while(|k| k * k <= n)
+            .all(|k| !n.is_multiple_of(k))
 }
 
 /// Quadratic character χ(a) mod prime p: 0, 1 or −1.
@@ -142,9 +145,9 @@ fn chi(a: usize, p: usize) -> i8 {
 fn paley_core(p: usize, skew: bool) -> Vec<Vec<i8>> {
     let n = p + 1;
     let mut s = vec![vec![0i8; n]; n];
-    for j in 1..n {
-        s[0][j] = 1;
-        s[j][0] = if skew { -1 } else { 1 };
+    s[0][1..].fill(1);
+    for row in &mut s[1..] {
+        row[0] = if skew { -1 } else { 1 };
     }
     for i in 0..p {
         for j in 0..p {
@@ -229,9 +232,9 @@ pub fn hadamard(d: usize) -> Option<(Vec<i8>, String)> {
         let m = d / k;
         let core = if m == 1 {
             Some((vec![1i8], "1".to_string()))
-        } else if m > 2 && m % 4 == 0 && is_prime(m - 1) && (m - 1) % 4 == 3 {
+        } else if m > 2 && m.is_multiple_of(4) && is_prime(m - 1) && (m - 1) % 4 == 3 {
             Some((paley1(m - 1), format!("paley1({m})")))
-        } else if m % 4 == 0 && m > 4 && is_prime(m / 2 - 1) && (m / 2 - 1) % 4 == 1 {
+        } else if m.is_multiple_of(4) && m > 4 && is_prime(m / 2 - 1) && (m / 2 - 1) % 4 == 1 {
             Some((paley2(m / 2 - 1), format!("paley2({m})")))
         } else {
             None
