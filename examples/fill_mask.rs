@@ -28,7 +28,11 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     ane.weights = WeightPrecision::Fp16;
     let ane_path = out_dir.join("modernbert-tiny-mlm.mlpackage");
     let summary = convert(&model_dir, &ane, &ane_path)?;
-    println!("converted {} → {}\n{summary}\n", model_dir.display(), ane_path.display());
+    println!(
+        "converted {} → {}\n{summary}\n",
+        model_dir.display(),
+        ane_path.display()
+    );
 
     let mut reference = ConvertOptions::new(HeadKind::MaskedLm, SEQ);
     reference.weights = WeightPrecision::Fp32;
@@ -40,7 +44,11 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let enc = tokenizer.encode(text.as_str(), true)?;
     let ids: Vec<i32> = enc.get_ids().iter().map(|&i| i as i32).collect();
     if ids.len() > SEQ {
-        return Err(format!("{} tokens; this example's model takes at most {SEQ}", ids.len()).into());
+        return Err(format!(
+            "{} tokens; this example's model takes at most {SEQ}",
+            ids.len()
+        )
+        .into());
     }
     let mask_id = tokenizer
         .token_to_id("[MASK]")
@@ -59,7 +67,9 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
         println!(
             "[MASK] at token {pos}: KL(fp32 ‖ fp16-ane) = {:.2e}, fp32 top-1 = {:?}",
             metrics::kl_divergence(r, a),
-            tokenizer.id_to_token(metrics::argmax(r) as u32).unwrap_or_default()
+            tokenizer
+                .id_to_token(metrics::argmax(r) as u32)
+                .unwrap_or_default()
         );
         for id in metrics::top_k(a, 5) {
             let tok = tokenizer.decode(&[id as u32], false)?;
@@ -70,7 +80,11 @@ fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 }
 
 /// Per-token logits (S × V) of one padded sequence.
-fn run(path: &PathBuf, precision: Precision, ids: &[i32]) -> Result<Vec<Vec<f32>>, Box<dyn std::error::Error + Send + Sync>> {
+fn run(
+    path: &PathBuf,
+    precision: Precision,
+    ids: &[i32],
+) -> Result<Vec<Vec<f32>>, Box<dyn std::error::Error + Send + Sync>> {
     let model = CpuModel::load(&Package::open(path)?, None, precision)?;
     let mut padded = ids.to_vec();
     padded.resize(SEQ, 1015);
@@ -78,7 +92,10 @@ fn run(path: &PathBuf, precision: Precision, ids: &[i32]) -> Result<Vec<Vec<f32>
     mask.resize(SEQ, 0);
     let mut inputs = BTreeMap::new();
     inputs.insert("input_ids".to_string(), Tensor::i32(vec![1, SEQ], padded)?);
-    inputs.insert("attention_mask".to_string(), Tensor::i32(vec![1, SEQ], mask)?);
+    inputs.insert(
+        "attention_mask".to_string(),
+        Tensor::i32(vec![1, SEQ], mask)?,
+    );
     let out = model.predict(&inputs)?;
     let logits = &out["logits"];
     let (v, s) = (logits.shape()[1], logits.shape()[3]);

@@ -229,11 +229,7 @@ impl Checkpoint {
         expected: &[usize],
         hint: &str,
     ) -> Result<Vec<f64>, CheckpointError> {
-        let e = self.entry(name, expected, hint)?;
-        let shard = &self.shards[e.shard];
-        let out = widen(name, e.dtype, &shard.map[e.begin..e.end])?;
-        release(&shard.map, e.begin, e.end - e.begin);
-        Ok(out)
+        self.read_as(name, expected, hint)
     }
 
     /// Read a tensor of the given shape, widened to f32 (for the embedding table: half the
@@ -244,23 +240,18 @@ impl Checkpoint {
         expected: &[usize],
         hint: &str,
     ) -> Result<Vec<f32>, CheckpointError> {
+        self.read_as(name, expected, hint)
+    }
+
+    fn read_as<T: From<f32>>(
+        &self,
+        name: &str,
+        expected: &[usize],
+        hint: &str,
+    ) -> Result<Vec<T>, CheckpointError> {
         let e = self.entry(name, expected, hint)?;
         let shard = &self.shards[e.shard];
-        let bytes = &shard.map[e.begin..e.end];
-        let out: Vec<f32> = match e.dtype {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-            _ => bytes
-                .chunks_exact(2)
-                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-                .collect(),
-        };
+        let out = widen(name, e.dtype, &shard.map[e.begin..e.end])?;
         release(&shard.map, e.begin, e.end - e.begin);
         Ok(out)
     }
@@ -339,19 +330,20 @@ fn release(map: &Mmap, offset: usize, len: usize) {
     }
 }
 
-fn widen(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<f64>, CheckpointError> {
+/// Little-endian f32 / f16 / bf16 → `T` (every such value is exact in f32, hence in `T`).
+fn widen<T: From<f32>>(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<T>, CheckpointError> {
     Ok(match dtype {
         Dtype::F32 => bytes
             .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+            .map(|c| T::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
             .collect(),
         Dtype::F16 => bytes
             .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f64())
+            .map(|c| T::from(half::f16::from_le_bytes([c[0], c[1]]).to_f32()))
             .collect(),
         Dtype::BF16 => bytes
             .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f64())
+            .map(|c| T::from(half::bf16::from_le_bytes([c[0], c[1]]).to_f32()))
             .collect(),
         other => {
             return Err(CheckpointError::Dtype {

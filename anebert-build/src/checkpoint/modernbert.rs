@@ -421,7 +421,7 @@ impl EncoderSource for ModernBert {
                 } else {
                     None
                 };
-                let decoder = if self.ckpt.has("decoder.weight") {
+                let decoder = if self.ckpt.has("decoder.weight") || !c.tie_word_embeddings {
                     self.linear("decoder", c.vocab_size, d, false, hint)?.weight
                 } else {
                     // HF ties the decoder to the token embeddings and save_pretrained drops it.

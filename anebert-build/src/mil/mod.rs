@@ -476,6 +476,10 @@ impl FunctionBuilder<'_> {
         if t.len() <= 4096 {
             self.consts.insert(name.clone(), t);
         }
+        Ok(self.push_const(name, ty, val))
+    }
+
+    fn push_const(&mut self, name: String, ty: TensorType, val: mil::Value) -> Var {
         let mut attributes = BTreeMap::new();
         attributes.insert("name".to_string(), string_value(&name));
         attributes.insert("val".to_string(), val);
@@ -487,7 +491,7 @@ impl FunctionBuilder<'_> {
             blocks: vec![],
             attributes,
         });
-        Ok(Var { name, ty })
+        Var { name, ty }
     }
 
     /// A second constant over the same stored bytes as the blob-backed constant `of`, with another
@@ -525,18 +529,7 @@ impl FunctionBuilder<'_> {
             _ => return Err(err("stored inline, not in the weight file")),
         }
         let name = self.names.fresh(hint);
-        let mut attributes = BTreeMap::new();
-        attributes.insert("name".to_string(), string_value(&name));
-        attributes.insert("val".to_string(), val);
-        self.producer.insert(name.clone(), self.ops.len());
-        self.ops.push(mil::Operation {
-            r#type: "const".into(),
-            inputs: BTreeMap::new(),
-            outputs: vec![named_type(&name, &ty)],
-            blocks: vec![],
-            attributes,
-        });
-        Ok(Var { name, ty })
+        Ok(self.push_const(name, ty, val))
     }
 
     /// The value of a constant created in this function, when it is small enough to be kept.
