@@ -388,3 +388,64 @@ fn ane_rule_check_catches_violations() {
         assert!(rules.contains(want), "no `{want}` violation in {v:#?}");
     }
 }
+
+/// A vocabulary larger than one chunk (ModernBERT's 50368 > 16384): the table is gathered from
+/// several chunks with range masks and the tied decoder is several convs, concatenated, still
+/// sharing the table's blobs. Forced here with 300-row chunks (4 chunks, the last partial).
+#[test]
+fn chunked_vocabulary_matches_huggingface() {
+    let fixture = "modernbert-tiny";
+    for (rotate, weights, precision, max_kl) in [
+        (false, WeightPrecision::Fp32, Precision::F32, 1e-6),
+        (true, WeightPrecision::Fp16, Precision::Fp16Ane, 1e-3),
+    ] {
+        let mut o = ConvertOptions::new(HeadKind::MaskedLm, SEQ);
+        o.vocab_chunk = 300;
+        o.rotate = rotate;
+        o.weights = weights;
+        let out = common::package_dir("modernbert")
+            .join(format!("{fixture}-chunked-{}.mlpackage", weights.name()));
+        let summary = convert(&fixtures::fixture(fixture), &o, &out).unwrap();
+        assert_eq!(summary.ops["gather"], 4);
+        let model = fixtures::load(&out, precision);
+        let mut stats = LogitStats::default();
+        for row in fixtures::rows(&fixtures::fixture(fixture)) {
+            let got = fixtures::per_token(&fixtures::run(&model, SEQ, PAD, &row.ids), row.len());
+            for (g, w) in got
+                .iter()
+                .zip(&fixtures::ref_per_token(&row.refs["logits"], row.len()))
+            {
+                stats.add(w, g);
+            }
+        }
+        assert!(
+            stats.mean_kl() <= max_kl,
+            "{}: mean KL {:e}",
+            weights.name(),
+            stats.mean_kl()
+        );
+        if weights == WeightPrecision::Fp32 {
+            assert!(stats.max_abs <= 1e-3 && stats.top1_agree == stats.tokens);
+        }
+        // The decoder convs view the table chunks: weight.bin holds the table once, as unchunked.
+        let bin = |p: &std::path::Path| {
+            std::fs::metadata(p.join("Data/com.apple.CoreML/weights/weight.bin"))
+                .unwrap()
+                .len() as i64
+        };
+        o.vocab_chunk = anebert_build::graph::MAX_CHUNK;
+        let whole = common::package_dir("modernbert")
+            .join(format!("{fixture}-unchunked-{}.mlpackage", weights.name()));
+        convert(&fixtures::fixture(fixture), &o, &whole).unwrap();
+        let per = if weights == WeightPrecision::Fp32 {
+            4
+        } else {
+            2
+        };
+        let diff = (bin(&out) - bin(&whole)).abs();
+        assert!(
+            diff < 1024 * 64 * per / 4,
+            "chunked and unchunked weight.bin differ by {diff} bytes"
+        );
+    }
+}

@@ -76,6 +76,9 @@ pub struct ConvertOptions {
     pub embedding_pooling: Pooling,
     /// L2-normalize the `embedding` output.
     pub normalize: bool,
+    /// Largest number of rows in one embedding-table chunk / output channels in one decoder conv
+    /// (default and maximum 16384, the ANE's lookup and width bound).
+    pub vocab_chunk: usize,
 }
 
 impl ConvertOptions {
@@ -90,6 +93,7 @@ impl ConvertOptions {
             weights: WeightPrecision::Fp16,
             embedding_pooling: Pooling::Mean,
             normalize: false,
+            vocab_chunk: crate::graph::MAX_CHUNK,
         }
     }
 }
@@ -215,6 +219,13 @@ fn check_options(src: &dyn EncoderSource, o: &ConvertOptions) -> Result<(), Conv
             crate::graph::ane_rules::MAX_SPATIAL
         )));
     }
+    if o.vocab_chunk == 0 || o.vocab_chunk > crate::graph::MAX_CHUNK {
+        return Err(ConvertError::Options(format!(
+            "vocab_chunk {} must be between 1 and {}",
+            o.vocab_chunk,
+            crate::graph::MAX_CHUNK
+        )));
+    }
     let heads = src.available_heads();
     if !heads.contains(&o.head) {
         return Err(ConvertError::Options(format!(
@@ -267,6 +278,7 @@ pub fn convert_dir(
     let gopts = GraphOptions {
         seq_len: o.seq_len,
         dtype: o.weights.dtype(),
+        chunk: o.vocab_chunk,
     };
     let res = pb.function("main", |f| {
         let run = || -> Result<(), ConvertError> {

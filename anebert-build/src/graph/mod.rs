@@ -24,6 +24,8 @@ pub struct GraphOptions {
     pub seq_len: usize,
     /// Compute and weight dtype (`F16` for the ANE, `F32` for reference packages).
     pub dtype: DType,
+    /// Most output channels of one conv / rows of one embedding-table chunk (≤ [`MAX_CHUNK`]).
+    pub chunk: usize,
 }
 
 /// Emits one encoder into a function, piece by piece.
@@ -84,7 +86,7 @@ impl<'f, 'a> Emitter<'f, 'a> {
         self.f.constant(hint, t)
     }
 
-    /// A 1×1 conv for `lin` (chunked on output channels above [`MAX_CHUNK`], concatenated).
+    /// A 1×1 conv for `lin` (chunked on output channels above `opts.chunk`, concatenated).
     fn conv(&mut self, hint: &str, x: &Var, lin: &Linear) -> Result<Var, MilError> {
         let (rows, cols) = match &lin.weight {
             Weight::Dense(m) => (m.nrows(), m.ncols()),
@@ -94,7 +96,7 @@ impl<'f, 'a> Emitter<'f, 'a> {
         let mut start = 0;
         let mut chunk_idx = 0;
         while start < rows {
-            let n = MAX_CHUNK.min(rows - start);
+            let n = self.opts.chunk.min(rows - start);
             let wv = match &lin.weight {
                 Weight::Dense(m) => {
                     let mut v = Vec::with_capacity(n * cols);
@@ -187,13 +189,14 @@ impl<'f, 'a> Emitter<'f, 'a> {
         if d != self.hidden {
             return Err(err("embedding width differs from the hidden size"));
         }
-        // Tables over MAX_CHUNK rows are stored in chunks (the ANE lookup bound; the MLM decoder
+        // Tables over `opts.chunk` rows are stored in chunks (the ANE lookup bound; the MLM decoder
         // reuses the same chunks); each chunk gathers clamped ids and a range mask selects.
         let mut gathered: Option<Var> = None;
-        let chunks = v.div_ceil(MAX_CHUNK);
+        let chunk = self.opts.chunk;
+        let chunks = v.div_ceil(chunk);
         for k in 0..chunks {
-            let a = k * MAX_CHUNK;
-            let n = MAX_CHUNK.min(v - a);
+            let a = k * chunk;
+            let n = chunk.min(v - a);
             let t = self.tensor(vec![n, d], e.table.data[a * d..(a + n) * d].to_vec())?;
             let tv = self.f.constant("embeddings_table", t)?;
             self.table.push((n, tv.clone()));
