@@ -147,6 +147,17 @@ fn bad_checkpoints_name_the_tensor_and_shapes() {
 
 /// Re-save the fixture's weights as f16 / bf16, and as two shards with an index.
 fn resave(src: &Path, dst: &Path, dtype: safetensors::Dtype, shards: usize) {
+    resave_renamed(src, dst, dtype, shards, |n| Some(n.to_string()))
+}
+
+/// `resave` with tensors renamed (or dropped when `rename` gives `None`).
+fn resave_renamed(
+    src: &Path,
+    dst: &Path,
+    dtype: safetensors::Dtype,
+    shards: usize,
+    rename: impl Fn(&str) -> Option<String>,
+) {
     let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
@@ -172,7 +183,9 @@ fn resave(src: &Path, dst: &Path, dtype: safetensors::Dtype, shards: usize) {
                     .collect(),
                 _ => f.iter().flat_map(|&x| x.to_le_bytes()).collect(),
             };
-            owned.push((n.clone(), v.shape().to_vec(), data));
+            if let Some(new) = rename(n) {
+                owned.push((new, v.shape().to_vec(), data));
+            }
         }
         let views: Vec<(&str, safetensors::tensor::TensorView)> = owned
             .iter()
@@ -189,7 +202,7 @@ fn resave(src: &Path, dst: &Path, dtype: safetensors::Dtype, shards: usize) {
             format!("model-{k:05}.safetensors")
         };
         safetensors::serialize_to_file(views, None, &dst.join(&file)).unwrap();
-        for n in chunk {
+        for (n, _, _) in &owned {
             weight_map.insert(n.clone(), file.clone().into());
         }
     }
@@ -225,5 +238,33 @@ fn half_precision_and_sharded_checkpoints_load() {
             .map(|(g, w)| metrics::kl_divergence(w, g))
             .fold(0.0, f64::max);
         assert!(worst <= max_kl, "{dtype:?} x{shards}: KL {worst:e}");
+    }
+}
+
+/// A bare `ModernBertModel` checkpoint (no `model.` prefix, no head weights) converts to the
+/// hidden head and matches the reference; asking it for `mlm` names what is missing.
+#[test]
+fn bare_modernbert_model_checkpoint() {
+    let src = fixtures::fixture("modernbert-tiny");
+    let dir = tempfile::tempdir().unwrap();
+    resave_renamed(&src, dir.path(), safetensors::Dtype::F32, 1, |n| {
+        n.strip_prefix("model.").map(str::to_string)
+    });
+    let e = error_of(dir.path(), HeadKind::MaskedLm, 64);
+    assert!(
+        e.contains("no weights for the `mlm` head") && e.contains("available: embedding, hidden"),
+        "{e}"
+    );
+    let mut o = ConvertOptions::new(HeadKind::Hidden, 64);
+    o.weights = WeightPrecision::Fp32;
+    let out = dir.path().join("h.mlpackage");
+    convert(dir.path(), &o, &out).unwrap();
+    let model = fixtures::load(&out, Precision::F32);
+    for row in fixtures::rows(&src).iter().filter(|r| r.len() <= 64) {
+        let got = fixtures::per_token(&fixtures::run(&model, 64, 1015, &row.ids), row.len());
+        let want = fixtures::ref_per_token(&row.refs["last_hidden_state"], row.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert!(metrics::max_abs_diff(w, g) < 1e-4, "{}", row.case);
+        }
     }
 }
