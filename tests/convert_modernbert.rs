@@ -32,6 +32,22 @@ fn package(
     out
 }
 
+/// Run every reference row of `fixture` and compare the per-token output with `refname`.
+fn token_stats(model: &anebert::cpu::CpuModel, fixture: &str, refname: &str) -> (LogitStats, f64) {
+    let mut stats = LogitStats::default();
+    let mut max_ref: f64 = 0.0;
+    for row in fixtures::rows(&fixtures::fixture(fixture)) {
+        let out = fixtures::run(model, SEQ, PAD, &row.ids);
+        let got = fixtures::per_token(&out, row.len());
+        let want = fixtures::ref_per_token(&row.refs[refname], row.len());
+        for (g, w) in got.iter().zip(&want) {
+            stats.add(w, g);
+            max_ref = max_ref.max(w.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)));
+        }
+    }
+    (stats, max_ref)
+}
+
 /// fp32-weight packages in f32 reproduce HF on every case, rotation on and off.
 #[test]
 fn fp32_packages_match_huggingface() {
@@ -49,17 +65,7 @@ fn fp32_packages_match_huggingface() {
         ] {
             let path = package(fixture, head, rotate, WeightPrecision::Fp32, SEQ);
             let model = fixtures::load(&path, Precision::F32);
-            let mut stats = LogitStats::default();
-            let mut max_ref: f64 = 0.0;
-            for row in fixtures::rows(&fixtures::fixture(fixture)) {
-                let out = fixtures::run(&model, SEQ, PAD, &row.ids);
-                let got = fixtures::per_token(&out, row.len());
-                let want = fixtures::ref_per_token(&row.refs[refname], row.len());
-                for (g, w) in got.iter().zip(&want) {
-                    stats.add(w, g);
-                    max_ref = max_ref.max(w.iter().fold(0f64, |m, &v| m.max(v.abs() as f64)));
-                }
-            }
+            let (stats, max_ref) = token_stats(&model, fixture, refname);
             report.push(format!(
                 "{fixture:26} {:22} rot={rotate:5}  max|Δ| {:.2e} (max|ref| {max_ref:.1})  mean KL {:.2e}  max KL {:.2e}  top-1 {:.1}%  ({} tokens)",
                 head.name(),
@@ -133,15 +139,7 @@ fn fp16_simulation_rotation_rescues_outliers() {
                 SEQ,
             );
             let model = fixtures::load(&path, Precision::Fp16Ane);
-            let mut stats = LogitStats::default();
-            for row in fixtures::rows(&fixtures::fixture(fixture)) {
-                let out = fixtures::run(&model, SEQ, PAD, &row.ids);
-                let got = fixtures::per_token(&out, row.len());
-                let want = fixtures::ref_per_token(&row.refs["logits"], row.len());
-                for (g, w) in got.iter().zip(&want) {
-                    stats.add(w, g);
-                }
-            }
+            let (stats, _) = token_stats(&model, fixture, "logits");
             table.push(format!(
                 "{fixture:26} {:9} {:>12.3e} {:>12.3e} {:>9.1}%",
                 if rotate { "on" } else { "off" },
@@ -277,16 +275,7 @@ fn orthogonal_rotation_is_exact_and_rescues_outliers() {
             .unwrap()
             .starts_with("random-orthogonal (seed 3)"));
         let model = fixtures::load(&out, precision);
-        let mut stats = LogitStats::default();
-        for row in fixtures::rows(&fixtures::fixture(fixture)) {
-            let got = fixtures::per_token(&fixtures::run(&model, SEQ, PAD, &row.ids), row.len());
-            for (g, w) in got
-                .iter()
-                .zip(&fixtures::ref_per_token(&row.refs["logits"], row.len()))
-            {
-                stats.add(w, g);
-            }
-        }
+        let (stats, _) = token_stats(&model, fixture, "logits");
         println!(
             "orthogonal {}: mean KL {:.3e}, top-1 {:.1}%",
             weights.name(),
@@ -408,16 +397,7 @@ fn chunked_vocabulary_matches_huggingface() {
         let summary = convert(&fixtures::fixture(fixture), &o, &out).unwrap();
         assert_eq!(summary.ops["gather"], 4);
         let model = fixtures::load(&out, precision);
-        let mut stats = LogitStats::default();
-        for row in fixtures::rows(&fixtures::fixture(fixture)) {
-            let got = fixtures::per_token(&fixtures::run(&model, SEQ, PAD, &row.ids), row.len());
-            for (g, w) in got
-                .iter()
-                .zip(&fixtures::ref_per_token(&row.refs["logits"], row.len()))
-            {
-                stats.add(w, g);
-            }
-        }
+        let (stats, _) = token_stats(&model, fixture, "logits");
         assert!(
             stats.mean_kl() <= max_kl,
             "{}: mean KL {:e}",
