@@ -302,8 +302,8 @@ fn embedding_pooling_and_normalization() {
     ] {
         let mut o = ConvertOptions::new(HeadKind::Embedding, 64);
         o.weights = WeightPrecision::Fp32;
-        o.embedding_pooling = pooling;
-        o.normalize = normalize;
+        o.embedding_pooling = Some(pooling);
+        o.normalize = Some(normalize);
         let out = common::package_dir("modernbert").join(format!(
             "{fixture}-embedding-{}-{normalize}.mlpackage",
             pooling.name()

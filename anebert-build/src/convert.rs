@@ -1,6 +1,6 @@
 //! The converter entry point: checkpoint directory + options → `.mlpackage`.
 
-use crate::checkpoint::{modernbert::ModernBert, Checkpoint};
+use crate::checkpoint::{bert::Bert, modernbert::ModernBert, Checkpoint};
 use crate::graph::{Emitter, GraphOptions};
 use crate::ir::{EncoderSource, HeadKind, Pooling, Step};
 use crate::mil::{BuiltProgram, MilError, ProgramBuilder, SpecVersion};
@@ -72,10 +72,12 @@ pub struct ConvertOptions {
     pub rotation_method: RotationMethod,
     /// Weight precision.
     pub weights: WeightPrecision,
-    /// Pooling of the `embedding` head (default: masked mean).
-    pub embedding_pooling: Pooling,
-    /// L2-normalize the `embedding` output.
-    pub normalize: bool,
+    /// Pooling of the `embedding` head (`None`: the checkpoint's sentence-transformers pooling,
+    /// else masked mean).
+    pub embedding_pooling: Option<Pooling>,
+    /// L2-normalize the `embedding` output (`None`: as the checkpoint says — sentence-transformers'
+    /// `modules.json` — else no).
+    pub normalize: Option<bool>,
     /// Largest number of rows in one embedding-table chunk / output channels in one decoder conv
     /// (default and maximum 16384, the ANE's lookup and width bound).
     pub vocab_chunk: usize,
@@ -91,8 +93,8 @@ impl ConvertOptions {
             rotation_seed: DEFAULT_ROTATION_SEED,
             rotation_method: RotationMethod::Hadamard,
             weights: WeightPrecision::Fp16,
-            embedding_pooling: Pooling::Mean,
-            normalize: false,
+            embedding_pooling: None,
+            normalize: None,
             vocab_chunk: crate::graph::MAX_CHUNK,
         }
     }
@@ -125,6 +127,8 @@ pub struct Summary {
     pub labels: Vec<String>,
     /// Wall time of the conversion in seconds.
     pub seconds: f64,
+    /// Things the user should know (e.g. an option that did not apply).
+    pub notes: Vec<String>,
 }
 
 impl Summary {
@@ -175,6 +179,9 @@ impl std::fmt::Display for Summary {
             hist.join(", ")
         )?;
         writeln!(f, "weights: {:.1} MB", self.weight_bytes as f64 / 1e6)?;
+        for n in &self.notes {
+            writeln!(f, "note: {n}")?;
+        }
         write!(f, "time: {:.2} s", self.seconds)
     }
 }
@@ -188,12 +195,13 @@ pub fn open_source(dir: &Path) -> Result<Box<dyn EncoderSource>, ConvertError> {
         .to_string();
     match model_type.as_str() {
         "modernbert" => Ok(Box::new(ModernBert::new(ckpt)?)),
+        "bert" => Ok(Box::new(Bert::new(ckpt)?)),
         "" => Err(ConvertError::Options(format!(
             "{}: config.json has no model_type",
             ckpt.config_path().display()
         ))),
         other => Err(ConvertError::Options(format!(
-            "{}: model_type {other:?} is not supported (supported: modernbert)",
+            "{}: model_type {other:?} is not supported (supported: modernbert, bert)",
             ckpt.config_path().display()
         ))),
     }
@@ -250,9 +258,16 @@ pub fn convert_dir(
     let src = open_source(dir)?;
     check_options(src.as_ref(), o)?;
     let meta = src.meta().clone();
-    let rotation = o
-        .rotate
-        .then(|| Rotation::with_method(meta.hidden, o.rotation_seed, o.rotation_method));
+    let mut notes = Vec::new();
+    let rotate = o.rotate && !meta.post_norm;
+    if o.rotate && meta.post_norm {
+        notes.push(format!(
+            "rotation does not apply to {}'s post-norm blocks (no norm can absorb the rotation); converted without it",
+            meta.architecture
+        ));
+    }
+    let rotation =
+        rotate.then(|| Rotation::with_method(meta.hidden, o.rotation_seed, o.rotation_method));
     let rot_desc = rotation
         .as_ref()
         .map(|r| format!("{} (seed {})", r.kind.describe(), r.seed));
@@ -260,11 +275,17 @@ pub fn convert_dir(
 
     let mut head = src.head(o.head)?;
     if o.head == HeadKind::Embedding {
-        head.pooling = Some(o.embedding_pooling);
-        if o.normalize {
-            head.steps.push(Step::L2Normalize);
+        if let Some(p) = o.embedding_pooling {
+            head.pooling = Some(p);
+        }
+        if let Some(n) = o.normalize {
+            head.steps.retain(|s| !matches!(s, Step::L2Normalize));
+            if n {
+                head.steps.push(Step::L2Normalize);
+            }
         }
     }
+    let normalize = head.steps.iter().any(|s| matches!(s, Step::L2Normalize));
     let shared_table = head
         .steps
         .iter()
@@ -332,17 +353,14 @@ pub fn convert_dir(
             "anebert.pooling",
             pooling.map(Pooling::name).unwrap_or("none").to_string(),
         ),
-        (
-            "anebert.normalize",
-            (o.head == HeadKind::Embedding && o.normalize).to_string(),
-        ),
+        ("anebert.normalize", normalize.to_string()),
         (
             "anebert.rotation",
             rot_desc.clone().unwrap_or_else(|| "none".into()),
         ),
         (
             "anebert.rotation_seed",
-            if o.rotate {
+            if rotate {
                 o.rotation_seed.to_string()
             } else {
                 "none".into()
@@ -376,6 +394,7 @@ pub fn convert_dir(
         ops,
         weight_bytes: built.weights.as_ref().map_or(0, |w| w.len() as u64),
         rotation: rot_desc,
+        notes,
         output,
         labels,
         seconds: start.elapsed().as_secs_f64(),

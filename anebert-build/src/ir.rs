@@ -143,7 +143,8 @@ pub enum AttnInput {
     EmbeddingNorm,
 }
 
-/// One encoder layer, pre-norm: `x += attn(in(x)); x += mlp(mlp_norm(x))`.
+/// One encoder layer. Pre-norm (ModernBERT): `x += attn(in(x)); x += mlp(mlp_norm(x))`.
+/// Post-norm (BERT): `x = attn_post_norm(x + attn(x)); x = mlp_post_norm(x + mlp(x))`.
 #[derive(Clone, Debug)]
 pub struct Layer {
     /// Index from 0.
@@ -152,8 +153,10 @@ pub struct Layer {
     pub attn_input: AttnInput,
     /// Attention.
     pub attn: Attention,
-    /// Norm in front of the MLP.
-    pub mlp_norm: Norm,
+    /// Norm in front of the MLP (pre-norm layers).
+    pub mlp_norm: Option<Norm>,
+    /// Norms after the residual adds (post-norm layers): after attention, after the MLP.
+    pub post_norms: Option<(Norm, Norm)>,
     /// MLP.
     pub mlp: Mlp,
 }
@@ -174,6 +177,10 @@ pub struct Table {
 pub struct Embeddings {
     /// `V × d` token table.
     pub table: Table,
+    /// Learned absolute positions (`P × d`), added before the norm (BERT).
+    pub positions: Option<Table>,
+    /// Token-type embedding of type 0, added before the norm (BERT; inputs carry no type ids).
+    pub token_type: Option<Vec<f64>>,
     /// Norm applied to the gathered rows.
     pub norm: Norm,
     /// Rotated form: the residual stream starts as `residual(norm(e))` (the layer-0 residual matrix).
@@ -317,6 +324,8 @@ pub struct EncoderMeta {
     pub max_positions: usize,
     /// Padding token id.
     pub pad_token_id: Option<u32>,
+    /// Post-norm blocks (BERT): the outlier rotation does not apply.
+    pub post_norm: bool,
 }
 
 impl EncoderMeta {

@@ -3,6 +3,7 @@
 //! Weights are memory-mapped and converted to f64 one tensor at a time, so converting a model
 //! never holds more than one layer in memory (the pages of a tensor are released after reading).
 
+pub mod bert;
 pub mod modernbert;
 
 use faer::Mat;

@@ -272,6 +272,7 @@ impl ModernBert {
             vocab: config.vocab_size,
             max_positions: config.max_position_embeddings,
             pad_token_id: config.pad_token_id,
+            post_norm: false,
         };
         Ok(ModernBert {
             ckpt,
@@ -360,6 +361,8 @@ impl EncoderSource for ModernBert {
             },
             norm: self.ln(&self.name("embeddings.norm"), "")?,
             residual: None,
+            positions: None,
+            token_type: None,
         })
     }
 
@@ -393,7 +396,8 @@ impl EncoderSource for ModernBert {
                 rope: Some(Rope { theta }),
                 window: (!global).then_some(c.local_attention / 2),
             },
-            mlp_norm: self.ln(&format!("{p}.mlp_norm"), "")?,
+            mlp_norm: Some(self.ln(&format!("{p}.mlp_norm"), "")?),
+            post_norms: None,
             mlp: Mlp {
                 up: self.linear(&format!("{p}.mlp.Wi"), 2 * inter, d, c.mlp_bias, "")?,
                 down: self.linear(&format!("{p}.mlp.Wo"), d, inter, c.mlp_bias, "")?,

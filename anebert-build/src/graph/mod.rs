@@ -236,6 +236,35 @@ impl<'f, 'a> Emitter<'f, 'a> {
         let t = self.f.transpose("embeddings_t", &g, &[0, 2, 1])?;
         let x = self.f.expand_dims("embeddings_bc1s", &t, &[2])?;
         debug_assert_eq!(x.shape(), Some(vec![1, d, 1, s]));
+        // Learned positions 0..S−1 plus the type-0 embedding: one constant (1, d, 1, S).
+        let x = if e.positions.is_some() || e.token_type.is_some() {
+            let mut add = vec![0f32; d * s];
+            if let Some(pos) = &e.positions {
+                if pos.rows < s || pos.cols != d {
+                    return Err(err(format!(
+                        "{} position embeddings cannot cover S = {s}",
+                        pos.rows
+                    )));
+                }
+                for p in 0..s {
+                    for c in 0..d {
+                        add[c * s + p] += pos.data[p * d + c];
+                    }
+                }
+            }
+            if let Some(t) = &e.token_type {
+                for c in 0..d {
+                    for p in 0..s {
+                        add[c * s + p] += t[c] as f32;
+                    }
+                }
+            }
+            let t = self.tensor(vec![1, d, 1, s], add)?;
+            let pv = self.f.constant("embeddings_positions", t)?;
+            self.f.binary("add", "embeddings_sum", &x, &pv)?
+        } else {
+            x
+        };
         let n = self.norm("embeddings_norm", &x, &e.norm)?;
         let x0 = match &e.residual {
             Some(r) => self.conv("embeddings_residual", &n, r)?,
@@ -396,11 +425,17 @@ impl<'f, 'a> Emitter<'f, 'a> {
             self.f.concat(&format!("{p}_heads"), &outs, 1, false)?
         };
         let o = self.conv(&format!("{p}_attn_out"), &o, &l.attn.out)?;
-        let x = self
+        let mut x = self
             .f
             .binary("add", &format!("{p}_attn_residual"), &x, &o)?;
+        if let Some((n, _)) = &l.post_norms {
+            x = self.norm(&format!("{p}_attn_post_norm"), &x, n)?;
+        }
 
-        let m_in = self.norm(&format!("{p}_mlp_norm"), &x, &l.mlp_norm)?;
+        let m_in = match &l.mlp_norm {
+            Some(n) => self.norm(&format!("{p}_mlp_norm"), &x, n)?,
+            None => x.clone(),
+        };
         let up = self.conv(&format!("{p}_mlp_up"), &m_in, &l.mlp.up)?;
         let hidden = if l.mlp.gated {
             let i = up
@@ -416,9 +451,12 @@ impl<'f, 'a> Emitter<'f, 'a> {
             self.act(&format!("{p}_mlp_act"), &up, l.mlp.act)?
         };
         let down = self.conv(&format!("{p}_mlp_down"), &hidden, &l.mlp.down)?;
-        let x = self
+        let mut x = self
             .f
             .binary("add", &format!("{p}_mlp_residual"), &x, &down)?;
+        if let Some((_, n)) = &l.post_norms {
+            x = self.norm(&format!("{p}_mlp_post_norm"), &x, n)?;
+        }
         self.x = Some(x);
         Ok(())
     }

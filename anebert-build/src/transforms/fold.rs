@@ -142,10 +142,13 @@ impl Folder {
             fold_input(lin, &m, beta.as_deref());
         }
         fold_output(&mut l.attn.out, q);
-        let (g, b, eps) = layer_norm_parts(&l.mlp_norm);
+        let Some(mlp_norm) = &l.mlp_norm else {
+            unreachable!("rotation is only applied to pre-norm encoders")
+        };
+        let (g, b, eps) = layer_norm_parts(mlp_norm);
         let m = gamma_q(g, q, sd);
         let beta = b.map(<[f64]>::to_vec);
-        l.mlp_norm = Norm::ScaledRms { eps };
+        l.mlp_norm = Some(Norm::ScaledRms { eps });
         fold_input(&mut l.mlp.up, &m, beta.as_deref());
         fold_output(&mut l.mlp.down, q);
         l

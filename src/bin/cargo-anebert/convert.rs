@@ -28,12 +28,13 @@ pub struct ConvertArgs {
     /// Seed of the rotation (recorded in the package metadata).
     #[arg(long)]
     rotation_seed: Option<u64>,
-    /// Pooling of the embedding head: mean (masked) or cls.
-    #[arg(long, default_value = "mean", value_parser = ["mean", "cls"])]
-    pooling: String,
-    /// L2-normalize the embedding head's output.
+    /// Pooling of the embedding head: mean (masked) or cls [default: the checkpoint's
+    /// sentence-transformers pooling, else mean].
+    #[arg(long, value_parser = ["mean", "cls"])]
+    pooling: Option<String>,
+    /// L2-normalize the embedding head's output [default: as sentence-transformers' modules.json says].
     #[arg(long)]
-    normalize: bool,
+    normalize: Option<bool>,
     /// Where to write the `.mlpackage`.
     #[arg(long)]
     out: PathBuf,
@@ -53,13 +54,15 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     if let Some(s) = a.rotation_seed {
         o.rotation_seed = s;
     }
-    o.embedding_pooling = if a.pooling == "cls" {
-        Pooling::Cls
-    } else {
-        Pooling::Mean
-    };
+    o.embedding_pooling = a.pooling.as_deref().map(|p| {
+        if p == "cls" {
+            Pooling::Cls
+        } else {
+            Pooling::Mean
+        }
+    });
     o.normalize = a.normalize;
-    if a.head != HeadKind::Embedding && (a.normalize || a.pooling != "mean") {
+    if a.head != HeadKind::Embedding && (a.normalize.is_some() || a.pooling.is_some()) {
         bail!("--pooling and --normalize apply to the embedding head only");
     }
     let summary = anebert_build::convert(&a.model, &o, &a.out)
