@@ -9,9 +9,8 @@
 //! English; what matters is that the ANE-form fp16 model agrees with the fp32 reference.
 
 use anebert::cpu::{CpuModel, Precision};
-use anebert::{metrics, Package, Tensor};
+use anebert::{contract, metrics, Package};
 use anebert_build::{convert, ConvertOptions, HeadKind, WeightPrecision};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 const SEQ: usize = 64;
@@ -86,23 +85,8 @@ fn run(
     ids: &[i32],
 ) -> Result<Vec<Vec<f32>>, Box<dyn std::error::Error + Send + Sync>> {
     let model = CpuModel::load(&Package::open(path)?, None, precision)?;
-    let mut padded = ids.to_vec();
-    padded.resize(SEQ, 1015);
-    let mut mask = vec![1; ids.len()];
-    mask.resize(SEQ, 0);
-    let mut inputs = BTreeMap::new();
-    inputs.insert("input_ids".to_string(), Tensor::i32(vec![1, SEQ], padded)?);
-    inputs.insert(
-        "attention_mask".to_string(),
-        Tensor::i32(vec![1, SEQ], mask)?,
-    );
-    let out = model.predict(&inputs)?;
-    let logits = &out["logits"];
-    let (v, s) = (logits.shape()[1], logits.shape()[3]);
-    let data = logits.to_f64_vec().ok_or("logits are not numbers")?;
-    Ok((0..ids.len())
-        .map(|t| (0..v).map(|c| data[c * s + t] as f32).collect())
-        .collect())
+    let out = model.predict(&contract::encoder_inputs(ids, SEQ, 1015)?)?;
+    Ok(contract::token_vectors(&out["logits"], ids.len())?)
 }
 
 fn softmax(x: &[f32]) -> Vec<f64> {

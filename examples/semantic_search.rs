@@ -10,9 +10,8 @@
 //! sentence-transformers BERT checkpoint directory.
 
 use anebert::cpu::{CpuModel, Precision};
-use anebert::{metrics, Package, Tensor};
+use anebert::{contract, metrics, Package};
 use anebert_build::{convert, ConvertOptions, HeadKind};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 const SEQ: usize = 128;
@@ -74,20 +73,7 @@ fn main() -> Result<(), Error> {
             .iter()
             .map(|&i| i as i32)
             .collect();
-        if ids.len() > SEQ {
-            return Err(format!("{text:?} has {} tokens; the model takes {SEQ}", ids.len()).into());
-        }
-        let mut mask = vec![1i32; ids.len()];
-        mask.resize(SEQ, 0);
-        let mut padded = ids;
-        padded.resize(SEQ, 0);
-        let mut inputs = BTreeMap::new();
-        inputs.insert("input_ids".to_string(), Tensor::i32(vec![1, SEQ], padded)?);
-        inputs.insert(
-            "attention_mask".to_string(),
-            Tensor::i32(vec![1, SEQ], mask)?,
-        );
-        let out = model.predict(&inputs)?;
+        let out = model.predict(&contract::encoder_inputs(&ids, SEQ, 0)?)?;
         let e = out["embedding"]
             .to_f64_vec()
             .ok_or("embedding is not numeric")?;

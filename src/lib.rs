@@ -19,6 +19,6 @@
 //! ```
 
 pub use anebert_runtime::{
-    cpu, dtype, metrics, package, proto, tensor, types, DType, Dim, Package, Tensor, TensorData,
-    TensorType,
+    contract, cpu, dtype, metrics, package, proto, tensor, types, DType, Dim, Package, Tensor,
+    TensorData, TensorType,
 };

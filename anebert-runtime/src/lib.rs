@@ -2,6 +2,7 @@
 //! backends that execute a package: Core ML on Apple platforms and a CPU MIL interpreter (also an
 //! fp16 ANE-numerics simulator) everywhere.
 
+pub mod contract;
 pub mod cpu;
 pub mod dtype;
 pub mod infer;

@@ -76,19 +76,7 @@ pub fn rows(fixture_dir: &Path) -> Vec<Row> {
 
 /// Run a package on one row, padded to the package's S with `pad_id`; returns the output tensor.
 pub fn run(model: &CpuModel, seq: usize, pad_id: i32, ids: &[i32]) -> Tensor {
-    let mut padded = ids.to_vec();
-    padded.resize(seq, pad_id);
-    let mut mask = vec![1i32; ids.len()];
-    mask.resize(seq, 0);
-    let mut inputs = BTreeMap::new();
-    inputs.insert(
-        "input_ids".to_string(),
-        Tensor::i32(vec![1, seq], padded).unwrap(),
-    );
-    inputs.insert(
-        "attention_mask".to_string(),
-        Tensor::i32(vec![1, seq], mask).unwrap(),
-    );
+    let inputs = anebert::contract::encoder_inputs(ids, seq, pad_id).unwrap();
     let mut out = model.predict(&inputs).unwrap();
     assert_eq!(out.len(), 1);
     out.pop_first().unwrap().1
@@ -100,12 +88,7 @@ pub fn load(path: &Path, precision: Precision) -> CpuModel {
 
 /// Per-token vectors of a `(1, C, 1, S)` output for the first `len` tokens.
 pub fn per_token(t: &Tensor, len: usize) -> Vec<Vec<f32>> {
-    let shape = t.shape();
-    let (c, s) = (shape[1], shape[3]);
-    let v = t.to_f64_vec().unwrap();
-    (0..len)
-        .map(|i| (0..c).map(|ch| v[ch * s + i] as f32).collect())
-        .collect()
+    anebert::contract::token_vectors(t, len).unwrap()
 }
 
 /// Per-token reference vectors `(S, C)` for the first `len` tokens.

@@ -3,6 +3,7 @@
 //! learned absolute positions, token type 0, GELU MLP, biases everywhere. The `embedding` head
 //! follows the sentence-transformers files when present (`1_Pooling/config.json`, `modules.json`).
 
+use super::checks::ConfigChecks;
 use super::{Checkpoint, CheckpointError};
 use crate::ir::*;
 use crate::ConvertError;
@@ -59,19 +60,10 @@ pub struct BertConfig {
 impl BertConfig {
     /// Parse and check a config.
     pub fn from_value(v: &serde_json::Value, path: &Path) -> Result<Self, CheckpointError> {
-        let err = |msg: String| CheckpointError::Config {
-            path: path.to_path_buf(),
-            msg,
-        };
-        let c: BertConfig = serde_json::from_value(v.clone())
-            .map_err(|e| err(format!("not a BERT config: {e}")))?;
-        if c.model_type != "bert" {
-            return Err(err(format!(
-                "model_type is {:?}, expected \"bert\"",
-                c.model_type
-            )));
-        }
-        for (k, v) in [
+        let chk = ConfigChecks::new(path);
+        let err = |msg: String| chk.err(msg);
+        let c: BertConfig = chk.parse(v, "BERT", "bert")?;
+        chk.positive(&[
             ("vocab_size", c.vocab_size),
             ("hidden_size", c.hidden_size),
             ("intermediate_size", c.intermediate_size),
@@ -79,35 +71,16 @@ impl BertConfig {
             ("num_attention_heads", c.num_attention_heads),
             ("max_position_embeddings", c.max_position_embeddings),
             ("type_vocab_size", c.type_vocab_size),
-        ] {
-            if v == 0 {
-                return Err(err(format!("{k} must be positive")));
-            }
-        }
-        if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
-            return Err(err(format!(
-                "hidden_size {} is not divisible by num_attention_heads {}",
-                c.hidden_size, c.num_attention_heads
-            )));
-        }
-        if Activation::from_hf(&c.hidden_act).is_none() {
-            return Err(err(format!(
-                "hidden_act {:?} is not supported (supported: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, silu, relu, tanh)",
-                c.hidden_act
-            )));
-        }
+        ])?;
+        chk.heads(c.hidden_size, c.num_attention_heads)?;
+        chk.activations(&[("hidden_act", &c.hidden_act)])?;
         if c.position_embedding_type != "absolute" {
             return Err(err(format!(
                 "position_embedding_type {:?} is not supported (only \"absolute\")",
                 c.position_embedding_type
             )));
         }
-        if !(c.layer_norm_eps > 0.0 && c.layer_norm_eps.is_finite()) {
-            return Err(err(format!(
-                "layer_norm_eps {} must be a positive number",
-                c.layer_norm_eps
-            )));
-        }
+        chk.eps("layer_norm_eps", c.layer_norm_eps)?;
         Ok(c)
     }
 }

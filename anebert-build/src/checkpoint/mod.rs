@@ -4,6 +4,7 @@
 //! never holds more than one layer in memory (the pages of a tensor are released after reading).
 
 pub mod bert;
+mod checks;
 pub mod modernbert;
 
 use faer::Mat;

@@ -4,6 +4,7 @@
 //! embeddings when `decoder.weight` is absent), `ModernBertForSequenceClassification` and
 //! `ModernBertForTokenClassification`.
 
+use super::checks::ConfigChecks;
 use super::{Checkpoint, CheckpointError};
 use crate::ir::*;
 use crate::ConvertError;
@@ -143,19 +144,10 @@ impl ModernBertConfig {
         v: &serde_json::Value,
         path: &std::path::Path,
     ) -> Result<Self, CheckpointError> {
-        let err = |msg: String| CheckpointError::Config {
-            path: path.to_path_buf(),
-            msg,
-        };
-        let c: ModernBertConfig = serde_json::from_value(v.clone())
-            .map_err(|e| err(format!("not a ModernBERT config: {e}")))?;
-        if c.model_type != "modernbert" {
-            return Err(err(format!(
-                "model_type is {:?}, expected \"modernbert\"",
-                c.model_type
-            )));
-        }
-        let positive = [
+        let chk = ConfigChecks::new(path);
+        let err = |msg: String| chk.err(msg);
+        let c: ModernBertConfig = chk.parse(v, "ModernBERT", "modernbert")?;
+        chk.positive(&[
             ("vocab_size", c.vocab_size),
             ("hidden_size", c.hidden_size),
             ("intermediate_size", c.intermediate_size),
@@ -163,46 +155,25 @@ impl ModernBertConfig {
             ("num_attention_heads", c.num_attention_heads),
             ("global_attn_every_n_layers", c.global_attn_every_n_layers),
             ("max_position_embeddings", c.max_position_embeddings),
-        ];
-        for (k, v) in positive {
-            if v == 0 {
-                return Err(err(format!("{k} must be positive")));
-            }
-        }
-        if !c.hidden_size.is_multiple_of(c.num_attention_heads) {
-            return Err(err(format!(
-                "hidden_size {} is not divisible by num_attention_heads {}",
-                c.hidden_size, c.num_attention_heads
-            )));
-        }
+        ])?;
+        chk.heads(c.hidden_size, c.num_attention_heads)?;
         if !(c.hidden_size / c.num_attention_heads).is_multiple_of(2) {
             return Err(err(format!(
                 "head dimension {} is odd; rotary embeddings need an even head dimension",
                 c.hidden_size / c.num_attention_heads
             )));
         }
-        for (k, a) in [
+        chk.activations(&[
             ("hidden_activation", &c.hidden_activation),
             ("classifier_activation", &c.classifier_activation),
-        ] {
-            if Activation::from_hf(a).is_none() {
-                return Err(err(format!(
-                    "{k} {a:?} is not supported (supported: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, silu, relu, tanh)"
-                )));
-            }
-        }
+        ])?;
         if !matches!(c.classifier_pooling.as_str(), "cls" | "mean") {
             return Err(err(format!(
                 "classifier_pooling {:?} is not supported (expected \"cls\" or \"mean\")",
                 c.classifier_pooling
             )));
         }
-        if !(c.norm_eps > 0.0 && c.norm_eps.is_finite()) {
-            return Err(err(format!(
-                "norm_eps {} must be a positive number",
-                c.norm_eps
-            )));
-        }
+        chk.eps("norm_eps", c.norm_eps)?;
         for (k, t) in [
             ("global_rope_theta", Some(c.global_rope_theta)),
             ("local_rope_theta", c.local_rope_theta),

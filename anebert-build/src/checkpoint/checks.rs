@@ -1,0 +1,74 @@
+//! Config checks shared by the architectures: each failure names the file, the field and the value.
+
+use super::CheckpointError;
+use crate::ir::Activation;
+use std::path::Path;
+
+/// Checks against one `config.json`.
+pub(crate) struct ConfigChecks<'a> {
+    path: &'a Path,
+}
+
+impl<'a> ConfigChecks<'a> {
+    pub(crate) fn new(path: &'a Path) -> Self {
+        ConfigChecks { path }
+    }
+
+    /// An error about this config.
+    pub(crate) fn err(&self, msg: String) -> CheckpointError {
+        CheckpointError::Config {
+            path: self.path.to_path_buf(),
+            msg,
+        }
+    }
+
+    /// Parse `v` into an architecture's config type.
+    pub(crate) fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        v: &serde_json::Value,
+        arch: &str,
+        model_type: &str,
+    ) -> Result<T, CheckpointError> {
+        let found = v["model_type"].as_str().unwrap_or("");
+        if found != model_type {
+            return Err(self.err(format!("model_type is {found:?}, expected {model_type:?}")));
+        }
+        serde_json::from_value(v.clone()).map_err(|e| self.err(format!("not a {arch} config: {e}")))
+    }
+
+    pub(crate) fn positive(&self, fields: &[(&str, usize)]) -> Result<(), CheckpointError> {
+        match fields.iter().find(|(_, v)| *v == 0) {
+            Some((k, _)) => Err(self.err(format!("{k} must be positive"))),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn heads(&self, hidden: usize, heads: usize) -> Result<(), CheckpointError> {
+        if hidden.is_multiple_of(heads) {
+            Ok(())
+        } else {
+            Err(self.err(format!(
+                "hidden_size {hidden} is not divisible by num_attention_heads {heads}"
+            )))
+        }
+    }
+
+    pub(crate) fn activations(&self, fields: &[(&str, &str)]) -> Result<(), CheckpointError> {
+        for (k, a) in fields {
+            if Activation::from_hf(a).is_none() {
+                return Err(self.err(format!(
+                    "{k} {a:?} is not supported (supported: gelu, gelu_new, gelu_pytorch_tanh, gelu_fast, silu, relu, tanh)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn eps(&self, field: &str, v: f64) -> Result<(), CheckpointError> {
+        if v > 0.0 && v.is_finite() {
+            Ok(())
+        } else {
+            Err(self.err(format!("{field} {v} must be a positive number")))
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! The converted model's contract (DESIGN §4): input names and layout, and reading the
+//! `(1, C, 1, S)` per-token outputs.
+
+use crate::Tensor;
+use std::collections::BTreeMap;
+
+/// Token ids input, int32 `(1, S)`.
+pub const INPUT_IDS: &str = "input_ids";
+/// Attention mask input, int32 `(1, S)`: 1 = token, 0 = padding.
+pub const ATTENTION_MASK: &str = "attention_mask";
+
+/// Errors building inputs or reading outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    /// More tokens than the model's sequence length.
+    #[error("{tokens} tokens do not fit the model's sequence length {seq_len}; shorten the text or convert with a longer --seq")]
+    TooLong {
+        /// Tokens given.
+        tokens: usize,
+        /// The model's S.
+        seq_len: usize,
+    },
+    /// An output is not `(1, C, 1, S)` numbers.
+    #[error("output of shape {0:?} is not a (1, C, 1, S) float tensor")]
+    NotPerToken(Vec<usize>),
+}
+
+/// `input_ids` (right-padded with `pad_id`) and `attention_mask` for one sequence of a model
+/// converted at `seq_len`.
+pub fn encoder_inputs(
+    ids: &[i32],
+    seq_len: usize,
+    pad_id: i32,
+) -> Result<BTreeMap<String, Tensor>, ContractError> {
+    if ids.len() > seq_len {
+        return Err(ContractError::TooLong {
+            tokens: ids.len(),
+            seq_len,
+        });
+    }
+    let mut padded = ids.to_vec();
+    padded.resize(seq_len, pad_id);
+    let mut mask = vec![1i32; ids.len()];
+    mask.resize(seq_len, 0);
+    let mut m = BTreeMap::new();
+    let t = |v| Tensor::i32(vec![1, seq_len], v).expect("length matches the shape");
+    m.insert(INPUT_IDS.to_string(), t(padded));
+    m.insert(ATTENTION_MASK.to_string(), t(mask));
+    Ok(m)
+}
+
+/// The first `len` token vectors of a `(1, C, 1, S)` output (C values each).
+pub fn token_vectors(t: &Tensor, len: usize) -> Result<Vec<Vec<f32>>, ContractError> {
+    let shape = t.shape();
+    let bad = || ContractError::NotPerToken(shape.to_vec());
+    if shape.len() != 4 || shape[0] != 1 || shape[2] != 1 || len > shape[3] {
+        return Err(bad());
+    }
+    let (c, s) = (shape[1], shape[3]);
+    let v = t.as_f32().ok_or_else(bad)?;
+    Ok((0..len)
+        .map(|i| (0..c).map(|ch| v[ch * s + i]).collect())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_and_token_vectors() {
+        let m = encoder_inputs(&[5, 6, 7], 4, 0).unwrap();
+        assert_eq!(m[INPUT_IDS].as_i32().unwrap(), &[5, 6, 7, 0]);
+        assert_eq!(m[ATTENTION_MASK].as_i32().unwrap(), &[1, 1, 1, 0]);
+        assert!(encoder_inputs(&[1; 5], 4, 0)
+            .unwrap_err()
+            .to_string()
+            .contains("5 tokens"));
+        // (1, 2, 1, 3): channel-major.
+        let t = Tensor::f32(vec![1, 2, 1, 3], vec![0., 1., 2., 10., 11., 12.]).unwrap();
+        assert_eq!(
+            token_vectors(&t, 2).unwrap(),
+            vec![vec![0., 10.], vec![1., 11.]]
+        );
+        assert!(token_vectors(&t, 4).is_err());
+    }
+}
