@@ -22,6 +22,15 @@ fn minilm() -> Option<PathBuf> {
     }
 }
 
+fn f32_tensor(st: &safetensors::SafeTensors, name: &str) -> Vec<f32> {
+    st.tensor(name)
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
 struct Sentence {
     ids: Vec<i32>,
     hidden: Vec<f32>,
@@ -41,14 +50,7 @@ fn sentences(dir: &std::path::Path) -> Vec<Sentence> {
     {
         let bytes = std::fs::read(dir.join(c["file"].as_str().unwrap())).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let f32s = |name: &str| -> Vec<f32> {
-            st.tensor(name)
-                .unwrap()
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()
-        };
+        let f32s = |name: &str| f32_tensor(&st, name);
         out.push(Sentence {
             ids: c["input_ids"][0]
                 .as_array()
@@ -168,4 +170,91 @@ fn bert_errors_name_the_problem() {
     cfg["position_embedding_type"] = "absolute".into();
     cfg["num_attention_heads"] = 7.into();
     assert!(err(&cfg, HeadKind::Hidden).contains("not divisible by num_attention_heads 7"));
+}
+
+/// DistilBERT naming and config: MiniLM's weights re-saved as a DistilBERT checkpoint (the
+/// token-type-0 row folded into the positions, which is exactly what DistilBERT lacks) must give
+/// MiniLM's reference outputs.
+#[test]
+fn distilbert_checkpoint_matches_the_equivalent_bert() {
+    let Some(dir) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let f32s = |n: &str| f32_tensor(&st, n);
+    let d = 384;
+    let type0 = f32s("embeddings.token_type_embeddings.weight")[..d].to_vec();
+    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let rename = |n: &str| -> Option<String> {
+        if n.starts_with("pooler.") || n.contains("token_type") {
+            return None;
+        }
+        let n = n.replace("encoder.layer.", "transformer.layer.");
+        let pairs = [
+            ("attention.self.query", "attention.q_lin"),
+            ("attention.self.key", "attention.k_lin"),
+            ("attention.self.value", "attention.v_lin"),
+            ("attention.output.dense", "attention.out_lin"),
+            ("attention.output.LayerNorm", "sa_layer_norm"),
+            ("intermediate.dense", "ffn.lin1"),
+            ("output.dense", "ffn.lin2"),
+            ("output.LayerNorm", "output_layer_norm"),
+        ];
+        let n = pairs.iter().fold(
+            n,
+            |n, (a, b)| if n.contains(a) { n.replace(a, b) } else { n },
+        );
+        Some(format!("distilbert.{n}"))
+    };
+    for name in st.names() {
+        let Some(new) = rename(name) else { continue };
+        let mut v = f32s(name);
+        if name == "embeddings.position_embeddings.weight" {
+            for row in v.chunks_exact_mut(d) {
+                row.iter_mut().zip(&type0).for_each(|(x, t)| *x += t);
+            }
+        }
+        let shape = st.tensor(name).unwrap().shape().to_vec();
+        owned.push((new, shape, v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+    }
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.as_str(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &tmp.path().join("model.safetensors")).unwrap();
+    let config = serde_json::json!({
+        "model_type": "distilbert", "vocab_size": 30522, "dim": 384, "n_layers": 6, "n_heads": 12,
+        "hidden_dim": 1536, "activation": "gelu", "max_position_embeddings": 512, "pad_token_id": 0
+    });
+    std::fs::write(tmp.path().join("config.json"), config.to_string()).unwrap();
+    std::fs::create_dir(tmp.path().join("1_Pooling")).unwrap();
+    std::fs::copy(
+        dir.join("1_Pooling/config.json"),
+        tmp.path().join("1_Pooling/config.json"),
+    )
+    .unwrap();
+    std::fs::copy(dir.join("modules.json"), tmp.path().join("modules.json")).unwrap();
+
+    let mut o = ConvertOptions::new(HeadKind::Embedding, SEQ);
+    o.weights = WeightPrecision::Fp32;
+    let out = tmp.path().join("e.mlpackage");
+    let summary = convert(tmp.path(), &o, &out).unwrap();
+    assert_eq!(summary.architecture, "distilbert");
+    let model = fixtures::load(&out, Precision::F32);
+    for s in sentences(&dir) {
+        let e: Vec<f32> = fixtures::run(&model, SEQ, 0, &s.ids)
+            .to_f64_vec()
+            .unwrap()
+            .iter()
+            .map(|&v| v as f32)
+            .collect();
+        let cos = metrics::cosine(&s.embedding, &e);
+        assert!(cos >= 0.999999, "cosine {cos}");
+    }
 }

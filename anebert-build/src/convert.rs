@@ -195,13 +195,13 @@ pub fn open_source(dir: &Path) -> Result<Box<dyn EncoderSource>, ConvertError> {
         .to_string();
     match model_type.as_str() {
         "modernbert" => Ok(Box::new(ModernBert::new(ckpt)?)),
-        "bert" => Ok(Box::new(Bert::new(ckpt)?)),
+        "bert" | "distilbert" => Ok(Box::new(Bert::new(ckpt)?)),
         "" => Err(ConvertError::Options(format!(
             "{}: config.json has no model_type",
             ckpt.config_path().display()
         ))),
         other => Err(ConvertError::Options(format!(
-            "{}: model_type {other:?} is not supported (supported: modernbert, bert)",
+            "{}: model_type {other:?} is not supported (supported: modernbert, bert, distilbert)",
             ckpt.config_path().display()
         ))),
     }

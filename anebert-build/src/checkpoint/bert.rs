@@ -85,6 +85,92 @@ impl BertConfig {
     }
 }
 
+/// Where a BERT-family checkpoint keeps each tensor.
+#[derive(Clone, Copy, Debug)]
+struct Naming {
+    /// Prefix of task checkpoints (`bert.`, `distilbert.`).
+    prefix: &'static str,
+    layers: &'static str,
+    q: &'static str,
+    k: &'static str,
+    v: &'static str,
+    out: &'static str,
+    attn_norm: &'static str,
+    up: &'static str,
+    down: &'static str,
+    mlp_norm: &'static str,
+    token_types: bool,
+}
+
+const BERT_NAMES: Naming = Naming {
+    prefix: "bert.",
+    layers: "encoder.layer",
+    q: "attention.self.query",
+    k: "attention.self.key",
+    v: "attention.self.value",
+    out: "attention.output.dense",
+    attn_norm: "attention.output.LayerNorm",
+    up: "intermediate.dense",
+    down: "output.dense",
+    mlp_norm: "output.LayerNorm",
+    token_types: true,
+};
+
+const DISTILBERT_NAMES: Naming = Naming {
+    prefix: "distilbert.",
+    layers: "transformer.layer",
+    q: "attention.q_lin",
+    k: "attention.k_lin",
+    v: "attention.v_lin",
+    out: "attention.out_lin",
+    attn_norm: "sa_layer_norm",
+    up: "ffn.lin1",
+    down: "ffn.lin2",
+    mlp_norm: "output_layer_norm",
+    token_types: false,
+};
+
+fn d_distil_act() -> String {
+    "gelu".into()
+}
+
+/// `config.json` of a DistilBERT checkpoint (its own field names), mapped onto [`BertConfig`].
+#[derive(Clone, Debug, Deserialize)]
+struct DistilBertConfig {
+    vocab_size: usize,
+    dim: usize,
+    n_layers: usize,
+    n_heads: usize,
+    hidden_dim: usize,
+    #[serde(default = "d_distil_act")]
+    activation: String,
+    max_position_embeddings: usize,
+    #[serde(default)]
+    pad_token_id: Option<u32>,
+}
+
+impl BertConfig {
+    /// Parse a DistilBERT config (`model_type: "distilbert"`; LayerNorm eps is fixed at 1e-12).
+    pub fn from_distilbert(v: &serde_json::Value, path: &Path) -> Result<Self, CheckpointError> {
+        let chk = ConfigChecks::new(path);
+        let c: DistilBertConfig = chk.parse(v, "DistilBERT", "distilbert")?;
+        let mapped = serde_json::json!({
+            "model_type": "bert",
+            "vocab_size": c.vocab_size,
+            "hidden_size": c.dim,
+            "intermediate_size": c.hidden_dim,
+            "num_hidden_layers": c.n_layers,
+            "num_attention_heads": c.n_heads,
+            "hidden_act": c.activation,
+            "max_position_embeddings": c.max_position_embeddings,
+            "type_vocab_size": 1,
+            "layer_norm_eps": 1e-12,
+            "pad_token_id": c.pad_token_id,
+        });
+        Self::from_value(&mapped, path)
+    }
+}
+
 /// A BERT checkpoint as an [`EncoderSource`].
 #[derive(Debug)]
 pub struct Bert {
@@ -93,20 +179,33 @@ pub struct Bert {
     pub config: BertConfig,
     meta: EncoderMeta,
     prefix: String,
+    names: Naming,
 }
 
 impl Bert {
-    /// Wrap an opened checkpoint (checks the config).
+    /// Wrap an opened BERT (`model_type: "bert"`) or DistilBERT checkpoint (checks the config).
     pub fn new(ckpt: Checkpoint) -> Result<Self, ConvertError> {
-        let config = BertConfig::from_value(ckpt.config(), &ckpt.config_path())?;
-        let prefix = if ckpt.has("bert.embeddings.word_embeddings.weight") {
-            "bert."
+        let distil = ckpt.config()["model_type"].as_str() == Some("distilbert");
+        let (config, names) = if distil {
+            (
+                BertConfig::from_distilbert(ckpt.config(), &ckpt.config_path())?,
+                DISTILBERT_NAMES,
+            )
+        } else {
+            (
+                BertConfig::from_value(ckpt.config(), &ckpt.config_path())?,
+                BERT_NAMES,
+            )
+        };
+        let prefixed = format!("{}embeddings.word_embeddings.weight", names.prefix);
+        let prefix = if ckpt.has(&prefixed) {
+            names.prefix
         } else {
             ""
         }
         .to_string();
         let meta = EncoderMeta {
-            architecture: "bert".into(),
+            architecture: if distil { "distilbert" } else { "bert" }.into(),
             hidden: config.hidden_size,
             heads: config.num_attention_heads,
             layers: config.num_hidden_layers,
@@ -120,6 +219,7 @@ impl Bert {
             config,
             meta,
             prefix,
+            names,
         })
     }
 
@@ -202,11 +302,16 @@ impl EncoderSource for Bert {
             &[c.max_position_embeddings, d],
             "",
         )?;
-        let types = self.ckpt.read(
-            &self.name("embeddings.token_type_embeddings.weight"),
-            &[c.type_vocab_size, d],
-            "",
-        )?;
+        let token_type = if self.names.token_types {
+            let types = self.ckpt.read(
+                &self.name("embeddings.token_type_embeddings.weight"),
+                &[c.type_vocab_size, d],
+                "",
+            )?;
+            Some(types[..d].to_vec())
+        } else {
+            None
+        };
         Ok(Embeddings {
             table: Table {
                 rows: c.vocab_size,
@@ -218,7 +323,7 @@ impl EncoderSource for Bert {
                 cols: d,
                 data: pos,
             }),
-            token_type: Some(types[..d].to_vec()),
+            token_type,
             norm: self.ln(&self.name("embeddings.LayerNorm"))?,
             residual: None,
         })
@@ -227,27 +332,28 @@ impl EncoderSource for Bert {
     fn layer(&self, i: usize) -> Result<Layer, ConvertError> {
         let c = &self.config;
         let (d, inter) = (c.hidden_size, c.intermediate_size);
-        let p = self.name(&format!("encoder.layer.{i}"));
+        let n = self.names;
+        let p = self.name(&format!("{}.{i}", n.layers));
         Ok(Layer {
             index: i,
             attn_input: AttnInput::Stream,
             attn: Attention {
-                q: self.linear(&format!("{p}.attention.self.query"), d, d)?,
-                k: self.linear(&format!("{p}.attention.self.key"), d, d)?,
-                v: self.linear(&format!("{p}.attention.self.value"), d, d)?,
-                out: self.linear(&format!("{p}.attention.output.dense"), d, d)?,
+                q: self.linear(&format!("{p}.{}", n.q), d, d)?,
+                k: self.linear(&format!("{p}.{}", n.k), d, d)?,
+                v: self.linear(&format!("{p}.{}", n.v), d, d)?,
+                out: self.linear(&format!("{p}.{}", n.out), d, d)?,
                 heads: c.num_attention_heads,
                 rope: None,
                 window: None,
             },
             mlp_norm: None,
             post_norms: Some((
-                self.ln(&format!("{p}.attention.output.LayerNorm"))?,
-                self.ln(&format!("{p}.output.LayerNorm"))?,
+                self.ln(&format!("{p}.{}", n.attn_norm))?,
+                self.ln(&format!("{p}.{}", n.mlp_norm))?,
             )),
             mlp: Mlp {
-                up: self.linear(&format!("{p}.intermediate.dense"), inter, d)?,
-                down: self.linear(&format!("{p}.output.dense"), d, inter)?,
+                up: self.linear(&format!("{p}.{}", n.up), inter, d)?,
+                down: self.linear(&format!("{p}.{}", n.down), d, inter)?,
                 act: Activation::from_hf(&c.hidden_act).expect("checked"),
                 gated: false,
             },
