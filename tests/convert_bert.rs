@@ -258,3 +258,199 @@ fn distilbert_checkpoint_matches_the_equivalent_bert() {
         assert!(cos >= 0.999999, "cosine {cos}");
     }
 }
+
+/// BERT's MLM, sequence- and token-classification heads, wired from HF names: MiniLM's body
+/// (re-saved under the `bert.` prefix, keeping its pooler) plus random head weights. The expected
+/// outputs are computed here in f64 from the reference last_hidden_state, independently of the
+/// graph code.
+#[test]
+fn bert_task_heads_follow_hf_semantics() {
+    use rand::{Rng, SeedableRng};
+    let Some(dir) = minilm() else { return };
+    let (d, vocab, labels) = (384usize, 30522usize, 3usize);
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut rand_vec = |n: usize, scale: f32, offset: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| offset + scale * rng.random_range(-1.0f32..1.0))
+            .collect()
+    };
+    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = st
+        .names()
+        .into_iter()
+        .map(|n| {
+            (
+                format!("bert.{n}"),
+                st.tensor(n).unwrap().shape().to_vec(),
+                f32_tensor(&st, n),
+            )
+        })
+        .collect();
+    let a = (3.0 / d as f32).sqrt();
+    let heads: Vec<(&str, Vec<usize>, Vec<f32>)> = vec![
+        (
+            "cls.predictions.transform.dense.weight",
+            vec![d, d],
+            rand_vec(d * d, a, 0.0),
+        ),
+        (
+            "cls.predictions.transform.dense.bias",
+            vec![d],
+            rand_vec(d, 0.1, 0.0),
+        ),
+        (
+            "cls.predictions.transform.LayerNorm.weight",
+            vec![d],
+            rand_vec(d, 0.1, 1.0),
+        ),
+        (
+            "cls.predictions.transform.LayerNorm.bias",
+            vec![d],
+            rand_vec(d, 0.1, 0.0),
+        ),
+        (
+            "cls.predictions.bias",
+            vec![vocab],
+            rand_vec(vocab, 0.1, 0.0),
+        ),
+        (
+            "classifier.weight",
+            vec![labels, d],
+            rand_vec(labels * d, a, 0.0),
+        ),
+        ("classifier.bias", vec![labels], rand_vec(labels, 0.1, 0.0)),
+    ];
+    tensors.extend(heads.into_iter().map(|(n, s, v)| (n.to_string(), s, v)));
+    let owned: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, v)| {
+            (
+                n.clone(),
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, s, b)| {
+            (
+                n.as_str(),
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &tmp.path().join("model.safetensors")).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    config["id2label"] = serde_json::json!({"0": "negative", "1": "neutral", "2": "positive"});
+    std::fs::write(tmp.path().join("config.json"), config.to_string()).unwrap();
+    let get = |n: &str| tensors.iter().find(|t| t.0 == n).unwrap().2.clone();
+
+    // Independent f64 reference of each head on one token vector / the CLS vector.
+    let linear = |w: &[f32], b: &[f32], x: &[f64], rows: usize| -> Vec<f64> {
+        (0..rows)
+            .map(|r| {
+                b[r] as f64
+                    + (0..x.len())
+                        .map(|c| w[r * x.len() + c] as f64 * x[c])
+                        .sum::<f64>()
+            })
+            .collect()
+    };
+    let gelu = |x: f64| 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
+    let layer_norm = |x: &[f64], g: &[f32], b: &[f32]| -> Vec<f64> {
+        let m = x.iter().sum::<f64>() / x.len() as f64;
+        let v = x.iter().map(|y| (y - m).powi(2)).sum::<f64>() / x.len() as f64;
+        x.iter()
+            .enumerate()
+            .map(|(i, y)| (y - m) / (v + 1e-12).sqrt() * g[i] as f64 + b[i] as f64)
+            .collect()
+    };
+    let emb = get("bert.embeddings.word_embeddings.weight");
+    let mlm = |h: &[f64]| -> Vec<f64> {
+        let t = linear(
+            &get("cls.predictions.transform.dense.weight"),
+            &get("cls.predictions.transform.dense.bias"),
+            h,
+            d,
+        );
+        let t: Vec<f64> = t.into_iter().map(gelu).collect();
+        let t = layer_norm(
+            &t,
+            &get("cls.predictions.transform.LayerNorm.weight"),
+            &get("cls.predictions.transform.LayerNorm.bias"),
+        );
+        linear(&emb, &get("cls.predictions.bias"), &t, vocab)
+    };
+    let cls_head = |h: &[f64]| -> Vec<f64> {
+        let p = linear(
+            &get("bert.pooler.dense.weight"),
+            &get("bert.pooler.dense.bias"),
+            h,
+            d,
+        );
+        let p: Vec<f64> = p.into_iter().map(f64::tanh).collect();
+        linear(
+            &get("classifier.weight"),
+            &get("classifier.bias"),
+            &p,
+            labels,
+        )
+    };
+    let tok_head = |h: &[f64]| {
+        linear(
+            &get("classifier.weight"),
+            &get("classifier.bias"),
+            h,
+            labels,
+        )
+    };
+
+    let refs = sentences(&dir);
+    for head in [
+        HeadKind::MaskedLm,
+        HeadKind::SequenceClassification,
+        HeadKind::TokenClassification,
+    ] {
+        let mut o = ConvertOptions::new(head, 32);
+        o.weights = WeightPrecision::Fp32;
+        let out = tmp.path().join(format!("{}.mlpackage", head.name()));
+        let summary = convert(tmp.path(), &o, &out).unwrap();
+        if head != HeadKind::MaskedLm {
+            assert_eq!(summary.labels, ["negative", "neutral", "positive"]);
+        }
+        let model = fixtures::load(&out, Precision::F32);
+        let mut worst: f64 = 0.0;
+        for s in refs.iter().take(3) {
+            let y = fixtures::run(&model, 32, 0, &s.ids);
+            let hidden: Vec<Vec<f64>> = s
+                .hidden
+                .chunks_exact(d)
+                .map(|r| r.iter().map(|&v| v as f64).collect())
+                .collect();
+            let (got, want): (Vec<Vec<f32>>, Vec<Vec<f64>>) = match head {
+                HeadKind::SequenceClassification => (
+                    vec![y.as_f32().unwrap().to_vec()],
+                    vec![cls_head(&hidden[0])],
+                ),
+                HeadKind::MaskedLm => (
+                    fixtures::per_token(&y, s.ids.len()),
+                    hidden.iter().map(|h| mlm(h)).collect(),
+                ),
+                _ => (
+                    fixtures::per_token(&y, s.ids.len()),
+                    hidden.iter().map(|h| tok_head(h)).collect(),
+                ),
+            };
+            for (g, w) in got.iter().zip(&want) {
+                let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+                worst = worst.max(metrics::max_abs_diff(&w32, g));
+            }
+        }
+        assert!(worst < 2e-3, "{}: max|Δ| {worst:e}", head.name());
+    }
+}

@@ -55,6 +55,12 @@ pub struct BertConfig {
     /// Padding id.
     #[serde(default)]
     pub pad_token_id: Option<u32>,
+    /// Class labels.
+    #[serde(default)]
+    pub id2label: Option<std::collections::BTreeMap<String, String>>,
+    /// Number of labels (when `id2label` is absent).
+    #[serde(default)]
+    pub num_labels: Option<usize>,
 }
 
 impl BertConfig {
@@ -100,6 +106,11 @@ struct Naming {
     down: &'static str,
     mlp_norm: &'static str,
     token_types: bool,
+    /// MLM head: transform dense, its norm, the decoder (tied when absent) and its bias.
+    mlm: [&'static str; 4],
+    /// Sequence classification: the dense layer on the first token (`bert.pooler.dense` is
+    /// under the prefix) and its activation.
+    seq_dense: (&'static str, bool, Activation),
 }
 
 const BERT_NAMES: Naming = Naming {
@@ -114,6 +125,13 @@ const BERT_NAMES: Naming = Naming {
     down: "output.dense",
     mlp_norm: "output.LayerNorm",
     token_types: true,
+    mlm: [
+        "cls.predictions.transform.dense",
+        "cls.predictions.transform.LayerNorm",
+        "cls.predictions.decoder.weight",
+        "cls.predictions.bias",
+    ],
+    seq_dense: ("pooler.dense", true, Activation::Tanh),
 };
 
 const DISTILBERT_NAMES: Naming = Naming {
@@ -128,6 +146,13 @@ const DISTILBERT_NAMES: Naming = Naming {
     down: "ffn.lin2",
     mlp_norm: "output_layer_norm",
     token_types: false,
+    mlm: [
+        "vocab_transform",
+        "vocab_layer_norm",
+        "vocab_projector.weight",
+        "vocab_projector.bias",
+    ],
+    seq_dense: ("pre_classifier", false, Activation::Relu),
 };
 
 fn d_distil_act() -> String {
@@ -147,6 +172,10 @@ struct DistilBertConfig {
     max_position_embeddings: usize,
     #[serde(default)]
     pad_token_id: Option<u32>,
+    #[serde(default)]
+    id2label: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    num_labels: Option<usize>,
 }
 
 impl BertConfig {
@@ -166,6 +195,8 @@ impl BertConfig {
             "type_vocab_size": 1,
             "layer_norm_eps": 1e-12,
             "pad_token_id": c.pad_token_id,
+            "id2label": c.id2label,
+            "num_labels": c.num_labels,
         });
         Self::from_value(&mapped, path)
     }
@@ -242,6 +273,28 @@ impl Bert {
                 .matrix(&format!("{name}.weight"), rows, cols, "")?,
             Some(self.ckpt.vector(&format!("{name}.bias"), rows, "")?),
         ))
+    }
+
+    /// Class labels in id order (`LABEL_i` when only `num_labels` is given; the classifier's
+    /// row count when neither is).
+    fn labels(&self) -> Vec<String> {
+        let c = &self.config;
+        match &c.id2label {
+            Some(m) if !m.is_empty() => (0..m.len())
+                .map(|i| {
+                    m.get(&i.to_string())
+                        .cloned()
+                        .unwrap_or_else(|| format!("LABEL_{i}"))
+                })
+                .collect(),
+            _ => {
+                let n = c
+                    .num_labels
+                    .or_else(|| self.ckpt.shape("classifier.weight").map(|s| s[0]))
+                    .unwrap_or(2);
+                (0..n).map(|i| format!("LABEL_{i}")).collect()
+            }
+        }
     }
 
     /// sentence-transformers pooling and normalization, when the checkpoint has those files.
@@ -361,30 +414,108 @@ impl EncoderSource for Bert {
     }
 
     fn head(&self, kind: HeadKind) -> Result<Head, ConvertError> {
+        let c = &self.config;
+        let (d, n) = (c.hidden_size, self.names);
+        let labels = self.labels();
+        let missing = |what: &str| {
+            ConvertError::Options(format!(
+                "this checkpoint has no weights for the `{}` head ({what}); available: {}",
+                kind.name(),
+                self.available_heads()
+                    .iter()
+                    .map(|h| h.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        };
+        if !self.available_heads().contains(&kind) {
+            return Err(missing("its head tensors are absent"));
+        }
+        let classifier = || self.linear("classifier", labels.len(), d);
         let (pooling, steps) = match kind {
             HeadKind::Embedding => {
                 let (pooling, normalize) = self.sentence_transformers()?;
-                (Some(pooling), if normalize { vec![Step::L2Normalize] } else { vec![] })
+                (
+                    Some(pooling),
+                    if normalize {
+                        vec![Step::L2Normalize]
+                    } else {
+                        vec![]
+                    },
+                )
             }
             HeadKind::Hidden => (None, vec![]),
-            other => {
-                return Err(ConvertError::Options(format!(
-                    "the `{}` head is not supported for BERT checkpoints yet (available: embedding, hidden)",
-                    other.name()
-                )))
+            HeadKind::MaskedLm => {
+                let [dense, norm, decoder, bias] = n.mlm;
+                let decoder = if self.ckpt.has(decoder) {
+                    Weight::Dense(self.ckpt.matrix(decoder, c.vocab_size, d, "")?)
+                } else {
+                    // Tied to the word embeddings (save_pretrained drops the tied copy).
+                    Weight::EmbeddingTable
+                };
+                let steps = vec![
+                    Step::Linear(self.linear(dense, d, d)?),
+                    Step::Act(Activation::from_hf(&c.hidden_act).expect("checked")),
+                    Step::Norm(self.ln(norm)?),
+                    Step::Linear(Linear {
+                        weight: decoder,
+                        bias: Some(self.ckpt.vector(bias, c.vocab_size, "")?),
+                    }),
+                ];
+                (None, steps)
             }
+            HeadKind::SequenceClassification => {
+                let (name, prefixed, act) = n.seq_dense;
+                let name = if prefixed {
+                    self.name(name)
+                } else {
+                    name.to_string()
+                };
+                let steps = vec![
+                    Step::Linear(self.linear(&name, d, d)?),
+                    Step::Act(act),
+                    Step::Linear(classifier()?),
+                ];
+                (Some(Pooling::Cls), steps)
+            }
+            HeadKind::TokenClassification => (None, vec![Step::Linear(classifier()?)]),
+        };
+        let labels = if matches!(
+            kind,
+            HeadKind::SequenceClassification | HeadKind::TokenClassification
+        ) {
+            labels
+        } else {
+            vec![]
         };
         Ok(Head {
             kind,
             final_norm: None,
             pooling,
             steps,
-            labels: vec![],
+            labels,
         })
     }
 
     fn available_heads(&self) -> Vec<HeadKind> {
-        vec![HeadKind::Embedding, HeadKind::Hidden]
+        let n = self.names;
+        let mut v = vec![HeadKind::Embedding, HeadKind::Hidden];
+        if self.ckpt.has(&format!("{}.weight", n.mlm[0])) {
+            v.insert(0, HeadKind::MaskedLm);
+        }
+        if self.ckpt.has("classifier.weight") {
+            let (name, prefixed, _) = n.seq_dense;
+            let name = if prefixed {
+                self.name(name)
+            } else {
+                name.to_string()
+            };
+            if self.ckpt.has(&format!("{name}.weight")) {
+                v.push(HeadKind::SequenceClassification);
+            }
+            v.push(HeadKind::TokenClassification);
+        }
+        v
     }
 
     fn files_sha256(&self) -> std::collections::BTreeMap<String, String> {
