@@ -172,67 +172,89 @@ fn bert_errors_name_the_problem() {
     assert!(err(&cfg, HeadKind::Hidden).contains("not divisible by num_attention_heads 7"));
 }
 
-/// DistilBERT naming and config: MiniLM's weights re-saved as a DistilBERT checkpoint (the
-/// token-type-0 row folded into the positions, which is exactly what DistilBERT lacks) must give
-/// MiniLM's reference outputs.
-#[test]
-fn distilbert_checkpoint_matches_the_equivalent_bert() {
-    let Some(dir) = minilm() else { return };
-    let tmp = tempfile::tempdir().unwrap();
+type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// MiniLM's body under HF BERT names with the `bert.` prefix (pooler kept), or as a DistilBERT
+/// body: DistilBERT names, no pooler, and the token-type-0 row folded into the positions (which is
+/// exactly what DistilBERT lacks), so both compute MiniLM's reference outputs.
+fn minilm_body(dir: &std::path::Path, distil: bool) -> Tensors {
     let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let f32s = |n: &str| f32_tensor(&st, n);
-    let d = 384;
-    let type0 = f32s("embeddings.token_type_embeddings.weight")[..d].to_vec();
-    let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    let rename = |n: &str| -> Option<String> {
-        if n.starts_with("pooler.") || n.contains("token_type") {
-            return None;
-        }
-        let n = n.replace("encoder.layer.", "transformer.layer.");
-        let pairs = [
-            ("attention.self.query", "attention.q_lin"),
-            ("attention.self.key", "attention.k_lin"),
-            ("attention.self.value", "attention.v_lin"),
-            ("attention.output.dense", "attention.out_lin"),
-            ("attention.output.LayerNorm", "sa_layer_norm"),
-            ("intermediate.dense", "ffn.lin1"),
-            ("output.dense", "ffn.lin2"),
-            ("output.LayerNorm", "output_layer_norm"),
-        ];
-        let n = pairs.iter().fold(
-            n,
-            |n, (a, b)| if n.contains(a) { n.replace(a, b) } else { n },
-        );
-        Some(format!("distilbert.{n}"))
-    };
+    let type0 = f32_tensor(&st, "embeddings.token_type_embeddings.weight")[..384].to_vec();
+    let pairs = [
+        ("encoder.layer.", "transformer.layer."),
+        ("attention.self.query", "attention.q_lin"),
+        ("attention.self.key", "attention.k_lin"),
+        ("attention.self.value", "attention.v_lin"),
+        ("attention.output.dense", "attention.out_lin"),
+        ("attention.output.LayerNorm", "sa_layer_norm"),
+        ("intermediate.dense", "ffn.lin1"),
+        ("output.dense", "ffn.lin2"),
+        ("output.LayerNorm", "output_layer_norm"),
+    ];
+    let mut out = Vec::new();
     for name in st.names() {
-        let Some(new) = rename(name) else { continue };
-        let mut v = f32s(name);
+        let shape = st.tensor(name).unwrap().shape().to_vec();
+        let mut v = f32_tensor(&st, name);
+        if !distil {
+            out.push((format!("bert.{name}"), shape, v));
+            continue;
+        }
+        if name.starts_with("pooler.") || name.contains("token_type") {
+            continue;
+        }
         if name == "embeddings.position_embeddings.weight" {
-            for row in v.chunks_exact_mut(d) {
+            for row in v.chunks_exact_mut(384) {
                 row.iter_mut().zip(&type0).for_each(|(x, t)| *x += t);
             }
         }
-        let shape = st.tensor(name).unwrap().shape().to_vec();
-        owned.push((new, shape, v.iter().flat_map(|x| x.to_le_bytes()).collect()));
+        let n = pairs
+            .iter()
+            .fold(name.to_string(), |n, (a, b)| n.replace(a, b));
+        out.push((format!("distilbert.{n}"), shape, v));
     }
+    out
+}
+
+fn write_checkpoint(dir: &std::path::Path, tensors: &Tensors, config: &serde_json::Value) {
+    let owned: Vec<(&str, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(n, s, v)| {
+            (
+                n.as_str(),
+                s.clone(),
+                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
     let views: Vec<(&str, safetensors::tensor::TensorView)> = owned
         .iter()
         .map(|(n, s, b)| {
             (
-                n.as_str(),
+                *n,
                 safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
                     .unwrap(),
             )
         })
         .collect();
-    safetensors::serialize_to_file(views, None, &tmp.path().join("model.safetensors")).unwrap();
-    let config = serde_json::json!({
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+}
+
+fn distilbert_config() -> serde_json::Value {
+    serde_json::json!({
         "model_type": "distilbert", "vocab_size": 30522, "dim": 384, "n_layers": 6, "n_heads": 12,
         "hidden_dim": 1536, "activation": "gelu", "max_position_embeddings": 512, "pad_token_id": 0
-    });
-    std::fs::write(tmp.path().join("config.json"), config.to_string()).unwrap();
+    })
+}
+
+/// DistilBERT naming and config: MiniLM's weights re-saved as a DistilBERT checkpoint must give
+/// MiniLM's reference embeddings.
+#[test]
+fn distilbert_checkpoint_matches_the_equivalent_bert() {
+    let Some(dir) = minilm() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    write_checkpoint(tmp.path(), &minilm_body(&dir, true), &distilbert_config());
     std::fs::create_dir(tmp.path().join("1_Pooling")).unwrap();
     std::fs::copy(
         dir.join("1_Pooling/config.json"),
@@ -248,209 +270,183 @@ fn distilbert_checkpoint_matches_the_equivalent_bert() {
     assert_eq!(summary.architecture, "distilbert");
     let model = fixtures::load(&out, Precision::F32);
     for s in sentences(&dir) {
-        let e: Vec<f32> = fixtures::run(&model, SEQ, 0, &s.ids)
-            .to_f64_vec()
+        let e = fixtures::run(&model, SEQ, 0, &s.ids)
+            .as_f32()
             .unwrap()
-            .iter()
-            .map(|&v| v as f32)
-            .collect();
+            .to_vec();
         let cos = metrics::cosine(&s.embedding, &e);
         assert!(cos >= 0.999999, "cosine {cos}");
     }
 }
 
-/// BERT's MLM, sequence- and token-classification heads, wired from HF names: MiniLM's body
-/// (re-saved under the `bert.` prefix, keeping its pooler) plus random head weights. The expected
-/// outputs are computed here in f64 from the reference last_hidden_state, independently of the
-/// graph code.
+/// The MLM, sequence- and token-classification heads of BERT and DistilBERT, wired from HF names:
+/// MiniLM's body plus random head weights. The expected outputs are computed here in f64 from the
+/// reference last_hidden_state, independently of the graph code.
 #[test]
-fn bert_task_heads_follow_hf_semantics() {
+fn task_heads_follow_hf_semantics() {
     use rand::{Rng, SeedableRng};
     let Some(dir) = minilm() else { return };
     let (d, vocab, labels) = (384usize, 30522usize, 3usize);
-    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
-    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-    let mut rand_vec = |n: usize, scale: f32, offset: f32| -> Vec<f32> {
-        (0..n)
-            .map(|_| offset + scale * rng.random_range(-1.0f32..1.0))
-            .collect()
-    };
-    let mut tensors: Vec<(String, Vec<usize>, Vec<f32>)> = st
-        .names()
-        .into_iter()
-        .map(|n| {
-            (
-                format!("bert.{n}"),
-                st.tensor(n).unwrap().shape().to_vec(),
-                f32_tensor(&st, n),
-            )
-        })
-        .collect();
-    let a = (3.0 / d as f32).sqrt();
-    let heads: Vec<(&str, Vec<usize>, Vec<f32>)> = vec![
-        (
-            "cls.predictions.transform.dense.weight",
+    let refs = sentences(&dir);
+    for distil in [false, true] {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut rand_vec = |n: usize, scale: f32, offset: f32| -> Vec<f32> {
+            (0..n)
+                .map(|_| offset + scale * rng.random_range(-1.0f32..1.0))
+                .collect()
+        };
+        // HF names of: MLM transform dense, its LayerNorm, the decoder bias, the sequence dense.
+        let [mlm_dense, mlm_norm, mlm_bias, seq_dense] = if distil {
+            [
+                "vocab_transform",
+                "vocab_layer_norm",
+                "vocab_projector.bias",
+                "pre_classifier",
+            ]
+        } else {
+            [
+                "cls.predictions.transform.dense",
+                "cls.predictions.transform.LayerNorm",
+                "cls.predictions.bias",
+                "bert.pooler.dense",
+            ]
+        };
+        let mut tensors = minilm_body(&dir, distil);
+        let a = (3.0 / d as f32).sqrt();
+        let mut add = |n: String, shape: Vec<usize>, v: Vec<f32>| tensors.push((n, shape, v));
+        add(
+            format!("{mlm_dense}.weight"),
             vec![d, d],
             rand_vec(d * d, a, 0.0),
-        ),
-        (
-            "cls.predictions.transform.dense.bias",
-            vec![d],
-            rand_vec(d, 0.1, 0.0),
-        ),
-        (
-            "cls.predictions.transform.LayerNorm.weight",
-            vec![d],
-            rand_vec(d, 0.1, 1.0),
-        ),
-        (
-            "cls.predictions.transform.LayerNorm.bias",
-            vec![d],
-            rand_vec(d, 0.1, 0.0),
-        ),
-        (
-            "cls.predictions.bias",
-            vec![vocab],
-            rand_vec(vocab, 0.1, 0.0),
-        ),
-        (
-            "classifier.weight",
+        );
+        add(format!("{mlm_dense}.bias"), vec![d], rand_vec(d, 0.1, 0.0));
+        add(format!("{mlm_norm}.weight"), vec![d], rand_vec(d, 0.1, 1.0));
+        add(format!("{mlm_norm}.bias"), vec![d], rand_vec(d, 0.1, 0.0));
+        add(mlm_bias.to_string(), vec![vocab], rand_vec(vocab, 0.1, 0.0));
+        add(
+            "classifier.weight".into(),
             vec![labels, d],
             rand_vec(labels * d, a, 0.0),
-        ),
-        ("classifier.bias", vec![labels], rand_vec(labels, 0.1, 0.0)),
-    ];
-    tensors.extend(heads.into_iter().map(|(n, s, v)| (n.to_string(), s, v)));
-    let owned: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
-        .iter()
-        .map(|(n, s, v)| {
-            (
-                n.clone(),
-                s.clone(),
-                v.iter().flat_map(|x| x.to_le_bytes()).collect(),
-            )
-        })
-        .collect();
-    let tmp = tempfile::tempdir().unwrap();
-    let views: Vec<(&str, safetensors::tensor::TensorView)> = owned
-        .iter()
-        .map(|(n, s, b)| {
-            (
-                n.as_str(),
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .unwrap(),
-            )
-        })
-        .collect();
-    safetensors::serialize_to_file(views, None, &tmp.path().join("model.safetensors")).unwrap();
-    let mut config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
-    config["id2label"] = serde_json::json!({"0": "negative", "1": "neutral", "2": "positive"});
-    std::fs::write(tmp.path().join("config.json"), config.to_string()).unwrap();
-    let get = |n: &str| tensors.iter().find(|t| t.0 == n).unwrap().2.clone();
-
-    // Independent f64 reference of each head on one token vector / the CLS vector.
-    let linear = |w: &[f32], b: &[f32], x: &[f64], rows: usize| -> Vec<f64> {
-        (0..rows)
-            .map(|r| {
-                b[r] as f64
-                    + (0..x.len())
-                        .map(|c| w[r * x.len() + c] as f64 * x[c])
-                        .sum::<f64>()
-            })
-            .collect()
-    };
-    let gelu = |x: f64| 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
-    let layer_norm = |x: &[f64], g: &[f32], b: &[f32]| -> Vec<f64> {
-        let m = x.iter().sum::<f64>() / x.len() as f64;
-        let v = x.iter().map(|y| (y - m).powi(2)).sum::<f64>() / x.len() as f64;
-        x.iter()
-            .enumerate()
-            .map(|(i, y)| (y - m) / (v + 1e-12).sqrt() * g[i] as f64 + b[i] as f64)
-            .collect()
-    };
-    let emb = get("bert.embeddings.word_embeddings.weight");
-    let mlm = |h: &[f64]| -> Vec<f64> {
-        let t = linear(
-            &get("cls.predictions.transform.dense.weight"),
-            &get("cls.predictions.transform.dense.bias"),
-            h,
-            d,
         );
-        let t: Vec<f64> = t.into_iter().map(gelu).collect();
-        let t = layer_norm(
-            &t,
-            &get("cls.predictions.transform.LayerNorm.weight"),
-            &get("cls.predictions.transform.LayerNorm.bias"),
+        add(
+            "classifier.bias".into(),
+            vec![labels],
+            rand_vec(labels, 0.1, 0.0),
         );
-        linear(&emb, &get("cls.predictions.bias"), &t, vocab)
-    };
-    let cls_head = |h: &[f64]| -> Vec<f64> {
-        let p = linear(
-            &get("bert.pooler.dense.weight"),
-            &get("bert.pooler.dense.bias"),
-            h,
-            d,
-        );
-        let p: Vec<f64> = p.into_iter().map(f64::tanh).collect();
-        linear(
-            &get("classifier.weight"),
-            &get("classifier.bias"),
-            &p,
-            labels,
-        )
-    };
-    let tok_head = |h: &[f64]| {
-        linear(
-            &get("classifier.weight"),
-            &get("classifier.bias"),
-            h,
-            labels,
-        )
-    };
-
-    let refs = sentences(&dir);
-    for head in [
-        HeadKind::MaskedLm,
-        HeadKind::SequenceClassification,
-        HeadKind::TokenClassification,
-    ] {
-        let mut o = ConvertOptions::new(head, 32);
-        o.weights = WeightPrecision::Fp32;
-        let out = tmp.path().join(format!("{}.mlpackage", head.name()));
-        let summary = convert(tmp.path(), &o, &out).unwrap();
-        if head != HeadKind::MaskedLm {
-            assert_eq!(summary.labels, ["negative", "neutral", "positive"]);
+        if distil {
+            add(
+                format!("{seq_dense}.weight"),
+                vec![d, d],
+                rand_vec(d * d, a, 0.0),
+            );
+            add(format!("{seq_dense}.bias"), vec![d], rand_vec(d, 0.1, 0.0));
         }
-        let model = fixtures::load(&out, Precision::F32);
-        let mut worst: f64 = 0.0;
-        for s in refs.iter().take(3) {
-            let y = fixtures::run(&model, 32, 0, &s.ids);
-            let hidden: Vec<Vec<f64>> = s
-                .hidden
-                .chunks_exact(d)
-                .map(|r| r.iter().map(|&v| v as f64).collect())
+        let mut config = if distil {
+            distilbert_config()
+        } else {
+            serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap())
+                .unwrap()
+        };
+        config["id2label"] = serde_json::json!({"0": "negative", "1": "neutral", "2": "positive"});
+        let tmp = tempfile::tempdir().unwrap();
+        write_checkpoint(tmp.path(), &tensors, &config);
+        let get = |n: &str| {
+            tensors
+                .iter()
+                .find(|t| t.0 == n)
+                .unwrap_or_else(|| panic!("{n}"))
+                .2
+                .clone()
+        };
+
+        let linear = |w: &[f32], b: &[f32], x: &[f64], rows: usize| -> Vec<f64> {
+            (0..rows)
+                .map(|r| {
+                    b[r] as f64
+                        + (0..x.len())
+                            .map(|c| w[r * x.len() + c] as f64 * x[c])
+                            .sum::<f64>()
+                })
+                .collect()
+        };
+        let dense = |name: &str, x: &[f64], rows: usize| {
+            linear(
+                &get(&format!("{name}.weight")),
+                &get(&format!("{name}.bias")),
+                x,
+                rows,
+            )
+        };
+        let gelu = |x: f64| 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2));
+        let layer_norm = |x: &[f64], name: &str| -> Vec<f64> {
+            let (g, b) = (get(&format!("{name}.weight")), get(&format!("{name}.bias")));
+            let m = x.iter().sum::<f64>() / x.len() as f64;
+            let v = x.iter().map(|y| (y - m).powi(2)).sum::<f64>() / x.len() as f64;
+            x.iter()
+                .enumerate()
+                .map(|(i, y)| (y - m) / (v + 1e-12).sqrt() * g[i] as f64 + b[i] as f64)
+                .collect()
+        };
+        let emb = get(if distil {
+            "distilbert.embeddings.word_embeddings.weight"
+        } else {
+            "bert.embeddings.word_embeddings.weight"
+        });
+        let mlm = |h: &[f64]| -> Vec<f64> {
+            let t: Vec<f64> = dense(mlm_dense, h, d).into_iter().map(gelu).collect();
+            linear(&emb, &get(mlm_bias), &layer_norm(&t, mlm_norm), vocab)
+        };
+        let seq = |h: &[f64]| -> Vec<f64> {
+            let p = dense(seq_dense, h, d);
+            let p: Vec<f64> = p
+                .into_iter()
+                .map(|x| if distil { x.max(0.0) } else { x.tanh() })
                 .collect();
-            let (got, want): (Vec<Vec<f32>>, Vec<Vec<f64>>) = match head {
-                HeadKind::SequenceClassification => (
-                    vec![y.as_f32().unwrap().to_vec()],
-                    vec![cls_head(&hidden[0])],
-                ),
-                HeadKind::MaskedLm => (
-                    fixtures::per_token(&y, s.ids.len()),
-                    hidden.iter().map(|h| mlm(h)).collect(),
-                ),
-                _ => (
-                    fixtures::per_token(&y, s.ids.len()),
-                    hidden.iter().map(|h| tok_head(h)).collect(),
-                ),
-            };
-            for (g, w) in got.iter().zip(&want) {
-                let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
-                worst = worst.max(metrics::max_abs_diff(&w32, g));
+            dense("classifier", &p, labels)
+        };
+        let tok = |h: &[f64]| dense("classifier", h, labels);
+
+        for head in [
+            HeadKind::MaskedLm,
+            HeadKind::SequenceClassification,
+            HeadKind::TokenClassification,
+        ] {
+            let mut o = ConvertOptions::new(head, 32);
+            o.weights = WeightPrecision::Fp32;
+            let out = tmp.path().join(format!("{}.mlpackage", head.name()));
+            let summary = convert(tmp.path(), &o, &out).unwrap();
+            if head != HeadKind::MaskedLm {
+                assert_eq!(summary.labels, ["negative", "neutral", "positive"]);
             }
+            let model = fixtures::load(&out, Precision::F32);
+            let mut worst: f64 = 0.0;
+            for s in refs.iter().take(3) {
+                let y = fixtures::run(&model, 32, 0, &s.ids);
+                let hidden: Vec<Vec<f64>> = s
+                    .hidden
+                    .chunks_exact(d)
+                    .map(|r| r.iter().map(|&v| v as f64).collect())
+                    .collect();
+                let (got, want): (Vec<Vec<f32>>, Vec<Vec<f64>>) = match head {
+                    HeadKind::SequenceClassification => {
+                        (vec![y.as_f32().unwrap().to_vec()], vec![seq(&hidden[0])])
+                    }
+                    HeadKind::MaskedLm => (
+                        fixtures::per_token(&y, s.ids.len()),
+                        hidden.iter().map(|h| mlm(h)).collect(),
+                    ),
+                    _ => (
+                        fixtures::per_token(&y, s.ids.len()),
+                        hidden.iter().map(|h| tok(h)).collect(),
+                    ),
+                };
+                for (g, w) in got.iter().zip(&want) {
+                    let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
+                    worst = worst.max(metrics::max_abs_diff(&w32, g));
+                }
+            }
+            let flavor = if distil { "distilbert" } else { "bert" };
+            assert!(worst < 2e-3, "{flavor} {}: max|Δ| {worst:e}", head.name());
         }
-        assert!(worst < 2e-3, "{}: max|Δ| {worst:e}", head.name());
     }
 }
