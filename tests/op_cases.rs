@@ -39,7 +39,7 @@ fn every_op_case_matches_numpy() {
         failures.join("\n")
     );
     // Every op the CPU backend claims to support has at least one case.
-    for op in anebert::cpu::SUPPORTED {
+    for op in anebert::cpu::SUPPORTED.iter() {
         assert!(ops_seen.contains(*op), "no case covers `{op}`");
     }
 }

@@ -3,7 +3,7 @@
 //! learned absolute positions, token type 0, GELU MLP, biases everywhere. The `embedding` head
 //! follows the sentence-transformers files when present (`1_Pooling/config.json`, `modules.json`).
 
-use super::checks::ConfigChecks;
+use super::checks::{self, ConfigChecks};
 use super::{Checkpoint, CheckpointError};
 use crate::ir::*;
 use crate::ConvertError;
@@ -80,6 +80,7 @@ impl BertConfig {
         ])?;
         chk.heads(c.hidden_size, c.num_attention_heads)?;
         chk.activations(&[("hidden_act", &c.hidden_act)])?;
+        chk.id2label(&c.id2label)?;
         if c.position_embedding_type != "absolute" {
             return Err(err(format!(
                 "position_embedding_type {:?} is not supported (only \"absolute\")",
@@ -278,23 +279,8 @@ impl Bert {
     /// Class labels in id order (`LABEL_i` when only `num_labels` is given; the classifier's
     /// row count when neither is).
     fn labels(&self) -> Vec<String> {
-        let c = &self.config;
-        match &c.id2label {
-            Some(m) if !m.is_empty() => (0..m.len())
-                .map(|i| {
-                    m.get(&i.to_string())
-                        .cloned()
-                        .unwrap_or_else(|| format!("LABEL_{i}"))
-                })
-                .collect(),
-            _ => {
-                let n = c
-                    .num_labels
-                    .or_else(|| self.ckpt.shape("classifier.weight").map(|s| s[0]))
-                    .unwrap_or(2);
-                (0..n).map(|i| format!("LABEL_{i}")).collect()
-            }
-        }
+        let rows = self.ckpt.shape("classifier.weight").map_or(2, |s| s[0]);
+        checks::labels(&self.config.id2label, self.config.num_labels, rows)
     }
 
     /// sentence-transformers pooling and normalization, when the checkpoint has those files.

@@ -2,6 +2,7 @@
 
 use super::CheckpointError;
 use crate::ir::Activation;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Checks against one `config.json`.
@@ -70,5 +71,37 @@ impl<'a> ConfigChecks<'a> {
         } else {
             Err(self.err(format!("{field} {v} must be a positive number")))
         }
+    }
+
+    /// `id2label` ids must be exactly `0..n`.
+    pub(crate) fn id2label(
+        &self,
+        map: &Option<BTreeMap<String, String>>,
+    ) -> Result<(), CheckpointError> {
+        if let Some(map) = map {
+            if let Some(i) = (0..map.len()).find(|i| !map.contains_key(&i.to_string())) {
+                return Err(self.err(format!(
+                    "id2label has {} entries but no id {i}; ids must be 0..{}",
+                    map.len(),
+                    map.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Class labels in id order from a checked `id2label`; `LABEL_i` for `num_labels` (or `fallback`)
+/// classes when there is none.
+pub(crate) fn labels(
+    id2label: &Option<BTreeMap<String, String>>,
+    num_labels: Option<usize>,
+    fallback: usize,
+) -> Vec<String> {
+    match id2label {
+        Some(m) if !m.is_empty() => (0..m.len()).map(|i| m[&i.to_string()].clone()).collect(),
+        _ => (0..num_labels.unwrap_or(fallback))
+            .map(|i| format!("LABEL_{i}"))
+            .collect(),
     }
 }

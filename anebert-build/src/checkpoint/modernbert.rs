@@ -4,7 +4,7 @@
 //! embeddings when `decoder.weight` is absent), `ModernBertForSequenceClassification` and
 //! `ModernBertForTokenClassification`.
 
-use super::checks::ConfigChecks;
+use super::checks::{self, ConfigChecks};
 use super::{Checkpoint, CheckpointError};
 use crate::ir::*;
 use crate::ConvertError;
@@ -184,28 +184,13 @@ impl ModernBertConfig {
                 }
             }
         }
-        if let Some(map) = &c.id2label {
-            for i in 0..map.len() {
-                if !map.contains_key(&i.to_string()) {
-                    return Err(err(format!(
-                        "id2label has {} entries but no id {i}; ids must be 0..{}",
-                        map.len(),
-                        map.len()
-                    )));
-                }
-            }
-        }
+        chk.id2label(&c.id2label)?;
         Ok(c)
     }
 
     /// Class labels in id order (`LABEL_i` when only `num_labels` is given; HF's default is 2).
     pub fn labels(&self) -> Vec<String> {
-        match &self.id2label {
-            Some(m) if !m.is_empty() => (0..m.len()).map(|i| m[&i.to_string()].clone()).collect(),
-            _ => (0..self.num_labels.unwrap_or(2))
-                .map(|i| format!("LABEL_{i}"))
-                .collect(),
-        }
+        checks::labels(&self.id2label, self.num_labels, 2)
     }
 
     /// Whether layer `i` uses global attention.

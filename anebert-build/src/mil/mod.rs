@@ -742,19 +742,24 @@ impl FunctionBuilder<'_> {
         weight: &Var,
         bias: Option<&Var>,
     ) -> Result<Var, MilError> {
-        let mut args = vec![
-            ("x", Arg::One(x.clone())),
-            ("weight", Arg::One(weight.clone())),
-        ];
-        if let Some(b) = bias {
-            args.push(("bias", Arg::One(b.clone())));
-        }
-        self.op1("conv", hint, args, vec![])
+        self.weighted("conv", hint, x, weight, bias)
     }
 
     /// `linear`: x [..., D_in] · weightᵀ + bias.
     pub fn linear(
         &mut self,
+        hint: &str,
+        x: &Var,
+        weight: &Var,
+        bias: Option<&Var>,
+    ) -> Result<Var, MilError> {
+        self.weighted("linear", hint, x, weight, bias)
+    }
+
+    /// An op of `x`, `weight` and an optional `bias` (conv, linear) with default parameters.
+    fn weighted(
+        &mut self,
+        op_type: &str,
         hint: &str,
         x: &Var,
         weight: &Var,
@@ -767,7 +772,7 @@ impl FunctionBuilder<'_> {
         if let Some(b) = bias {
             args.push(("bias", Arg::One(b.clone())));
         }
-        self.op1("linear", hint, args, vec![])
+        self.op1(op_type, hint, args, vec![])
     }
 
     /// `matmul` with optional transposes of the last two dims.

@@ -3,7 +3,7 @@
 //! `op()` call — come out exactly as coremltools would serialize it.
 
 use super::{MilError, Var};
-use anebert_runtime::infer;
+use anebert_runtime::infer::{self, BINARY, COMPARE, LOGICAL, REDUCE, UNARY};
 use anebert_runtime::{DType, Dim, Tensor, TensorType};
 use std::collections::BTreeMap;
 
@@ -205,50 +205,6 @@ pub(crate) fn defaults(op: &str, args: &BTreeMap<String, Arg>) -> Vec<(&'static 
         _ => vec![],
     }
 }
-
-/// Elementwise ops with two operands of one dtype and a result of that dtype.
-pub const BINARY: &[&str] = &[
-    "add",
-    "sub",
-    "mul",
-    "real_div",
-    "pow",
-    "maximum",
-    "minimum",
-    "floor_div",
-    "mod",
-];
-/// Comparisons: two operands of one dtype, bool result.
-pub const COMPARE: &[&str] = &[
-    "equal",
-    "not_equal",
-    "less",
-    "less_equal",
-    "greater",
-    "greater_equal",
-];
-/// Logical ops over bools.
-pub const LOGICAL: &[&str] = &["logical_and", "logical_or", "logical_xor"];
-/// Unary elementwise ops (same dtype and shape out).
-pub const UNARY: &[&str] = &[
-    "sqrt", "rsqrt", "exp", "log", "erf", "tanh", "sigmoid", "sin", "cos", "abs", "square",
-    "inverse", "relu", "silu", "gelu", "floor", "ceil", "round", "sign", "clip", "identity",
-];
-/// Reductions.
-pub const REDUCE: &[&str] = &[
-    "reduce_mean",
-    "reduce_sum",
-    "reduce_max",
-    "reduce_min",
-    "reduce_prod",
-    "reduce_l2_norm",
-    "reduce_l1_norm",
-    "reduce_sum_square",
-    "reduce_log_sum_exp",
-    "reduce_log_sum",
-    "reduce_argmax",
-    "reduce_argmin",
-];
 
 /// Output types of an op.
 pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
