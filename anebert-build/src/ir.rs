@@ -219,78 +219,7 @@ pub enum Step {
     L2Normalize,
 }
 
-/// The head kinds a converted model can end in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum HeadKind {
-    /// Masked-LM logits per token.
-    MaskedLm,
-    /// Pooled classification logits.
-    SequenceClassification,
-    /// Per-token classification logits.
-    TokenClassification,
-    /// Pooled sentence embedding.
-    Embedding,
-    /// Last hidden state.
-    Hidden,
-}
-
-impl HeadKind {
-    /// All heads.
-    pub const ALL: [HeadKind; 5] = [
-        HeadKind::MaskedLm,
-        HeadKind::SequenceClassification,
-        HeadKind::TokenClassification,
-        HeadKind::Embedding,
-        HeadKind::Hidden,
-    ];
-
-    /// Command-line / metadata name.
-    pub fn name(self) -> &'static str {
-        match self {
-            HeadKind::MaskedLm => "mlm",
-            HeadKind::SequenceClassification => "sequence-classification",
-            HeadKind::TokenClassification => "token-classification",
-            HeadKind::Embedding => "embedding",
-            HeadKind::Hidden => "hidden",
-        }
-    }
-
-    /// The output's name in the model contract.
-    pub fn output_name(self) -> &'static str {
-        match self {
-            HeadKind::Embedding => "embedding",
-            HeadKind::Hidden => "hidden_states",
-            _ => "logits",
-        }
-    }
-
-    /// Whether the output is pooled over the sequence.
-    pub fn pooled(self) -> bool {
-        matches!(self, HeadKind::SequenceClassification | HeadKind::Embedding)
-    }
-}
-
-impl std::str::FromStr for HeadKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        HeadKind::ALL
-            .into_iter()
-            .find(|h| h.name() == s)
-            .or(match s {
-                "masked-lm" | "fill-mask" => Some(HeadKind::MaskedLm),
-                "classification" | "seq-cls" => Some(HeadKind::SequenceClassification),
-                "token-cls" | "ner" => Some(HeadKind::TokenClassification),
-                "last-hidden-state" => Some(HeadKind::Hidden),
-                _ => None,
-            })
-            .ok_or_else(|| {
-                format!(
-                    "unknown head {s:?}; expected one of {}",
-                    HeadKind::ALL.map(|h| h.name()).join(", ")
-                )
-            })
-    }
-}
+pub use anebert_runtime::contract::HeadKind;
 
 /// Final norm, pooling and head steps.
 #[derive(Clone, Debug)]

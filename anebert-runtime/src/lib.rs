@@ -7,13 +7,19 @@ pub mod cpu;
 pub mod dtype;
 pub mod infer;
 pub mod metrics;
+pub mod model;
 pub mod package;
 pub mod proto;
 pub mod tensor;
+#[cfg(feature = "text")]
+pub mod text;
 pub mod types;
 pub mod value;
 
 pub use dtype::DType;
+pub use model::{Backend, ComputeUnits, EmbeddedModel, Error, Model, ModelInfo, Options, Output};
 pub use package::Package;
 pub use tensor::{Tensor, TensorData};
+#[cfg(feature = "text")]
+pub use text::{Fill, MaskPrediction, TokenLabel};
 pub use types::{Dim, TensorType};

@@ -111,17 +111,58 @@ impl Package {
         }
         let spec_path = data.join(&manifest.root().path);
         let bytes = fs::read(&spec_path).map_err(io_err(&spec_path))?;
-        let spec =
-            proto::Model::decode(bytes.as_slice()).map_err(|source| PackageError::Decode {
-                path: spec_path.clone(),
-                source,
-            })?;
-        let program = match &spec.r#type {
-            Some(proto::model::Type::MlProgram(p)) => p,
-            None => return Err(PackageError::NotMlProgram { path: spec_path }),
-        };
         // `@model_path` is the folder holding the spec; the weights are beside it.
         let model_dir = spec_path.parent().unwrap_or(path).to_path_buf();
+        Self::decode(path, &spec_path, &bytes, |file| {
+            let wpath = model_dir.join("weights").join(file);
+            let bytes = fs::read(&wpath).map_err(io_err(&wpath))?;
+            Ok((bytes, wpath))
+        })
+    }
+
+    /// A package from its parts in memory: the `model.mlmodel` bytes and the `weight.bin` bytes
+    /// (when the program has weights), validated as [`Package::open`] does. This is how a model
+    /// embedded in a binary is loaded without touching the file system; `label` names it in errors.
+    pub fn from_bytes(
+        label: impl AsRef<Path>,
+        spec: &[u8],
+        weights: Option<Vec<u8>>,
+    ) -> Result<Package, PackageError> {
+        let label = label.as_ref();
+        let mut weights = weights;
+        let wlabel = label.join("weights/weight.bin");
+        Self::decode(label, label, spec, |_| match weights.take() {
+            Some(w) => Ok((w, wlabel.clone())),
+            None => Err(PackageError::Io {
+                path: wlabel.clone(),
+                source: io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the program references weights but none were given",
+                ),
+            }),
+        })
+    }
+
+    /// Decode the spec and check every blob reference, loading the weight file through
+    /// `load_weights(file name)` the first time one is referenced.
+    fn decode(
+        path: &Path,
+        spec_path: &Path,
+        bytes: &[u8],
+        mut load_weights: impl FnMut(&str) -> Result<(Vec<u8>, PathBuf), PackageError>,
+    ) -> Result<Package, PackageError> {
+        let spec = proto::Model::decode(bytes).map_err(|source| PackageError::Decode {
+            path: spec_path.to_path_buf(),
+            source,
+        })?;
+        let program = match &spec.r#type {
+            Some(proto::model::Type::MlProgram(p)) => p,
+            None => {
+                return Err(PackageError::NotMlProgram {
+                    path: spec_path.to_path_buf(),
+                })
+            }
+        };
         let mut weights = None;
         let mut weights_file: Option<String> = None;
         for op in all_ops(program) {
@@ -149,14 +190,8 @@ impl Package {
                 };
                 value::check_blob_file_name(&b.file_name).map_err(cerr)?;
                 if weights.is_none() {
-                    let file = b
-                        .file_name
-                        .rsplit('/')
-                        .next()
-                        .unwrap_or_default()
-                        .to_string();
-                    let wpath = model_dir.join("weights").join(&file);
-                    let bytes = fs::read(&wpath).map_err(io_err(&wpath))?;
+                    let file = b.file_name.rsplit('/').next().unwrap_or_default();
+                    let (bytes, wpath) = load_weights(file)?;
                     weights = Some(BlobStorage::parse(bytes).map_err(|source| {
                         PackageError::Weights {
                             path: wpath,

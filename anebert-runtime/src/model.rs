@@ -1,0 +1,523 @@
+//! The backend-agnostic `Model` API that generated wrappers (and users) call: load a converted
+//! package — embedded in the binary or from a directory — on a backend, read what the converter
+//! recorded about it ([`ModelInfo`]), and run it.
+
+use crate::contract::{self, ContractError, HeadKind};
+use crate::cpu::{CpuError, CpuModel, Precision};
+use crate::package::{Package, PackageError};
+use crate::Tensor;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Environment variable that overrides [`Backend::Auto`]: `cpu` or `coreml`.
+pub const BACKEND_ENV: &str = "ANEBERT_BACKEND";
+
+/// Which engine executes the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// `ANEBERT_BACKEND` when set; otherwise Core ML on Apple platforms once that backend is
+    /// available, and the CPU backend elsewhere.
+    #[default]
+    Auto,
+    /// The CPU MIL interpreter (every platform).
+    Cpu,
+    /// Core ML (Apple platforms only).
+    CoreMl,
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Backend::Auto),
+            "cpu" => Ok(Backend::Cpu),
+            "coreml" | "core-ml" => Ok(Backend::CoreMl),
+            other => Err(format!(
+                "unknown backend {other:?}; use auto, cpu or coreml"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::Cpu => "cpu",
+            Backend::CoreMl => "coreml",
+        })
+    }
+}
+
+impl Backend {
+    /// The concrete backend `self` selects, reading `ANEBERT_BACKEND` for [`Backend::Auto`].
+    pub fn resolve(self) -> Result<Backend, Error> {
+        match self {
+            Backend::Auto => match std::env::var(BACKEND_ENV) {
+                Ok(v) if !v.trim().is_empty() => match v.parse::<Backend>() {
+                    Ok(Backend::Auto) => Ok(Backend::Cpu),
+                    Ok(b) => Ok(b),
+                    Err(msg) => Err(Error::Options(format!("{BACKEND_ENV}: {msg}"))),
+                },
+                // The Core ML backend is not part of this build yet: the CPU backend runs
+                // everywhere, including on Apple platforms.
+                _ => Ok(Backend::Cpu),
+            },
+            b => Ok(b),
+        }
+    }
+}
+
+/// Core ML compute units (`MLComputeUnits`); used by the Core ML backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ComputeUnits {
+    /// CPU, GPU and Neural Engine.
+    All,
+    /// CPU and Neural Engine (the default: the reason anebert exists).
+    #[default]
+    CpuAndNeuralEngine,
+    /// CPU and GPU.
+    CpuAndGpu,
+    /// CPU only.
+    CpuOnly,
+}
+
+impl FromStr for ComputeUnits {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "all" => Ok(ComputeUnits::All),
+            "cpu+ne" | "cpu-and-ne" | "cpuandneuralengine" | "ane" => {
+                Ok(ComputeUnits::CpuAndNeuralEngine)
+            }
+            "cpu+gpu" | "cpu-and-gpu" | "cpuandgpu" => Ok(ComputeUnits::CpuAndGpu),
+            "cpu" | "cpu-only" | "cpuonly" => Ok(ComputeUnits::CpuOnly),
+            other => Err(format!(
+                "unknown compute units {other:?}; use all, cpu+ne, cpu+gpu or cpu"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ComputeUnits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ComputeUnits::All => "all",
+            ComputeUnits::CpuAndNeuralEngine => "cpu+ne",
+            ComputeUnits::CpuAndGpu => "cpu+gpu",
+            ComputeUnits::CpuOnly => "cpu",
+        })
+    }
+}
+
+/// How to load and run a model.
+///
+/// ```
+/// use anebert_runtime::model::{Backend, Options};
+/// use anebert_runtime::cpu::Precision;
+/// let opts = Options::default().backend(Backend::Cpu).precision(Precision::Fp16Ane).truncate(true);
+/// assert!(opts.truncates());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    backend: Backend,
+    compute_units: ComputeUnits,
+    precision: Precision,
+    truncate: bool,
+}
+
+impl Options {
+    /// The backend (default [`Backend::Auto`]).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+    /// Core ML compute units (default CPU + Neural Engine).
+    pub fn compute_units(mut self, units: ComputeUnits) -> Self {
+        self.compute_units = units;
+        self
+    }
+    /// Numerics of the CPU backend (default f32; `Fp16Ane` simulates the Neural Engine).
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+    /// Truncate texts longer than the sequence length instead of failing (default: fail).
+    pub fn truncate(mut self, truncate: bool) -> Self {
+        self.truncate = truncate;
+        self
+    }
+    /// The backend asked for.
+    pub fn get_backend(&self) -> Backend {
+        self.backend
+    }
+    /// The compute units asked for.
+    pub fn get_compute_units(&self) -> ComputeUnits {
+        self.compute_units
+    }
+    /// The CPU backend's precision.
+    pub fn get_precision(&self) -> Precision {
+        self.precision
+    }
+    /// Whether long texts are truncated.
+    pub fn truncates(&self) -> bool {
+        self.truncate
+    }
+}
+
+/// Everything that can fail when loading or running a model.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The package could not be read.
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    /// The CPU backend refused the program or failed while running it.
+    #[error(transparent)]
+    Cpu(#[from] CpuError),
+    /// Inputs or outputs do not fit the model's contract.
+    #[error(transparent)]
+    Contract(#[from] ContractError),
+    /// The package lacks the metadata anebert writes, or it is malformed.
+    #[error("{0}")]
+    Metadata(String),
+    /// A bad option or environment setting.
+    #[error("{0}")]
+    Options(String),
+    /// The backend is not available on this platform or in this build.
+    #[error("the {backend} backend is not available: {why}")]
+    BackendUnavailable {
+        /// The backend asked for.
+        backend: Backend,
+        /// Why not, and what to do instead.
+        why: String,
+    },
+    /// A helper was called on a model with another head.
+    #[error("{helper}() needs a model with the {expected} head, but this one has the {actual} head")]
+    WrongHead {
+        /// The helper called.
+        helper: &'static str,
+        /// The head it needs.
+        expected: &'static str,
+        /// The model's head.
+        actual: &'static str,
+    },
+    /// Tokenization failed, or the model has no tokenizer.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A file operation failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the converter recorded about a model (its `anebert.*` metadata, DESIGN §4).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelInfo {
+    /// The head.
+    pub head: HeadKind,
+    /// Sequence length S of the inputs.
+    pub seq_len: usize,
+    /// Hidden size of the encoder.
+    pub hidden_size: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Encoder layers.
+    pub num_layers: usize,
+    /// Class labels in id order (classification heads; empty otherwise).
+    pub labels: Vec<String>,
+    /// Pooling of pooled heads (`cls` / `mean`), if any.
+    pub pooling: Option<String>,
+    /// Whether the embedding is L2-normalized.
+    pub normalize: bool,
+    /// Rotation applied, if any.
+    pub rotation: Option<String>,
+    /// `fp16` or `fp32` weights.
+    pub weights: String,
+    /// Source architecture (`modernbert`, `bert`, `distilbert`).
+    pub architecture: String,
+    /// Converter version that wrote the package.
+    pub converter_version: String,
+    /// Every user-defined metadata entry.
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl ModelInfo {
+    /// Read the anebert metadata of a package.
+    pub fn from_package(package: &Package) -> Result<ModelInfo, Error> {
+        let md = package
+            .spec
+            .description
+            .as_ref()
+            .and_then(|d| d.metadata.as_ref())
+            .map(|m| m.user_defined.clone())
+            .unwrap_or_default();
+        Self::from_metadata(md).map_err(|msg| {
+            Error::Metadata(format!(
+                "{}: {msg}; is this a package written by anebert? (convert it with `cargo anebert convert`)",
+                package.path.display()
+            ))
+        })
+    }
+
+    /// Parse `anebert.*` entries.
+    pub fn from_metadata(md: BTreeMap<String, String>) -> Result<ModelInfo, String> {
+        let get = |k: &str| {
+            md.get(&format!("anebert.{k}"))
+                .map(String::as_str)
+                .ok_or_else(|| format!("metadata `anebert.{k}` is missing"))
+        };
+        let num = |k: &str| -> Result<usize, String> {
+            get(k)?
+                .parse()
+                .map_err(|_| format!("metadata `anebert.{k}` is not a number"))
+        };
+        let opt = |k: &str| {
+            md.get(&format!("anebert.{k}"))
+                .filter(|v| !v.is_empty() && v.as_str() != "none")
+                .cloned()
+        };
+        let labels: Vec<String> = match md.get("anebert.labels") {
+            Some(v) => serde_json::from_str(v)
+                .map_err(|e| format!("metadata `anebert.labels` is not a JSON string list: {e}"))?,
+            None => Vec::new(),
+        };
+        Ok(ModelInfo {
+            head: get("head")?.parse()?,
+            seq_len: num("seq_len")?,
+            hidden_size: num("hidden_size")?,
+            vocab_size: num("vocab_size")?,
+            num_layers: num("num_layers")?,
+            labels,
+            pooling: opt("pooling"),
+            normalize: opt("normalize").as_deref() == Some("true"),
+            rotation: opt("rotation"),
+            weights: opt("weights").unwrap_or_default(),
+            architecture: opt("architecture").unwrap_or_default(),
+            converter_version: opt("converter_version").unwrap_or_default(),
+            metadata: md,
+        })
+    }
+
+    /// Channels of the head's output: vocabulary (mlm), labels (classifiers), hidden size.
+    pub fn output_channels(&self) -> usize {
+        match self.head {
+            HeadKind::MaskedLm => self.vocab_size,
+            HeadKind::SequenceClassification | HeadKind::TokenClassification => self.labels.len(),
+            HeadKind::Embedding | HeadKind::Hidden => self.hidden_size,
+        }
+    }
+}
+
+/// A model embedded in a binary by the `#[anebert::model]` attribute or build-script codegen:
+/// the package's spec and weight bytes plus its tokenizer.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbeddedModel {
+    /// The model's name (from build.rs or the attribute).
+    pub name: &'static str,
+    /// The artifact's content key (hex); names cache entries derived from it.
+    pub key: &'static str,
+    /// `model.mlmodel` bytes.
+    pub spec: &'static [u8],
+    /// `weight.bin` bytes, when the program has weights.
+    pub weights: Option<&'static [u8]>,
+    /// `tokenizer.json` bytes, when the checkpoint had one.
+    pub tokenizer: Option<&'static [u8]>,
+}
+
+/// A loaded model on a backend.
+pub struct Model {
+    info: ModelInfo,
+    engine: Engine,
+    truncate: bool,
+    #[cfg(feature = "text")]
+    pub(crate) tokenizer: Option<crate::text::Text>,
+}
+
+enum Engine {
+    Cpu(CpuModel),
+}
+
+impl std::fmt::Debug for Model {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Model")
+            .field("head", &self.info.head)
+            .field("seq_len", &self.info.seq_len)
+            .field("backend", &self.backend())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Model {
+    /// Load an embedded model.
+    pub fn load_embedded(model: &EmbeddedModel, options: &Options) -> Result<Model, Error> {
+        let label = format!("<embedded model {}>", model.name);
+        let package = Package::from_bytes(&label, model.spec, model.weights.map(<[u8]>::to_vec))?;
+        Self::from_package(&package, model.tokenizer, options)
+    }
+
+    /// Load a `.mlpackage` directory written by anebert; `tokenizer.json` is taken from beside it
+    /// (`<package>/../tokenizer.json`) or from inside it when present.
+    pub fn open(path: impl AsRef<Path>, options: &Options) -> Result<Model, Error> {
+        let path = path.as_ref();
+        let package = Package::open(path)?;
+        let candidates = [
+            path.join("tokenizer.json"),
+            path.parent()
+                .map(|p| p.join("tokenizer.json"))
+                .unwrap_or_default(),
+        ];
+        let tokenizer = match candidates.iter().find(|p| p.is_file()) {
+            Some(p) => Some(std::fs::read(p).map_err(|source| Error::Io {
+                path: p.clone(),
+                source,
+            })?),
+            None => None,
+        };
+        Self::from_package(&package, tokenizer.as_deref(), options)
+    }
+
+    /// Load an already-read package with an optional `tokenizer.json`.
+    pub fn from_package(
+        package: &Package,
+        tokenizer: Option<&[u8]>,
+        options: &Options,
+    ) -> Result<Model, Error> {
+        let info = ModelInfo::from_package(package)?;
+        let engine = match options.backend.resolve()? {
+            Backend::Cpu | Backend::Auto => {
+                Engine::Cpu(CpuModel::load(package, None, options.precision)?)
+            }
+            Backend::CoreMl => {
+                return Err(Error::BackendUnavailable {
+                    backend: Backend::CoreMl,
+                    why: if cfg!(target_vendor = "apple") {
+                        "this build of anebert has no Core ML backend yet; use Backend::Cpu".into()
+                    } else {
+                        "Core ML exists only on Apple platforms; use Backend::Cpu (or Auto)".into()
+                    },
+                })
+            }
+        };
+        #[cfg(not(feature = "text"))]
+        let _ = tokenizer;
+        Ok(Model {
+            #[cfg(feature = "text")]
+            tokenizer: match tokenizer {
+                Some(bytes) => Some(crate::text::Text::from_bytes(bytes, info.seq_len)?),
+                None => None,
+            },
+            info,
+            engine,
+            truncate: options.truncate,
+        })
+    }
+
+    /// What the converter recorded.
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    /// The backend running the model.
+    pub fn backend(&self) -> Backend {
+        match self.engine {
+            Engine::Cpu(_) => Backend::Cpu,
+        }
+    }
+
+    /// Whether texts longer than the sequence length are truncated.
+    pub fn truncates(&self) -> bool {
+        self.truncate
+    }
+
+    /// Run with named inputs (`input_ids`, `attention_mask`, int32 `(1, S)`); every output by name.
+    pub fn predict(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<BTreeMap<String, Tensor>, Error> {
+        match &self.engine {
+            Engine::Cpu(m) => Ok(m.predict(inputs)?),
+        }
+    }
+
+    /// Run one sequence of token ids (right-padded with `pad_id` to S, masked accordingly) and
+    /// return the head's output: per-token rows (`tokens` of them) for per-token heads, one row for
+    /// pooled heads.
+    pub fn run_ids(&self, ids: &[i32], pad_id: i32) -> Result<Output, Error> {
+        let inputs = contract::encoder_inputs(ids, self.info.seq_len, pad_id)?;
+        let mut out = self.predict(&inputs)?;
+        let name = self.info.head.output_name();
+        let t = out.remove(name).ok_or_else(|| {
+            Error::Metadata(format!("the model has no `{name}` output for its head"))
+        })?;
+        let rows = if self.info.head.pooled() {
+            let v = t
+                .as_f32()
+                .ok_or_else(|| ContractError::NotPerToken(t.shape().to_vec()))?;
+            vec![v.to_vec()]
+        } else {
+            contract::token_vectors(&t, ids.len())?
+        };
+        Ok(Output { rows })
+    }
+}
+
+/// A head's output for one sequence, as rows of `channels` values: one row per real token for
+/// per-token heads (mlm, token-classification, hidden), one row for pooled heads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    /// The rows.
+    pub rows: Vec<Vec<f32>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_parsing() {
+        assert_eq!("CPU".parse::<Backend>().unwrap(), Backend::Cpu);
+        assert_eq!("coreml".parse::<Backend>().unwrap(), Backend::CoreMl);
+        assert!("gpu".parse::<Backend>().unwrap_err().contains("auto, cpu or coreml"));
+        for u in [
+            ComputeUnits::All,
+            ComputeUnits::CpuAndNeuralEngine,
+            ComputeUnits::CpuAndGpu,
+            ComputeUnits::CpuOnly,
+        ] {
+            assert_eq!(u.to_string().parse::<ComputeUnits>().unwrap(), u);
+        }
+        assert_eq!(ComputeUnits::default(), ComputeUnits::CpuAndNeuralEngine);
+    }
+
+    #[test]
+    fn metadata_errors_name_the_key() {
+        let mut md = BTreeMap::new();
+        md.insert("anebert.head".to_string(), "mlm".to_string());
+        let e = ModelInfo::from_metadata(md.clone()).unwrap_err();
+        assert!(e.contains("anebert.seq_len"), "{e}");
+        for (k, v) in [
+            ("seq_len", "64"),
+            ("hidden_size", "8"),
+            ("vocab_size", "10"),
+            ("num_layers", "1"),
+        ] {
+            md.insert(format!("anebert.{k}"), v.to_string());
+        }
+        md.insert("anebert.labels".into(), "[\"a\",\"b\"]".into());
+        md.insert("anebert.rotation".into(), "none".into());
+        let info = ModelInfo::from_metadata(md.clone()).unwrap();
+        assert_eq!(info.labels, ["a", "b"]);
+        assert_eq!(info.rotation, None);
+        assert_eq!(info.output_channels(), 10);
+        md.insert("anebert.labels".into(), "{".into());
+        assert!(ModelInfo::from_metadata(md)
+            .unwrap_err()
+            .contains("anebert.labels"));
+    }
+}

@@ -1,0 +1,292 @@
+//! Text in, answers out: the per-head helpers of [`Model`] (`fill_mask`, `classify`, `tag`,
+//! `embed`, `hidden`), through the checkpoint's own `tokenizer.json` (the `tokenizers` crate).
+
+use crate::contract::{ContractError, HeadKind};
+use crate::metrics;
+use crate::model::{Error, Model};
+use tokenizers::{Encoding, Tokenizer, TruncationParams};
+
+/// A model's tokenizer, set up for its sequence length: no padding (the contract pads), and
+/// truncation to S only when asked for.
+#[derive(Clone)]
+pub(crate) struct Text {
+    tokenizer: Tokenizer,
+    truncating: Tokenizer,
+    seq_len: usize,
+    pad_id: i32,
+    mask_id: Option<u32>,
+}
+
+impl Text {
+    pub(crate) fn from_bytes(bytes: &[u8], seq_len: usize) -> Result<Text, Error> {
+        let mut tokenizer = Tokenizer::from_bytes(bytes)
+            .map_err(|e| Error::Tokenizer(format!("tokenizer.json does not load: {e}")))?;
+        let pad_id = tokenizer
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| {
+                ["[PAD]", "<pad>"]
+                    .iter()
+                    .find_map(|t| tokenizer.token_to_id(t))
+            })
+            .unwrap_or(0) as i32;
+        let mask_id = ["[MASK]", "<mask>"]
+            .iter()
+            .find_map(|t| tokenizer.token_to_id(t));
+        tokenizer.with_padding(None);
+        let mut truncating = tokenizer.clone();
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        truncating
+            .with_truncation(Some(TruncationParams {
+                max_length: seq_len,
+                ..Default::default()
+            }))
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        Ok(Text {
+            tokenizer,
+            truncating,
+            seq_len,
+            pad_id,
+            mask_id,
+        })
+    }
+
+    /// Tokenize with special tokens and character offsets; fails on texts longer than S unless
+    /// `truncate`.
+    fn encode(&self, text: &str, truncate: bool) -> Result<Encoding, Error> {
+        let t = if truncate {
+            &self.truncating
+        } else {
+            &self.tokenizer
+        };
+        let enc = t
+            .encode_char_offsets(text, true)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?;
+        if enc.get_ids().len() > self.seq_len {
+            return Err(ContractError::TooLong {
+                tokens: enc.get_ids().len(),
+                seq_len: self.seq_len,
+            }
+            .into());
+        }
+        Ok(enc)
+    }
+}
+
+/// One candidate for a `[MASK]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fill {
+    /// Vocabulary id.
+    pub token_id: u32,
+    /// The token decoded to text (e.g. `" Paris"`).
+    pub token: String,
+    /// Softmax probability.
+    pub probability: f32,
+}
+
+impl std::fmt::Display for Fill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:>6.2}%  {:?}", 100.0 * self.probability, self.token)
+    }
+}
+
+/// The predictions for one `[MASK]` of a text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaskPrediction {
+    /// Token position of the mask.
+    pub position: usize,
+    /// Character offsets of the mask in the text.
+    pub start: usize,
+    /// End (exclusive) character offset.
+    pub end: usize,
+    /// Candidates, most probable first.
+    pub candidates: Vec<Fill>,
+}
+
+impl MaskPrediction {
+    /// The `k` most probable candidates.
+    pub fn top(&self, k: usize) -> &[Fill] {
+        &self.candidates[..k.min(self.candidates.len())]
+    }
+}
+
+/// A label for one token of a text (token classification).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenLabel {
+    /// The token as it appears in the text.
+    pub text: String,
+    /// Character offsets in the text.
+    pub start: usize,
+    /// End (exclusive) character offset.
+    pub end: usize,
+    /// The most probable label.
+    pub label: String,
+    /// Its softmax probability.
+    pub score: f32,
+}
+
+fn softmax(x: &[f32]) -> Vec<f32> {
+    metrics::log_softmax(x)
+        .into_iter()
+        .map(|v| v.exp() as f32)
+        .collect()
+}
+
+impl Model {
+    fn text(&self) -> Result<&Text, Error> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            Error::Tokenizer(
+                "the model has no tokenizer (the checkpoint had no tokenizer.json); \
+                 tokenize yourself and call run_ids()"
+                    .into(),
+            )
+        })
+    }
+
+    fn expect_head(&self, helper: &'static str, expected: HeadKind) -> Result<(), Error> {
+        if self.info().head != expected {
+            return Err(Error::WrongHead {
+                helper,
+                expected: expected.name(),
+                actual: self.info().head.name(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Tokenize `text` as the model expects: token ids (with special tokens) and their character
+    /// offsets. Fails when longer than the sequence length unless the model truncates.
+    pub fn tokenize(&self, text: &str) -> Result<(Vec<i32>, Vec<(usize, usize)>), Error> {
+        let enc = self.text()?.encode(text, self.truncates())?;
+        Ok((
+            enc.get_ids().iter().map(|&i| i as i32).collect(),
+            enc.get_offsets().to_vec(),
+        ))
+    }
+
+    fn run_text(&self, text: &str) -> Result<(Encoding, Vec<Vec<f32>>), Error> {
+        let t = self.text()?;
+        let enc = t.encode(text, self.truncates())?;
+        let ids: Vec<i32> = enc.get_ids().iter().map(|&i| i as i32).collect();
+        let out = self.run_ids(&ids, t.pad_id)?;
+        Ok((enc, out.rows))
+    }
+
+    /// Fill every `[MASK]` of `text` (mlm head): the 5 most probable tokens per mask.
+    pub fn fill_mask(&self, text: &str) -> Result<Vec<MaskPrediction>, Error> {
+        self.fill_mask_top(text, 5)
+    }
+
+    /// Fill every `[MASK]` of `text` with the `k` most probable tokens (mlm head).
+    pub fn fill_mask_top(&self, text: &str, k: usize) -> Result<Vec<MaskPrediction>, Error> {
+        self.expect_head("fill_mask", HeadKind::MaskedLm)?;
+        let t = self.text()?;
+        let mask_id = t.mask_id.ok_or_else(|| {
+            Error::Tokenizer("the tokenizer has no [MASK] / <mask> token".into())
+        })?;
+        let (enc, rows) = self.run_text(text)?;
+        let masks: Vec<usize> = (0..enc.get_ids().len())
+            .filter(|&i| enc.get_ids()[i] == mask_id)
+            .collect();
+        if masks.is_empty() {
+            return Err(Error::Tokenizer(format!(
+                "the text has no mask token; write {} where a word should be filled in",
+                t.tokenizer
+                    .id_to_token(mask_id)
+                    .unwrap_or_else(|| "[MASK]".into())
+            )));
+        }
+        masks
+            .into_iter()
+            .map(|pos| {
+                let probs = softmax(&rows[pos]);
+                let candidates = metrics::top_k(&rows[pos], k)
+                    .into_iter()
+                    .map(|id| {
+                        Ok(Fill {
+                            token_id: id as u32,
+                            token: t
+                                .tokenizer
+                                .decode(&[id as u32], false)
+                                .map_err(|e| Error::Tokenizer(e.to_string()))?,
+                            probability: probs[id],
+                        })
+                    })
+                    .collect::<Result<Vec<_>, Error>>()?;
+                let (start, end) = enc.get_offsets()[pos];
+                Ok(MaskPrediction {
+                    position: pos,
+                    start,
+                    end,
+                    candidates,
+                })
+            })
+            .collect()
+    }
+
+    /// Classify `text` (sequence-classification head): every label with its softmax score, most
+    /// probable first.
+    pub fn classify(&self, text: &str) -> Result<Vec<(String, f32)>, Error> {
+        self.expect_head("classify", HeadKind::SequenceClassification)?;
+        let (_, rows) = self.run_text(text)?;
+        let probs = softmax(&rows[0]);
+        let mut out: Vec<(String, f32)> = self
+            .info()
+            .labels
+            .iter()
+            .cloned()
+            .zip(probs)
+            .collect();
+        out.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Ok(out)
+    }
+
+    /// Label every token of `text` (token-classification head), special tokens left out.
+    pub fn tag(&self, text: &str) -> Result<Vec<TokenLabel>, Error> {
+        self.expect_head("tag", HeadKind::TokenClassification)?;
+        let (enc, rows) = self.run_text(text)?;
+        let chars: Vec<char> = text.chars().collect();
+        let labels = &self.info().labels;
+        let mut out = Vec::new();
+        for (i, row) in rows.iter().enumerate() {
+            if enc.get_special_tokens_mask()[i] == 1 {
+                continue;
+            }
+            let (start, end) = enc.get_offsets()[i];
+            let best = metrics::argmax(row);
+            out.push(TokenLabel {
+                text: chars[start.min(chars.len())..end.min(chars.len())]
+                    .iter()
+                    .collect(),
+                start,
+                end,
+                label: labels
+                    .get(best)
+                    .cloned()
+                    .unwrap_or_else(|| format!("LABEL_{best}")),
+                score: softmax(row)[best],
+            });
+        }
+        Ok(out)
+    }
+
+    /// The sentence embedding of `text` (embedding head).
+    pub fn embed(&self, text: &str) -> Result<Vec<f32>, Error> {
+        self.expect_head("embed", HeadKind::Embedding)?;
+        let (_, mut rows) = self.run_text(text)?;
+        Ok(rows.swap_remove(0))
+    }
+
+    /// Embeddings of several texts (embedding head), in order.
+    pub fn embed_batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, Error> {
+        texts.iter().map(|t| self.embed(t.as_ref())).collect()
+    }
+
+    /// The last hidden state of every token of `text`, special tokens included (hidden head).
+    pub fn hidden(&self, text: &str) -> Result<Vec<Vec<f32>>, Error> {
+        self.expect_head("hidden", HeadKind::Hidden)?;
+        Ok(self.run_text(text)?.1)
+    }
+}
