@@ -10,7 +10,7 @@
 
 use anebert::cpu::{CpuModel, Precision};
 use anebert::{contract, metrics, Package};
-use anebert_build::{convert, ConvertOptions, HeadKind, WeightPrecision};
+use anebert_build::{convert_package as convert, ConvertOptions, HeadKind, WeightPrecision};
 use std::path::{Path, PathBuf};
 
 const SEQ: usize = 64;

@@ -11,7 +11,7 @@
 
 use anebert::cpu::{CpuModel, Precision};
 use anebert::{contract, metrics, Package};
-use anebert_build::{convert, ConvertOptions, HeadKind};
+use anebert_build::{convert_package as convert, ConvertOptions, HeadKind};
 use std::path::PathBuf;
 
 const SEQ: usize = 128;

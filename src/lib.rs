@@ -18,7 +18,9 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+pub use anebert_macros::model;
 pub use anebert_runtime::{
-    contract, cpu, dtype, metrics, package, proto, tensor, types, DType, Dim, Package, Tensor,
-    TensorData, TensorType,
+    contract, cpu, dtype, metrics, model as runtime, package, proto, tensor, types, Backend,
+    ComputeUnits, DType, Dim, EmbeddedModel, Error, Fill, MaskPrediction, Model, ModelInfo,
+    Options, Output, Package, Tensor, TensorData, TensorType, TokenLabel, Tokens,
 };

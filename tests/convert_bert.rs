@@ -6,7 +6,7 @@ mod common;
 
 use anebert::cpu::Precision;
 use anebert::metrics;
-use anebert_build::{convert, ConvertOptions, HeadKind, WeightPrecision};
+use anebert_build::{convert_package as convert, ConvertOptions, HeadKind, WeightPrecision};
 use common::fixtures;
 use std::path::PathBuf;
 

@@ -5,7 +5,9 @@ mod common;
 
 use anebert::cpu::Precision;
 use anebert::metrics;
-use anebert_build::{convert, convert_dir, ConvertOptions, HeadKind, WeightPrecision};
+use anebert_build::{
+    convert_dir, convert_package as convert, ConvertOptions, HeadKind, WeightPrecision,
+};
 use common::fixtures;
 use std::path::Path;
 

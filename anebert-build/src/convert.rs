@@ -81,6 +81,9 @@ pub struct ConvertOptions {
     /// Largest number of rows in one embedding-table chunk / output channels in one decoder conv
     /// (default and maximum 16384, the ANE's lookup and width bound).
     pub vocab_chunk: usize,
+    /// How to name the source in the package metadata (`repo@commit` for hub checkpoints);
+    /// `None`: the directory's path.
+    pub source_label: Option<String>,
 }
 
 impl ConvertOptions {
@@ -96,6 +99,7 @@ impl ConvertOptions {
             embedding_pooling: None,
             normalize: None,
             vocab_chunk: crate::graph::MAX_CHUNK,
+            source_label: None,
         }
     }
 }
@@ -367,7 +371,12 @@ pub fn convert_dir(
             },
         ),
         ("anebert.weights", o.weights.name().to_string()),
-        ("anebert.source", dir.display().to_string()),
+        (
+            "anebert.source",
+            o.source_label
+                .clone()
+                .unwrap_or_else(|| dir.display().to_string()),
+        ),
         (
             "anebert.source_sha256",
             serde_json::to_string(&ckpt_sha.0).expect("strings"),

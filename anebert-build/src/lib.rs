@@ -3,25 +3,37 @@
 //! The pipeline, one module per stage:
 //! [`checkpoint`] (config.json + safetensors) → [`ir`] (architecture-neutral encoder) →
 //! [`transforms`] (norm folding, rotation) → [`graph`] (MIL ops in ANE form, through [`mil`]) →
-//! package (`.mlpackage`, written by [`convert()`]).
+//! package (`.mlpackage`, written by [`convert_package`]); around it, [`source`] (local directory or the
+//! HuggingFace hub), [`artifact`] (the conversion cache), [`config`] (the build-script API) and
+//! [`wrapper`] (the typed Rust code `#[anebert::model]` expands to).
 //!
 //! ```no_run
-//! use anebert_build::{convert, ConvertOptions, HeadKind};
+//! use anebert_build::{convert_package, ConvertOptions, HeadKind};
 //! let opts = ConvertOptions::new(HeadKind::MaskedLm, 512);
-//! let summary = convert(std::path::Path::new("ModernBERT-base"), &opts,
+//! let summary = convert_package(std::path::Path::new("ModernBERT-base"), &opts,
 //!                       std::path::Path::new("mlm.mlpackage"))?;
 //! println!("{summary}");
 //! # Ok::<(), anebert_build::ConvertError>(())
 //! ```
 
+pub mod artifact;
 pub mod checkpoint;
+pub mod config;
 pub mod convert;
 pub mod graph;
 pub mod ir;
 pub mod mil;
+pub mod source;
 pub mod transforms;
+pub mod wrapper;
 
-pub use convert::{convert, convert_dir, ConvertOptions, Summary, WeightPrecision};
+pub use config::{
+    configs_from_manifest, convert, fail, report, BuildError, Config, Head, IndexEntry,
+};
+
+pub use convert::{
+    convert as convert_package, convert_dir, ConvertOptions, Summary, WeightPrecision,
+};
 pub use ir::{HeadKind, Pooling};
 pub use transforms::RotationMethod;
 

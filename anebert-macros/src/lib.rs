@@ -1,5 +1,225 @@
-//! `#[anebert::model]`: a thin attribute macro over anebert-build's code generator.
-//!
-//! The attribute itself lands with the build-time integration (model fetch, conversion cache and
-//! typed wrapper generation); this crate already exists so the workspace layout and the facade's
-//! dependency graph are final.
+//! `#[anebert::model]`: a thin attribute macro over anebert-build's code generator
+//! ([`anebert_build::wrapper::expand`]). It parses the arguments, reports their errors with spans,
+//! and parses the generated wrapper; finding, converting and generating live in anebert-build.
+
+use proc_macro::TokenStream;
+use proc_macro2::Span;
+use quote::ToTokens;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, Lit, MetaNameValue, Token};
+
+const ARGS: &[&str] = &["head", "seq", "name", "model", "weights", "rotate"];
+
+/// Embed a converted encoder in a unit struct and generate its typed API.
+///
+/// ```ignore
+/// #[anebert::model(head = "mlm", seq = 512)]   // a model build.rs converted
+/// pub struct FillMask;
+///
+/// #[anebert::model(head = "embedding", seq = 128, model = "sentence-transformers/all-MiniLM-L6-v2")]
+/// pub struct Embedder;                          // converted by the attribute itself
+/// ```
+///
+/// Arguments: `head` and `seq` (required); `name` (a model declared in build.rs or
+/// `[package.metadata.anebert]`); `model` (a HuggingFace repo id with optional `@revision`, or a
+/// checkpoint directory relative to the crate); with `model`, also `weights = "fp16" | "fp32"` and
+/// `rotate = bool`.
+///
+/// Generates associated consts (`SEQ_LEN`, `HIDDEN_SIZE`, `VOCAB_SIZE`, `NUM_LABELS`, `LABELS`),
+/// `load()` / `load_with(&Options)`, `predict(&{Name}Input) -> {Name}Output`, and the head's text
+/// helper: `fill_mask`, `classify`, `tag`, `embed` / `embed_batch` or `hidden`.
+#[proc_macro_attribute]
+pub fn model(attr: TokenStream, item: TokenStream) -> TokenStream {
+    match expand(attr.into(), item.into()) {
+        Ok(t) => t.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn combine(acc: &mut Option<syn::Error>, e: syn::Error) {
+    match acc {
+        Some(a) => a.combine(e),
+        None => *acc = Some(e),
+    }
+}
+
+fn expand(
+    attr: proc_macro2::TokenStream,
+    item: proc_macro2::TokenStream,
+) -> syn::Result<proc_macro2::TokenStream> {
+    let attr_span = if attr.is_empty() {
+        Span::call_site()
+    } else {
+        attr.span()
+    };
+    let strukt: syn::ItemStruct = syn::parse2(item.clone()).map_err(|_| {
+        syn::Error::new(
+            Span::call_site(),
+            "#[anebert::model] goes on a unit struct: `pub struct FillMask;`",
+        )
+    })?;
+    let mut errors: Option<syn::Error> = None;
+    if !matches!(strukt.fields, syn::Fields::Unit) {
+        combine(
+            &mut errors,
+            syn::Error::new(
+                strukt.fields.span(),
+                "#[anebert::model] generates the struct's fields; declare a unit struct: `pub struct FillMask;`",
+            ),
+        );
+    }
+    if !strukt.generics.params.is_empty() {
+        combine(
+            &mut errors,
+            syn::Error::new(
+                strukt.generics.span(),
+                "#[anebert::model] structs cannot be generic",
+            ),
+        );
+    }
+
+    let args = Punctuated::<MetaNameValue, Token![,]>::parse_terminated.parse2(attr)?;
+    let mut spans: BTreeMap<&'static str, Span> = BTreeMap::new();
+    let mut req = anebert_build::wrapper::Request::default();
+    for a in &args {
+        let key = a.path.to_token_stream().to_string();
+        let Some(&k) = ARGS.iter().find(|k| **k == key) else {
+            combine(
+                &mut errors,
+                syn::Error::new(
+                    a.path.span(),
+                    format!(
+                        "unknown argument `{key}`; expected one of: {}",
+                        ARGS.join(", ")
+                    ),
+                ),
+            );
+            continue;
+        };
+        if spans.insert(k, a.span()).is_some() {
+            combine(
+                &mut errors,
+                syn::Error::new(a.path.span(), format!("`{k}` is given twice")),
+            );
+            continue;
+        }
+        let r: Result<(), syn::Error> = (|| {
+            match k {
+                "head" => {
+                    req.head = Some(
+                        str_arg(&a.value, k)?
+                            .parse()
+                            .map_err(|e: String| syn::Error::new(a.value.span(), e))?,
+                    )
+                }
+                "seq" => {
+                    let n = int_arg(&a.value, k)?;
+                    if n == 0 || n > 16384 {
+                        return Err(syn::Error::new(
+                            a.value.span(),
+                            "`seq` must be in 1 ..= 16384 (the ANE's width limit)",
+                        ));
+                    }
+                    req.seq = Some(n)
+                }
+                "name" => req.name = Some(str_arg(&a.value, k)?),
+                "model" => req.model = Some(str_arg(&a.value, k)?),
+                "weights" => {
+                    req.weights = Some(
+                        str_arg(&a.value, k)?
+                            .parse()
+                            .map_err(|e: String| syn::Error::new(a.value.span(), e))?,
+                    )
+                }
+                "rotate" => req.rotate = Some(bool_arg(&a.value, k)?),
+                _ => unreachable!("listed in ARGS"),
+            }
+            Ok(())
+        })();
+        if let Err(e) = r {
+            combine(&mut errors, e);
+        }
+    }
+    if let (Some(_), Some(s)) = (&req.name, spans.get("model")) {
+        combine(
+            &mut errors,
+            syn::Error::new(
+                *s,
+                "give either `name` (a model declared in build.rs) or `model` (converted here), not both",
+            ),
+        );
+    }
+    if let Some(e) = errors {
+        return Err(e);
+    }
+
+    let vis = strukt.vis.to_token_stream().to_string();
+    let ident = strukt.ident.to_string();
+    let env_dir = |v: &str| std::env::var_os(v).map(PathBuf::from);
+    let code = anebert_build::wrapper::expand(
+        &req,
+        &vis,
+        &ident,
+        env_dir("OUT_DIR").as_deref(),
+        env_dir("CARGO_MANIFEST_DIR").as_deref(),
+    )
+    .map_err(|e| {
+        let span = e
+            .arg
+            .and_then(|a| spans.get(a).copied())
+            .unwrap_or(attr_span);
+        syn::Error::new(span, e.message)
+    })?;
+    let generated: proc_macro2::TokenStream = code.parse().map_err(|e| {
+        syn::Error::new(
+            Span::call_site(),
+            format!("anebert generated invalid code (a bug, please report it): {e}"),
+        )
+    })?;
+    let attrs = strukt.attrs.iter();
+    Ok(quote::quote! {
+        #(#attrs)*
+        #generated
+    })
+}
+
+fn lit_of(e: &Expr) -> Option<&Lit> {
+    match e {
+        Expr::Lit(ExprLit { lit, .. }) => Some(lit),
+        _ => None,
+    }
+}
+
+fn str_arg(e: &Expr, k: &str) -> syn::Result<String> {
+    match lit_of(e) {
+        Some(Lit::Str(s)) => Ok(s.value()),
+        _ => Err(syn::Error::new(
+            e.span(),
+            format!("`{k}` takes a string: {k} = \"...\""),
+        )),
+    }
+}
+
+fn int_arg(e: &Expr, k: &str) -> syn::Result<usize> {
+    match lit_of(e) {
+        Some(Lit::Int(i)) => i.base10_parse(),
+        _ => Err(syn::Error::new(
+            e.span(),
+            format!("`{k}` takes an integer: {k} = 512"),
+        )),
+    }
+}
+
+fn bool_arg(e: &Expr, k: &str) -> syn::Result<bool> {
+    match lit_of(e) {
+        Some(Lit::Bool(b)) => Ok(b.value),
+        _ => Err(syn::Error::new(
+            e.span(),
+            format!("`{k}` takes true or false"),
+        )),
+    }
+}

@@ -21,5 +21,5 @@ pub use model::{Backend, ComputeUnits, EmbeddedModel, Error, Model, ModelInfo, O
 pub use package::Package;
 pub use tensor::{Tensor, TensorData};
 #[cfg(feature = "text")]
-pub use text::{Fill, MaskPrediction, TokenLabel};
+pub use text::{Fill, MaskPrediction, TokenLabel, Tokens};
 pub use types::{Dim, TensorType};

@@ -171,10 +171,10 @@ impl Options {
 pub enum Error {
     /// The package could not be read.
     #[error(transparent)]
-    Package(#[from] PackageError),
+    Package(Box<PackageError>),
     /// The CPU backend refused the program or failed while running it.
     #[error(transparent)]
-    Cpu(#[from] CpuError),
+    Cpu(Box<CpuError>),
     /// Inputs or outputs do not fit the model's contract.
     #[error(transparent)]
     Contract(#[from] ContractError),
@@ -193,7 +193,9 @@ pub enum Error {
         why: String,
     },
     /// A helper was called on a model with another head.
-    #[error("{helper}() needs a model with the {expected} head, but this one has the {actual} head")]
+    #[error(
+        "{helper}() needs a model with the {expected} head, but this one has the {actual} head"
+    )]
     WrongHead {
         /// The helper called.
         helper: &'static str,
@@ -214,6 +216,18 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<PackageError> for Error {
+    fn from(e: PackageError) -> Self {
+        Error::Package(Box::new(e))
+    }
+}
+
+impl From<CpuError> for Error {
+    fn from(e: CpuError) -> Self {
+        Error::Cpu(Box::new(e))
+    }
 }
 
 /// What the converter recorded about a model (its `anebert.*` metadata, DESIGN §4).
@@ -483,7 +497,10 @@ mod tests {
     fn option_parsing() {
         assert_eq!("CPU".parse::<Backend>().unwrap(), Backend::Cpu);
         assert_eq!("coreml".parse::<Backend>().unwrap(), Backend::CoreMl);
-        assert!("gpu".parse::<Backend>().unwrap_err().contains("auto, cpu or coreml"));
+        assert!("gpu"
+            .parse::<Backend>()
+            .unwrap_err()
+            .contains("auto, cpu or coreml"));
         for u in [
             ComputeUnits::All,
             ComputeUnits::CpuAndNeuralEngine,

@@ -75,6 +75,15 @@ impl Text {
     }
 }
 
+/// A tokenized text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tokens {
+    /// Token ids, special tokens included.
+    pub ids: Vec<i32>,
+    /// Character offsets of each token in the text (`(0, 0)` for special tokens).
+    pub offsets: Vec<(usize, usize)>,
+}
+
 /// One candidate for a `[MASK]`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Fill {
@@ -158,12 +167,12 @@ impl Model {
 
     /// Tokenize `text` as the model expects: token ids (with special tokens) and their character
     /// offsets. Fails when longer than the sequence length unless the model truncates.
-    pub fn tokenize(&self, text: &str) -> Result<(Vec<i32>, Vec<(usize, usize)>), Error> {
+    pub fn tokenize(&self, text: &str) -> Result<Tokens, Error> {
         let enc = self.text()?.encode(text, self.truncates())?;
-        Ok((
-            enc.get_ids().iter().map(|&i| i as i32).collect(),
-            enc.get_offsets().to_vec(),
-        ))
+        Ok(Tokens {
+            ids: enc.get_ids().iter().map(|&i| i as i32).collect(),
+            offsets: enc.get_offsets().to_vec(),
+        })
     }
 
     fn run_text(&self, text: &str) -> Result<(Encoding, Vec<Vec<f32>>), Error> {
@@ -183,9 +192,9 @@ impl Model {
     pub fn fill_mask_top(&self, text: &str, k: usize) -> Result<Vec<MaskPrediction>, Error> {
         self.expect_head("fill_mask", HeadKind::MaskedLm)?;
         let t = self.text()?;
-        let mask_id = t.mask_id.ok_or_else(|| {
-            Error::Tokenizer("the tokenizer has no [MASK] / <mask> token".into())
-        })?;
+        let mask_id = t
+            .mask_id
+            .ok_or_else(|| Error::Tokenizer("the tokenizer has no [MASK] / <mask> token".into()))?;
         let (enc, rows) = self.run_text(text)?;
         let masks: Vec<usize> = (0..enc.get_ids().len())
             .filter(|&i| enc.get_ids()[i] == mask_id)
@@ -232,13 +241,7 @@ impl Model {
         self.expect_head("classify", HeadKind::SequenceClassification)?;
         let (_, rows) = self.run_text(text)?;
         let probs = softmax(&rows[0]);
-        let mut out: Vec<(String, f32)> = self
-            .info()
-            .labels
-            .iter()
-            .cloned()
-            .zip(probs)
-            .collect();
+        let mut out: Vec<(String, f32)> = self.info().labels.iter().cloned().zip(probs).collect();
         out.sort_by(|a, b| b.1.total_cmp(&a.1));
         Ok(out)
     }

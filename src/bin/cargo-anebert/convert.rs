@@ -65,7 +65,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     if a.head != HeadKind::Embedding && (a.normalize.is_some() || a.pooling.is_some()) {
         bail!("--pooling and --normalize apply to the embedding head only");
     }
-    let summary = anebert_build::convert(&a.model, &o, &a.out)
+    let summary = anebert_build::convert_package(&a.model, &o, &a.out)
         .with_context(|| format!("converting {}", a.model.display()))?;
     let pkg = anebert::Package::open(&a.out)?;
     let size: u64 = walk_size(&a.out);

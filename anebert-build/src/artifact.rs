@@ -1,0 +1,244 @@
+//! The artifact cache: converted packages keyed by everything that determines their bytes —
+//! the converter version, the content ids of the checkpoint files, and the options — so that an
+//! unchanged crate never converts twice, and concurrent build scripts convert once.
+//!
+//! ```text
+//! {cache}/artifacts/{key}/model.mlpackage/   the package
+//! {cache}/artifacts/{key}/tokenizer.json     the checkpoint's tokenizer, when it has one
+//! {cache}/artifacts/{key}/artifact.json      what it is (written last: its presence = complete)
+//! {cache}/artifacts/{key}.lock               held while converting
+//! ```
+//!
+//! The cache is `ANEBERT_CACHE_DIR`, else `$XDG_CACHE_HOME/anebert`, else `~/.cache/anebert`.
+
+use crate::convert::{convert, ConvertOptions, CONVERTER_VERSION};
+use crate::source::Resolved;
+use crate::ConvertError;
+use anebert_runtime::contract::HeadKind;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Environment variable naming the artifact cache directory.
+pub const CACHE_ENV: &str = "ANEBERT_CACHE_DIR";
+
+/// The default artifact cache directory.
+pub fn default_cache_dir() -> PathBuf {
+    let env = |n: &str| {
+        std::env::var_os(n)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env(CACHE_ENV).unwrap_or_else(|| {
+        env("XDG_CACHE_HOME")
+            .or_else(|| env("HOME").map(|h| h.join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("anebert")
+    })
+}
+
+/// What an artifact holds (`artifact.json`); also what codegen needs to know about the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactInfo {
+    /// The content key.
+    pub key: String,
+    /// Where the checkpoint came from (`path` or `repo@commit`).
+    pub source: String,
+    /// Head name (`mlm`, ...).
+    pub head: String,
+    /// Sequence length.
+    pub seq_len: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Layers.
+    pub num_layers: usize,
+    /// Class labels in id order.
+    pub labels: Vec<String>,
+    /// Architecture.
+    pub architecture: String,
+    /// `fp16` / `fp32`.
+    pub weights: String,
+    /// Rotation applied, if any.
+    pub rotation: Option<String>,
+    /// Converter version.
+    pub converter_version: String,
+    /// The head's output name.
+    pub output_name: String,
+    /// The head's output shape.
+    pub output_shape: Vec<usize>,
+    /// Whether `tokenizer.json` is present.
+    pub has_tokenizer: bool,
+    /// Whether the package has a weight file.
+    pub has_weights: bool,
+}
+
+impl ArtifactInfo {
+    /// The head.
+    pub fn head_kind(&self) -> Option<HeadKind> {
+        self.head.parse().ok()
+    }
+}
+
+/// A converted model in the cache.
+#[derive(Clone, Debug)]
+pub struct Artifact {
+    /// `{cache}/artifacts/{key}`.
+    pub dir: PathBuf,
+    /// What it is.
+    pub info: ArtifactInfo,
+    /// Whether this call converted it (false: it was cached).
+    pub converted: bool,
+}
+
+impl Artifact {
+    /// The `.mlpackage` directory.
+    pub fn package(&self) -> PathBuf {
+        self.dir.join("model.mlpackage")
+    }
+    /// `model.mlmodel` inside the package.
+    pub fn spec_file(&self) -> PathBuf {
+        self.package().join("Data/com.apple.CoreML/model.mlmodel")
+    }
+    /// `weight.bin` inside the package, when there is one.
+    pub fn weights_file(&self) -> Option<PathBuf> {
+        self.info.has_weights.then(|| {
+            self.package()
+                .join("Data/com.apple.CoreML/weights/weight.bin")
+        })
+    }
+    /// `tokenizer.json`, when the checkpoint had one.
+    pub fn tokenizer_file(&self) -> Option<PathBuf> {
+        self.info
+            .has_tokenizer
+            .then(|| self.dir.join("tokenizer.json"))
+    }
+
+    /// Read an artifact directory (`None` when incomplete or from another layout).
+    pub fn open(dir: &Path) -> Option<Artifact> {
+        let text = fs::read_to_string(dir.join("artifact.json")).ok()?;
+        let info: ArtifactInfo = serde_json::from_str(&text).ok()?;
+        let a = Artifact {
+            dir: dir.to_path_buf(),
+            info,
+            converted: false,
+        };
+        (a.spec_file().is_file()
+            && a.weights_file().is_none_or(|w| w.is_file())
+            && a.tokenizer_file().is_none_or(|t| t.is_file()))
+        .then_some(a)
+    }
+}
+
+/// Why an artifact could not be produced.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// The conversion failed.
+    #[error(transparent)]
+    Convert(#[from] ConvertError),
+    /// A cache file operation failed.
+    #[error("artifact cache {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArtifactError + '_ {
+    move |source| ArtifactError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The content key of converting `fingerprint` with `options`.
+pub fn key(fingerprint: &BTreeMap<String, String>, options: &ConvertOptions) -> String {
+    let mut h = Sha256::new();
+    h.update(format!("anebert {CONVERTER_VERSION}\n").as_bytes());
+    for (file, id) in fingerprint {
+        h.update(format!("file {file} {id}\n").as_bytes());
+    }
+    // Debug lists every field; a new field changes keys, which is what we want.
+    h.update(format!("options {options:?}\n").as_bytes());
+    crate::checkpoint::hex(&h.finalize())[..32].to_string()
+}
+
+/// The artifact for `resolved` converted with `options`, from the cache or converted now.
+pub fn get_or_convert(
+    resolved: &Resolved,
+    options: &ConvertOptions,
+    cache: &Path,
+) -> Result<Artifact, ArtifactError> {
+    let key = key(&resolved.fingerprint, options);
+    let root = cache.join("artifacts");
+    let dir = root.join(&key);
+    if let Some(a) = Artifact::open(&dir) {
+        return Ok(a);
+    }
+    fs::create_dir_all(&root).map_err(io_err(&root))?;
+    let lock_path = root.join(format!("{key}.lock"));
+    let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
+    lock.lock().map_err(io_err(&lock_path))?;
+    if let Some(a) = Artifact::open(&dir) {
+        // Another build converted it while we waited for the lock.
+        return Ok(a);
+    }
+    let tmp = root.join(format!(".{key}.tmp-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&tmp);
+    let result = (|| {
+        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+        let mut o = options.clone();
+        if o.source_label.is_none() {
+            o.source_label = Some(resolved.description.clone());
+        }
+        let summary = convert(&resolved.dir, &o, &tmp.join("model.mlpackage"))?;
+        let tok = resolved.dir.join("tokenizer.json");
+        let has_tokenizer = tok.is_file();
+        if has_tokenizer {
+            let to = tmp.join("tokenizer.json");
+            fs::copy(&tok, &to).map_err(io_err(&to))?;
+        }
+        let info = ArtifactInfo {
+            key: key.clone(),
+            source: resolved.description.clone(),
+            head: summary.head.name().to_string(),
+            seq_len: summary.seq_len,
+            hidden_size: summary.hidden,
+            vocab_size: summary.vocab,
+            num_layers: summary.layers,
+            labels: summary.labels.clone(),
+            architecture: summary.architecture.clone(),
+            weights: options.weights.name().to_string(),
+            rotation: summary.rotation.clone(),
+            converter_version: CONVERTER_VERSION.to_string(),
+            output_name: summary.output.0.clone(),
+            output_shape: summary.output.1.clone(),
+            has_tokenizer,
+            has_weights: summary.weight_bytes > 0,
+        };
+        let ap = tmp.join("artifact.json");
+        let json = serde_json::to_string_pretty(&info).expect("plain data");
+        fs::write(&ap, json).map_err(io_err(&ap))?;
+        if dir.exists() {
+            // An incomplete leftover (a crash before this layout's last write): replace it.
+            fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+        }
+        fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+        Ok(Artifact {
+            dir: dir.clone(),
+            info,
+            converted: true,
+        })
+    })();
+    if result.is_err() {
+        let _ = fs::remove_dir_all(&tmp);
+    }
+    result
+}

@@ -1,0 +1,805 @@
+//! The build-script API: a prost-build style [`Config`] builder, [`convert()`] driven by
+//! `[package.metadata.anebert]`, and [`fail`] for a clean error report.
+//!
+//! A build script converts each declared model (through the artifact cache, so an unchanged model
+//! is never converted twice), places the package files and tokenizer under
+//! `$OUT_DIR/anebert/{name}-s{seq}/` (rewriting nothing that did not change), records them in
+//! `$OUT_DIR/anebert/index.json` for `#[anebert::model]`, and tells Cargo exactly when to rerun.
+
+// The examples are build scripts: `fn main` is the point.
+#![allow(clippy::needless_doctest_main)]
+
+use crate::artifact::{self, Artifact};
+use crate::convert::{ConvertOptions, WeightPrecision, DEFAULT_ROTATION_SEED};
+use crate::ir::Pooling;
+use crate::source::hub::{self, Hub, HubConfig, HubError};
+use crate::source::{self, Source, SourceError};
+use crate::transforms::RotationMethod;
+use anebert_runtime::contract::HeadKind;
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// The head a model is converted with (`anebert_build::Head::MaskedLm`, ...).
+pub type Head = HeadKind;
+
+/// Any build-time failure, with what to do about it ([`BuildError::help`]).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A setting is missing or wrong.
+    #[error("{what}")]
+    Config {
+        /// What is wrong.
+        what: String,
+        /// How to fix it.
+        fix: String,
+    },
+    /// Fetching or reading the checkpoint failed.
+    #[error(transparent)]
+    Source(Box<SourceError>),
+    /// Converting failed.
+    #[error(transparent)]
+    Artifact(Box<artifact::ArtifactError>),
+    /// Writing under OUT_DIR failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The failure.
+        #[source]
+        source: io::Error,
+    },
+    /// A failure while building one model.
+    #[error("model `{name}` ({model}): {error}")]
+    Model {
+        /// The model's name.
+        name: String,
+        /// Its source as given.
+        model: String,
+        /// What went wrong.
+        error: Box<BuildError>,
+    },
+}
+
+impl From<SourceError> for BuildError {
+    fn from(e: SourceError) -> Self {
+        BuildError::Source(Box::new(e))
+    }
+}
+
+impl From<artifact::ArtifactError> for BuildError {
+    fn from(e: artifact::ArtifactError) -> Self {
+        BuildError::Artifact(Box::new(e))
+    }
+}
+
+impl BuildError {
+    fn config(what: impl Into<String>, fix: impl Into<String>) -> BuildError {
+        BuildError::Config {
+            what: what.into(),
+            fix: fix.into(),
+        }
+    }
+
+    /// What the user can do about it, when we know.
+    pub fn help(&self) -> Option<String> {
+        match self {
+            BuildError::Config { fix, .. } if !fix.is_empty() => Some(fix.clone()),
+            BuildError::Model { error, .. } => error.help(),
+            BuildError::Source(e) => match e.as_ref() {
+                SourceError::Hub(h) => hub_help(h),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
+
+fn hub_help(e: &HubError) -> Option<String> {
+    match e {
+            HubError::Offline { .. } => Some(
+                "run `cargo anebert prepare` once with network access (it fills the HuggingFace cache), \
+                 or unset ANEBERT_OFFLINE / HF_HUB_OFFLINE; a local checkpoint directory also works offline"
+                    .into(),
+            ),
+            HubError::Corrupt { .. } => Some(
+                "build again to retry the download; if it persists, a proxy or mirror (HF_ENDPOINT) is altering files".into(),
+            ),
+            HubError::Http { .. } => Some(
+                "check the network (and HF_ENDPOINT); partial downloads resume on the next build".into(),
+            ),
+            _ => None,
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
+    move |source| BuildError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Print a clean report of `e` (what failed, why, the fix) to stderr and exit with status 1 —
+/// for build scripts, which should never show a panic backtrace.
+///
+/// ```no_run
+/// anebert_build::Config::new()
+///     .model("answerdotai/ModernBERT-base")
+///     .head(anebert_build::Head::MaskedLm)
+///     .seq_len(512)
+///     .convert()
+///     .unwrap_or_else(|e| anebert_build::fail(e));
+/// ```
+pub fn fail(e: BuildError) -> ! {
+    eprintln!("{}", report(&e));
+    std::process::exit(1)
+}
+
+/// The text [`fail`] prints.
+pub fn report(e: &BuildError) -> String {
+    let mut s = format!("error: anebert: {e}\n");
+    let mut src = std::error::Error::source(e);
+    // Transparent variants repeat their source's message; print only new information.
+    let mut last = e.to_string();
+    while let Some(c) = src {
+        let m = c.to_string();
+        if !last.contains(&m) {
+            s.push_str(&format!("  caused by: {m}\n"));
+        }
+        last = m;
+        src = c.source();
+    }
+    if let Some(h) = e.help() {
+        s.push_str(&format!("  help: {h}\n"));
+    }
+    s
+}
+
+/// One model to convert, at one or several sequence lengths.
+#[derive(Clone, Debug)]
+struct ModelSpec {
+    model: Option<String>,
+    name: Option<String>,
+    head: HeadKind,
+    seq_lens: Vec<usize>,
+    weights: WeightPrecision,
+    rotate: bool,
+    rotation_seed: u64,
+    rotation_method: RotationMethod,
+    pooling: Option<Pooling>,
+    normalize: Option<bool>,
+}
+
+/// A converted model placed under OUT_DIR (or, without OUT_DIR, in the artifact cache).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IndexEntry {
+    /// The model's name.
+    pub name: String,
+    /// Its source as declared.
+    pub model: String,
+    /// Directory holding `model.mlmodel`, `weight.bin`, `tokenizer.json`.
+    pub dir: PathBuf,
+    /// What it is.
+    pub info: artifact::ArtifactInfo,
+}
+
+impl IndexEntry {
+    /// `model.mlmodel`.
+    pub fn spec_file(&self) -> PathBuf {
+        self.dir.join("model.mlmodel")
+    }
+    /// `weight.bin`, when the program has weights.
+    pub fn weights_file(&self) -> Option<PathBuf> {
+        self.info.has_weights.then(|| self.dir.join("weight.bin"))
+    }
+    /// `tokenizer.json`, when the checkpoint had one.
+    pub fn tokenizer_file(&self) -> Option<PathBuf> {
+        self.info
+            .has_tokenizer
+            .then(|| self.dir.join("tokenizer.json"))
+    }
+}
+
+/// Build-time conversion settings, prost-build style: `&mut self` setters, then [`Config::convert`].
+///
+/// ```no_run
+/// // build.rs
+/// fn main() {
+///     anebert_build::Config::new()
+///         .model("answerdotai/ModernBERT-base@main")  // or a local checkpoint directory
+///         .name("fill")
+///         .head(anebert_build::Head::MaskedLm)
+///         .seq_lens([128, 512])
+///         .convert()
+///         .unwrap_or_else(|e| anebert_build::fail(e));
+/// }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Config {
+    spec: ModelSpec,
+    out_dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    manifest_dir: Option<PathBuf>,
+    hub: Option<HubConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::new()
+    }
+}
+
+impl Config {
+    /// Defaults: mlm head, sequence length 512, fp16 weights, rotation on (default seed).
+    pub fn new() -> Config {
+        Config {
+            spec: ModelSpec {
+                model: None,
+                name: None,
+                head: HeadKind::MaskedLm,
+                seq_lens: Vec::new(),
+                weights: WeightPrecision::Fp16,
+                rotate: true,
+                rotation_seed: DEFAULT_ROTATION_SEED,
+                rotation_method: RotationMethod::Hadamard,
+                pooling: None,
+                normalize: None,
+            },
+            out_dir: None,
+            cache_dir: None,
+            manifest_dir: None,
+            hub: None,
+        }
+    }
+
+    /// The checkpoint: a HuggingFace repo id with an optional `@revision`
+    /// (`answerdotai/ModernBERT-base@main`), or a local directory (relative paths are relative to
+    /// the crate's manifest directory).
+    pub fn model(&mut self, model: impl Into<String>) -> &mut Self {
+        self.spec.model = Some(model.into());
+        self
+    }
+
+    /// The name `#[anebert::model(name = "...")]` refers to (default: the repo or directory name).
+    pub fn name(&mut self, name: impl Into<String>) -> &mut Self {
+        self.spec.name = Some(name.into());
+        self
+    }
+
+    /// The head (default [`Head::MaskedLm`]).
+    pub fn head(&mut self, head: Head) -> &mut Self {
+        self.spec.head = head;
+        self
+    }
+
+    /// One sequence length (default 512).
+    pub fn seq_len(&mut self, seq_len: usize) -> &mut Self {
+        self.spec.seq_lens = vec![seq_len];
+        self
+    }
+
+    /// Several sequence lengths: one package each.
+    pub fn seq_lens(&mut self, seq_lens: impl IntoIterator<Item = usize>) -> &mut Self {
+        self.spec.seq_lens = seq_lens.into_iter().collect();
+        self
+    }
+
+    /// Weight precision (default fp16, what the ANE runs).
+    pub fn weights(&mut self, weights: WeightPrecision) -> &mut Self {
+        self.spec.weights = weights;
+        self
+    }
+
+    /// Outlier rotation on or off (default on; not applicable to post-norm BERT blocks).
+    pub fn rotate(&mut self, rotate: bool) -> &mut Self {
+        self.spec.rotate = rotate;
+        self
+    }
+
+    /// Seed of the rotation (recorded in the package metadata).
+    pub fn rotation_seed(&mut self, seed: u64) -> &mut Self {
+        self.spec.rotation_seed = seed;
+        self
+    }
+
+    /// Hadamard (default) or random orthogonal rotation.
+    pub fn rotation_method(&mut self, method: RotationMethod) -> &mut Self {
+        self.spec.rotation_method = method;
+        self
+    }
+
+    /// Pooling of the embedding head (default: the checkpoint's sentence-transformers config).
+    pub fn pooling(&mut self, pooling: Pooling) -> &mut Self {
+        self.spec.pooling = Some(pooling);
+        self
+    }
+
+    /// L2-normalize embeddings (default: as the checkpoint's `modules.json` says).
+    pub fn normalize(&mut self, normalize: bool) -> &mut Self {
+        self.spec.normalize = Some(normalize);
+        self
+    }
+
+    /// Where to place the model files (default `$OUT_DIR`).
+    pub fn out_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.out_dir = Some(dir.into());
+        self
+    }
+
+    /// The artifact cache (default `ANEBERT_CACHE_DIR` or `~/.cache/anebert`).
+    pub fn cache_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// The directory relative model paths are resolved against (default `$CARGO_MANIFEST_DIR`).
+    pub fn manifest_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.manifest_dir = Some(dir.into());
+        self
+    }
+
+    /// Hub settings (default: from the environment, [`HubConfig::from_env`]).
+    pub fn hub(&mut self, hub: HubConfig) -> &mut Self {
+        self.hub = Some(hub);
+        self
+    }
+
+    fn base_dir(&self) -> PathBuf {
+        self.manifest_dir
+            .clone()
+            .or_else(|| std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+
+    fn source(&self) -> Result<(String, Source), BuildError> {
+        let model = self.spec.model.clone().ok_or_else(|| {
+            BuildError::config(
+                "no model given",
+                "call .model(\"org/name\") (a HuggingFace repo id) or .model(\"path/to/checkpoint\")",
+            )
+        })?;
+        let source = Source::parse(&model, &self.base_dir())
+            .map_err(|e| BuildError::config(e, "fix the model argument"))?;
+        Ok((model, source))
+    }
+
+    /// The model's name: as set, else derived from the source.
+    pub fn model_name(&self) -> Result<String, BuildError> {
+        let name = match &self.spec.name {
+            Some(n) => n.clone(),
+            None => self.source()?.1.model_name().to_ascii_lowercase(),
+        };
+        let name: String = name
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        if name.is_empty() {
+            return Err(BuildError::config(
+                "the model name is empty",
+                "set .name(\"...\")",
+            ));
+        }
+        Ok(name)
+    }
+
+    fn options(&self, seq_len: usize) -> ConvertOptions {
+        let s = &self.spec;
+        let mut o = ConvertOptions::new(s.head, seq_len);
+        o.weights = s.weights;
+        o.rotate = s.rotate;
+        o.rotation_seed = s.rotation_seed;
+        o.rotation_method = s.rotation_method;
+        o.embedding_pooling = s.pooling;
+        o.normalize = s.normalize;
+        o
+    }
+
+    fn checked_seq_lens(&self) -> Result<Vec<usize>, BuildError> {
+        let v = if self.spec.seq_lens.is_empty() {
+            vec![512]
+        } else {
+            self.spec.seq_lens.clone()
+        };
+        if let Some(bad) = v.iter().find(|&&s| s == 0 || s > 16384) {
+            return Err(BuildError::config(
+                format!("sequence length {bad} is out of range"),
+                "use 1 ..= 16384 (the ANE's width limit); 128, 512 and 1024 are common",
+            ));
+        }
+        Ok(v)
+    }
+
+    /// Fetch (if needed) and convert (if not cached) every sequence length; no OUT_DIR involved.
+    /// This is what `#[anebert::model(model = ...)]` without a build script and `cargo anebert
+    /// prepare` use.
+    pub fn artifacts(&self) -> Result<(Vec<Artifact>, Vec<PathBuf>), BuildError> {
+        let (model, source) = self.source()?;
+        let wrap = |error: BuildError| BuildError::Model {
+            name: self.model_name().unwrap_or_default(),
+            model: model.clone(),
+            error: Box::new(error),
+        };
+        let seqs = self.checked_seq_lens()?;
+        let hub = Hub::new(self.hub.clone().unwrap_or_else(HubConfig::from_env));
+        let resolved = source::resolve(&source, &hub).map_err(|e| wrap(e.into()))?;
+        let cache = self
+            .cache_dir
+            .clone()
+            .unwrap_or_else(artifact::default_cache_dir);
+        let mut out = Vec::new();
+        for seq in seqs {
+            let a = artifact::get_or_convert(&resolved, &self.options(seq), &cache)
+                .map_err(|e| wrap(e.into()))?;
+            out.push(a);
+        }
+        Ok((out, resolved.watch))
+    }
+
+    /// Convert and place the model under OUT_DIR for `#[anebert::model]`, printing Cargo's
+    /// `rerun-if-*` directives when run by Cargo.
+    pub fn convert(&mut self) -> Result<Vec<IndexEntry>, BuildError> {
+        let out_dir = self
+            .out_dir
+            .clone()
+            .or_else(|| std::env::var_os("OUT_DIR").map(PathBuf::from))
+            .ok_or_else(|| {
+                BuildError::config(
+                    "OUT_DIR is not set",
+                    "call convert() from a build script (build.rs), or set .out_dir(...)",
+                )
+            })?;
+        let name = self.model_name()?;
+        let (model, _) = self.source()?;
+        let (artifacts, watch) = self.artifacts()?;
+        let root = out_dir.join("anebert");
+        let mut entries = Vec::new();
+        for a in &artifacts {
+            let dir = root.join(format!("{name}-s{}", a.info.seq_len));
+            place(a, &dir)?;
+            entries.push(IndexEntry {
+                name: name.clone(),
+                model: model.clone(),
+                dir,
+                info: a.info.clone(),
+            });
+        }
+        update_index(&root, &entries)?;
+        if std::env::var_os("CARGO").is_some() && self.out_dir.is_none() {
+            for p in &watch {
+                println!("cargo:rerun-if-changed={}", p.display());
+            }
+            for v in hub::ENV_VARS.iter().chain([&artifact::CACHE_ENV]) {
+                println!("cargo:rerun-if-env-changed={v}");
+            }
+        }
+        Ok(entries)
+    }
+}
+
+/// Hard-link (or copy) an artifact's files into `dir` unless `dir` already holds this artifact.
+fn place(a: &Artifact, dir: &Path) -> Result<(), BuildError> {
+    let stamp = dir.join("KEY");
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(a.info.key.as_str()) {
+        return Ok(());
+    }
+    let parent = dir.parent().unwrap_or(dir);
+    fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        dir.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let mut files = vec![(a.spec_file(), "model.mlmodel")];
+    if let Some(w) = a.weights_file() {
+        files.push((w, "weight.bin"));
+    }
+    if let Some(t) = a.tokenizer_file() {
+        files.push((t, "tokenizer.json"));
+    }
+    for (from, to) in files {
+        let to = tmp.join(to);
+        if fs::hard_link(&from, &to).is_err() {
+            fs::copy(&from, &to).map_err(io_err(&to))?;
+        }
+    }
+    let st = tmp.join("KEY");
+    fs::write(&st, &a.info.key).map_err(io_err(&st))?;
+    if dir.exists() {
+        fs::remove_dir_all(dir).map_err(io_err(dir))?;
+    }
+    fs::rename(&tmp, dir).map_err(io_err(dir))
+}
+
+/// Merge `entries` into `index.json` (replacing same name + sequence length), rewriting it only
+/// when its content changes.
+fn update_index(root: &Path, entries: &[IndexEntry]) -> Result<(), BuildError> {
+    let path = root.join("index.json");
+    let mut index: Vec<IndexEntry> = fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    index.retain(|e| {
+        !entries
+            .iter()
+            .any(|n| n.name == e.name && n.info.seq_len == e.info.seq_len)
+    });
+    index.extend(entries.iter().cloned());
+    index.sort_by(|a, b| (&a.name, a.info.seq_len).cmp(&(&b.name, b.info.seq_len)));
+    let json = serde_json::to_string_pretty(&index).expect("plain data");
+    write_file_if_changed(&path, json.as_bytes())
+}
+
+/// Write `bytes` to `path` (atomically) unless it already holds exactly them.
+pub fn write_file_if_changed(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+    if fs::read(path).ok().as_deref() == Some(bytes) {
+        return Ok(());
+    }
+    let parent = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let tmp = parent.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
+    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Read `$OUT_DIR/anebert/index.json` (what build scripts produced).
+pub fn read_index(out_dir: &Path) -> Option<Vec<IndexEntry>> {
+    let text = fs::read_to_string(out_dir.join("anebert/index.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+/// Sequence lengths in `[package.metadata.anebert]`: one or a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SeqSpec {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+/// One model in `[package.metadata.anebert]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelMeta {
+    model: String,
+    head: Option<String>,
+    seq: Option<SeqSpec>,
+    name: Option<String>,
+    weights: Option<String>,
+    rotate: Option<bool>,
+    rotation_seed: Option<u64>,
+    rotation: Option<String>,
+    pooling: Option<String>,
+    normalize: Option<bool>,
+}
+
+impl ModelMeta {
+    fn config(self, name: Option<String>, at: &str) -> Result<Config, BuildError> {
+        let bad = |what: String| {
+            BuildError::config(
+                format!("Cargo.toml [{at}]: {what}"),
+                "fix the entry; see anebert_build::convert's documentation",
+            )
+        };
+        let mut c = Config::new();
+        c.model(self.model);
+        if let Some(n) = self.name.or(name) {
+            c.name(n);
+        }
+        if let Some(h) = self.head {
+            c.head(h.parse().map_err(bad)?);
+        }
+        match self.seq {
+            Some(SeqSpec::One(s)) => c.seq_len(s),
+            Some(SeqSpec::Many(v)) => c.seq_lens(v),
+            None => &mut c,
+        };
+        if let Some(w) = self.weights {
+            c.weights(w.parse().map_err(bad)?);
+        }
+        if let Some(r) = self.rotate {
+            c.rotate(r);
+        }
+        if let Some(s) = self.rotation_seed {
+            c.rotation_seed(s);
+        }
+        if let Some(m) = self.rotation {
+            c.rotation_method(m.parse().map_err(bad)?);
+        }
+        if let Some(p) = self.pooling {
+            c.pooling(match p.as_str() {
+                "mean" => Pooling::Mean,
+                "cls" => Pooling::Cls,
+                other => return Err(bad(format!("pooling {other:?}: use mean or cls"))),
+            });
+        }
+        if let Some(n) = self.normalize {
+            c.normalize(n);
+        }
+        Ok(c)
+    }
+}
+
+/// The models declared in a Cargo.toml's `[package.metadata.anebert]`:
+///
+/// ```toml
+/// [package.metadata.anebert]
+/// model = "answerdotai/ModernBERT-base"   # one model: its keys right here
+/// head = "mlm"
+/// seq = [128, 512]
+///
+/// # or several, each named:
+/// [package.metadata.anebert.models.sentiment]
+/// model = "./models/my-classifier"
+/// head = "sequence-classification"
+/// seq = 128
+/// ```
+///
+/// Keys: `model` (required), `head`, `seq`, `name`, `weights` (`fp16`/`fp32`), `rotate`,
+/// `rotation_seed`, `rotation` (`hadamard`/`orthogonal`), `pooling` (`mean`/`cls`), `normalize`.
+pub fn configs_from_manifest(manifest: &Path) -> Result<Vec<Config>, BuildError> {
+    let text = fs::read_to_string(manifest).map_err(io_err(manifest))?;
+    let doc: toml::Table = toml::from_str(&text).map_err(|e| {
+        BuildError::config(
+            format!("{}: {e}", manifest.display()),
+            "fix the TOML syntax",
+        )
+    })?;
+    let meta = doc
+        .get("package")
+        .and_then(|p| p.get("metadata"))
+        .and_then(|m| m.get("anebert"))
+        .and_then(|a| a.as_table())
+        .ok_or_else(|| {
+            BuildError::config(
+                format!("{} has no [package.metadata.anebert] table", manifest.display()),
+                "declare the model there (model = \"org/name\", head = \"mlm\", seq = 512) or use anebert_build::Config in build.rs",
+            )
+        })?;
+    let base = manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut out = Vec::new();
+    let mut single = meta.clone();
+    if let Some(models) = single.remove("models") {
+        let models = models.as_table().ok_or_else(|| {
+            BuildError::config(
+                "[package.metadata.anebert] `models` must be a table of named models",
+                "write [package.metadata.anebert.models.NAME] sections",
+            )
+        })?;
+        for (name, m) in models {
+            let at = format!("package.metadata.anebert.models.{name}");
+            let mm: ModelMeta = m.clone().try_into().map_err(|e: toml::de::Error| {
+                BuildError::config(
+                    format!("Cargo.toml [{at}]: {}", e.message()),
+                    "fix the entry",
+                )
+            })?;
+            out.push(mm.config(Some(name.clone()), &at)?);
+        }
+    }
+    if !single.is_empty() {
+        let at = "package.metadata.anebert";
+        let mm: ModelMeta =
+            toml::Value::Table(single)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    BuildError::config(
+                        format!("Cargo.toml [{at}]: {}", e.message()),
+                        "fix the entry",
+                    )
+                })?;
+        out.push(mm.config(None, at)?);
+    }
+    if out.is_empty() {
+        return Err(BuildError::config(
+            "[package.metadata.anebert] declares no model",
+            "add model = \"org/name\" (and head, seq) or [package.metadata.anebert.models.NAME]",
+        ));
+    }
+    for c in &mut out {
+        c.manifest_dir(base.clone());
+    }
+    Ok(out)
+}
+
+/// Convert every model declared in `[package.metadata.anebert]` of the crate's Cargo.toml — the
+/// one-line build script:
+///
+/// ```no_run
+/// // build.rs
+/// fn main() {
+///     anebert_build::convert().unwrap_or_else(|e| anebert_build::fail(e));
+/// }
+/// ```
+pub fn convert() -> Result<Vec<IndexEntry>, BuildError> {
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            BuildError::config(
+                "CARGO_MANIFEST_DIR is not set",
+                "call anebert_build::convert() from a build script",
+            )
+        })?;
+    let manifest = dir.join("Cargo.toml");
+    println!("cargo:rerun-if-changed={}", manifest.display());
+    let mut all = Vec::new();
+    for mut c in configs_from_manifest(&manifest)? {
+        all.extend(c.convert()?);
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_forms_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("Cargo.toml");
+        fs::write(
+            &m,
+            "[package]\nname = \"x\"\n[package.metadata.anebert]\nmodel = \"org/a\"\nhead = \"embedding\"\nseq = [128, 256]\n\
+             [package.metadata.anebert.models.cls]\nmodel = \"./ckpt\"\nhead = \"sequence-classification\"\nseq = 64\nweights = \"fp32\"\n",
+        )
+        .unwrap();
+        let cs = configs_from_manifest(&m).unwrap();
+        assert_eq!(cs.len(), 2);
+        assert_eq!(cs[0].model_name().unwrap(), "cls");
+        assert_eq!(cs[0].spec.weights, WeightPrecision::Fp32);
+        assert_eq!(cs[1].model_name().unwrap(), "a");
+        assert_eq!(cs[1].checked_seq_lens().unwrap(), vec![128, 256]);
+
+        fs::write(
+            &m,
+            "[package]\nname = \"x\"\n[package.metadata.anebert]\nmodel = \"org/a\"\nsequence = 5\n",
+        )
+        .unwrap();
+        let e = configs_from_manifest(&m).unwrap_err().to_string();
+        assert!(e.contains("unknown field `sequence`"), "{e}");
+        fs::write(
+            &m,
+            "[package]\nname = \"x\"\n[package.metadata.anebert]\nmodel = \"org/a\"\nhead = \"mlmx\"\n",
+        )
+        .unwrap();
+        let e = configs_from_manifest(&m).unwrap_err().to_string();
+        assert!(e.contains("unknown head"), "{e}");
+        fs::write(&m, "[package]\nname = \"x\"\n").unwrap();
+        let e = configs_from_manifest(&m).unwrap_err();
+        assert!(e.help().unwrap().contains("model ="), "{e}");
+    }
+
+    #[test]
+    fn report_has_cause_and_help() {
+        let e = BuildError::Model {
+            name: "m".into(),
+            model: "org/m".into(),
+            error: Box::new(BuildError::config("no model given", "call .model()")),
+        };
+        let r = report(&e);
+        assert!(
+            r.starts_with("error: anebert: model `m` (org/m): no model given"),
+            "{r}"
+        );
+        assert!(r.contains("help: call .model()"), "{r}");
+        let mut c = Config::new();
+        c.model("org/m").seq_len(0);
+        assert!(c
+            .checked_seq_lens()
+            .unwrap_err()
+            .help()
+            .unwrap()
+            .contains("16384"));
+    }
+}

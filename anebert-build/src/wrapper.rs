@@ -1,0 +1,351 @@
+//! Codegen of the typed Rust wrapper around an artifact: associated consts, typed input and output
+//! structs, `load`, `predict` and the head's text helpers. `#[anebert::model]` expands to this
+//! (the proc-macro only parses its arguments and reports errors); it is plain source text so that
+//! what a model expands to can be read and tested without a compiler.
+
+use crate::artifact::ArtifactInfo;
+use anebert_runtime::contract::HeadKind;
+use std::fmt::Write;
+use std::path::Path;
+
+/// What the wrapper embeds.
+#[derive(Clone, Debug)]
+pub struct EmbeddedFiles<'a> {
+    /// `model.mlmodel`.
+    pub spec: &'a Path,
+    /// `weight.bin`, when the program has weights.
+    pub weights: Option<&'a Path>,
+    /// `tokenizer.json`, when the checkpoint had one.
+    pub tokenizer: Option<&'a Path>,
+}
+
+fn lit(s: &str) -> String {
+    format!("{s:?}")
+}
+
+fn include(p: &Path) -> String {
+    format!("::core::include_bytes!({})", lit(&p.to_string_lossy()))
+}
+
+/// The wrapper for model `name` as struct `ident` with visibility `vis` (e.g. `pub`, or empty).
+pub fn generate(
+    vis: &str,
+    ident: &str,
+    name: &str,
+    info: &ArtifactInfo,
+    files: &EmbeddedFiles<'_>,
+) -> String {
+    let head = info.head_kind().unwrap_or(HeadKind::Hidden);
+    let seq = info.seq_len;
+    let out_field = match head {
+        HeadKind::Embedding => "embedding",
+        HeadKind::Hidden => "hidden_states",
+        _ => "logits",
+    };
+    let shape = &info.output_shape;
+    let numel: usize = shape.iter().product();
+    let labels = info
+        .labels
+        .iter()
+        .map(|l| lit(l))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(
+        w,
+        "/// `{name}`: a {arch} encoder with the `{head}` head, converted by anebert {ver} from \
+         `{src}` (sequence length {seq}, {weights} weights, rotation: {rot}).\n\
+         ///\n/// Load it with [`{ident}::load`] (Core ML on Apple platforms, the CPU backend elsewhere).\n\
+         {vis} struct {ident} {{ model: ::anebert::Model }}",
+        arch = info.architecture,
+        head = info.head,
+        ver = info.converter_version,
+        src = info.source.replace('`', "'"),
+        weights = info.weights,
+        rot = info.rotation.as_deref().unwrap_or("none"),
+    );
+    let _ = writeln!(
+        w,
+        "impl ::core::fmt::Debug for {ident} {{\n\
+         fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {{ \
+         f.debug_struct({ident_lit}).field(\"model\", &self.model).finish() }}\n}}",
+        ident_lit = lit(ident)
+    );
+    let _ = writeln!(w, "#[allow(dead_code)]\nimpl {ident} {{");
+    let _ = writeln!(
+        w,
+        "/// The model's name.\npub const NAME: &'static str = {};\n\
+         /// The head (`mlm`, `sequence-classification`, `token-classification`, `embedding`, `hidden`).\n\
+         pub const HEAD: &'static str = {};\n\
+         /// Sequence length S of the inputs.\npub const SEQ_LEN: usize = {seq};\n\
+         /// Hidden size of the encoder.\npub const HIDDEN_SIZE: usize = {};\n\
+         /// Vocabulary size.\npub const VOCAB_SIZE: usize = {};\n\
+         /// Number of class labels (classification heads; 0 otherwise).\npub const NUM_LABELS: usize = {};\n\
+         /// Class labels in id order.\npub const LABELS: &'static [&'static str] = &[{labels}];\n\
+         /// The embedded package and tokenizer.\npub const EMBEDDED: ::anebert::EmbeddedModel = ::anebert::EmbeddedModel {{ \
+         name: {}, key: {}, spec: {}, weights: {}, tokenizer: {} }};",
+        lit(name),
+        lit(&info.head),
+        info.hidden_size,
+        info.vocab_size,
+        info.labels.len(),
+        lit(name),
+        lit(&info.key),
+        include(files.spec),
+        files
+            .weights
+            .map_or("None".into(), |p| format!("Some({})", include(p))),
+        files
+            .tokenizer
+            .map_or("None".into(), |p| format!("Some({})", include(p))),
+    );
+    let _ = writeln!(
+        w,
+        "/// Load with the default options (backend auto, CPU + Neural Engine, f32 on the CPU backend).\n\
+         pub fn load() -> ::core::result::Result<Self, ::anebert::Error> {{ Self::load_with(&::anebert::Options::default()) }}\n\
+         /// Load with explicit options.\n\
+         pub fn load_with(options: &::anebert::Options) -> ::core::result::Result<Self, ::anebert::Error> {{\n\
+         ::core::result::Result::Ok(Self {{ model: ::anebert::Model::load_embedded(&Self::EMBEDDED, options)? }}) }}\n\
+         /// The untyped model (metadata, `predict` on named tensors, every helper).\n\
+         pub fn model(&self) -> &::anebert::Model {{ &self.model }}\n\
+         /// Run the model on one typed input.\n\
+         pub fn predict(&self, input: &{ident}Input) -> ::core::result::Result<{ident}Output, ::anebert::Error> {{\n\
+         let mut inputs = ::std::collections::BTreeMap::new();\n\
+         inputs.insert(::std::string::String::from(\"input_ids\"), ::anebert::Tensor::i32(::std::vec![1, {seq}], input.input_ids.to_vec()).map_err(|e| ::anebert::Error::Options(e.to_string()))?);\n\
+         inputs.insert(::std::string::String::from(\"attention_mask\"), ::anebert::Tensor::i32(::std::vec![1, {seq}], input.attention_mask.to_vec()).map_err(|e| ::anebert::Error::Options(e.to_string()))?);\n\
+         let mut out = self.model.predict(&inputs)?;\n\
+         let t = out.remove({out_name}).ok_or_else(|| ::anebert::Error::Metadata(::std::string::String::from(\"the model has no `{out_name_raw}` output\")))?;\n\
+         let values = t.as_f32().map(|v| v.to_vec()).unwrap_or_default();\n\
+         if values.len() != {numel} {{ return ::core::result::Result::Err(::anebert::Error::Metadata(::std::format!(\"output `{out_name_raw}` has shape {{:?}}, expected {shape:?}\", t.shape()))); }}\n\
+         ::core::result::Result::Ok({ident}Output {{ {out_field}: values }}) }}",
+        out_name = lit(&info.output_name),
+        out_name_raw = info.output_name,
+    );
+    let helper = match head {
+        HeadKind::MaskedLm => "/// Fill every `[MASK]` of `text`: the 5 most probable tokens per mask, with probabilities.\n\
+             pub fn fill_mask(&self, text: &str) -> ::core::result::Result<::std::vec::Vec<::anebert::MaskPrediction>, ::anebert::Error> { self.model.fill_mask(text) }\n\
+             /// Fill every `[MASK]` of `text` with the `k` most probable tokens.\n\
+             pub fn fill_mask_top(&self, text: &str, k: usize) -> ::core::result::Result<::std::vec::Vec<::anebert::MaskPrediction>, ::anebert::Error> { self.model.fill_mask_top(text, k) }",
+        HeadKind::SequenceClassification => "/// Every label of [`Self::LABELS`] with its probability, most probable first.\n\
+             pub fn classify(&self, text: &str) -> ::core::result::Result<::std::vec::Vec<(::std::string::String, f32)>, ::anebert::Error> { self.model.classify(text) }",
+        HeadKind::TokenClassification => "/// The most probable label of every token, with character offsets.\n\
+             pub fn tag(&self, text: &str) -> ::core::result::Result<::std::vec::Vec<::anebert::TokenLabel>, ::anebert::Error> { self.model.tag(text) }",
+        HeadKind::Embedding => "/// The sentence embedding of `text` ([`Self::HIDDEN_SIZE`] values).\n\
+             pub fn embed(&self, text: &str) -> ::core::result::Result<::std::vec::Vec<f32>, ::anebert::Error> { self.model.embed(text) }\n\
+             /// Embeddings of several texts, in order.\n\
+             pub fn embed_batch<S: ::core::convert::AsRef<str>>(&self, texts: &[S]) -> ::core::result::Result<::std::vec::Vec<::std::vec::Vec<f32>>, ::anebert::Error> { self.model.embed_batch(texts) }",
+        HeadKind::Hidden => "/// The last hidden state of every token of `text` ([`Self::HIDDEN_SIZE`] values each).\n\
+             pub fn hidden(&self, text: &str) -> ::core::result::Result<::std::vec::Vec<::std::vec::Vec<f32>>, ::anebert::Error> { self.model.hidden(text) }",
+    };
+    if info.has_tokenizer {
+        let _ = writeln!(
+            w,
+            "{helper}\n/// Token ids (with special tokens) and character offsets of `text`, as the model reads them.\n\
+             pub fn tokenize(&self, text: &str) -> ::core::result::Result<::anebert::Tokens, ::anebert::Error> {{ self.model.tokenize(text) }}"
+        );
+    }
+    let _ = writeln!(w, "}}");
+
+    // Typed input.
+    let _ = writeln!(
+        w,
+        "/// One input of [`{ident}`]: token ids right-padded to {seq}, and the attention mask.\n\
+         #[derive(Clone, Debug, PartialEq, Eq)]\n\
+         {vis} struct {ident}Input {{\n/// Token ids (with special tokens), padded.\npub input_ids: [i32; {seq}],\n\
+         /// 1 for a token, 0 for padding.\npub attention_mask: [i32; {seq}],\n}}\n\
+         #[allow(dead_code)]\nimpl {ident}Input {{\n\
+         /// From token ids; an error when there are more than {seq}.\n\
+         pub fn from_ids(ids: &[u32]) -> ::core::result::Result<Self, ::anebert::Error> {{\n\
+         if ids.len() > {seq} {{ return ::core::result::Result::Err(::anebert::Error::Contract(::anebert::contract::ContractError::TooLong {{ tokens: ids.len(), seq_len: {seq} }})); }}\n\
+         ::core::result::Result::Ok(Self::from_ids_truncated(ids)) }}\n\
+         /// From token ids, keeping the first {seq}.\n\
+         pub fn from_ids_truncated(ids: &[u32]) -> Self {{\n\
+         let mut input_ids = [0i32; {seq}]; let mut attention_mask = [0i32; {seq}];\n\
+         for (i, &id) in ids.iter().take({seq}).enumerate() {{ input_ids[i] = id as i32; attention_mask[i] = 1; }}\n\
+         Self {{ input_ids, attention_mask }} }}\n}}"
+    );
+    // Typed output.
+    let per_token = !head.pooled();
+    let _ = writeln!(
+        w,
+        "/// The output of [`{ident}`]: `{out}`, shape {shape:?}{layout}.\n\
+         #[derive(Clone, Debug, PartialEq)]\n\
+         {vis} struct {ident}Output {{\n/// The values, {numel} of them.\npub {out_field}: ::std::vec::Vec<f32>,\n}}\n\
+         #[allow(dead_code)]\nimpl {ident}Output {{\n/// The output's shape.\npub const SHAPE: [usize; {rank}] = {shape:?};",
+        out = info.output_name,
+        rank = shape.len(),
+        layout = if per_token {
+            " (channel-major: value `c` of token `i` is at `c * S + i`)"
+        } else {
+            ""
+        },
+    );
+    if per_token && shape.len() == 4 {
+        let (c, s_) = (shape[1], shape[3]);
+        let _ = writeln!(
+            w,
+            "/// The {c} values of token `i` (`None` past the sequence length).\n\
+             pub fn token(&self, i: usize) -> ::core::option::Option<::std::vec::Vec<f32>> {{ (i < {s_}).then(|| (0..{c}).map(|ch| self.{out_field}[ch * {s_} + i]).collect()) }}"
+        );
+    }
+    let _ = writeln!(w, "}}");
+    s
+}
+
+/// What `#[anebert::model(...)]` asked for.
+#[derive(Clone, Debug, Default)]
+pub struct Request {
+    /// `head = "..."`.
+    pub head: Option<HeadKind>,
+    /// `seq = N`.
+    pub seq: Option<usize>,
+    /// `name = "..."`: a model declared in build.rs / `[package.metadata.anebert]`.
+    pub name: Option<String>,
+    /// `model = "..."`: a repo id or directory (converted by the attribute when build.rs did not).
+    pub model: Option<String>,
+    /// `weights = "fp16" | "fp32"` (only with `model`).
+    pub weights: Option<crate::WeightPrecision>,
+    /// `rotate = bool` (only with `model`).
+    pub rotate: Option<bool>,
+}
+
+/// A failure to expand, naming the argument it is about (for the error's span).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExpandError {
+    /// The message.
+    pub message: String,
+    /// The argument (`head`, `seq`, `name`, `model`, ...) or `None` for the whole attribute.
+    pub arg: Option<&'static str>,
+}
+
+fn expand_err(message: impl Into<String>, arg: Option<&'static str>) -> ExpandError {
+    ExpandError {
+        message: message.into(),
+        arg,
+    }
+}
+
+fn describe(e: &crate::IndexEntry) -> String {
+    format!(
+        "`{}` (head = \"{}\", seq = {})",
+        e.name, e.info.head, e.info.seq_len
+    )
+}
+
+/// Find (or, with `model`, produce) the artifact for `req` and generate the wrapper for struct
+/// `ident`. `out_dir` is the crate's `OUT_DIR` when it has a build script; `manifest_dir` its
+/// `CARGO_MANIFEST_DIR`.
+pub fn expand(
+    req: &Request,
+    vis: &str,
+    ident: &str,
+    out_dir: Option<&Path>,
+    manifest_dir: Option<&Path>,
+) -> Result<String, ExpandError> {
+    let head = req.head.ok_or_else(|| {
+        expand_err(
+            "missing `head`: add head = \"mlm\" (or \"sequence-classification\", \"token-classification\", \"embedding\", \"hidden\")",
+            None,
+        )
+    })?;
+    let seq = req
+        .seq
+        .ok_or_else(|| expand_err("missing `seq`: add seq = 512 (the sequence length)", None))?;
+    if req.model.is_none() {
+        if req.weights.is_some() {
+            return Err(expand_err(
+                "`weights` applies only when the attribute converts the model itself (with `model = ...`); set it where the model is declared (build.rs or [package.metadata.anebert])",
+                Some("weights"),
+            ));
+        }
+        if req.rotate.is_some() {
+            return Err(expand_err(
+                "`rotate` applies only when the attribute converts the model itself (with `model = ...`); set it where the model is declared (build.rs or [package.metadata.anebert])",
+                Some("rotate"),
+            ));
+        }
+    }
+    let index = out_dir.and_then(crate::config::read_index);
+    let matches: Vec<&crate::IndexEntry> = index
+        .iter()
+        .flatten()
+        .filter(|e| e.info.head == head.name() && e.info.seq_len == seq)
+        .filter(|e| req.name.as_ref().is_none_or(|n| &e.name == n))
+        .filter(|e| req.model.as_ref().is_none_or(|m| &e.model == m))
+        .collect();
+    match matches.as_slice() {
+        [e] => {
+            let (spec, weights, tok) = (e.spec_file(), e.weights_file(), e.tokenizer_file());
+            let files = EmbeddedFiles {
+                spec: &spec,
+                weights: weights.as_deref(),
+                tokenizer: tok.as_deref(),
+            };
+            return Ok(generate(vis, ident, &e.name, &e.info, &files));
+        }
+        [] => {}
+        many => {
+            return Err(expand_err(
+                format!(
+                    "several models from build.rs match head = \"{}\", seq = {seq}: {}; add name = \"...\" to pick one",
+                    head.name(),
+                    many.iter().map(|e| describe(e)).collect::<Vec<_>>().join(", ")
+                ),
+                None,
+            ))
+        }
+    }
+    let Some(model) = &req.model else {
+        let msg = match &index {
+            Some(ix) if !ix.is_empty() => format!(
+                "build.rs produced no model with {}head = \"{}\", seq = {seq}; it produced {}. \
+                 Declare this one in build.rs / [package.metadata.anebert], or add model = \"org/name\" here",
+                req.name.as_ref().map(|n| format!("name = \"{n}\", ")).unwrap_or_default(),
+                head.name(),
+                ix.iter().map(describe).collect::<Vec<_>>().join(", ")
+            ),
+            _ => "no converted model found: this crate's build script produced none ($OUT_DIR/anebert/index.json). \
+                  Add model = \"org/name\" (a HuggingFace repo id or a checkpoint directory) to this attribute, \
+                  or convert in build.rs with anebert_build::Config / anebert_build::convert()"
+                .to_string(),
+        };
+        return Err(expand_err(
+            msg,
+            if req.name.is_some() {
+                Some("name")
+            } else {
+                None
+            },
+        ));
+    };
+    // No build-script output for it: convert here, into the artifact cache.
+    let mut c = crate::Config::new();
+    c.model(model.clone()).head(head).seq_len(seq);
+    if let Some(n) = &req.name {
+        c.name(n.clone());
+    }
+    if let Some(d) = manifest_dir {
+        c.manifest_dir(d);
+    }
+    if let Some(w) = req.weights {
+        c.weights(w);
+    }
+    if let Some(r) = req.rotate {
+        c.rotate(r);
+    }
+    let name = c
+        .model_name()
+        .map_err(|e| expand_err(crate::report(&e), Some("model")))?;
+    let (artifacts, _) = c
+        .artifacts()
+        .map_err(|e| expand_err(crate::report(&e).trim_end().to_string(), Some("model")))?;
+    let a = &artifacts[0];
+    let (spec, weights, tok) = (a.spec_file(), a.weights_file(), a.tokenizer_file());
+    let files = EmbeddedFiles {
+        spec: &spec,
+        weights: weights.as_deref(),
+        tokenizer: tok.as_deref(),
+    };
+    Ok(generate(vis, ident, &name, &a.info, &files))
+}

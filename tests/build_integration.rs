@@ -1,0 +1,249 @@
+//! The build-time path end to end, through `tests/fixture-crate` (a user crate with a build.rs,
+//! `[package.metadata.anebert]` and `#[anebert::model]` structs): typed `predict` equals
+//! `cargo anebert run` on the same package, and the text helpers agree with HuggingFace.
+
+mod common;
+
+use anebert::{metrics, Options};
+use anebert_fixture_crate::{Classifier, Embedder, FillMask, FillMaskShort, Hidden, Tagger};
+use common::fixtures::{fixture, rows, Row};
+use std::process::Command;
+
+/// Single-text cases of a fixture: (text, reference row).
+fn single_cases(name: &str) -> Vec<(String, Row)> {
+    let dir = fixture(name);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("refs/manifest.json")).unwrap())
+            .unwrap();
+    let mut rows = rows(&dir);
+    let mut out = Vec::new();
+    for case in manifest["cases"].as_array().unwrap() {
+        if case["kind"] != "single" {
+            continue;
+        }
+        let key = format!("{}[0]", case["name"].as_str().unwrap());
+        let i = rows.iter().position(|r| r.case == key).unwrap();
+        out.push((case["text"].as_str().unwrap().to_string(), rows.remove(i)));
+    }
+    assert!(out.len() >= 6);
+    out
+}
+
+#[test]
+fn consts_describe_the_models() {
+    assert_eq!(FillMask::SEQ_LEN, 256);
+    assert_eq!(FillMaskShort::SEQ_LEN, 64);
+    assert_eq!(FillMask::VOCAB_SIZE, 1024);
+    assert_eq!(FillMask::HIDDEN_SIZE, 64);
+    assert_eq!(FillMask::HEAD, "mlm");
+    assert_eq!(FillMask::NAME, "tiny-mlm");
+    assert_eq!(Classifier::NUM_LABELS, 3);
+    assert_eq!(Classifier::LABELS, ["LABEL_0", "LABEL_1", "LABEL_2"]);
+    assert_eq!(Tagger::NUM_LABELS, 5);
+    assert_eq!(Embedder::HIDDEN_SIZE, 64);
+    assert_eq!(Hidden::SEQ_LEN, 32);
+    assert_eq!(
+        anebert_fixture_crate::FillMaskOutput::SHAPE,
+        [1, 1024, 1, 256]
+    );
+}
+
+#[test]
+fn typed_predict_equals_cargo_anebert_run() {
+    let model = FillMask::load().unwrap();
+    let (text, row) = &single_cases("modernbert-tiny")[0];
+    let ids = model.tokenize(text).unwrap().ids;
+    assert_eq!(&ids, &row.ids, "tokenizer differs from HF's");
+    let ids_u: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+    let input = anebert_fixture_crate::FillMaskInput::from_ids(&ids_u).unwrap();
+    let out = model.predict(&input).unwrap();
+
+    // The same package through the command line.
+    let pkg = anebert_build::artifact::default_cache_dir()
+        .join("artifacts")
+        .join(FillMask::EMBEDDED.key)
+        .join("model.mlpackage");
+    assert!(pkg.is_dir(), "{} missing", pkg.display());
+    let dir = tempfile::tempdir().unwrap();
+    let (inp, outp) = (
+        dir.path().join("in.safetensors"),
+        dir.path().join("out.safetensors"),
+    );
+    let i32_bytes = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (a, b) = (
+        i32_bytes(&input.input_ids),
+        i32_bytes(&input.attention_mask),
+    );
+    let views = [
+        (
+            "input_ids",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![1, 256], &a)
+                .unwrap(),
+        ),
+        (
+            "attention_mask",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![1, 256], &b)
+                .unwrap(),
+        ),
+    ];
+    safetensors::serialize_to_file(views, None, &inp).unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_cargo-anebert"))
+        .args(["anebert", "run", "--package"])
+        .arg(&pkg)
+        .arg("--inputs")
+        .arg(&inp)
+        .arg("--outputs")
+        .arg(&outp)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let bytes = std::fs::read(&outp).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let cli: Vec<f32> = st
+        .tensor("logits")
+        .unwrap()
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    assert_eq!(cli.len(), out.logits.len());
+    assert!(
+        cli == out.logits,
+        "typed predict differs from cargo anebert run"
+    );
+    // And the typed token accessor reads the channel-major layout.
+    let t3 = out.token(3).unwrap();
+    assert_eq!(t3[7], out.logits[7 * 256 + 3]);
+    assert!(out.token(256).is_none());
+}
+
+#[test]
+fn fill_mask_top1_matches_huggingface() {
+    let model = FillMask::load().unwrap();
+    let mut checked = 0;
+    for (text, row) in single_cases("modernbert-tiny") {
+        if !text.contains("[MASK]") {
+            continue;
+        }
+        let preds = model.fill_mask(&text).unwrap();
+        let logits = &row.refs["logits"];
+        let v = logits.0[1];
+        for p in &preds {
+            let r = &logits.1[p.position * v..(p.position + 1) * v];
+            assert_eq!(
+                p.candidates[0].token_id as usize,
+                metrics::argmax(r),
+                "{text}"
+            );
+            assert_eq!(p.top(2).len(), 2);
+            let sum: f32 = p.candidates.iter().map(|c| c.probability).sum();
+            assert!(sum <= 1.0001 && p.candidates[0].probability > 0.0);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 4, "{checked} masks checked");
+}
+
+#[test]
+fn classify_and_tag_match_huggingface() {
+    let cls = Classifier::load().unwrap();
+    let tag = Tagger::load().unwrap();
+    let mut n = 0;
+    for (text, row) in single_cases("modernbert-tiny-cls") {
+        if row.len() > 64 {
+            assert!(cls
+                .classify(&text)
+                .unwrap_err()
+                .to_string()
+                .contains("sequence length 64"));
+            continue;
+        }
+        let scores = cls.classify(&text).unwrap();
+        let want = metrics::argmax(&row.refs["logits"].1);
+        assert_eq!(scores[0].0, Classifier::LABELS[want], "{text}");
+        n += 1;
+    }
+    assert!(n >= 5);
+    let mut tokens = 0;
+    for (text, row) in single_cases("modernbert-tiny-tok") {
+        if row.len() > 64 {
+            continue;
+        }
+        let tags = tag.tag(&text).unwrap();
+        assert_eq!(tags.len(), row.len() - 2, "[CLS] and [SEP] are left out");
+        let l = &row.refs["logits"];
+        let c = l.0[1];
+        let chars: Vec<char> = text.chars().collect();
+        for (i, t) in tags.iter().enumerate() {
+            let r = &l.1[(i + 1) * c..(i + 2) * c];
+            assert_eq!(
+                t.label,
+                Tagger::LABELS[metrics::argmax(r)],
+                "{text} token {i}"
+            );
+            assert!(t.end <= chars.len() && t.start <= t.end);
+            tokens += 1;
+        }
+    }
+    assert!(tokens > 50);
+}
+
+#[test]
+fn embed_and_hidden_match_huggingface_in_f32() {
+    let emb = Embedder::load().unwrap();
+    let hid = Hidden::load().unwrap();
+    let mut worst = 1.0f64;
+    let cases = single_cases("modernbert-tiny");
+    for (text, row) in &cases {
+        let e = emb.embed(text).unwrap();
+        worst = worst.min(metrics::cosine(&e, &row.refs["embedding"].1));
+        if row.len() <= 32 {
+            let h = hid.hidden(text).unwrap();
+            let r = &row.refs["last_hidden_state"];
+            for (i, tok) in h.iter().enumerate() {
+                let want = &r.1[i * 64..(i + 1) * 64];
+                assert!(metrics::max_abs_diff(want, tok) < 1e-4, "{text} token {i}");
+            }
+        }
+    }
+    println!("embed: worst cosine vs HF {worst:.9}");
+    assert!(worst >= 0.99999, "worst cosine {worst}");
+    let texts: Vec<&str> = cases.iter().map(|c| c.0.as_str()).take(3).collect();
+    let batch = emb.embed_batch(&texts).unwrap();
+    assert_eq!(batch[1], emb.embed(texts[1]).unwrap());
+}
+
+#[test]
+fn long_texts_fail_unless_truncating_and_options_apply() {
+    let long = "word ".repeat(100);
+    let m = FillMaskShort::load().unwrap();
+    let e = m
+        .fill_mask(&format!("{long} [MASK]"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("do not fit the model's sequence length 64"),
+        "{e}"
+    );
+    let t = FillMaskShort::load_with(&Options::default().truncate(true)).unwrap();
+    let ids = t.tokenize(&long).unwrap().ids;
+    assert_eq!(ids.len(), 64);
+    assert_eq!(ids[63], 1014, "truncation keeps [SEP]");
+    // fp16 ANE simulation still fills the mask like HF on the first case.
+    let sim = FillMask::load_with(&Options::default().precision(anebert::cpu::Precision::Fp16Ane))
+        .unwrap();
+    let p = sim.fill_mask("The capital of France is [MASK].").unwrap();
+    assert_eq!(p.len(), 1);
+    // The untyped API refuses a helper of another head, naming both.
+    let e = m.model().classify("x").unwrap_err().to_string();
+    assert!(
+        e.contains("sequence-classification") && e.contains("mlm"),
+        "{e}"
+    );
+    let e = FillMask::load_with(&Options::default().backend(anebert::Backend::CoreMl)).unwrap_err();
+    assert!(
+        e.to_string().contains("coreml backend is not available"),
+        "{e}"
+    );
+    assert!(anebert_fixture_crate::FillMaskInput::from_ids(&[1; 300]).is_err());
+}
