@@ -132,13 +132,13 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BuildError + '_ {
 ///     .unwrap_or_else(|e| anebert_build::fail(e));
 /// ```
 pub fn fail(e: BuildError) -> ! {
-    eprintln!("{}", report(&e));
+    eprintln!("error: {}", report(&e));
     std::process::exit(1)
 }
 
-/// The text [`fail`] prints.
+/// The text [`fail`] prints after `error: `: what failed, its causes, and the fix.
 pub fn report(e: &BuildError) -> String {
-    let mut s = format!("error: anebert: {e}\n");
+    let mut s = format!("anebert: {e}\n");
     let mut src = std::error::Error::source(e);
     // Transparent variants repeat their source's message; print only new information.
     let mut last = e.to_string();
@@ -359,8 +359,8 @@ impl Config {
                 "call .model(\"org/name\") (a HuggingFace repo id) or .model(\"path/to/checkpoint\")",
             )
         })?;
-        let source = Source::parse(&model, &self.base_dir())
-            .map_err(|e| BuildError::config(e, "fix the model argument"))?;
+        let source =
+            Source::parse(&model, &self.base_dir()).map_err(|e| BuildError::config(e, ""))?;
         Ok((model, source))
     }
 

@@ -336,7 +336,7 @@ pub fn expand(
     }
     let name = c
         .model_name()
-        .map_err(|e| expand_err(crate::report(&e), Some("model")))?;
+        .map_err(|e| expand_err(crate::report(&e).trim_end().to_string(), Some("model")))?;
     let (artifacts, _) = c
         .artifacts()
         .map_err(|e| expand_err(crate::report(&e).trim_end().to_string(), Some("model")))?;

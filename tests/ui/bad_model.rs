@@ -1,0 +1,9 @@
+// A repo id that could escape the cache is refused before any network access.
+#[anebert::model(head = "mlm", seq = 64, model = "org/name/../../etc")]
+pub struct FillMask;
+
+// A local directory that is not a checkpoint.
+#[anebert::model(head = "mlm", seq = 64, model = "./src")]
+pub struct Local;
+
+fn main() {}

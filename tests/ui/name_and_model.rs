@@ -1,0 +1,4 @@
+#[anebert::model(head = "mlm", seq = 64, name = "fill", model = "org/name")]
+pub struct FillMask;
+
+fn main() {}
