@@ -190,7 +190,7 @@ pub fn get_or_convert(
         // Another build converted it while we waited for the lock.
         return Ok(a);
     }
-    let tmp = root.join(format!(".{key}.tmp-{}", std::process::id()));
+    let tmp = crate::fsx::tmp_sibling(&dir);
     let _ = fs::remove_dir_all(&tmp);
     let result = (|| {
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;

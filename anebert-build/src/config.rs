@@ -472,6 +472,16 @@ impl Config {
         }
         update_index(&root, &entries)?;
         if std::env::var_os("CARGO").is_some() && self.out_dir.is_none() {
+            // Not a `cargo:` directive: kept in the build script's output file, which tells
+            // whether a build converted anything.
+            for a in &artifacts {
+                println!(
+                    "anebert: {name} S={} {} ({})",
+                    a.info.seq_len,
+                    if a.converted { "converted" } else { "cached" },
+                    a.info.key
+                );
+            }
             for p in &watch {
                 println!("cargo:rerun-if-changed={}", p.display());
             }
@@ -491,11 +501,7 @@ fn place(a: &Artifact, dir: &Path) -> Result<(), BuildError> {
     }
     let parent = dir.parent().unwrap_or(dir);
     fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        dir.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = crate::fsx::tmp_sibling(dir);
     let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
     let mut files = vec![(a.spec_file(), "model.mlmodel")];
@@ -514,9 +520,19 @@ fn place(a: &Artifact, dir: &Path) -> Result<(), BuildError> {
     let st = tmp.join("KEY");
     fs::write(&st, &a.info.key).map_err(io_err(&st))?;
     if dir.exists() {
-        fs::remove_dir_all(dir).map_err(io_err(dir))?;
+        let _ = fs::remove_dir_all(dir);
     }
-    fs::rename(&tmp, dir).map_err(io_err(dir))
+    if let Err(e) = fs::rename(&tmp, dir) {
+        let _ = fs::remove_dir_all(&tmp);
+        // A concurrent build placing the same artifact is fine.
+        if fs::read_to_string(&stamp).ok().as_deref() != Some(a.info.key.as_str()) {
+            return Err(BuildError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Merge `entries` into `index.json` (replacing same name + sequence length), rewriting it only
@@ -543,15 +559,7 @@ pub fn write_file_if_changed(path: &Path, bytes: &[u8]) -> Result<(), BuildError
     if fs::read(path).ok().as_deref() == Some(bytes) {
         return Ok(());
     }
-    let parent = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
+    crate::fsx::write_atomic(path, bytes).map_err(|(path, source)| BuildError::Io { path, source })
 }
 
 /// Read `$OUT_DIR/anebert/index.json` (what build scripts produced).

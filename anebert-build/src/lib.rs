@@ -20,6 +20,7 @@ pub mod artifact;
 pub mod checkpoint;
 pub mod config;
 pub mod convert;
+mod fsx;
 pub mod graph;
 pub mod ir;
 pub mod mil;

@@ -276,7 +276,13 @@ fn cold_then_warm_fetch_uses_the_python_cache_layout() {
         "a warm build made requests"
     );
     assert!(entries[0].spec_file().is_file());
-    assert!(e.out.join("anebert/index.json").is_file());
+    // Placing again rewrites nothing under OUT_DIR.
+    let mtime = |p: &Path| std::fs::metadata(p).unwrap().modified().unwrap();
+    let index = e.out.join("anebert/index.json");
+    let stamp = (mtime(&index), mtime(&entries[0].spec_file()));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(c.convert().unwrap(), entries);
+    assert_eq!(stamp, (mtime(&index), mtime(&entries[0].spec_file())));
 }
 
 #[test]

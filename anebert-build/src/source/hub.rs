@@ -665,11 +665,7 @@ fn link_snapshot(rdir: &Path, commit: &str, file: &str, etag: &str) -> Result<()
     let parent = link.parent().unwrap_or(rdir);
     fs::create_dir_all(parent).map_err(io_err(parent))?;
     let blob = rdir.join("blobs").join(etag);
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        link.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
+    let tmp = crate::fsx::tmp_sibling(&link);
     let _ = fs::remove_file(&tmp);
     #[cfg(unix)]
     {
@@ -680,20 +676,18 @@ fn link_snapshot(rdir: &Path, commit: &str, file: &str, etag: &str) -> Result<()
     #[cfg(not(unix))]
     fs::copy(&blob, &tmp).map_err(io_err(&tmp))?;
     let _ = &blob;
-    fs::rename(&tmp, &link).map_err(io_err(&link))
+    fs::rename(&tmp, &link).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        HubError::Io {
+            path: link.clone(),
+            source: e,
+        }
+    })
 }
 
 /// Write a small file atomically.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HubError> {
-    let parent = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let tmp = parent.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id()
-    ));
-    fs::write(&tmp, bytes).map_err(io_err(&tmp))?;
-    fs::rename(&tmp, path).map_err(io_err(path))
+    crate::fsx::write_atomic(path, bytes).map_err(|(path, source)| HubError::Io { path, source })
 }
 
 #[cfg(test)]

@@ -1,0 +1,33 @@
+//! Small file-system helpers shared by the hub cache, the artifact cache and OUT_DIR placement.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A temporary sibling of `path`, unique across processes *and* threads (`.{name}.tmp-{pid}-{n}`),
+/// to be renamed over `path` once complete.
+pub(crate) fn tmp_sibling(path: &Path) -> PathBuf {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let parent = path.parent().unwrap_or(Path::new("."));
+    parent.join(format!(
+        ".{}.tmp-{}-{}",
+        path.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Write `bytes` to `path` atomically (temporary sibling + rename), creating the parent.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, io::Error)> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| (parent.to_path_buf(), e))?;
+    let tmp = tmp_sibling(path);
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err((tmp, e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        (path.to_path_buf(), e)
+    })
+}
