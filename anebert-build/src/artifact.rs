@@ -23,21 +23,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 /// Environment variable naming the artifact cache directory.
-pub const CACHE_ENV: &str = "ANEBERT_CACHE_DIR";
+pub use anebert_runtime::model::CACHE_ENV;
 
-/// The default artifact cache directory.
+/// The default artifact cache directory (shared with the runtime's cache of embedded models).
 pub fn default_cache_dir() -> PathBuf {
-    let env = |n: &str| {
-        std::env::var_os(n)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-    };
-    env(CACHE_ENV).unwrap_or_else(|| {
-        env("XDG_CACHE_HOME")
-            .or_else(|| env("HOME").map(|h| h.join(".cache")))
-            .unwrap_or_else(std::env::temp_dir)
-            .join("anebert")
-    })
+    anebert_runtime::model::cache_dir()
 }
 
 /// What an artifact holds (`artifact.json`); also what codegen needs to know about the model.

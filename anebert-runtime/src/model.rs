@@ -344,6 +344,104 @@ pub struct EmbeddedModel {
     pub tokenizer: Option<&'static [u8]>,
 }
 
+/// Environment variable naming anebert's cache directory (shared with the build-time artifact
+/// cache); embedded models are written under `{cache}/embedded/{key}/` when a backend needs files.
+pub const CACHE_ENV: &str = "ANEBERT_CACHE_DIR";
+
+/// `ANEBERT_CACHE_DIR`, else `$XDG_CACHE_HOME/anebert`, else `~/.cache/anebert`, else the temp dir.
+pub fn cache_dir() -> PathBuf {
+    let env = |n: &str| {
+        std::env::var_os(n)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env(CACHE_ENV).unwrap_or_else(|| {
+        env("XDG_CACHE_HOME")
+            .or_else(|| env("HOME").map(|h| h.join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("anebert")
+    })
+}
+
+impl EmbeddedModel {
+    /// Write the embedded package (and tokenizer) to `{root}/embedded/{key}/` once and return the
+    /// `.mlpackage` path — for backends that load from files (Core ML). Atomic and safe under
+    /// concurrency: everything is written to a unique temporary directory that is renamed into
+    /// place; a process that loses the race uses the winner's identical copy.
+    pub fn write_package(&self, root: &Path) -> Result<PathBuf, Error> {
+        use crate::package::manifest::{self, Manifest};
+        if self.key.is_empty() || !self.key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Error::Metadata(format!(
+                "embedded model {}: key {:?} is not a plain hex key",
+                self.name, self.key
+            )));
+        }
+        let dir = root.join("embedded").join(self.key);
+        let pkg = dir.join("model.mlpackage");
+        let done = dir.join("COMPLETE");
+        if done.is_file() {
+            return Ok(pkg);
+        }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        let parent = root.join("embedded");
+        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let tmp = parent.join(format!(
+            ".{}.tmp-{}-{}",
+            self.key,
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let result = (|| {
+            let core = tmp.join("model.mlpackage/Data").join(manifest::AUTHOR);
+            let wdir = core.join(manifest::WEIGHTS_ITEM_NAME);
+            std::fs::create_dir_all(&wdir).map_err(io(&wdir))?;
+            let manifest_json = Manifest::standard().to_json();
+            let mut files: Vec<(PathBuf, &[u8])> = vec![
+                (
+                    tmp.join("model.mlpackage/Manifest.json"),
+                    manifest_json.as_bytes(),
+                ),
+                (core.join(manifest::MODEL_ITEM_NAME), self.spec),
+            ];
+            if let Some(w) = self.weights {
+                files.push((wdir.join(manifest::WEIGHTS_FILE_NAME), w));
+            }
+            if let Some(t) = self.tokenizer {
+                files.push((tmp.join("tokenizer.json"), t));
+            }
+            for (p, bytes) in files {
+                std::fs::write(&p, bytes).map_err(io(&p))?;
+            }
+            let d = tmp.join("COMPLETE");
+            std::fs::write(&d, self.key).map_err(io(&d))?;
+            match std::fs::rename(&tmp, &dir) {
+                Ok(()) => Ok(()),
+                // Lost the race to an identical copy, or a stale incomplete one is in the way.
+                Err(_) if done.is_file() => Ok(()),
+                Err(_) => {
+                    let _ = std::fs::remove_dir_all(&dir);
+                    std::fs::rename(&tmp, &dir).or_else(|e| {
+                        if done.is_file() {
+                            Ok(())
+                        } else {
+                            Err(Error::Io {
+                                path: dir.clone(),
+                                source: e,
+                            })
+                        }
+                    })
+                }
+            }
+        })();
+        let _ = std::fs::remove_dir_all(&tmp);
+        result.map(|()| pkg)
+    }
+}
+
 /// A loaded model on a backend.
 pub struct Model {
     info: ModelInfo,
@@ -510,6 +608,52 @@ mod tests {
             assert_eq!(u.to_string().parse::<ComputeUnits>().unwrap(), u);
         }
         assert_eq!(ComputeUnits::default(), ComputeUnits::CpuAndNeuralEngine);
+    }
+
+    #[test]
+    fn embedded_packages_are_written_once_under_concurrency() {
+        let root = tempfile::tempdir().unwrap();
+        let spec = b"not decoded here".to_vec().leak();
+        let model = EmbeddedModel {
+            name: "m",
+            key: "0123abcd",
+            spec,
+            weights: Some(b"weights"),
+            tokenizer: Some(b"{}"),
+        };
+        let paths: Vec<PathBuf> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| s.spawn(|| model.write_package(root.path()).unwrap()))
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(paths.windows(2).all(|w| w[0] == w[1]));
+        let p = &paths[0];
+        assert_eq!(
+            std::fs::read(p.join("Data/com.apple.CoreML/model.mlmodel")).unwrap(),
+            b"not decoded here"
+        );
+        assert_eq!(
+            std::fs::read(p.join("Data/com.apple.CoreML/weights/weight.bin")).unwrap(),
+            b"weights"
+        );
+        assert!(p.join("Manifest.json").is_file());
+        assert_eq!(
+            std::fs::read(p.parent().unwrap().join("tokenizer.json")).unwrap(),
+            b"{}"
+        );
+        // No temporary directories are left behind.
+        let left: Vec<_> = std::fs::read_dir(root.path().join("embedded"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left.len(), 1, "{left:?}");
+        let bad = EmbeddedModel {
+            key: "../x",
+            ..model
+        };
+        assert!(bad.write_package(root.path()).is_err());
     }
 
     #[test]
