@@ -797,7 +797,7 @@ mod tests {
         };
         let r = report(&e);
         assert!(
-            r.starts_with("error: anebert: model `m` (org/m): no model given"),
+            r.starts_with("anebert: model `m` (org/m): no model given"),
             "{r}"
         );
         assert!(r.contains("help: call .model()"), "{r}");
