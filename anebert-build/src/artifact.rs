@@ -232,3 +232,93 @@ pub fn get_or_convert(
     }
     result
 }
+
+/// Every file under `dir`, as sorted `/`-separated relative paths.
+pub fn list_files(dir: &Path) -> Result<Vec<String>, ArtifactError> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), ArtifactError> {
+        for e in fs::read_dir(dir).map_err(io_err(dir))? {
+            let e = e.map_err(io_err(dir))?;
+            let p = e.path();
+            if p.is_dir() {
+                walk(root, &p, out)?;
+            } else {
+                let rel = p.strip_prefix(root).unwrap_or(&p);
+                out.push(
+                    rel.components()
+                        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                );
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+/// Whether the crate being built targets an Apple platform (`CARGO_CFG_TARGET_VENDOR`, which Cargo
+/// sets for build scripts; the host may be anything).
+pub fn targets_apple() -> bool {
+    std::env::var("CARGO_CFG_TARGET_VENDOR").as_deref() == Ok("apple")
+}
+
+/// `xcrun` on the PATH, if any.
+pub fn find_xcrun() -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join("xcrun"))
+        .find(|p| p.is_file())
+}
+
+/// Compile the artifact's package to `model.mlmodelc` with `xcrun coremlcompiler compile` (once;
+/// cached beside the package) and return the compiled directory. Core ML then loads it without the
+/// first-load compile.
+pub fn compile_mlmodelc(a: &Artifact, xcrun: &Path) -> Result<PathBuf, ArtifactError> {
+    let out = a.dir.join("model.mlmodelc");
+    let done = a.dir.join("mlmodelc.complete");
+    if done.is_file() && out.is_dir() {
+        return Ok(out);
+    }
+    let lock_path = a.dir.join("mlmodelc.lock");
+    let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
+    lock.lock().map_err(io_err(&lock_path))?;
+    if done.is_file() && out.is_dir() {
+        return Ok(out);
+    }
+    let tmp = crate::fsx::tmp_sibling(&out);
+    let _ = fs::remove_dir_all(&tmp);
+    fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let result = (|| {
+        let o = std::process::Command::new(xcrun)
+            .args(["coremlcompiler", "compile"])
+            .arg(a.package())
+            .arg(&tmp)
+            .output()
+            .map_err(io_err(xcrun))?;
+        let compiled = tmp.join("model.mlmodelc");
+        if !o.status.success() || !compiled.is_dir() {
+            return Err(ArtifactError::Io {
+                path: a.package(),
+                source: io::Error::other(format!(
+                    "`xcrun coremlcompiler compile` failed ({}): {}{}",
+                    o.status,
+                    String::from_utf8_lossy(&o.stderr).trim(),
+                    if compiled.is_dir() {
+                        ""
+                    } else {
+                        " (no model.mlmodelc produced)"
+                    }
+                )),
+            });
+        }
+        let _ = fs::remove_dir_all(&out);
+        fs::rename(&compiled, &out).map_err(io_err(&out))?;
+        fs::write(&done, b"").map_err(io_err(&done))?;
+        Ok(out.clone())
+    })();
+    let _ = fs::remove_dir_all(&tmp);
+    result
+}

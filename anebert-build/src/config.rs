@@ -182,6 +182,10 @@ pub struct IndexEntry {
     pub dir: PathBuf,
     /// What it is.
     pub info: artifact::ArtifactInfo,
+    /// Files of the compiled `model.mlmodelc` under `dir` (relative paths), when the crate targets
+    /// an Apple platform and `xcrun` was available; empty otherwise.
+    #[serde(default)]
+    pub compiled: Vec<String>,
 }
 
 impl IndexEntry {
@@ -460,12 +464,29 @@ impl Config {
         let (artifacts, watch) = self.artifacts()?;
         let root = out_dir.join("anebert");
         let mut entries = Vec::new();
+        let xcrun = artifact::targets_apple()
+            .then(artifact::find_xcrun)
+            .flatten();
+        if artifact::targets_apple() && xcrun.is_none() && std::env::var_os("CARGO").is_some() {
+            println!(
+                "cargo:warning=anebert: xcrun not found (cross-compiling?): embedding the .mlpackage; \
+                 Core ML compiles it on first load"
+            );
+        }
         for a in &artifacts {
             let dir = root.join(format!("{name}-s{}", a.info.seq_len));
-            place(a, &dir)?;
+            let compiled = match &xcrun {
+                Some(x) => Some(artifact::compile_mlmodelc(a, x)?),
+                None => None,
+            };
+            place(a, compiled.as_deref(), &dir)?;
             entries.push(IndexEntry {
                 name: name.clone(),
                 model: model.clone(),
+                compiled: match &compiled {
+                    Some(_) => artifact::list_files(&dir.join("model.mlmodelc"))?,
+                    None => Vec::new(),
+                },
                 dir,
                 info: a.info.clone(),
             });
@@ -493,10 +514,16 @@ impl Config {
     }
 }
 
-/// Hard-link (or copy) an artifact's files into `dir` unless `dir` already holds this artifact.
-fn place(a: &Artifact, dir: &Path) -> Result<(), BuildError> {
+/// Hard-link (or copy) an artifact's files (and its compiled `model.mlmodelc`, if any) into `dir`
+/// unless `dir` already holds exactly that.
+fn place(a: &Artifact, compiled: Option<&Path>, dir: &Path) -> Result<(), BuildError> {
     let stamp = dir.join("KEY");
-    if fs::read_to_string(&stamp).ok().as_deref() == Some(a.info.key.as_str()) {
+    let key = format!(
+        "{}{}",
+        a.info.key,
+        if compiled.is_some() { "+mlmodelc" } else { "" }
+    );
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
         return Ok(());
     }
     let parent = dir.parent().unwrap_or(dir);
@@ -511,21 +538,31 @@ fn place(a: &Artifact, dir: &Path) -> Result<(), BuildError> {
     if let Some(t) = a.tokenizer_file() {
         files.push((t, "tokenizer.json"));
     }
+    let mut files: Vec<(PathBuf, String)> =
+        files.into_iter().map(|(f, t)| (f, t.to_string())).collect();
+    if let Some(c) = compiled {
+        for rel in artifact::list_files(c)? {
+            files.push((c.join(&rel), format!("model.mlmodelc/{rel}")));
+        }
+    }
     for (from, to) in files {
         let to = tmp.join(to);
+        if let Some(p) = to.parent() {
+            fs::create_dir_all(p).map_err(io_err(p))?;
+        }
         if fs::hard_link(&from, &to).is_err() {
             fs::copy(&from, &to).map_err(io_err(&to))?;
         }
     }
     let st = tmp.join("KEY");
-    fs::write(&st, &a.info.key).map_err(io_err(&st))?;
+    fs::write(&st, &key).map_err(io_err(&st))?;
     if dir.exists() {
         let _ = fs::remove_dir_all(dir);
     }
     if let Err(e) = fs::rename(&tmp, dir) {
         let _ = fs::remove_dir_all(&tmp);
         // A concurrent build placing the same artifact is fine.
-        if fs::read_to_string(&stamp).ok().as_deref() != Some(a.info.key.as_str()) {
+        if fs::read_to_string(&stamp).ok().as_deref() != Some(key.as_str()) {
             return Err(BuildError::Io {
                 path: dir.to_path_buf(),
                 source: e,

@@ -17,6 +17,8 @@ pub struct EmbeddedFiles<'a> {
     pub weights: Option<&'a Path>,
     /// `tokenizer.json`, when the checkpoint had one.
     pub tokenizer: Option<&'a Path>,
+    /// The compiled `model.mlmodelc`: (relative path, file).
+    pub compiled: Vec<(String, std::path::PathBuf)>,
 }
 
 fn lit(s: &str) -> String {
@@ -84,7 +86,7 @@ pub fn generate(
          /// Number of class labels (classification heads; 0 otherwise).\npub const NUM_LABELS: usize = {};\n\
          /// Class labels in id order.\npub const LABELS: &'static [&'static str] = &[{labels}];\n\
          /// The embedded package and tokenizer.\npub const EMBEDDED: ::anebert::EmbeddedModel = ::anebert::EmbeddedModel {{ \
-         name: {}, key: {}, spec: {}, weights: {}, tokenizer: {} }};",
+         name: {}, key: {}, spec: {}, weights: {}, tokenizer: {}, compiled: &[{}] }};",
         lit(name),
         lit(&info.head),
         info.hidden_size,
@@ -99,6 +101,12 @@ pub fn generate(
         files
             .tokenizer
             .map_or("None".into(), |p| format!("Some({})", include(p))),
+        files
+            .compiled
+            .iter()
+            .map(|(rel, p)| format!("({}, {})", lit(rel), include(p)))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     let _ = writeln!(
         w,
@@ -281,6 +289,11 @@ pub fn expand(
                 spec: &spec,
                 weights: weights.as_deref(),
                 tokenizer: tok.as_deref(),
+                compiled: e
+                    .compiled
+                    .iter()
+                    .map(|rel| (rel.clone(), e.dir.join("model.mlmodelc").join(rel)))
+                    .collect(),
             };
             return Ok(generate(vis, ident, &e.name, &e.info, &files));
         }
@@ -346,6 +359,8 @@ pub fn expand(
         spec: &spec,
         weights: weights.as_deref(),
         tokenizer: tok.as_deref(),
+        // The attribute cannot know the target platform; Core ML compiles on first load.
+        compiled: Vec::new(),
     };
     Ok(generate(vis, ident, &name, &a.info, &files))
 }

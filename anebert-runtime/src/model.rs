@@ -342,6 +342,9 @@ pub struct EmbeddedModel {
     pub weights: Option<&'static [u8]>,
     /// `tokenizer.json` bytes, when the checkpoint had one.
     pub tokenizer: Option<&'static [u8]>,
+    /// The compiled `model.mlmodelc` (relative path, bytes), when the crate was built for an Apple
+    /// platform with `xcrun` available; empty otherwise.
+    pub compiled: &'static [(&'static str, &'static [u8])],
 }
 
 /// Environment variable naming anebert's cache directory (shared with the build-time artifact
@@ -364,8 +367,9 @@ pub fn cache_dir() -> PathBuf {
 }
 
 impl EmbeddedModel {
-    /// Write the embedded package (and tokenizer) to `{root}/embedded/{key}/` once and return the
-    /// `.mlpackage` path — for backends that load from files (Core ML). Atomic and safe under
+    /// Write the embedded package (and tokenizer, and the compiled `model.mlmodelc` when embedded)
+    /// to `{root}/embedded/{key}/` once and return the `.mlpackage` path — for backends that load
+    /// from files (Core ML); the compiled model, if any, is `model.mlmodelc` beside it. Atomic and safe under
     /// concurrency: everything is written to a unique temporary directory that is renamed into
     /// place; a process that loses the race uses the winner's identical copy.
     pub fn write_package(&self, root: &Path) -> Result<PathBuf, Error> {
@@ -412,6 +416,24 @@ impl EmbeddedModel {
             }
             if let Some(t) = self.tokenizer {
                 files.push((tmp.join("tokenizer.json"), t));
+            }
+            for (rel, bytes) in self.compiled {
+                let safe = !rel.is_empty()
+                    && !rel.starts_with('/')
+                    && rel
+                        .split('/')
+                        .all(|c| !c.is_empty() && c != "." && c != "..");
+                if !safe {
+                    return Err(Error::Metadata(format!(
+                        "embedded model {}: compiled file name {rel:?} is not a plain relative path",
+                        self.name
+                    )));
+                }
+                let p = tmp.join("model.mlmodelc").join(rel);
+                if let Some(d) = p.parent() {
+                    std::fs::create_dir_all(d).map_err(io(d))?;
+                }
+                files.push((p, bytes));
             }
             for (p, bytes) in files {
                 std::fs::write(&p, bytes).map_err(io(&p))?;
@@ -620,6 +642,7 @@ mod tests {
             spec,
             weights: Some(b"weights"),
             tokenizer: Some(b"{}"),
+            compiled: &[("model.mil", b"program"), ("weights/weight.bin", b"w")],
         };
         let paths: Vec<PathBuf> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..8)
@@ -654,6 +677,13 @@ mod tests {
             ..model
         };
         assert!(bad.write_package(root.path()).is_err());
+        let bad = EmbeddedModel {
+            key: "0123abce",
+            compiled: &[("../escape", b"x")],
+            ..model
+        };
+        assert!(bad.write_package(root.path()).is_err());
+        assert!(!root.path().join("embedded/escape").exists());
     }
 
     #[test]
