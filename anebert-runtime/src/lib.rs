@@ -3,6 +3,7 @@
 //! fp16 ANE-numerics simulator) everywhere.
 
 pub mod contract;
+pub mod cost;
 pub mod cpu;
 pub mod dtype;
 pub mod infer;

@@ -4,7 +4,10 @@
 //! (`cargo run --bin cargo-anebert -- anebert run ...`, or without the `anebert` word).
 
 mod convert;
+mod inspect;
+mod predict;
 mod run;
+mod select;
 mod tensors;
 
 use clap::{Parser, Subcommand};
@@ -26,6 +29,10 @@ enum Command {
     Convert(convert::ConvertArgs),
     /// Run a Core ML package on the CPU backend: inputs from a safetensors file, every output to another.
     Run(run::RunArgs),
+    /// Show a package: I/O, metadata, op histogram, weight bytes, FLOPs per token, ANE-rule report.
+    Inspect(inspect::InspectArgs),
+    /// The head-appropriate answer for texts: mask fills, labels, tags, embeddings, hidden states.
+    Predict(predict::PredictArgs),
 }
 
 fn main() {
@@ -39,6 +46,8 @@ fn main() {
     let result = match cli.command {
         Command::Convert(a) => convert::run(a),
         Command::Run(a) => run::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Predict(a) => predict::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

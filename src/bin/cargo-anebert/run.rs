@@ -9,7 +9,7 @@ use std::path::PathBuf;
 #[derive(clap::Args)]
 pub struct RunArgs {
     /// The `.mlpackage` directory.
-    #[arg(long)]
+    #[arg(long = "mlpackage", alias = "package")]
     package: PathBuf,
     /// safetensors file with one tensor per model input (int32/int64/f32/f16), named as the inputs.
     #[arg(long)]

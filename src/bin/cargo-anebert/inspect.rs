@@ -1,0 +1,246 @@
+//! `cargo anebert inspect`: what a package holds — I/O, metadata, op histogram, weight bytes by
+//! group, FLOPs per token, and the ANE-rule report.
+
+use crate::select::Select;
+use anebert::cost;
+use anebert::package::all_ops;
+use anebert::{Package, TensorType};
+use anebert_build::graph::ane_rules;
+use anyhow::Result;
+use std::collections::BTreeMap;
+
+#[derive(clap::Args)]
+pub struct InspectArgs {
+    #[command(flatten)]
+    select: Select,
+    /// Print JSON instead of the report.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Ops the ANE does not run (Core ML places them on the CPU), per Apple's and coremltools'
+/// published guidance; `gather` is the embedding lookup, expected once at the start.
+const OFF_ANE: &[&str] = &[
+    "gather",
+    "gather_nd",
+    "gather_along_axis",
+    "scatter",
+    "scatter_nd",
+    "cumsum",
+    "topk",
+    "argsort",
+    "non_zero",
+    "while_loop",
+    "cond",
+];
+
+fn describe(t: &Option<anebert::proto::mil_spec::ValueType>) -> String {
+    t.as_ref()
+        .and_then(|t| TensorType::from_proto(t).ok())
+        .map(|t| format!("{:?} {:?}", t.dtype, t.shape().unwrap_or_default()))
+        .unwrap_or_else(|| "?".into())
+}
+
+pub fn run(a: InspectArgs) -> Result<()> {
+    let mut all = Vec::new();
+    for s in a.select.resolve()? {
+        let pkg = Package::open(&s.package)?;
+        all.push(report(&s.label, &pkg)?);
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        for r in &all {
+            print_report(r);
+        }
+    }
+    Ok(())
+}
+
+fn report(label: &str, pkg: &Package) -> Result<serde_json::Value> {
+    let program = pkg.program();
+    let func = program.functions.values().next();
+    let inputs: Vec<(String, String)> = func
+        .map(|f| {
+            f.inputs
+                .iter()
+                .map(|i| (i.name.clone(), describe(&i.r#type)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut ops: BTreeMap<String, usize> = BTreeMap::new();
+    let mut groups: BTreeMap<String, u64> = BTreeMap::new();
+    let mut types: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut small_last_axis = 0usize;
+    let mut outputs = Vec::new();
+    let out_names: Vec<String> = func
+        .and_then(|f| f.block_specializations.values().next())
+        .map(|b| b.outputs.clone())
+        .unwrap_or_default();
+    for op in all_ops(program) {
+        *ops.entry(op.r#type.clone()).or_insert(0) += 1;
+        for o in &op.outputs {
+            let t = o
+                .r#type
+                .as_ref()
+                .and_then(|t| TensorType::from_proto(t).ok());
+            if let Some(t) = &t {
+                let shape = t.shape().unwrap_or_default();
+                if op.r#type == "const" {
+                    let n: u64 = shape.iter().map(|&d| d as u64).product();
+                    let bytes = n * t.dtype.bits() as u64 / 8;
+                    if n > 64 {
+                        let g = o.name.split('_').next().unwrap_or(&o.name);
+                        let g = if g.starts_with("layer")
+                            && g[5..].chars().all(|c| c.is_ascii_digit())
+                        {
+                            "layer*".to_string()
+                        } else {
+                            g.to_string()
+                        };
+                        *groups.entry(g).or_insert(0) += bytes;
+                    }
+                } else if shape.len() == 4 && shape[3] < 32 && shape[3] > 1 {
+                    small_last_axis += 1;
+                }
+                types.insert(o.name.clone(), shape);
+            }
+            if out_names.contains(&o.name) {
+                outputs.push((o.name.clone(), describe(&o.r#type)));
+            }
+        }
+    }
+    let flops = cost::flops(pkg, None).map_err(anyhow::Error::msg)?;
+    let info = anebert::ModelInfo::from_package(pkg).ok();
+    let seq = info.as_ref().map(|i| i.seq_len).unwrap_or(1).max(1);
+    let fp16 = info.as_ref().is_none_or(|i| i.weights == "fp16");
+    let violations: Vec<serde_json::Value> = ane_rules::check(pkg, fp16)
+        .into_iter()
+        .map(|v| serde_json::json!({"rule": v.rule, "at": v.at, "detail": v.detail}))
+        .collect();
+    let off: BTreeMap<&str, usize> = OFF_ANE
+        .iter()
+        .filter_map(|o| ops.get(*o).map(|n| (*o, *n)))
+        .collect();
+    let md = pkg
+        .spec
+        .description
+        .as_ref()
+        .and_then(|d| d.metadata.as_ref())
+        .map(|m| m.user_defined.clone())
+        .unwrap_or_default();
+    Ok(serde_json::json!({
+        "model": label,
+        "package": pkg.path,
+        "spec_version": pkg.spec.specification_version,
+        "inputs": inputs,
+        "outputs": outputs,
+        "ops": ops,
+        "weight_bytes_by_group": groups,
+        "flops_per_sequence": flops.total(),
+        "flops_per_token": flops.total() / seq as u64,
+        "flops_by_op": flops.by_op,
+        "ane_rule_violations": violations,
+        "ops_off_ane": off,
+        "per_token_tensors_with_last_axis_below_32": small_last_axis,
+        "metadata": md,
+    }))
+}
+
+fn print_report(r: &serde_json::Value) {
+    let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    println!(
+        "{}  ({})",
+        r["model"].as_str().unwrap_or(""),
+        r["package"].as_str().unwrap_or("")
+    );
+    println!("  spec {}", r["spec_version"]);
+    for (k, label) in [("inputs", "input"), ("outputs", "output")] {
+        for io in r[k].as_array().into_iter().flatten() {
+            println!(
+                "  {label:<7} {:<16} {}",
+                io[0].as_str().unwrap_or(""),
+                io[1].as_str().unwrap_or("")
+            );
+        }
+    }
+    let ops = r["ops"].as_object().cloned().unwrap_or_default();
+    let total: u64 = ops
+        .iter()
+        .filter(|(k, _)| *k != "const")
+        .map(|(_, v)| num(v))
+        .sum();
+    let mut hist: Vec<(&String, u64)> = ops.iter().map(|(k, v)| (k, num(v))).collect();
+    hist.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    println!(
+        "  ops: {total} (+ {} const)",
+        ops.get("const").map(num).unwrap_or(0)
+    );
+    for (k, v) in hist.iter().filter(|(k, _)| k.as_str() != "const") {
+        println!("    {v:>6}  {k}");
+    }
+    let groups = r["weight_bytes_by_group"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let wsum: u64 = groups.values().map(num).sum();
+    let mut g: Vec<(&String, u64)> = groups.iter().map(|(k, v)| (k, num(v))).collect();
+    g.sort_by(|a, b| b.1.cmp(&a.1));
+    println!("  weights: {:.2} MB", wsum as f64 / 1e6);
+    for (k, v) in g {
+        println!("    {:>10.3} MB  {k}", v as f64 / 1e6);
+    }
+    println!(
+        "  FLOPs (conv/linear/matmul/einsum, 2 per MAC): {:.4} G per sequence, {:.3} M per token",
+        num(&r["flops_per_sequence"]) as f64 / 1e9,
+        num(&r["flops_per_token"]) as f64 / 1e6
+    );
+    for (k, v) in r["flops_by_op"].as_object().into_iter().flatten() {
+        println!("    {:>10.4} G  {k}", num(v) as f64 / 1e9);
+    }
+    let viol = r["ane_rule_violations"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if viol.is_empty() {
+        println!(
+            "  ANE rules: ok (rank ≤ 5, axis limits, fp16 values, finite constants, inputs used)"
+        );
+    } else {
+        println!("  ANE rules: {} violation(s)", viol.len());
+        for v in viol.iter().take(20) {
+            println!(
+                "    [{}] {}: {}",
+                v["rule"].as_str().unwrap_or(""),
+                v["at"].as_str().unwrap_or(""),
+                v["detail"].as_str().unwrap_or("")
+            );
+        }
+    }
+    for (k, v) in r["ops_off_ane"].as_object().into_iter().flatten() {
+        println!(
+            "  note: {} × {k} runs off the ANE (CPU){}",
+            num(v),
+            if k == "gather" {
+                " — the embedding lookup, expected"
+            } else {
+                ""
+            }
+        );
+    }
+    let small = num(&r["per_token_tensors_with_last_axis_below_32"]);
+    if small > 0 {
+        println!("  note: {small} BC1S tensors have a last axis < 32 (padded to 64 bytes on the ANE: wasted bandwidth)");
+    }
+    println!("  metadata:");
+    for (k, v) in r["metadata"].as_object().into_iter().flatten() {
+        let v = v.as_str().unwrap_or("");
+        let v = if v.len() > 100 {
+            format!("{}…", &v[..v.floor_char_boundary(100)])
+        } else {
+            v.to_string()
+        };
+        println!("    {k} = {v}");
+    }
+    println!();
+}

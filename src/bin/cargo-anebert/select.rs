@@ -1,0 +1,158 @@
+//! Which models a command works on: a package path, a checkpoint converted on the fly (through the
+//! artifact cache), or the models the current crate declares in `[package.metadata.anebert]`.
+
+use anebert_build::{Config, Head, WeightPrecision};
+use anyhow::{bail, Context, Result};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Select {
+    /// An `.mlpackage` directory.
+    #[arg(long, conflicts_with_all = ["model", "manifest_path", "package"])]
+    pub mlpackage: Option<PathBuf>,
+    /// A checkpoint: HuggingFace repo id (`org/name[@revision]`) or directory; converted (and cached).
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Head for `--model`, or a filter on declared models.
+    #[arg(long)]
+    pub head: Option<Head>,
+    /// Sequence length for `--model`, or a filter on declared models.
+    #[arg(long)]
+    pub seq: Option<usize>,
+    /// Weights for `--model`.
+    #[arg(long, default_value = "fp16")]
+    pub weights: WeightPrecision,
+    /// Convert `--model` without rotation.
+    #[arg(long)]
+    pub no_rotate: bool,
+    /// Only the declared model of this name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Cargo.toml of the crate whose `[package.metadata.anebert]` models to use (default ./Cargo.toml).
+    #[arg(long)]
+    pub manifest_path: Option<PathBuf>,
+    /// The workspace member whose declared models to use.
+    #[arg(short = 'p', long)]
+    pub package: Option<String>,
+}
+
+/// A selected model: a label and its package.
+#[derive(Clone, Debug)]
+pub struct Selected {
+    pub label: String,
+    pub package: PathBuf,
+}
+
+/// The manifest of workspace member `name`, from `cargo metadata`.
+fn member_manifest(name: &str, manifest: Option<&Path>) -> Result<PathBuf> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut cmd = std::process::Command::new(cargo);
+    cmd.args(["metadata", "--no-deps", "--format-version", "1"]);
+    if let Some(m) = manifest {
+        cmd.arg("--manifest-path").arg(m);
+    }
+    let out = cmd.output().context("running `cargo metadata`")?;
+    if !out.status.success() {
+        bail!(
+            "`cargo metadata` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let pkgs = v["packages"].as_array().cloned().unwrap_or_default();
+    pkgs.iter()
+        .find(|p| p["name"] == name)
+        .and_then(|p| p["manifest_path"].as_str())
+        .map(PathBuf::from)
+        .with_context(|| {
+            format!(
+                "no package {name:?} in this workspace (members: {})",
+                pkgs.iter()
+                    .filter_map(|p| p["name"].as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+impl Select {
+    /// Conversion settings for `--model`.
+    pub fn config_for(&self, model: &str, head: Head, seq: usize, rotate: bool) -> Config {
+        let mut c = Config::new();
+        c.model(model)
+            .head(head)
+            .seq_len(seq)
+            .weights(self.weights)
+            .rotate(rotate)
+            .manifest_dir(std::env::current_dir().unwrap_or_default());
+        c
+    }
+
+    /// The selected packages (converting through the cache when needed).
+    pub fn resolve(&self) -> Result<Vec<Selected>> {
+        if let Some(p) = &self.mlpackage {
+            return Ok(vec![Selected {
+                label: p.display().to_string(),
+                package: p.clone(),
+            }]);
+        }
+        if let Some(m) = &self.model {
+            let head = self.head.unwrap_or(Head::MaskedLm);
+            let seq = self.seq.unwrap_or(128);
+            let c = self.config_for(m, head, seq, !self.no_rotate);
+            let (arts, _) = c
+                .artifacts()
+                .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;
+            return Ok(arts
+                .into_iter()
+                .map(|a| Selected {
+                    label: format!("{m} {} S={}", head.name(), a.info.seq_len),
+                    package: a.package(),
+                })
+                .collect());
+        }
+        let manifest = match (&self.package, &self.manifest_path) {
+            (Some(p), m) => member_manifest(p, m.as_deref())?,
+            (None, Some(m)) => m.clone(),
+            (None, None) => PathBuf::from("Cargo.toml"),
+        };
+        if !manifest.is_file() {
+            bail!(
+                "{} not found: pass --mlpackage PATH, --model SRC --head H --seq N, or run in a crate that declares models in [package.metadata.anebert]",
+                manifest.display()
+            );
+        }
+        let configs = anebert_build::configs_from_manifest(&manifest)
+            .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;
+        let mut out = Vec::new();
+        for c in configs {
+            let name = c
+                .model_name()
+                .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;
+            if self.name.as_ref().is_some_and(|n| n != &name) {
+                continue;
+            }
+            let (arts, _) = c
+                .artifacts()
+                .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;
+            for a in arts {
+                if self.head.is_some_and(|h| h.name() != a.info.head)
+                    || self.seq.is_some_and(|s| s != a.info.seq_len)
+                {
+                    continue;
+                }
+                out.push(Selected {
+                    label: format!("{name} {} S={}", a.info.head, a.info.seq_len),
+                    package: a.package(),
+                });
+            }
+        }
+        if out.is_empty() {
+            bail!(
+                "no declared model in {} matches the filters (--name/--head/--seq)",
+                manifest.display()
+            );
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,141 @@
+//! `cargo anebert inspect` and `predict` end to end on the shipped fixtures, selecting models by
+//! `--mlpackage`, by `--model` (converted through the artifact cache) and by the fixture crate's
+//! `[package.metadata.anebert]` (`--manifest-path`).
+
+mod common;
+
+use common::fixtures::{fixture, rows};
+use std::process::Command;
+
+fn cargo_anebert(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_cargo-anebert"))
+        .arg("anebert")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn inspect_reports_flops_rules_and_weights() {
+    let model = fixture("modernbert-tiny");
+    let (ok, stdout, stderr) = cargo_anebert(&[
+        "inspect",
+        "--model",
+        model.to_str().unwrap(),
+        "--head",
+        "mlm",
+        "--seq",
+        "64",
+        "--json",
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let r = &v[0];
+    // conv FLOPs per token from the architecture: per layer Wqkv 64→192, Wo 64→64, Wi 64→192,
+    // Wo(mlp) 96→64; the embedding-residual 64→64; head dense 64→64 and decoder 64→1024 —
+    // 2 FLOPs per MAC, S = 64 tokens.
+    let per_token_macs =
+        6 * (64 * 192 + 64 * 64 + 64 * 192 + 96 * 64) + 64 * 64 + 64 * 64 + 64 * 1024;
+    assert_eq!(r["flops_by_op"]["conv"], 2 * 64 * per_token_macs);
+    // Split-einsum attention: QKᵀ and AV, 4 heads × 16 dims, S² each, 6 layers.
+    assert_eq!(r["flops_by_op"]["einsum"], 6 * 2 * (2 * 64 * 64 * 64));
+    assert_eq!(r["ane_rule_violations"].as_array().unwrap().len(), 0);
+    assert_eq!(r["ops_off_ane"]["gather"], 1);
+    assert_eq!(r["inputs"][0][0], "input_ids");
+    assert_eq!(r["metadata"]["anebert.head"], "mlm");
+    assert!(r["weight_bytes_by_group"]["layer*"].as_u64().unwrap() > 400_000);
+
+    let (ok, stdout, _) = cargo_anebert(&[
+        "inspect",
+        "--manifest-path",
+        fixture("../fixture-crate/Cargo.toml").to_str().unwrap(),
+        "--seq",
+        "64",
+    ]);
+    assert!(ok);
+    assert!(
+        stdout.contains("tiny-mlm mlm S=64") && stdout.contains("ANE rules: ok"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("FLOPs (conv/linear/matmul/einsum, 2 per MAC)"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn predict_gives_the_head_appropriate_answer() {
+    let dir = fixture("modernbert-tiny");
+    let row = rows(&dir).into_iter().next().unwrap(); // "The capital of France is [MASK]."
+    let logits = &row.refs["logits"];
+    let v = logits.0[1];
+    let pos = row.ids.iter().position(|&i| i == 1016).unwrap();
+    let want = anebert::metrics::argmax(&logits.1[pos * v..(pos + 1) * v]);
+    let tok = tokenizers::Tokenizer::from_file(dir.join("tokenizer.json")).unwrap();
+    let want = tok.decode(&[want as u32], false).unwrap();
+    let (ok, stdout, stderr) = cargo_anebert(&[
+        "predict",
+        "--manifest-path",
+        fixture("../fixture-crate/Cargo.toml").to_str().unwrap(),
+        "--name",
+        "tiny-mlm",
+        "--seq",
+        "64",
+        "--top",
+        "3",
+        "The capital of France is [MASK].",
+    ]);
+    assert!(ok, "{stderr}");
+    let first = stdout
+        .lines()
+        .find(|l| l.contains('%'))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        first.ends_with(&format!("{want:?}")),
+        "HF top-1 {want:?}; got:\n{stdout}"
+    );
+    assert_eq!(stdout.lines().filter(|l| l.contains('%')).count(), 3);
+
+    let (ok, stdout, stderr) = cargo_anebert(&[
+        "predict",
+        "--model",
+        fixture("modernbert-tiny-tok").to_str().unwrap(),
+        "--head",
+        "token-classification",
+        "--seq",
+        "32",
+        "Hello, world!",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("LABEL_"), "{stdout}");
+
+    // Errors: a text too long, a missing [MASK], a bad selection — clean, exit 1.
+    let (ok, _, stderr) = cargo_anebert(&[
+        "predict",
+        "--model",
+        dir.to_str().unwrap(),
+        "--seq",
+        "8",
+        "one two three four five six seven [MASK]",
+    ]);
+    assert!(!ok && stderr.contains("sequence length 8"), "{stderr}");
+    let (ok, _, stderr) = cargo_anebert(&[
+        "predict",
+        "--model",
+        dir.to_str().unwrap(),
+        "--seq",
+        "16",
+        "no mask",
+    ]);
+    assert!(!ok && stderr.contains("no mask token"), "{stderr}");
+    let (ok, _, stderr) =
+        cargo_anebert(&["predict", "--manifest-path", "/nonexistent/Cargo.toml", "x"]);
+    assert!(!ok && stderr.contains("--mlpackage"), "{stderr}");
+    assert!(!stderr.contains("panicked"));
+}
