@@ -185,7 +185,7 @@ fn print_report(r: &serde_json::Value) {
         .unwrap_or_default();
     let wsum: u64 = groups.values().map(num).sum();
     let mut g: Vec<(&String, u64)> = groups.iter().map(|(k, v)| (k, num(v))).collect();
-    g.sort_by(|a, b| b.1.cmp(&a.1));
+    g.sort_by_key(|e| std::cmp::Reverse(e.1));
     println!("  weights: {:.2} MB", wsum as f64 / 1e6);
     for (k, v) in g {
         println!("    {:>10.3} MB  {k}", v as f64 / 1e6);
@@ -236,7 +236,7 @@ fn print_report(r: &serde_json::Value) {
     for (k, v) in r["metadata"].as_object().into_iter().flatten() {
         let v = v.as_str().unwrap_or("");
         let v = if v.len() > 100 {
-            format!("{}…", &v[..v.floor_char_boundary(100)])
+            format!("{}…", v.chars().take(100).collect::<String>())
         } else {
             v.to_string()
         };
