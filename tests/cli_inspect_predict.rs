@@ -139,3 +139,75 @@ fn predict_gives_the_head_appropriate_answer() {
     assert!(!ok && stderr.contains("--mlpackage"), "{stderr}");
     assert!(!stderr.contains("panicked"));
 }
+
+#[test]
+fn diff_gates_on_fidelity_and_rotation_rescues_outliers() {
+    let model = fixture("modernbert-tiny-outliers");
+    let args = |extra: &[&str]| {
+        let mut v = vec![
+            "diff",
+            "--model",
+            model.to_str().unwrap(),
+            "--seq",
+            "64",
+            "--max-kl",
+            "1e-3",
+        ];
+        v.extend_from_slice(extra);
+        v.into_iter().map(String::from).collect::<Vec<_>>()
+    };
+    let run = |a: Vec<String>| {
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        cargo_anebert(&a)
+    };
+    // Rotation OFF on the outlier fixture breaks fp16: the gate fails, exit status 1.
+    let (ok, stdout, stderr) = run(args(&["--no-rotate"]));
+    assert!(!ok, "{stdout}");
+    assert!(
+        stderr.contains("fidelity gate failed") && stderr.contains("mean per-token KL"),
+        "{stderr}"
+    );
+    // Rotation ON passes, and --compare-rotation shows both with the JSON written.
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("diff.json");
+    let (ok, stdout, stderr) = run(args(&[
+        "--compare-rotation",
+        "--json",
+        json.to_str().unwrap(),
+    ]));
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("fp16-ane rotation on") && stdout.contains("fp16-ane rotation off"),
+        "{stdout}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let r = &v[0]["results"];
+    let (on, off) = (
+        r[0]["mean_kl"].as_f64().unwrap(),
+        r[1]["mean_kl"].as_f64().unwrap(),
+    );
+    println!("outliers fp16-ane mean KL: rotation on {on:.3e}, off {off:.3e}");
+    assert!(on < 2e-4 && off > 0.1, "on {on}, off {off}");
+    assert_eq!(r[0]["mask_top1"], 1.0);
+
+    // Pooled heads: cosine and PSNR gates.
+    let (ok, stdout, stderr) = cargo_anebert(&[
+        "diff",
+        "--model",
+        fixture("modernbert-tiny").to_str().unwrap(),
+        "--head",
+        "embedding",
+        "--seq",
+        "64",
+        "--min-cosine",
+        "0.9999",
+        "--min-psnr",
+        "50",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("pooled outputs"), "{stdout}");
+    // --mlpackage cannot be diffed: it names what to pass instead.
+    let (ok, _, stderr) = cargo_anebert(&["diff", "--mlpackage", "x.mlpackage"]);
+    assert!(!ok && stderr.contains("--model SRC"), "{stderr}");
+}

@@ -349,6 +349,25 @@ impl Config {
         self
     }
 
+    /// The head.
+    pub fn get_head(&self) -> Head {
+        self.spec.head
+    }
+
+    /// The sequence lengths (default 512).
+    pub fn get_seq_lens(&self) -> Vec<usize> {
+        if self.spec.seq_lens.is_empty() {
+            vec![512]
+        } else {
+            self.spec.seq_lens.clone()
+        }
+    }
+
+    /// Whether rotation is on.
+    pub fn get_rotate(&self) -> bool {
+        self.spec.rotate
+    }
+
     fn base_dir(&self) -> PathBuf {
         self.manifest_dir
             .clone()

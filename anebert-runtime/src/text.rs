@@ -165,6 +165,16 @@ impl Model {
         Ok(())
     }
 
+    /// The padding token id the text helpers pad with.
+    pub fn pad_id(&self) -> i32 {
+        self.tokenizer.as_ref().map_or(0, |t| t.pad_id)
+    }
+
+    /// The mask token id, when the tokenizer has one.
+    pub fn mask_id(&self) -> Option<u32> {
+        self.tokenizer.as_ref().and_then(|t| t.mask_id)
+    }
+
     /// Tokenize `text` as the model expects: token ids (with special tokens) and their character
     /// offsets. Fails when longer than the sequence length unless the model truncates.
     pub fn tokenize(&self, text: &str) -> Result<Tokens, Error> {

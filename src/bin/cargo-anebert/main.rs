@@ -4,6 +4,7 @@
 //! (`cargo run --bin cargo-anebert -- anebert run ...`, or without the `anebert` word).
 
 mod convert;
+mod diff;
 mod inspect;
 mod predict;
 mod run;
@@ -31,6 +32,8 @@ enum Command {
     Run(run::RunArgs),
     /// Show a package: I/O, metadata, op histogram, weight bytes, FLOPs per token, ANE-rule report.
     Inspect(inspect::InspectArgs),
+    /// Fidelity against the fp32 reference: KL, PSNR, cosine, top-k; thresholds gate CI.
+    Diff(diff::DiffArgs),
     /// The head-appropriate answer for texts: mask fills, labels, tags, embeddings, hidden states.
     Predict(predict::PredictArgs),
 }
@@ -48,6 +51,7 @@ fn main() {
         Command::Run(a) => run::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Predict(a) => predict::run(a),
+        Command::Diff(a) => diff::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

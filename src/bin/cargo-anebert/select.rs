@@ -88,6 +88,70 @@ impl Select {
         c
     }
 
+    /// The selected models as conversion settings, one per (model, sequence length) — for
+    /// commands that convert variants of them (diff, bench). `--mlpackage` does not qualify.
+    pub fn configs(&self) -> Result<Vec<(String, Config)>> {
+        if self.mlpackage.is_some() {
+            bail!("this command converts reference variants of the checkpoint: select it with --model SRC (and --head, --seq) or by the crate's declared models, not --mlpackage");
+        }
+        let rotate = !self.no_rotate;
+        if let Some(m) = &self.model {
+            let head = self.head.unwrap_or(Head::MaskedLm);
+            let seq = self.seq.unwrap_or(128);
+            return Ok(vec![(
+                format!("{m} {} S={seq}", head.name()),
+                self.config_for(m, head, seq, rotate),
+            )]);
+        }
+        let manifest = self.manifest()?;
+        let mut out = Vec::new();
+        for c in anebert_build::configs_from_manifest(&manifest)
+            .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?
+        {
+            let name = c
+                .model_name()
+                .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;
+            if self.name.as_ref().is_some_and(|n| n != &name)
+                || self.head.is_some_and(|h| h != c.get_head())
+            {
+                continue;
+            }
+            for seq in c.get_seq_lens() {
+                if self.seq.is_some_and(|s| s != seq) {
+                    continue;
+                }
+                let mut c = c.clone();
+                c.seq_len(seq);
+                if self.no_rotate {
+                    c.rotate(false);
+                }
+                out.push((format!("{name} {} S={seq}", c.get_head().name()), c));
+            }
+        }
+        if out.is_empty() {
+            bail!(
+                "no declared model in {} matches the filters (--name/--head/--seq)",
+                manifest.display()
+            );
+        }
+        Ok(out)
+    }
+
+    fn manifest(&self) -> Result<PathBuf> {
+        let manifest = match (&self.package, &self.manifest_path) {
+            (Some(p), m) => member_manifest(p, m.as_deref())?,
+            (None, Some(m)) => m.clone(),
+            (None, None) => PathBuf::from("Cargo.toml"),
+        };
+        if !manifest.is_file() {
+            bail!(
+                "{} not found: pass --mlpackage PATH, --model SRC --head H --seq N, or run in a crate that declares models in [package.metadata.anebert]",
+                manifest.display()
+            );
+        }
+        Ok(manifest)
+    }
+
     /// The selected packages (converting through the cache when needed).
     pub fn resolve(&self) -> Result<Vec<Selected>> {
         if let Some(p) = &self.mlpackage {
@@ -111,17 +175,7 @@ impl Select {
                 })
                 .collect());
         }
-        let manifest = match (&self.package, &self.manifest_path) {
-            (Some(p), m) => member_manifest(p, m.as_deref())?,
-            (None, Some(m)) => m.clone(),
-            (None, None) => PathBuf::from("Cargo.toml"),
-        };
-        if !manifest.is_file() {
-            bail!(
-                "{} not found: pass --mlpackage PATH, --model SRC --head H --seq N, or run in a crate that declares models in [package.metadata.anebert]",
-                manifest.display()
-            );
-        }
+        let manifest = self.manifest()?;
         let configs = anebert_build::configs_from_manifest(&manifest)
             .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;
         let mut out = Vec::new();
