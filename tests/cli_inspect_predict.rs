@@ -211,3 +211,43 @@ fn diff_gates_on_fidelity_and_rotation_rescues_outliers() {
     let (ok, _, stderr) = cargo_anebert(&["diff", "--mlpackage", "x.mlpackage"]);
     assert!(!ok && stderr.contains("--model SRC"), "{stderr}");
 }
+
+#[test]
+fn prepare_fills_dot_anebert_and_check_detects_staleness() {
+    let krate = tempfile::tempdir().unwrap();
+    let ckpt = krate.path().join("ckpt");
+    std::fs::create_dir_all(&ckpt).unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture("modernbert-tiny").join(f), ckpt.join(f)).unwrap();
+    }
+    let manifest = krate.path().join("Cargo.toml");
+    std::fs::write(
+        &manifest,
+        "[package]\nname = \"user\"\nversion = \"0.1.0\"\n[package.metadata.anebert]\nmodel = \"ckpt\"\nname = \"tiny\"\nhead = \"hidden\"\nseq = [16, 32]\n",
+    )
+    .unwrap();
+    let m = manifest.to_str().unwrap();
+    let (ok, stdout, stderr) = cargo_anebert(&["prepare", "--check", "--manifest-path", m]);
+    assert!(
+        !ok && stdout.contains("stale") && stderr.contains("run `cargo anebert prepare`"),
+        "{stdout}{stderr}"
+    );
+    let (ok, stdout, stderr) = cargo_anebert(&["prepare", "--manifest-path", m]);
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        stdout.matches("prepared tiny hidden").count(),
+        2,
+        "{stdout}"
+    );
+    assert!(krate
+        .path()
+        .join(".anebert/tiny-s32/model.mlpackage")
+        .is_dir());
+    let (ok, stdout, stderr) = cargo_anebert(&["prepare", "--check", "--manifest-path", m]);
+    assert!(ok, "{stdout}{stderr}");
+    // The checkpoint changes: the prepared artifacts no longer match.
+    let cfg = std::fs::read_to_string(ckpt.join("config.json")).unwrap();
+    std::fs::write(ckpt.join("config.json"), format!("{cfg}\n")).unwrap();
+    let (ok, stdout, _) = cargo_anebert(&["prepare", "--check", "--manifest-path", m]);
+    assert!(!ok && stdout.matches("stale").count() == 2, "{stdout}");
+}

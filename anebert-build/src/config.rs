@@ -21,6 +21,9 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+/// The directory `cargo anebert prepare` writes beside Cargo.toml (commit it, like `.sqlx/`).
+pub const PREPARED_DIR: &str = ".anebert";
+
 /// The head a model is converted with (`anebert_build::Head::MaskedLm`, ...).
 pub type Head = HeadKind;
 
@@ -450,7 +453,17 @@ impl Config {
             error: Box::new(error),
         };
         let seqs = self.checked_seq_lens()?;
-        let hub = Hub::new(self.hub.clone().unwrap_or_else(HubConfig::from_env));
+        let hub_config = self.hub.clone().unwrap_or_else(HubConfig::from_env);
+        if hub_config.offline.is_some() {
+            // Offline (or docs.rs): artifacts prepared by `cargo anebert prepare` for exactly
+            // this request stand in for the checkpoint.
+            let prepared: Option<Vec<Artifact>> = seqs.iter().map(|&s| self.prepared(s)).collect();
+            if let Some(p) = prepared {
+                let watch = seqs.iter().map(|&s| self.prepared_dir(s)).collect();
+                return Ok((p, watch));
+            }
+        }
+        let hub = Hub::new(hub_config);
         let resolved = source::resolve(&source, &hub).map_err(|e| wrap(e.into()))?;
         let cache = self
             .cache_dir
@@ -463,6 +476,100 @@ impl Config {
             out.push(a);
         }
         Ok((out, resolved.watch))
+    }
+
+    /// What identifies a conversion request independently of the machine: the model as
+    /// declared, the options and the converter version.
+    fn request_id(&self, seq: usize) -> String {
+        use sha2::{Digest, Sha256};
+        let text = format!(
+            "{} | {:?} | anebert {}",
+            self.spec.model.as_deref().unwrap_or_default(),
+            self.options(seq),
+            crate::convert::CONVERTER_VERSION
+        );
+        crate::checkpoint::hex(&Sha256::digest(text.as_bytes()))[..32].to_string()
+    }
+
+    /// `.anebert/{name}-s{seq}` beside the crate's Cargo.toml: where `cargo anebert prepare`
+    /// puts the artifact for offline and docs.rs builds.
+    pub fn prepared_dir(&self, seq: usize) -> PathBuf {
+        let name = self.model_name().unwrap_or_else(|_| "model".into());
+        self.base_dir()
+            .join(PREPARED_DIR)
+            .join(format!("{name}-s{seq}"))
+    }
+
+    /// The prepared artifact for `seq`, when present and made for exactly this request.
+    pub fn prepared(&self, seq: usize) -> Option<Artifact> {
+        let dir = self.prepared_dir(seq);
+        let req = fs::read_to_string(dir.join("request")).ok()?;
+        (req.trim() == self.request_id(seq))
+            .then(|| Artifact::open(&dir))
+            .flatten()
+    }
+
+    /// Fetch and convert every sequence length (online), and copy the artifacts into
+    /// `.anebert/` (atomically, replacing stale ones). Returns the prepared directories.
+    pub fn prepare(&self) -> Result<Vec<PathBuf>, BuildError> {
+        let (arts, _) = self.artifacts()?;
+        let mut out = Vec::new();
+        for a in arts {
+            let dir = self.prepared_dir(a.info.seq_len);
+            let tmp = crate::fsx::tmp_sibling(&dir);
+            let _ = fs::remove_dir_all(&tmp);
+            let res = (|| {
+                for rel in artifact::list_files(&a.dir)? {
+                    if rel.ends_with(".lock")
+                        || rel.starts_with("model.mlmodelc")
+                        || rel.starts_with("mlmodelc")
+                    {
+                        continue;
+                    }
+                    let to = tmp.join(&rel);
+                    if let Some(p) = to.parent() {
+                        fs::create_dir_all(p).map_err(io_err(p))?;
+                    }
+                    fs::copy(a.dir.join(&rel), &to).map_err(io_err(&to))?;
+                }
+                let r = tmp.join("request");
+                fs::write(&r, format!("{}\n", self.request_id(a.info.seq_len)))
+                    .map_err(io_err(&r))?;
+                if dir.exists() {
+                    fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
+                }
+                fs::rename(&tmp, &dir).map_err(io_err(&dir))
+            })();
+            if res.is_err() {
+                let _ = fs::remove_dir_all(&tmp);
+            }
+            res?;
+            out.push(dir);
+        }
+        Ok(out)
+    }
+
+    /// The artifact key each sequence length would have now (resolving the source: the hub
+    /// cache, or a download when not cached) — to tell whether a prepared artifact is stale.
+    pub fn current_keys(&self) -> Result<Vec<(usize, String)>, BuildError> {
+        let (_, source) = self.source()?;
+        let hub = Hub::new(self.hub.clone().unwrap_or_else(HubConfig::from_env));
+        let resolved = source::resolve(&source, &hub)?;
+        Ok(self
+            .checked_seq_lens()?
+            .into_iter()
+            .map(|s| (s, artifact::key(&resolved.fingerprint, &self.options(s))))
+            .collect())
+    }
+
+    /// For each sequence length: whether `.anebert/` holds an up-to-date artifact (`None`: missing
+    /// or made for another request or converter version).
+    pub fn prepared_status(&self) -> Result<Vec<(usize, Option<PathBuf>)>, BuildError> {
+        Ok(self
+            .checked_seq_lens()?
+            .into_iter()
+            .map(|s| (s, self.prepared(s).map(|a| a.dir)))
+            .collect())
     }
 
     /// Convert and place the model under OUT_DIR for `#[anebert::model]`, printing Cargo's

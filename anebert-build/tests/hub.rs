@@ -402,3 +402,41 @@ fn bad_repo_ids_never_reach_the_network() {
     let msg = anebert_build::report(&c.artifacts().unwrap_err());
     assert!(msg.contains("404"), "{msg}");
 }
+
+#[test]
+fn prepared_artifacts_serve_offline_builds() {
+    let server = Server::start();
+    let e = env();
+    let krate = e.out.parent().unwrap().join("crate");
+    std::fs::create_dir_all(&krate).unwrap();
+    let mut c = config(&server, &e, None);
+    c.manifest_dir(&krate).name("tiny");
+    let dirs = c.prepare().unwrap();
+    assert_eq!(dirs, [krate.join(".anebert/tiny-s16")]);
+    assert!(dirs[0].join("model.mlpackage/Manifest.json").is_file());
+    assert_eq!(
+        c.prepared_status().unwrap()[0].1.as_deref(),
+        Some(dirs[0].as_path())
+    );
+    assert_eq!(
+        c.current_keys().unwrap()[0].1,
+        c.prepared(16).unwrap().info.key
+    );
+
+    // Another machine: empty caches, offline (docs.rs) → the prepared artifact, no request.
+    let e2 = env();
+    let n = server.requests().len();
+    let mut offline = config(
+        &server,
+        &e2,
+        Some("DOCS_RS is set: docs.rs builds have no network"),
+    );
+    offline.manifest_dir(&krate).name("tiny");
+    let entries = offline.convert().unwrap();
+    assert_eq!(server.requests().len(), n);
+    assert_eq!(entries[0].info.key, c.prepared(16).unwrap().info.key);
+    // A different request (another sequence length) is not served by it.
+    offline.seq_len(32);
+    let msg = anebert_build::report(&offline.artifacts().unwrap_err());
+    assert!(msg.contains("cargo anebert prepare"), "{msg}");
+}

@@ -7,6 +7,7 @@ mod convert;
 mod diff;
 mod inspect;
 mod predict;
+mod prepare;
 mod run;
 mod select;
 mod tensors;
@@ -32,6 +33,8 @@ enum Command {
     Run(run::RunArgs),
     /// Show a package: I/O, metadata, op histogram, weight bytes, FLOPs per token, ANE-rule report.
     Inspect(inspect::InspectArgs),
+    /// Fetch + convert the declared models into .anebert/ for offline and docs.rs builds (--check: verify).
+    Prepare(prepare::PrepareArgs),
     /// Fidelity against the fp32 reference: KL, PSNR, cosine, top-k; thresholds gate CI.
     Diff(diff::DiffArgs),
     /// The head-appropriate answer for texts: mask fills, labels, tags, embeddings, hidden states.
@@ -52,6 +55,7 @@ fn main() {
         Command::Inspect(a) => inspect::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Diff(a) => diff::run(a),
+        Command::Prepare(a) => prepare::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");
