@@ -251,3 +251,74 @@ fn prepare_fills_dot_anebert_and_check_detects_staleness() {
     let (ok, stdout, _) = cargo_anebert(&["prepare", "--check", "--manifest-path", m]);
     assert!(!ok && stdout.matches("stale").count() == 2, "{stdout}");
 }
+
+#[test]
+fn bench_writes_schema_valid_json_and_an_svg_with_both_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let (json, svg) = (dir.path().join("bench.json"), dir.path().join("bench.svg"));
+    let (ok, stdout, stderr) = cargo_anebert(&[
+        "bench",
+        "--model",
+        fixture("modernbert-tiny").to_str().unwrap(),
+        "--seqs",
+        "16,32",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("tokens/s") && stdout.contains("cpu-fp16-ane"),
+        "{stdout}"
+    );
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/docs/bench.schema.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator.iter_errors(&doc).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let results = doc["results"].as_array().unwrap();
+    assert_eq!(results.len(), 4, "2 lengths × 2 backends");
+    for r in results {
+        let l = &r["latency_ms"];
+        assert!(l["min"].as_f64() <= l["p50"].as_f64() && l["p50"].as_f64() <= l["p99"].as_f64());
+        let s = r["seq_len"].as_f64().unwrap();
+        let tps = s / (l["p50"].as_f64().unwrap() / 1e3);
+        assert!((r["tokens_per_s"].as_f64().unwrap() - tps).abs() < 1e-6 * tps);
+    }
+    // FLOPs grow with S (attention quadratically), from the graph.
+    assert!(results[2]["flops"].as_u64() > results[0]["flops"].as_u64());
+    // A schema violation is caught.
+    let mut bad = doc.clone();
+    bad["results"][0]["backend"] = "gpu".into();
+    assert!(!validator.is_valid(&bad));
+
+    // The SVG parses (well-formed XML, checked with a minimal tag balance) and has both series.
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+    assert!(text.contains("cpu-f32") && text.contains("cpu-fp16-ane"));
+    let series_lines = text
+        .split("<polyline")
+        .skip(1)
+        .filter(|l| {
+            l.split('>')
+                .next()
+                .unwrap_or("")
+                .contains("stroke-width=\"2\"")
+        })
+        .count();
+    assert_eq!(series_lines, 4, "2 panels × 2 series");
+    assert!(text.contains("p50 latency (ms)") && text.contains("tokens / s"));
+}

@@ -3,6 +3,7 @@
 //! Invoked by cargo as `cargo-anebert anebert <command> ...`; also runnable directly
 //! (`cargo run --bin cargo-anebert -- anebert run ...`, or without the `anebert` word).
 
+mod bench;
 mod convert;
 mod diff;
 mod inspect;
@@ -33,6 +34,8 @@ enum Command {
     Run(run::RunArgs),
     /// Show a package: I/O, metadata, op histogram, weight bytes, FLOPs per token, ANE-rule report.
     Inspect(inspect::InspectArgs),
+    /// Latency p50/p90/p99, tokens/s, TFLOP/s, load time and peak RSS per sequence length and backend.
+    Bench(bench::BenchArgs),
     /// Fetch + convert the declared models into .anebert/ for offline and docs.rs builds (--check: verify).
     Prepare(prepare::PrepareArgs),
     /// Fidelity against the fp32 reference: KL, PSNR, cosine, top-k; thresholds gate CI.
@@ -56,6 +59,7 @@ fn main() {
         Command::Predict(a) => predict::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Prepare(a) => prepare::run(a),
+        Command::Bench(a) => bench::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

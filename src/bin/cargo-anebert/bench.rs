@@ -1,0 +1,293 @@
+//! `cargo anebert bench`: per sequence length and backend — package load time, warm-up, then N
+//! runs of one full-length sequence: p50 / p90 / p99 latency, tokens/s, effective TFLOP/s (FLOPs
+//! counted from the graph, printed with the count) and peak RSS. Table, `--json` (schema:
+//! docs/bench.schema.json) and `--plot` (SVG: latency and tokens/s against sequence length).
+
+use crate::select::Select;
+use anebert::cpu::Precision;
+use anebert::{Model, Options, Package};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Version of the JSON document (docs/bench.schema.json).
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    select: Select,
+    /// Sequence lengths to bench (default: the model's), e.g. `128,512,1024`.
+    #[arg(long, value_delimiter = ',')]
+    seqs: Vec<usize>,
+    /// Backends: `cpu-f32`, `cpu-fp16-ane` (the CPU backend in ANE-numerics simulation).
+    #[arg(long, value_delimiter = ',', default_values_t = ["cpu-f32".to_string(), "cpu-fp16-ane".to_string()])]
+    backends: Vec<String>,
+    /// Timed runs per point.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Untimed warm-up runs per point.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Write the results as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an SVG plot of latency and tokens/s against sequence length.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+/// One measured point.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Point {
+    model: String,
+    seq_len: usize,
+    backend: String,
+    load_ms: f64,
+    warmup: usize,
+    runs: usize,
+    latency_ms: Latency,
+    tokens_per_s: f64,
+    flops: u64,
+    tflops: f64,
+    peak_rss_bytes: Option<u64>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+struct Latency {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    mean: f64,
+    min: f64,
+    max: f64,
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Peak resident set size of this process since the last reset (Linux: VmHWM).
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Reset the peak-RSS mark so each point reports its own peak (Linux ≥ 4.0).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn backend_precision(b: &str) -> Result<Precision> {
+    match b {
+        "cpu-f32" | "f32" => Ok(Precision::F32),
+        "cpu-fp16-ane" | "fp16-ane" => Ok(Precision::Fp16Ane),
+        other => bail!(
+            "unknown backend {other:?}: use cpu-f32 or cpu-fp16-ane (Core ML compute units arrive with the Apple backend)"
+        ),
+    }
+}
+
+fn measure(label: &str, package: &Path, backend: &str, a: &BenchArgs) -> Result<Point> {
+    let precision = backend_precision(backend)?;
+    let flops = anebert::cost::flops(&Package::open(package)?, None)
+        .map_err(anyhow::Error::msg)?
+        .total();
+    reset_peak_rss();
+    let t = Instant::now();
+    let model = Model::open(package, &Options::default().precision(precision))?;
+    let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let info = model.info().clone();
+    let s = info.seq_len;
+    // A full-length sequence of ordinary tokens.
+    let ids: Vec<i32> = (0..s)
+        .map(|i| ((i * 7919 + 13) % info.vocab_size) as i32)
+        .collect();
+    let inputs = anebert::contract::encoder_inputs(&ids, s, 0)?;
+    for _ in 0..a.warmup {
+        model.predict(&inputs)?;
+    }
+    let mut samples = Vec::with_capacity(a.runs);
+    for _ in 0..a.runs.max(1) {
+        let t = Instant::now();
+        model.predict(&inputs)?;
+        samples.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    samples.sort_by(f64::total_cmp);
+    let p50 = percentile(&samples, 50.0);
+    Ok(Point {
+        model: label.to_string(),
+        seq_len: s,
+        backend: backend.to_string(),
+        load_ms,
+        warmup: a.warmup,
+        runs: samples.len(),
+        latency_ms: Latency {
+            p50,
+            p90: percentile(&samples, 90.0),
+            p99: percentile(&samples, 99.0),
+            mean: samples.iter().sum::<f64>() / samples.len() as f64,
+            min: samples[0],
+            max: samples[samples.len() - 1],
+        },
+        tokens_per_s: s as f64 / (p50 / 1e3),
+        flops,
+        tflops: flops as f64 / (p50 / 1e3) / 1e12,
+        peak_rss_bytes: peak_rss(),
+    })
+}
+
+pub fn run(a: BenchArgs) -> Result<()> {
+    for b in &a.backends {
+        backend_precision(b)?;
+    }
+    // (label, package) per sequence length.
+    let mut targets: Vec<(String, PathBuf)> = Vec::new();
+    let report = |e: anebert_build::BuildError| anyhow::anyhow!(anebert_build::report(&e));
+    if a.select.mlpackage.is_some() {
+        if !a.seqs.is_empty() {
+            bail!("--seqs needs a checkpoint to convert (--model or declared models), not --mlpackage");
+        }
+        for s in a.select.resolve()? {
+            targets.push((s.label, s.package));
+        }
+    } else {
+        for (label, c) in a.select.configs()? {
+            let name = label
+                .rsplit_once(" S=")
+                .map_or(label.as_str(), |x| x.0)
+                .to_string();
+            let mut c = c;
+            if !a.seqs.is_empty() {
+                c.seq_lens(a.seqs.clone());
+            }
+            let (arts, _) = c.artifacts().map_err(report)?;
+            for art in arts {
+                targets.push((name.clone(), art.package()));
+            }
+        }
+        targets.dedup();
+    }
+    let mut points = Vec::new();
+    println!(
+        "{:<40} {:>6} {:<13} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8} {:>10} {:>9}",
+        "model",
+        "S",
+        "backend",
+        "load ms",
+        "p50 ms",
+        "p90 ms",
+        "p99 ms",
+        "tokens/s",
+        "TFLOP/s",
+        "GFLOP/run",
+        "peak RSS"
+    );
+    for (label, pkg) in &targets {
+        for b in &a.backends {
+            let p = measure(label, pkg, b, &a)
+                .with_context(|| format!("benchmarking {label} on {b}"))?;
+            println!(
+                "{:<40} {:>6} {:<13} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>10.0} {:>8.4} {:>10.3} {:>9}",
+                p.model,
+                p.seq_len,
+                p.backend,
+                p.load_ms,
+                p.latency_ms.p50,
+                p.latency_ms.p90,
+                p.latency_ms.p99,
+                p.tokens_per_s,
+                p.tflops,
+                p.flops as f64 / 1e9,
+                p.peak_rss_bytes
+                    .map_or("-".into(), |b| format!("{:.0} MB", b as f64 / 1e6))
+            );
+            points.push(p);
+        }
+    }
+    println!(
+        "FLOPs: conv/linear/matmul/einsum from the graph's static shapes, 2 per MAC; {} run(s) after {} warm-up; \
+         tokens/s = S / p50 for one full-length sequence",
+        a.runs, a.warmup
+    );
+    if let Some(path) = &a.json {
+        let doc = serde_json::json!({
+            "schema_version": SCHEMA_VERSION,
+            "machine": {
+                "os": std::env::consts::OS,
+                "arch": std::env::consts::ARCH,
+                "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+            },
+            "results": points,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&doc)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &a.plot {
+        plot(&points, path)?;
+    }
+    Ok(())
+}
+
+/// Two panels: p50 latency and tokens/s against sequence length, one series per model × backend.
+fn plot(points: &[Point], path: &Path) -> Result<()> {
+    use plotters::prelude::*;
+    let mut series: BTreeMap<String, Vec<&Point>> = BTreeMap::new();
+    for p in points {
+        series
+            .entry(format!("{} · {}", p.model, p.backend))
+            .or_default()
+            .push(p);
+    }
+    let max_s = points.iter().map(|p| p.seq_len).max().unwrap_or(1) as f64 * 1.05;
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plotting {}: {e}", path.display());
+    let root = SVGBackend::new(path, (1100, 450)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let panels = root.split_evenly((1, 2));
+    type Metric = fn(&Point) -> f64;
+    let metrics: [(&str, Metric); 2] = [
+        ("p50 latency (ms)", |p| p.latency_ms.p50),
+        ("tokens / s", |p| p.tokens_per_s),
+    ];
+    for (panel, (title, f)) in panels.iter().zip(metrics) {
+        let max_y = points.iter().map(f).fold(0.0, f64::max) * 1.1 + 1e-9;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(35)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..max_s, 0.0..max_y)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("sequence length")
+            .draw()
+            .map_err(|e| err(&e))?;
+        for (i, (name, pts)) in series.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            let mut pts: Vec<(f64, f64)> = pts.iter().map(|p| (p.seq_len as f64, f(p))).collect();
+            pts.sort_by(|a, b| a.0.total_cmp(&b.0));
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+                .map_err(|e| err(&e))?
+                .label(name.clone())
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+            chart
+                .draw_series(pts.into_iter().map(|xy| Circle::new(xy, 3, color.filled())))
+                .map_err(|e| err(&e))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
