@@ -10,6 +10,12 @@ use common::fixtures::{fixture, rows, Row};
 use std::process::Command;
 
 /// Single-text cases of a fixture: (text, reference row).
+/// These tests pin the CPU backend: they check its numerics against `cargo anebert run` and the
+/// HF references. The Core ML backend has its own suite (tests/coreml.rs, on a Mac).
+fn cpu() -> Options {
+    Options::default().backend(anebert::Backend::Cpu)
+}
+
 fn single_cases(name: &str) -> Vec<(String, Row)> {
     let dir = fixture(name);
     let manifest: serde_json::Value =
@@ -50,7 +56,7 @@ fn consts_describe_the_models() {
 
 #[test]
 fn typed_predict_equals_cargo_anebert_run() {
-    let model = FillMask::load().unwrap();
+    let model = FillMask::load_with(&cpu()).unwrap();
     let (text, row) = &single_cases("modernbert-tiny")[0];
     let ids = model.tokenize(text).unwrap().ids;
     assert_eq!(&ids, &row.ids, "tokenizer differs from HF's");
@@ -119,7 +125,7 @@ fn typed_predict_equals_cargo_anebert_run() {
 
 #[test]
 fn fill_mask_top1_matches_huggingface() {
-    let model = FillMask::load().unwrap();
+    let model = FillMask::load_with(&cpu()).unwrap();
     let mut checked = 0;
     for (text, row) in single_cases("modernbert-tiny") {
         if !text.contains("[MASK]") {
@@ -146,8 +152,8 @@ fn fill_mask_top1_matches_huggingface() {
 
 #[test]
 fn classify_and_tag_match_huggingface() {
-    let cls = Classifier::load().unwrap();
-    let tag = Tagger::load().unwrap();
+    let cls = Classifier::load_with(&cpu()).unwrap();
+    let tag = Tagger::load_with(&cpu()).unwrap();
     let mut n = 0;
     for (text, row) in single_cases("modernbert-tiny-cls") {
         if row.len() > 64 {
@@ -190,8 +196,8 @@ fn classify_and_tag_match_huggingface() {
 
 #[test]
 fn embed_and_hidden_match_huggingface_in_f32() {
-    let emb = Embedder::load().unwrap();
-    let hid = Hidden::load().unwrap();
+    let emb = Embedder::load_with(&cpu()).unwrap();
+    let hid = Hidden::load_with(&cpu()).unwrap();
     let mut worst = 1.0f64;
     let cases = single_cases("modernbert-tiny");
     for (text, row) in &cases {
@@ -216,7 +222,7 @@ fn embed_and_hidden_match_huggingface_in_f32() {
 #[test]
 fn long_texts_fail_unless_truncating_and_options_apply() {
     let long = "word ".repeat(100);
-    let m = FillMaskShort::load().unwrap();
+    let m = FillMaskShort::load_with(&cpu()).unwrap();
     let e = m
         .fill_mask(&format!("{long} [MASK]"))
         .unwrap_err()
@@ -225,13 +231,12 @@ fn long_texts_fail_unless_truncating_and_options_apply() {
         e.contains("do not fit the model's sequence length 64"),
         "{e}"
     );
-    let t = FillMaskShort::load_with(&Options::default().truncate(true)).unwrap();
+    let t = FillMaskShort::load_with(&cpu().truncate(true)).unwrap();
     let ids = t.tokenize(&long).unwrap().ids;
     assert_eq!(ids.len(), 64);
     assert_eq!(ids[63], 1014, "truncation keeps [SEP]");
     // fp16 ANE simulation still fills the mask like HF on the first case.
-    let sim = FillMask::load_with(&Options::default().precision(anebert::cpu::Precision::Fp16Ane))
-        .unwrap();
+    let sim = FillMask::load_with(&cpu().precision(anebert::cpu::Precision::Fp16Ane)).unwrap();
     let p = sim.fill_mask("The capital of France is [MASK].").unwrap();
     assert_eq!(p.len(), 1);
     // The untyped API refuses a helper of another head, naming both.
@@ -240,10 +245,19 @@ fn long_texts_fail_unless_truncating_and_options_apply() {
         e.contains("sequence-classification") && e.contains("mlm"),
         "{e}"
     );
-    let e = FillMask::load_with(&Options::default().backend(anebert::Backend::CoreMl)).unwrap_err();
-    assert!(
-        e.to_string().contains("coreml backend is not available"),
-        "{e}"
-    );
+    #[cfg(not(target_vendor = "apple"))]
+    {
+        let e =
+            FillMask::load_with(&Options::default().backend(anebert::Backend::CoreMl)).unwrap_err();
+        assert!(
+            e.to_string().contains("coreml backend is not available"),
+            "{e}"
+        );
+        // Auto is the CPU backend off Apple platforms.
+        assert_eq!(
+            FillMask::load().unwrap().model().backend(),
+            anebert::Backend::Cpu
+        );
+    }
     assert!(anebert_fixture_crate::FillMaskInput::from_ids(&[1; 300]).is_err());
 }

@@ -3,20 +3,7 @@
 
 mod common;
 
-use std::process::Command;
-
-fn cargo_anebert(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cargo-anebert"))
-        .arg("anebert")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::cargo_anebert;
 
 #[test]
 fn convert_prints_a_summary_and_writes_the_package() {

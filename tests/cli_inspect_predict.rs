@@ -4,21 +4,8 @@
 
 mod common;
 
+use common::cargo_anebert;
 use common::fixtures::{fixture, rows};
-use std::process::Command;
-
-fn cargo_anebert(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cargo-anebert"))
-        .arg("anebert")
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 #[test]
 fn inspect_reports_flops_rules_and_weights() {

@@ -278,47 +278,30 @@ pub fn find_xcrun() -> Option<PathBuf> {
 /// first-load compile.
 pub fn compile_mlmodelc(a: &Artifact, xcrun: &Path) -> Result<PathBuf, ArtifactError> {
     let out = a.dir.join("model.mlmodelc");
-    let done = a.dir.join("mlmodelc.complete");
-    if done.is_file() && out.is_dir() {
-        return Ok(out);
-    }
-    let lock_path = a.dir.join("mlmodelc.lock");
-    let lock = File::create(&lock_path).map_err(io_err(&lock_path))?;
-    lock.lock().map_err(io_err(&lock_path))?;
-    if done.is_file() && out.is_dir() {
-        return Ok(out);
-    }
-    let tmp = crate::fsx::tmp_sibling(&out);
-    let _ = fs::remove_dir_all(&tmp);
-    fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    let result = (|| {
+    anebert_runtime::fsx::produce_once(&out, |scratch| {
         let o = std::process::Command::new(xcrun)
             .args(["coremlcompiler", "compile"])
             .arg(a.package())
-            .arg(&tmp)
+            .arg(scratch)
             .output()
-            .map_err(io_err(xcrun))?;
-        let compiled = tmp.join("model.mlmodelc");
+            .map_err(|e| format!("running {}: {e}", xcrun.display()))?;
+        let compiled = scratch.join("model.mlmodelc");
         if !o.status.success() || !compiled.is_dir() {
-            return Err(ArtifactError::Io {
-                path: a.package(),
-                source: io::Error::other(format!(
-                    "`xcrun coremlcompiler compile` failed ({}): {}{}",
-                    o.status,
-                    String::from_utf8_lossy(&o.stderr).trim(),
-                    if compiled.is_dir() {
-                        ""
-                    } else {
-                        " (no model.mlmodelc produced)"
-                    }
-                )),
-            });
+            return Err(format!(
+                "`xcrun coremlcompiler compile` failed ({}): {}{}",
+                o.status,
+                String::from_utf8_lossy(&o.stderr).trim(),
+                if compiled.is_dir() {
+                    ""
+                } else {
+                    " (no model.mlmodelc produced)"
+                }
+            ));
         }
-        let _ = fs::remove_dir_all(&out);
-        fs::rename(&compiled, &out).map_err(io_err(&out))?;
-        fs::write(&done, b"").map_err(io_err(&done))?;
-        Ok(out.clone())
-    })();
-    let _ = fs::remove_dir_all(&tmp);
-    result
+        Ok(compiled)
+    })
+    .map_err(|e| ArtifactError::Io {
+        path: a.package(),
+        source: io::Error::other(e.to_string()),
+    })
 }

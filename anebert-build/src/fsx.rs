@@ -2,20 +2,8 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A temporary sibling of `path`, unique across processes *and* threads (`.{name}.tmp-{pid}-{n}`),
-/// to be renamed over `path` once complete.
-pub(crate) fn tmp_sibling(path: &Path) -> PathBuf {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let parent = path.parent().unwrap_or(Path::new("."));
-    parent.join(format!(
-        ".{}.tmp-{}-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
-}
+pub(crate) use anebert_runtime::fsx::tmp_sibling;
 
 /// Write `bytes` to `path` atomically (temporary sibling + rename), creating the parent.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, io::Error)> {

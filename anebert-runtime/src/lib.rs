@@ -3,9 +3,11 @@
 //! fp16 ANE-numerics simulator) everywhere.
 
 pub mod contract;
+pub mod coreml;
 pub mod cost;
 pub mod cpu;
 pub mod dtype;
+pub mod fsx;
 pub mod infer;
 pub mod metrics;
 pub mod model;

@@ -3,9 +3,11 @@
 //! recorded about it ([`ModelInfo`]), and run it.
 
 use crate::contract::{self, ContractError, HeadKind};
+use crate::coreml::arrays::InputSpec;
+use crate::coreml::placement::{Placement, PlacementShortfall};
 use crate::cpu::{CpuError, CpuModel, Precision};
 use crate::package::{Package, PackageError};
-use crate::Tensor;
+use crate::{proto, Tensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -16,8 +18,8 @@ pub const BACKEND_ENV: &str = "ANEBERT_BACKEND";
 /// Which engine executes the model.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum Backend {
-    /// `ANEBERT_BACKEND` when set; otherwise Core ML on Apple platforms once that backend is
-    /// available, and the CPU backend elsewhere.
+    /// `ANEBERT_BACKEND` when set; otherwise Core ML on Apple platforms and the CPU backend
+    /// elsewhere.
     #[default]
     Auto,
     /// The CPU MIL interpreter (every platform).
@@ -53,16 +55,25 @@ impl std::fmt::Display for Backend {
 impl Backend {
     /// The concrete backend `self` selects, reading `ANEBERT_BACKEND` for [`Backend::Auto`].
     pub fn resolve(self) -> Result<Backend, Error> {
+        let env = std::env::var(BACKEND_ENV).ok();
+        self.resolve_with(env.as_deref())
+    }
+
+    /// [`Backend::resolve`] with the value of `ANEBERT_BACKEND` given.
+    pub fn resolve_with(self, env: Option<&str>) -> Result<Backend, Error> {
+        let platform = if cfg!(target_vendor = "apple") {
+            Backend::CoreMl
+        } else {
+            Backend::Cpu
+        };
         match self {
-            Backend::Auto => match std::env::var(BACKEND_ENV) {
-                Ok(v) if !v.trim().is_empty() => match v.parse::<Backend>() {
-                    Ok(Backend::Auto) => Ok(Backend::Cpu),
+            Backend::Auto => match env.map(str::trim) {
+                Some(v) if !v.is_empty() => match v.parse::<Backend>() {
+                    Ok(Backend::Auto) => Ok(platform),
                     Ok(b) => Ok(b),
                     Err(msg) => Err(Error::Options(format!("{BACKEND_ENV}: {msg}"))),
                 },
-                // The Core ML backend is not part of this build yet: the CPU backend runs
-                // everywhere, including on Apple platforms.
-                _ => Ok(Backend::Cpu),
+                _ => Ok(platform),
             },
             b => Ok(b),
         }
@@ -125,6 +136,8 @@ pub struct Options {
     compute_units: ComputeUnits,
     precision: Precision,
     truncate: bool,
+    function: Option<String>,
+    min_ane_share: Option<f64>,
 }
 
 impl Options {
@@ -148,6 +161,25 @@ impl Options {
         self.truncate = truncate;
         self
     }
+    /// The function of a multifunction package to run (default: the package's default or only
+    /// function). Core ML needs macOS 15 / iOS 18 for this.
+    pub fn function(mut self, name: impl Into<String>) -> Self {
+        self.function = Some(name.into());
+        self
+    }
+    /// Fail `load` on Core ML when fewer than `share` (0..=1) of the model's ops run on the Neural
+    /// Engine, per Core ML's compute plan (macOS 14.4 / iOS 17.4) — instead of silently running
+    /// on the CPU or GPU. The CPU backend has no placement; the option does not apply to it.
+    ///
+    /// ```
+    /// use anebert_runtime::model::Options;
+    /// let opts = Options::default().min_ane_share(0.9);
+    /// assert_eq!(opts.get_min_ane_share(), Some(0.9));
+    /// ```
+    pub fn min_ane_share(mut self, share: f64) -> Self {
+        self.min_ane_share = Some(share);
+        self
+    }
     /// The backend asked for.
     pub fn get_backend(&self) -> Backend {
         self.backend
@@ -163,6 +195,14 @@ impl Options {
     /// Whether long texts are truncated.
     pub fn truncates(&self) -> bool {
         self.truncate
+    }
+    /// The function asked for.
+    pub fn get_function(&self) -> Option<&str> {
+        self.function.as_deref()
+    }
+    /// The required Neural Engine share, if any.
+    pub fn get_min_ane_share(&self) -> Option<f64> {
+        self.min_ane_share
     }
 }
 
@@ -184,6 +224,12 @@ pub enum Error {
     /// A bad option or environment setting.
     #[error("{0}")]
     Options(String),
+    /// Core ML refused to compile, load or run the model.
+    #[error("Core ML: {0}")]
+    CoreMl(String),
+    /// Too little of the model runs on the Neural Engine (see [`Options::min_ane_share`]).
+    #[error(transparent)]
+    Placement(#[from] PlacementShortfall),
     /// The backend is not available on this platform or in this build.
     #[error("the {backend} backend is not available: {why}")]
     BackendUnavailable {
@@ -264,17 +310,19 @@ pub struct ModelInfo {
 impl ModelInfo {
     /// Read the anebert metadata of a package.
     pub fn from_package(package: &Package) -> Result<ModelInfo, Error> {
-        let md = package
-            .spec
-            .description
-            .as_ref()
-            .and_then(|d| d.metadata.as_ref())
-            .map(|m| m.user_defined.clone())
-            .unwrap_or_default();
+        Self::from_spec(&package.spec, &package.path)
+    }
+
+    /// Read the anebert metadata of a spec; `label` names it in errors.
+    pub fn from_spec(spec: &proto::Model, label: &Path) -> Result<ModelInfo, Error> {
+        Self::labelled(crate::package::user_metadata(spec), label)
+    }
+
+    fn labelled(md: BTreeMap<String, String>, label: &Path) -> Result<ModelInfo, Error> {
         Self::from_metadata(md).map_err(|msg| {
             Error::Metadata(format!(
-                "{}: {msg}; is this a package written by anebert? (convert it with `cargo anebert convert`)",
-                package.path.display()
+                "{}: {msg}; is this a model written by anebert? (convert it with `cargo anebert convert`)",
+                label.display()
             ))
         })
     }
@@ -392,13 +440,7 @@ impl EmbeddedModel {
         };
         let parent = root.join("embedded");
         std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let tmp = parent.join(format!(
-            ".{}.tmp-{}-{}",
-            self.key,
-            std::process::id(),
-            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
+        let tmp = crate::fsx::tmp_sibling(&dir);
         let result = (|| {
             let core = tmp.join("model.mlpackage/Data").join(manifest::AUTHOR);
             let wdir = core.join(manifest::WEIGHTS_ITEM_NAME);
@@ -475,6 +517,8 @@ pub struct Model {
 
 enum Engine {
     Cpu(CpuModel),
+    #[cfg(target_vendor = "apple")]
+    CoreMl(crate::coreml::apple::CoreMlModel),
 }
 
 impl std::fmt::Debug for Model {
@@ -487,19 +531,54 @@ impl std::fmt::Debug for Model {
     }
 }
 
+/// Where Core ML finds the compiled model.
+#[cfg_attr(not(target_vendor = "apple"), allow(dead_code))]
+enum Compiled {
+    /// An existing, complete `.mlmodelc`.
+    Ready(PathBuf),
+    /// The cache entry to compile the package into (once) unless it is already there.
+    Cache(PathBuf),
+}
+
 impl Model {
-    /// Load an embedded model.
+    /// Load an embedded model. On Core ML the package (and the `.mlmodelc` compiled at build
+    /// time, when the crate was built on a Mac) is written once to
+    /// `{cache}/embedded/{key}/`; without a compiled model it is compiled there on first load.
     pub fn load_embedded(model: &EmbeddedModel, options: &Options) -> Result<Model, Error> {
-        let label = format!("<embedded model {}>", model.name);
+        let label = PathBuf::from(format!("<embedded model {}>", model.name));
+        if options.backend.resolve()? == Backend::CoreMl {
+            let spec = <proto::Model as prost::Message>::decode(model.spec).map_err(|source| {
+                PackageError::Decode {
+                    path: label.clone(),
+                    source,
+                }
+            })?;
+            let info = ModelInfo::from_spec(&spec, &label)?;
+            let package = model.write_package(&cache_dir())?;
+            let inputs = spec
+                .description
+                .as_ref()
+                .map(InputSpec::from_description)
+                .unwrap_or_default();
+            // `write_package` placed the build-time `.mlmodelc` (if any) atomically beside it.
+            let compiled = package.with_file_name("model.mlmodelc");
+            let compiled = if model.compiled.is_empty() {
+                Compiled::Cache(compiled)
+            } else {
+                Compiled::Ready(compiled)
+            };
+            return Self::on_coreml(info, &package, compiled, inputs, model.tokenizer, options);
+        }
         let package = Package::from_bytes(&label, model.spec, model.weights.map(<[u8]>::to_vec))?;
         Self::from_package(&package, model.tokenizer, options)
     }
 
-    /// Load a `.mlpackage` directory written by anebert; `tokenizer.json` is taken from beside it
-    /// (`<package>/../tokenizer.json`) or from inside it when present.
+    /// Load a model written by anebert from a directory: an `.mlpackage` (any backend), or on
+    /// Core ML also a compiled `.mlmodelc`. `tokenizer.json` is taken from beside it
+    /// (`<dir>/../tokenizer.json`) or from inside it when present. Core ML compiles an
+    /// `.mlpackage` once into `{cache}/compiled/{key}/` (key: [`crate::coreml::package_key`]).
     pub fn open(path: impl AsRef<Path>, options: &Options) -> Result<Model, Error> {
         let path = path.as_ref();
-        let package = Package::open(path)?;
         let candidates = [
             path.join("tokenizer.json"),
             path.parent()
@@ -513,10 +592,49 @@ impl Model {
             })?),
             None => None,
         };
-        Self::from_package(&package, tokenizer.as_deref(), options)
+        let tokenizer = tokenizer.as_deref();
+        if options.backend.resolve()? != Backend::CoreMl {
+            let package = Package::open(path)?;
+            return Self::from_package(&package, tokenizer, options);
+        }
+        let compiled_only = !path.join("Manifest.json").is_file();
+        if compiled_only && path.join("metadata.json").is_file() {
+            let md = crate::coreml::CompiledMetadata::read(path).map_err(Error::CoreMl)?;
+            let info = ModelInfo::labelled(md.user_defined, path)?;
+            return Self::on_coreml(
+                info,
+                path,
+                Compiled::Ready(path.to_path_buf()),
+                md.inputs,
+                tokenizer,
+                options,
+            );
+        }
+        let spec = Package::open_spec(path)?;
+        let info = ModelInfo::from_spec(&spec, path)?;
+        let inputs = spec
+            .description
+            .as_ref()
+            .map(InputSpec::from_description)
+            .unwrap_or_default();
+        let compiled =
+            crate::coreml::compiled_path(&cache_dir(), path).map_err(|source| Error::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Self::on_coreml(
+            info,
+            path,
+            Compiled::Cache(compiled),
+            inputs,
+            tokenizer,
+            options,
+        )
     }
 
-    /// Load an already-read package with an optional `tokenizer.json`.
+    /// Load an already-read package with an optional `tokenizer.json`. Core ML loads from files:
+    /// a package read from disk is loaded from its directory; one built in memory needs
+    /// [`Model::load_embedded`] or the CPU backend.
     pub fn from_package(
         package: &Package,
         tokenizer: Option<&[u8]>,
@@ -524,20 +642,93 @@ impl Model {
     ) -> Result<Model, Error> {
         let info = ModelInfo::from_package(package)?;
         let engine = match options.backend.resolve()? {
-            Backend::Cpu | Backend::Auto => {
-                Engine::Cpu(CpuModel::load(package, None, options.precision)?)
-            }
+            Backend::Cpu | Backend::Auto => Engine::Cpu(CpuModel::load(
+                package,
+                options.function.as_deref(),
+                options.precision,
+            )?),
             Backend::CoreMl => {
-                return Err(Error::BackendUnavailable {
-                    backend: Backend::CoreMl,
-                    why: if cfg!(target_vendor = "apple") {
-                        "this build of anebert has no Core ML backend yet; use Backend::Cpu".into()
-                    } else {
-                        "Core ML exists only on Apple platforms; use Backend::Cpu (or Auto)".into()
+                if !package.path.join("Manifest.json").is_file() {
+                    return Err(Error::BackendUnavailable {
+                        backend: Backend::CoreMl,
+                        why: format!(
+                            "{} is not a package directory, and Core ML loads models from files; \
+                             use Model::open or Model::load_embedded",
+                            package.path.display()
+                        ),
+                    });
+                }
+                let inputs = package
+                    .spec
+                    .description
+                    .as_ref()
+                    .map(InputSpec::from_description)
+                    .unwrap_or_default();
+                let compiled = crate::coreml::compiled_path(&cache_dir(), &package.path).map_err(
+                    |source| Error::Io {
+                        path: package.path.clone(),
+                        source,
                     },
-                })
+                )?;
+                return Self::on_coreml(
+                    info,
+                    &package.path,
+                    Compiled::Cache(compiled),
+                    inputs,
+                    tokenizer,
+                    options,
+                );
             }
         };
+        Self::assemble(info, engine, tokenizer, options)
+    }
+
+    /// Load on Core ML from a compiled `.mlmodelc`, compiling `package` into the cache first when
+    /// needed; then check the Neural Engine share when asked to.
+    #[cfg_attr(not(target_vendor = "apple"), allow(unused_variables))]
+    fn on_coreml(
+        info: ModelInfo,
+        package: &Path,
+        compiled: Compiled,
+        inputs: Vec<InputSpec>,
+        tokenizer: Option<&[u8]>,
+        options: &Options,
+    ) -> Result<Model, Error> {
+        #[cfg(target_vendor = "apple")]
+        {
+            use crate::coreml::apple;
+            let compiled = match compiled {
+                Compiled::Ready(p) => p,
+                Compiled::Cache(p) => crate::fsx::produce_once(&p, |_| apple::compile(package))
+                    .map_err(|e| Error::CoreMl(format!("compiling {}: {e}", package.display())))?,
+            };
+            let m = apple::CoreMlModel::load(
+                &compiled,
+                options.compute_units,
+                options.function.as_deref(),
+                inputs,
+            )
+            .map_err(Error::CoreMl)?;
+            if let Some(min) = options.min_ane_share {
+                m.placement()
+                    .map_err(Error::CoreMl)?
+                    .require_ane_share(min)?;
+            }
+            Self::assemble(info, Engine::CoreMl(m), tokenizer, options)
+        }
+        #[cfg(not(target_vendor = "apple"))]
+        Err(Error::BackendUnavailable {
+            backend: Backend::CoreMl,
+            why: "Core ML exists only on Apple platforms; use Backend::Cpu (or Auto)".into(),
+        })
+    }
+
+    fn assemble(
+        info: ModelInfo,
+        engine: Engine,
+        tokenizer: Option<&[u8]>,
+        options: &Options,
+    ) -> Result<Model, Error> {
         #[cfg(not(feature = "text"))]
         let _ = tokenizer;
         Ok(Model {
@@ -561,6 +752,24 @@ impl Model {
     pub fn backend(&self) -> Backend {
         match self.engine {
             Engine::Cpu(_) => Backend::Cpu,
+            #[cfg(target_vendor = "apple")]
+            Engine::CoreMl(_) => Backend::CoreMl,
+        }
+    }
+
+    /// Where Core ML runs each op (its `MLComputePlan`, macOS 14.4 / iOS 17.4), for the compute
+    /// units the model was loaded with. The CPU backend has no placement to report.
+    pub fn placement(&self) -> Result<Placement, Error> {
+        match &self.engine {
+            Engine::Cpu(_) => Err(Error::BackendUnavailable {
+                backend: Backend::CoreMl,
+                why: "placement reports come from Core ML's compute plan, and this model runs on \
+                      the CPU backend (every op on the CPU); load it with Backend::CoreMl on an \
+                      Apple platform"
+                    .into(),
+            }),
+            #[cfg(target_vendor = "apple")]
+            Engine::CoreMl(m) => m.placement().map_err(Error::CoreMl),
         }
     }
 
@@ -576,6 +785,8 @@ impl Model {
     ) -> Result<BTreeMap<String, Tensor>, Error> {
         match &self.engine {
             Engine::Cpu(m) => Ok(m.predict(inputs)?),
+            #[cfg(target_vendor = "apple")]
+            Engine::CoreMl(m) => m.predict(inputs).map_err(Error::CoreMl),
         }
     }
 
@@ -630,6 +841,43 @@ mod tests {
             assert_eq!(u.to_string().parse::<ComputeUnits>().unwrap(), u);
         }
         assert_eq!(ComputeUnits::default(), ComputeUnits::CpuAndNeuralEngine);
+    }
+
+    #[test]
+    fn auto_is_core_ml_on_apple_and_the_cpu_elsewhere_unless_the_env_says() {
+        let platform = if cfg!(target_vendor = "apple") {
+            Backend::CoreMl
+        } else {
+            Backend::Cpu
+        };
+        for env in [None, Some(""), Some("auto"), Some(" Auto ")] {
+            assert_eq!(
+                Backend::Auto.resolve_with(env).unwrap(),
+                platform,
+                "{env:?}"
+            );
+        }
+        assert_eq!(
+            Backend::Auto.resolve_with(Some("cpu")).unwrap(),
+            Backend::Cpu
+        );
+        assert_eq!(
+            Backend::Auto.resolve_with(Some("coreml")).unwrap(),
+            Backend::CoreMl
+        );
+        // An explicit choice wins over the environment.
+        assert_eq!(
+            Backend::Cpu.resolve_with(Some("coreml")).unwrap(),
+            Backend::Cpu
+        );
+        let e = Backend::Auto
+            .resolve_with(Some("tpu"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("ANEBERT_BACKEND") && e.contains("auto, cpu or coreml"),
+            "{e}"
+        );
     }
 
     #[test]

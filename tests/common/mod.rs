@@ -78,3 +78,17 @@ pub fn is_fp16(t: &Tensor) -> bool {
     t.dtype() == DType::F16
 }
 pub mod fixtures;
+
+/// Run `cargo-anebert anebert ARGS`: (success, stdout, stderr).
+pub fn cargo_anebert(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cargo-anebert"))
+        .arg("anebert")
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}

@@ -219,8 +219,16 @@ impl Hub {
     /// A client for `config`.
     pub fn new(config: HubConfig) -> Hub {
         let agent = |redirects: u32| -> ureq::Agent {
-            ureq::Agent::config_builder()
-                .max_redirects(redirects)
+            let b = ureq::Agent::config_builder();
+            // Apple platforms use the system TLS stack and its trust store (see Cargo.toml).
+            #[cfg(target_vendor = "apple")]
+            let b = b.tls_config(
+                ureq::tls::TlsConfig::builder()
+                    .provider(ureq::tls::TlsProvider::NativeTls)
+                    .root_certs(ureq::tls::RootCerts::PlatformVerifier)
+                    .build(),
+            );
+            b.max_redirects(redirects)
                 .http_status_as_error(false)
                 .timeout_connect(Some(Duration::from_secs(30)))
                 .timeout_recv_response(Some(Duration::from_secs(60)))

@@ -89,6 +89,28 @@ impl Package {
     /// blob reference in the program (the offset must point at a blob of the declared dtype and size).
     pub fn open(path: impl AsRef<Path>) -> Result<Package, PackageError> {
         let path = path.as_ref();
+        let (spec_path, bytes) = Self::read_root(path)?;
+        // `@model_path` is the folder holding the spec; the weights are beside it.
+        let model_dir = spec_path.parent().unwrap_or(path).to_path_buf();
+        Self::decode(path, &spec_path, &bytes, |file| {
+            let wpath = model_dir.join("weights").join(file);
+            let bytes = fs::read(&wpath).map_err(io_err(&wpath))?;
+            Ok((bytes, wpath))
+        })
+    }
+
+    /// Read only a package's spec (manifest checked, weights neither read nor validated): what
+    /// a backend that loads the files itself (Core ML) needs to know about the model.
+    pub fn open_spec(path: impl AsRef<Path>) -> Result<proto::Model, PackageError> {
+        let (spec_path, bytes) = Self::read_root(path.as_ref())?;
+        proto::Model::decode(bytes.as_slice()).map_err(|source| PackageError::Decode {
+            path: spec_path,
+            source,
+        })
+    }
+
+    /// Check the manifest and its items; the root spec's path and bytes.
+    fn read_root(path: &Path) -> Result<(PathBuf, Vec<u8>), PackageError> {
         let manifest_path = path.join("Manifest.json");
         if !manifest_path.is_file() {
             return Err(PackageError::NotAPackage(path.to_path_buf()));
@@ -111,13 +133,7 @@ impl Package {
         }
         let spec_path = data.join(&manifest.root().path);
         let bytes = fs::read(&spec_path).map_err(io_err(&spec_path))?;
-        // `@model_path` is the folder holding the spec; the weights are beside it.
-        let model_dir = spec_path.parent().unwrap_or(path).to_path_buf();
-        Self::decode(path, &spec_path, &bytes, |file| {
-            let wpath = model_dir.join("weights").join(file);
-            let bytes = fs::read(&wpath).map_err(io_err(&wpath))?;
-            Ok((bytes, wpath))
-        })
+        Ok((spec_path, bytes))
     }
 
     /// A package from its parts in memory: the `model.mlmodel` bytes and the `weight.bin` bytes
@@ -220,6 +236,11 @@ impl Package {
         })
     }
 
+    /// The spec's user-defined metadata (`anebert.*` for packages anebert wrote).
+    pub fn user_metadata(&self) -> std::collections::BTreeMap<String, String> {
+        user_metadata(&self.spec)
+    }
+
     /// The ML Program.
     pub fn program(&self) -> &mil::Program {
         match &self.spec.r#type {
@@ -266,6 +287,15 @@ impl Package {
         }
         result
     }
+}
+
+/// A spec's user-defined metadata (`anebert.*` for packages anebert wrote).
+pub fn user_metadata(spec: &proto::Model) -> std::collections::BTreeMap<String, String> {
+    spec.description
+        .as_ref()
+        .and_then(|d| d.metadata.as_ref())
+        .map(|m| m.user_defined.clone())
+        .unwrap_or_default()
 }
 
 /// Move `from` into place at `to`, replacing an existing directory there.

@@ -1,11 +1,13 @@
 //! `cargo anebert bench`: per sequence length and backend — package load time, warm-up, then N
 //! runs of one full-length sequence: p50 / p90 / p99 latency, tokens/s, effective TFLOP/s (FLOPs
-//! counted from the graph, printed with the count) and peak RSS. Table, `--json` (schema:
-//! docs/bench.schema.json) and `--plot` (SVG: latency and tokens/s against sequence length).
+//! counted from the graph, printed with the count) and peak RSS; on Core ML also the share of ops
+//! the compute plan places on the Neural Engine. Table, `--json` (schema: docs/bench.schema.json)
+//! and `--plot` (SVG: latency and tokens/s against sequence length).
 
 use crate::select::Select;
+use anebert::coreml::placement::ComputeDevice;
 use anebert::cpu::Precision;
-use anebert::{Model, Options, Package};
+use anebert::{Backend, ComputeUnits, Model, Options, Package};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,8 +23,10 @@ pub struct BenchArgs {
     /// Sequence lengths to bench (default: the model's), e.g. `128,512,1024`.
     #[arg(long, value_delimiter = ',')]
     seqs: Vec<usize>,
-    /// Backends: `cpu-f32`, `cpu-fp16-ane` (the CPU backend in ANE-numerics simulation).
-    #[arg(long, value_delimiter = ',', default_values_t = ["cpu-f32".to_string(), "cpu-fp16-ane".to_string()])]
+    /// Backends: `cpu-f32`, `cpu-fp16-ane` (the CPU backend in ANE-numerics simulation), and on
+    /// Apple platforms `coreml-cpu+ne`, `coreml-all`, `coreml-cpu+gpu`, `coreml-cpu` (Core ML
+    /// compute units). Default: the four Core ML settings on Apple, the two CPU ones elsewhere.
+    #[arg(long, value_delimiter = ',')]
     backends: Vec<String>,
     /// Timed runs per point.
     #[arg(long, default_value_t = 10)]
@@ -52,6 +56,9 @@ pub struct Point {
     flops: u64,
     tflops: f64,
     peak_rss_bytes: Option<u64>,
+    /// Core ML: share of ops placed on the Neural Engine (compute plan), when available.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ane_share: Option<f64>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -83,25 +90,61 @@ fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
-fn backend_precision(b: &str) -> Result<Precision> {
+/// The default backends of this platform.
+fn default_backends() -> Vec<String> {
+    let names: &[&str] = if cfg!(target_vendor = "apple") {
+        &[
+            "coreml-cpu+ne",
+            "coreml-all",
+            "coreml-cpu+gpu",
+            "coreml-cpu",
+        ]
+    } else {
+        &["cpu-f32", "cpu-fp16-ane"]
+    };
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+/// Load options for a backend name.
+fn backend_options(b: &str) -> Result<Options> {
+    let cpu = |p| Options::default().backend(Backend::Cpu).precision(p);
     match b {
-        "cpu-f32" | "f32" => Ok(Precision::F32),
-        "cpu-fp16-ane" | "fp16-ane" => Ok(Precision::Fp16Ane),
-        other => bail!(
-            "unknown backend {other:?}: use cpu-f32 or cpu-fp16-ane (Core ML compute units arrive with the Apple backend)"
-        ),
+        "cpu-f32" | "f32" => Ok(cpu(Precision::F32)),
+        "cpu-fp16-ane" | "fp16-ane" => Ok(cpu(Precision::Fp16Ane)),
+        other => match other
+            .strip_prefix("coreml-")
+            .map(str::parse::<ComputeUnits>)
+        {
+            Some(Ok(units)) => Ok(Options::default()
+                .backend(Backend::CoreMl)
+                .compute_units(units)),
+            _ => bail!(
+                "unknown backend {other:?}: use cpu-f32, cpu-fp16-ane, or on Apple platforms \
+                 coreml-cpu+ne, coreml-all, coreml-cpu+gpu, coreml-cpu"
+            ),
+        },
     }
 }
 
 fn measure(label: &str, package: &Path, backend: &str, a: &BenchArgs) -> Result<Point> {
-    let precision = backend_precision(backend)?;
+    let options = backend_options(backend)?;
     let flops = anebert::cost::flops(&Package::open(package)?, None)
         .map_err(anyhow::Error::msg)?
         .total();
     reset_peak_rss();
     let t = Instant::now();
-    let model = Model::open(package, &Options::default().precision(precision))?;
+    let model = Model::open(package, &options)?;
     let load_ms = t.elapsed().as_secs_f64() * 1e3;
+    let ane_share = match model.backend() {
+        Backend::CoreMl => match model.placement() {
+            Ok(p) => Some(p.share(ComputeDevice::NeuralEngine)),
+            Err(e) => {
+                eprintln!("warning: {label} on {backend}: no placement report: {e}");
+                None
+            }
+        },
+        _ => None,
+    };
     let info = model.info().clone();
     let s = info.seq_len;
     // A full-length sequence of ordinary tokens.
@@ -139,12 +182,16 @@ fn measure(label: &str, package: &Path, backend: &str, a: &BenchArgs) -> Result<
         flops,
         tflops: flops as f64 / (p50 / 1e3) / 1e12,
         peak_rss_bytes: peak_rss(),
+        ane_share,
     })
 }
 
-pub fn run(a: BenchArgs) -> Result<()> {
+pub fn run(mut a: BenchArgs) -> Result<()> {
+    if a.backends.is_empty() {
+        a.backends = default_backends();
+    }
     for b in &a.backends {
-        backend_precision(b)?;
+        backend_options(b)?;
     }
     // (label, package) per sequence length.
     let mut targets: Vec<(String, PathBuf)> = Vec::new();
@@ -175,7 +222,7 @@ pub fn run(a: BenchArgs) -> Result<()> {
     }
     let mut points = Vec::new();
     println!(
-        "{:<40} {:>6} {:<13} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8} {:>10} {:>9}",
+        "{:<40} {:>6} {:<14} {:>9} {:>9} {:>9} {:>9} {:>10} {:>8} {:>10} {:>9} {:>6}",
         "model",
         "S",
         "backend",
@@ -186,14 +233,15 @@ pub fn run(a: BenchArgs) -> Result<()> {
         "tokens/s",
         "TFLOP/s",
         "GFLOP/run",
-        "peak RSS"
+        "peak RSS",
+        "ANE"
     );
     for (label, pkg) in &targets {
         for b in &a.backends {
             let p = measure(label, pkg, b, &a)
                 .with_context(|| format!("benchmarking {label} on {b}"))?;
             println!(
-                "{:<40} {:>6} {:<13} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>10.0} {:>8.4} {:>10.3} {:>9}",
+                "{:<40} {:>6} {:<14} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>10.0} {:>8.4} {:>10.3} {:>9} {:>6}",
                 p.model,
                 p.seq_len,
                 p.backend,
@@ -205,14 +253,17 @@ pub fn run(a: BenchArgs) -> Result<()> {
                 p.tflops,
                 p.flops as f64 / 1e9,
                 p.peak_rss_bytes
-                    .map_or("-".into(), |b| format!("{:.0} MB", b as f64 / 1e6))
+                    .map_or("-".into(), |b| format!("{:.0} MB", b as f64 / 1e6)),
+                p.ane_share
+                    .map_or("-".into(), |s| format!("{:.0}%", 100.0 * s))
             );
             points.push(p);
         }
     }
     println!(
         "FLOPs: conv/linear/matmul/einsum from the graph's static shapes, 2 per MAC; {} run(s) after {} warm-up; \
-         tokens/s = S / p50 for one full-length sequence",
+         tokens/s = S / p50 for one full-length sequence; ANE = share of ops Core ML's compute plan \
+         places on the Neural Engine",
         a.runs, a.warmup
     );
     if let Some(path) = &a.json {

@@ -1,12 +1,14 @@
 //! `cargo anebert diff`: fidelity of a converted model against its fp32 reference — the same
 //! checkpoint converted without rotation, with fp32 weights, run in f32 (the converter tests show
-//! that package equals HuggingFace within 6e-5 on logits). The candidate runs on the CPU backend in
-//! fp16 ANE simulation by default. Metrics are over real tokens only (DESIGN §8).
+//! that package equals HuggingFace within 6e-5 on logits). The candidate runs on `--backend`:
+//! Core ML on Apple platforms, elsewhere the CPU backend in fp16 ANE simulation (`--precision`).
+//! Metrics are over real tokens only (DESIGN §8).
 
+use crate::engine::Engine;
 use crate::select::Select;
 use anebert::contract::HeadKind;
 use anebert::cpu::Precision;
-use anebert::{metrics, Model, Options};
+use anebert::{metrics, Backend, Model, Options};
 use anebert_build::WeightPrecision;
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -30,6 +32,8 @@ pub struct DiffArgs {
     /// A file with one text per line.
     #[arg(long = "texts")]
     texts_file: Option<PathBuf>,
+    #[command(flatten)]
+    engine: Engine,
     /// Numerics of the candidate on the CPU backend.
     #[arg(long, default_value = "fp16-ane")]
     precision: Precision,
@@ -78,14 +82,11 @@ fn texts(a: &DiffArgs) -> Result<Vec<String>> {
     Ok(t)
 }
 
-fn load(c: &anebert_build::Config, precision: Precision, truncate: bool) -> Result<Model> {
+fn load(c: &anebert_build::Config, options: &Options) -> Result<Model> {
     let (arts, _) = c
         .artifacts()
         .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;
-    Ok(Model::open(
-        arts[0].package(),
-        &Options::default().precision(precision).truncate(truncate),
-    )?)
+    Ok(Model::open(arts[0].package(), options)?)
 }
 
 fn compare(reference: &Model, cand: &Model, texts: &[String], variant: &str) -> Result<Fidelity> {
@@ -154,7 +155,13 @@ pub fn run(a: DiffArgs) -> Result<()> {
     for (label, config) in a.select.configs()? {
         let mut reference = config.clone();
         reference.weights(WeightPrecision::Fp32).rotate(false);
-        let reference = load(&reference, Precision::F32, false)?;
+        let reference = load(
+            &reference,
+            &Options::default()
+                .backend(Backend::Cpu)
+                .precision(Precision::F32),
+        )?;
+        let cand_options = a.engine.options(a.precision);
         let mut variants = vec![config.clone()];
         if a.compare_rotation {
             let mut other = config.clone();
@@ -163,11 +170,14 @@ pub fn run(a: DiffArgs) -> Result<()> {
         }
         let mut rows = Vec::new();
         for (i, v) in variants.iter().enumerate() {
-            let cand = load(v, a.precision, false)?;
+            let cand = load(v, &cand_options)?;
+            let engine = match cand.backend() {
+                Backend::CoreMl => format!("coreml {}", a.engine.compute_units),
+                _ => a.precision.to_string(),
+            };
             // What the package actually has: rotation does not apply to post-norm (BERT) blocks.
             let name = format!(
-                "{} rotation {}",
-                a.precision,
+                "{engine} rotation {}",
                 if cand.info().rotation.is_some() {
                     "on"
                 } else {

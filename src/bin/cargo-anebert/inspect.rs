@@ -1,10 +1,12 @@
 //! `cargo anebert inspect`: what a package holds — I/O, metadata, op histogram, weight bytes by
-//! group, FLOPs per token, and the ANE-rule report.
+//! group, FLOPs per token, the ANE-rule report, and on Apple platforms where Core ML actually
+//! places each op (its compute plan).
 
 use crate::select::Select;
+use anebert::coreml::placement::Placement;
 use anebert::cost;
 use anebert::package::all_ops;
-use anebert::{Package, TensorType};
+use anebert::{Backend, ComputeUnits, Model, Options, Package, TensorType};
 use anebert_build::graph::ane_rules;
 use anyhow::Result;
 use std::collections::BTreeMap;
@@ -16,6 +18,29 @@ pub struct InspectArgs {
     /// Print JSON instead of the report.
     #[arg(long)]
     json: bool,
+    /// Skip the Core ML placement report (on Apple platforms it loads the model with Core ML).
+    #[arg(long)]
+    no_placement: bool,
+    /// Compute units of the placement report: `cpu+ne`, `all`, `cpu+gpu` or `cpu`.
+    #[arg(long, default_value = "cpu+ne")]
+    compute_units: ComputeUnits,
+}
+
+/// Core ML's placement of the package's ops, or why there is none.
+fn placement(a: &InspectArgs, package: &std::path::Path) -> serde_json::Value {
+    if a.no_placement {
+        return serde_json::Value::Null;
+    }
+    if !cfg!(target_vendor = "apple") {
+        return serde_json::json!({"unavailable": "Core ML runs only on Apple platforms; the ANE rules above are the static check"});
+    }
+    let opts = Options::default()
+        .backend(Backend::CoreMl)
+        .compute_units(a.compute_units);
+    match Model::open(package, &opts).and_then(|m| m.placement()) {
+        Ok(p) => serde_json::to_value(p).unwrap_or_default(),
+        Err(e) => serde_json::json!({"unavailable": e.to_string()}),
+    }
 }
 
 /// Ops the ANE does not run (Core ML places them on the CPU), per Apple's and coremltools'
@@ -45,7 +70,9 @@ pub fn run(a: InspectArgs) -> Result<()> {
     let mut all = Vec::new();
     for s in a.select.resolve()? {
         let pkg = Package::open(&s.package)?;
-        all.push(report(&s.label, &pkg)?);
+        let mut r = report(&s.label, &pkg)?;
+        r["placement"] = placement(&a, &s.package);
+        all.push(r);
     }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&all)?);
@@ -122,13 +149,7 @@ fn report(label: &str, pkg: &Package) -> Result<serde_json::Value> {
         .iter()
         .filter_map(|o| ops.get(*o).map(|n| (*o, *n)))
         .collect();
-    let md = pkg
-        .spec
-        .description
-        .as_ref()
-        .and_then(|d| d.metadata.as_ref())
-        .map(|m| m.user_defined.clone())
-        .unwrap_or_default();
+    let md = pkg.user_metadata();
     Ok(serde_json::json!({
         "model": label,
         "package": pkg.path,
@@ -227,6 +248,13 @@ fn print_report(r: &serde_json::Value) {
                 ""
             }
         );
+    }
+    if let Some(why) = r["placement"]["unavailable"].as_str() {
+        println!("  placement: not available: {why}");
+    } else if let Ok(p) = serde_json::from_value::<Placement>(r["placement"].clone()) {
+        for line in p.to_string().lines() {
+            println!("  {line}");
+        }
     }
     let small = num(&r["per_token_tensors_with_last_axis_below_32"]);
     if small > 0 {

@@ -6,6 +6,7 @@
 mod bench;
 mod convert;
 mod diff;
+mod engine;
 mod inspect;
 mod predict;
 mod prepare;

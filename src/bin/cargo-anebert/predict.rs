@@ -1,15 +1,18 @@
 //! `cargo anebert predict "text"`: the head-appropriate answer for a text.
 
+use crate::engine::{describe, Engine};
 use crate::select::Select;
 use anebert::contract::HeadKind;
 use anebert::cpu::Precision;
-use anebert::{Model, Options};
+use anebert::Model;
 use anyhow::Result;
 
 #[derive(clap::Args)]
 pub struct PredictArgs {
     #[command(flatten)]
     select: Select,
+    #[command(flatten)]
+    engine: Engine,
     /// `f32` or `fp16-ane` (ANE numerics simulation) on the CPU backend.
     #[arg(long, default_value = "f32")]
     precision: Precision,
@@ -25,12 +28,10 @@ pub struct PredictArgs {
 }
 
 pub fn run(a: PredictArgs) -> Result<()> {
-    let opts = Options::default()
-        .precision(a.precision)
-        .truncate(a.truncate);
+    let opts = a.engine.options(a.precision).truncate(a.truncate);
     for s in a.select.resolve()? {
         let model = Model::open(&s.package, &opts)?;
-        println!("{} ({} backend, {})", s.label, model.backend(), a.precision);
+        println!("{} ({})", s.label, describe(&model, &opts));
         for text in &a.texts {
             println!("  {text:?}");
             match model.info().head {

@@ -1,0 +1,370 @@
+//! The calls into `CoreML.framework` (Apple platforms only), through `objc2-core-ml`, written to
+//! Apple's documented API: `MLModel` compile / load / predict, `MLModelConfiguration`
+//! (`computeUnits`, `functionName`), `MLMultiArray` in and out, and `MLComputePlan` for the
+//! placement report. Everything that can be done without Core ML is in the parent module and
+//! tested on every platform; this file only moves data across the boundary.
+
+use super::arrays::{decode_output, prepare_inputs, ArrayDType, ArrayInput, InputData, InputSpec};
+use super::placement::{ComputeDevice, OpPlacement, Placement};
+use crate::model::ComputeUnits;
+use crate::tensor::Tensor;
+use block2::{RcBlock, StackBlock};
+use objc2::rc::{autoreleasepool, Retained};
+use objc2::runtime::{AnyClass, AnyObject, NSObjectProtocol, ProtocolObject};
+use objc2::{sel, AnyThread};
+use objc2_core_ml::{
+    MLComputeDeviceProtocol, MLComputePlan, MLComputeUnits, MLDictionaryFeatureProvider,
+    MLFeatureProvider, MLFeatureValue, MLModel, MLModelConfiguration, MLModelStructureProgramBlock,
+    MLMultiArray, MLMultiArrayDataType,
+};
+use objc2_foundation::{NSArray, NSDictionary, NSError, NSInteger, NSNumber, NSString, NSURL};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::ptr::NonNull;
+use std::sync::{mpsc, Mutex};
+use std::time::Duration;
+
+/// How long to wait for Core ML's completion handlers (compiling a large model takes minutes).
+const WAIT: Duration = Duration::from_secs(30 * 60);
+
+fn ns_error(e: &NSError) -> String {
+    format!("{} ({} {})", e.localizedDescription(), e.domain(), e.code())
+}
+
+fn file_url(path: &Path) -> Result<Retained<NSURL>, String> {
+    let s = path
+        .to_str()
+        .ok_or_else(|| format!("{}: the path is not UTF-8", path.display()))?;
+    Ok(NSURL::fileURLWithPath(&NSString::from_str(s)))
+}
+
+fn units(u: ComputeUnits) -> MLComputeUnits {
+    match u {
+        ComputeUnits::All => MLComputeUnits::All,
+        ComputeUnits::CpuAndNeuralEngine => MLComputeUnits::CPUAndNeuralEngine,
+        ComputeUnits::CpuAndGpu => MLComputeUnits::CPUAndGPU,
+        ComputeUnits::CpuOnly => MLComputeUnits::CPUOnly,
+    }
+}
+
+/// Compile an `.mlpackage` with `+[MLModel compileModelAtURL:completionHandler:]` and return the
+/// temporary `.mlmodelc` Core ML wrote (the caller moves it somewhere permanent, as Apple's
+/// documentation asks).
+pub(crate) fn compile(package: &Path) -> Result<PathBuf, String> {
+    let url = file_url(package)?;
+    let (tx, rx) = mpsc::channel::<Result<PathBuf, String>>();
+    let handler = RcBlock::new(move |compiled: *mut NSURL, error: *mut NSError| {
+        // SAFETY: Core ML passes either a valid URL or a valid error, each live for the call.
+        let r = match unsafe { (compiled.as_ref(), error.as_ref()) } {
+            (Some(u), _) => u
+                .path()
+                .map(|p| PathBuf::from(p.to_string()))
+                .ok_or_else(|| "Core ML returned a compiled model URL without a path".to_string()),
+            (None, Some(e)) => Err(ns_error(e)),
+            (None, None) => Err("Core ML returned neither a compiled model nor an error".into()),
+        };
+        let _ = tx.send(r);
+    });
+    // SAFETY: `url` is a file URL; the handler has the documented signature.
+    unsafe { MLModel::compileModelAtURL_completionHandler(&url, &handler) };
+    rx.recv_timeout(WAIT)
+        .map_err(|_| "Core ML did not finish compiling the model".to_string())?
+}
+
+/// A model loaded by Core ML.
+pub(crate) struct CoreMlModel {
+    model: Retained<MLModel>,
+    config: Retained<MLModelConfiguration>,
+    compiled: PathBuf,
+    units: ComputeUnits,
+    function: Option<String>,
+    inputs: Vec<InputSpec>,
+    outputs: Vec<String>,
+    /// Apple documents the asynchronous prediction API as safe to call concurrently, not the
+    /// synchronous one this backend uses; predictions on one model are serialized.
+    predict_lock: Mutex<()>,
+}
+
+// SAFETY: `MLModel` and `MLModelConfiguration` are ordinary reference-counted Foundation objects
+// with no thread or run-loop affinity (Core ML loads and predicts on background queues itself);
+// neither is mutated after `load`. The one call not documented as thread-safe, synchronous
+// prediction, is serialized by `predict_lock`, so sharing or moving the model across threads
+// cannot race inside Core ML.
+unsafe impl Send for CoreMlModel {}
+// SAFETY: see `Send`.
+unsafe impl Sync for CoreMlModel {}
+
+impl CoreMlModel {
+    /// Load a compiled `.mlmodelc` with `+[MLModel modelWithContentsOfURL:configuration:error:]`.
+    pub(crate) fn load(
+        compiled: &Path,
+        compute_units: ComputeUnits,
+        function: Option<&str>,
+        inputs: Vec<InputSpec>,
+    ) -> Result<CoreMlModel, String> {
+        autoreleasepool(|_| {
+            let url = file_url(compiled)?;
+            // SAFETY: plain configuration object setters on a fresh object.
+            let config = unsafe { MLModelConfiguration::new() };
+            unsafe { config.setComputeUnits(units(compute_units)) };
+            if let Some(f) = function {
+                // `functionName` exists from macOS 15 / iOS 18.
+                if !config.respondsToSelector(sel!(setFunctionName:)) {
+                    return Err(format!(
+                        "function `{f}`: choosing a function of a multifunction package needs macOS 15 / iOS 18"
+                    ));
+                }
+                unsafe { config.setFunctionName(Some(&NSString::from_str(f))) };
+            }
+            // SAFETY: documented initializer; errors come back as NSError.
+            let model =
+                unsafe { MLModel::modelWithContentsOfURL_configuration_error(&url, &config) }
+                    .map_err(|e| format!("{}: {}", compiled.display(), ns_error(&e)))?;
+            // SAFETY: read-only accessors of the loaded model.
+            let outputs = unsafe { model.modelDescription().outputDescriptionsByName() }
+                .keys()
+                .map(|k| k.to_string())
+                .collect();
+            Ok(CoreMlModel {
+                model,
+                config,
+                compiled: compiled.to_path_buf(),
+                units: compute_units,
+                function: function.map(str::to_string),
+                inputs,
+                outputs,
+                predict_lock: Mutex::new(()),
+            })
+        })
+    }
+
+    /// Run one prediction with named inputs; every multi-array output by name.
+    pub(crate) fn predict(
+        &self,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<BTreeMap<String, Tensor>, String> {
+        let arrays = prepare_inputs(&self.inputs, inputs).map_err(|e| e.to_string())?;
+        autoreleasepool(|_| {
+            let mut keys = Vec::with_capacity(arrays.len());
+            let mut values = Vec::with_capacity(arrays.len());
+            for a in arrays {
+                keys.push(NSString::from_str(&a.name));
+                let array = multi_array(a)?;
+                // SAFETY: wraps a valid multi-array.
+                values.push(unsafe { MLFeatureValue::featureValueWithMultiArray(&array) });
+            }
+            let key_refs: Vec<&NSString> = keys.iter().map(|k| &**k).collect();
+            let value_refs: Vec<&AnyObject> = values.iter().map(|v| v.as_ref()).collect();
+            let dict = NSDictionary::<NSString, AnyObject>::from_slices(&key_refs, &value_refs);
+            // SAFETY: every value is an MLFeatureValue, as the initializer requires.
+            let provider = unsafe {
+                MLDictionaryFeatureProvider::initWithDictionary_error(
+                    MLDictionaryFeatureProvider::alloc(),
+                    &dict,
+                )
+            }
+            .map_err(|e| ns_error(&e))?;
+            let result = {
+                let _serial = self.predict_lock.lock().unwrap_or_else(|p| p.into_inner());
+                // SAFETY: documented synchronous prediction on a loaded model.
+                unsafe {
+                    self.model
+                        .predictionFromFeatures_error(ProtocolObject::from_ref(&*provider))
+                }
+            }
+            .map_err(|e| ns_error(&e))?;
+            let mut out = BTreeMap::new();
+            for name in &self.outputs {
+                // SAFETY: read-only accessors of the prediction result.
+                let array = unsafe { result.featureValueForName(&NSString::from_str(name)) }
+                    .and_then(|v| unsafe { v.multiArrayValue() })
+                    .ok_or_else(|| format!("output `{name}` is not a multi-array"))?;
+                out.insert(name.clone(), read_array(name, &array)?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// The placement of every op under this model's configuration, from `MLComputePlan`
+    /// (macOS 14.4 / iOS 17.4).
+    pub(crate) fn placement(&self) -> Result<Placement, String> {
+        if AnyClass::get(c"MLComputePlan").is_none() {
+            return Err(
+                "placement reports need MLComputePlan (macOS 14.4 / iOS 17.4 or later)".into(),
+            );
+        }
+        let url = file_url(&self.compiled)?;
+        let label = self.units.to_string();
+        let function = self.function.clone();
+        let (tx, rx) = mpsc::channel::<Result<Placement, String>>();
+        let handler = RcBlock::new(move |plan: *mut MLComputePlan, error: *mut NSError| {
+            // SAFETY: Core ML passes either a valid plan or a valid error, live for the call.
+            let r = match unsafe { (plan.as_ref(), error.as_ref()) } {
+                (Some(p), _) => Ok(autoreleasepool(|_| {
+                    read_plan(p, &label, function.as_deref())
+                })),
+                (None, Some(e)) => Err(ns_error(e)),
+                (None, None) => Err("Core ML returned neither a compute plan nor an error".into()),
+            };
+            let _ = tx.send(r);
+        });
+        // SAFETY: documented loader with the model's own configuration.
+        unsafe {
+            MLComputePlan::loadContentsOfURL_configuration_completionHandler(
+                &url,
+                &self.config,
+                &handler,
+            )
+        };
+        rx.recv_timeout(WAIT)
+            .map_err(|_| "Core ML did not finish loading the compute plan".to_string())?
+    }
+}
+
+/// An `MLMultiArray` that owns `a`'s buffer: Core ML reads it in place and frees it through the
+/// deallocator whenever it releases the array, so no copy is made and none can dangle.
+fn multi_array(a: ArrayInput) -> Result<Retained<MLMultiArray>, String> {
+    let numbers = |v: &[usize]| {
+        let n: Vec<Retained<NSNumber>> =
+            v.iter().map(|&d| NSNumber::new_isize(d as isize)).collect();
+        NSArray::from_retained_slice(&n)
+    };
+    let (shape, strides) = (numbers(&a.shape), numbers(&a.strides));
+    let (ptr, free) = match a.data {
+        InputData::I32(v) => owned(v),
+        InputData::F32(v) => owned(v),
+        InputData::F16(v) => owned(v),
+    };
+    // SAFETY: `ptr` points at `count` elements of the declared type laid out by `strides`, and
+    // stays valid until Core ML calls `free` with it.
+    unsafe {
+        MLMultiArray::initWithDataPointer_shape_dataType_strides_deallocator_error(
+            MLMultiArray::alloc(),
+            ptr,
+            &shape,
+            MLMultiArrayDataType(a.dtype.code()),
+            &strides,
+            Some(&free),
+        )
+    }
+    .map_err(|e| format!("input `{}`: {}", a.name, ns_error(&e)))
+}
+
+type Deallocator = RcBlock<dyn Fn(NonNull<c_void>)>;
+
+/// Leak `v` to a raw pointer plus the block that frees it again.
+fn owned<T: 'static>(v: Vec<T>) -> (NonNull<c_void>, Deallocator) {
+    let boxed = v.into_boxed_slice();
+    let len = boxed.len();
+    let ptr = NonNull::from(Box::leak(boxed)).cast::<c_void>();
+    let free = RcBlock::new(move |p: NonNull<c_void>| {
+        // SAFETY: `p` is the pointer leaked above (Core ML calls the deallocator once with it).
+        drop(unsafe {
+            Box::from_raw(std::ptr::slice_from_raw_parts_mut(
+                p.cast::<T>().as_ptr(),
+                len,
+            ))
+        });
+    });
+    (ptr, free)
+}
+
+/// Read an output array with its own shape and strides (`getBytesWithHandler:`, which hands over
+/// the storage synchronously).
+fn read_array(name: &str, array: &MLMultiArray) -> Result<Tensor, String> {
+    // SAFETY: read-only accessors.
+    let code = unsafe { array.dataType() }.0;
+    let dtype = ArrayDType::from_code(code)
+        .ok_or_else(|| format!("output `{name}`: unsupported MLMultiArrayDataType {code:#x}"))?;
+    let shape: Vec<usize> = unsafe { array.shape() }
+        .iter()
+        .map(|n| n.as_isize().max(0) as usize)
+        .collect();
+    let strides: Vec<isize> = unsafe { array.strides() }
+        .iter()
+        .map(|n| n.as_isize())
+        .collect();
+    let decoded = RefCell::new(None);
+    let handler = StackBlock::new(|bytes: NonNull<c_void>, size: NSInteger| {
+        // SAFETY: Core ML hands over `size` readable bytes for the duration of the call.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(bytes.cast::<u8>().as_ptr(), size.max(0) as usize)
+        };
+        *decoded.borrow_mut() = Some(decode_output(name, dtype, &shape, &strides, bytes));
+    });
+    // SAFETY: the handler only reads within `size`.
+    unsafe { array.getBytesWithHandler(&handler) };
+    decoded
+        .into_inner()
+        .ok_or_else(|| format!("output `{name}`: Core ML did not hand over the array's storage"))?
+        .map_err(|e| e.to_string())
+}
+
+fn device(d: &ProtocolObject<dyn MLComputeDeviceProtocol>) -> Option<ComputeDevice> {
+    [
+        (c"MLNeuralEngineComputeDevice", ComputeDevice::NeuralEngine),
+        (c"MLGPUComputeDevice", ComputeDevice::Gpu),
+        (c"MLCPUComputeDevice", ComputeDevice::Cpu),
+    ]
+    .into_iter()
+    .find(|(class, _)| AnyClass::get(class).is_some_and(|c| d.isKindOfClass(c)))
+    .map(|(_, dev)| dev)
+}
+
+fn read_plan(plan: &MLComputePlan, units: &str, function: Option<&str>) -> Placement {
+    let mut ops = Vec::new();
+    // SAFETY: read-only accessors of a loaded plan.
+    if let Some(program) = unsafe { plan.modelStructure().program() } {
+        let (names, functions) = unsafe { program.functions() }.to_vecs();
+        for (name, f) in names.iter().zip(&functions) {
+            let name = name.to_string();
+            if function.is_some_and(|want| want != name) {
+                continue;
+            }
+            walk(plan, &*unsafe { f.block() }, &name, &mut ops);
+        }
+    }
+    Placement {
+        compute_units: units.to_string(),
+        ops,
+    }
+}
+
+fn walk(
+    plan: &MLComputePlan,
+    block: &MLModelStructureProgramBlock,
+    function: &str,
+    ops: &mut Vec<OpPlacement>,
+) {
+    // SAFETY (whole function): read-only accessors of the plan's model structure.
+    for op in unsafe { block.operations() }.iter() {
+        let usage = unsafe { plan.computeDeviceUsageForMLProgramOperation(&op) };
+        let (preferred, supported) = match &usage {
+            Some(u) => (
+                device(&*unsafe { u.preferredComputeDevice() }),
+                unsafe { u.supportedComputeDevices() }
+                    .iter()
+                    .filter_map(|d| device(&d))
+                    .collect(),
+            ),
+            None => (None, Vec::new()),
+        };
+        ops.push(OpPlacement {
+            function: function.to_string(),
+            op_type: unsafe { op.operatorName() }.to_string(),
+            outputs: unsafe { op.outputs() }
+                .iter()
+                .map(|o| unsafe { o.name() }.to_string())
+                .collect(),
+            preferred,
+            supported,
+            cost: unsafe { plan.estimatedCostOfMLProgramOperation(&op) }
+                .map(|c| unsafe { c.weight() }),
+        });
+        for b in unsafe { op.blocks() }.iter() {
+            walk(plan, &b, function, ops);
+        }
+    }
+}
