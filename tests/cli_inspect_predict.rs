@@ -36,6 +36,16 @@ fn inspect_reports_flops_rules_and_weights() {
     assert_eq!(r["inputs"][0][0], "input_ids");
     assert_eq!(r["metadata"]["anebert.head"], "mlm");
     assert!(r["weight_bytes_by_group"]["layer*"].as_u64().unwrap() > 400_000);
+    // Where Core ML places ops is known only on Apple platforms; elsewhere the report says so.
+    #[cfg(not(target_vendor = "apple"))]
+    assert!(
+        r["placement"]["unavailable"]
+            .as_str()
+            .unwrap()
+            .contains("only on Apple platforms"),
+        "{}",
+        r["placement"]
+    );
 
     let (ok, stdout, _) = cargo_anebert(&[
         "inspect",
@@ -47,6 +57,11 @@ fn inspect_reports_flops_rules_and_weights() {
     assert!(ok);
     assert!(
         stdout.contains("tiny-mlm mlm S=64") && stdout.contains("ANE rules: ok"),
+        "{stdout}"
+    );
+    #[cfg(not(target_vendor = "apple"))]
+    assert!(
+        stdout.contains("placement: not available: Core ML runs only on Apple platforms"),
         "{stdout}"
     );
     assert!(
@@ -249,6 +264,8 @@ fn bench_writes_schema_valid_json_and_an_svg_with_both_series() {
         fixture("modernbert-tiny").to_str().unwrap(),
         "--seqs",
         "16,32",
+        "--backends",
+        "cpu-f32,cpu-fp16-ane",
         "--runs",
         "3",
         "--warmup",
@@ -291,6 +308,14 @@ fn bench_writes_schema_valid_json_and_an_svg_with_both_series() {
     let mut bad = doc.clone();
     bad["results"][0]["backend"] = "gpu".into();
     assert!(!validator.is_valid(&bad));
+    // Core ML points carry the ANE share of their placement; a share is a fraction.
+    let mut coreml = doc.clone();
+    coreml["results"][0]["backend"] = "coreml-cpu+ne".into();
+    coreml["results"][0]["ane_share"] = 0.98.into();
+    assert!(validator.is_valid(&coreml));
+    coreml["results"][0]["ane_share"] = 1.5.into();
+    assert!(!validator.is_valid(&coreml));
+    assert!(results.iter().all(|r| r.get("ane_share").is_none()));
 
     // The SVG parses (well-formed XML, checked with a minimal tag balance) and has both series.
     let text = std::fs::read_to_string(&svg).unwrap();
@@ -308,4 +333,59 @@ fn bench_writes_schema_valid_json_and_an_svg_with_both_series() {
         .count();
     assert_eq!(series_lines, 4, "2 panels × 2 series");
     assert!(text.contains("p50 latency (ms)") && text.contains("tokens / s"));
+}
+
+/// Off Apple platforms the Core ML backends are refused up front, naming what runs instead.
+#[cfg(not(target_vendor = "apple"))]
+#[test]
+fn core_ml_backends_off_apple_are_clear_errors() {
+    let model = fixture("modernbert-tiny");
+    let m = model.to_str().unwrap();
+    let (ok, _, stderr) = cargo_anebert(&[
+        "bench",
+        "--model",
+        m,
+        "--head",
+        "mlm",
+        "--seq",
+        "16",
+        "--backends",
+        "coreml-cpu+ne",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("coreml backend is not available")
+            && stderr.contains("only on Apple platforms"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = cargo_anebert(&[
+        "predict",
+        "--model",
+        m,
+        "--head",
+        "mlm",
+        "--seq",
+        "16",
+        "--backend",
+        "coreml",
+        "x [MASK]",
+    ]);
+    assert!(!ok);
+    assert!(stderr.contains("use Backend::Cpu"), "{stderr}");
+    let (ok, _, stderr) = cargo_anebert(&[
+        "bench",
+        "--model",
+        m,
+        "--head",
+        "mlm",
+        "--seq",
+        "16",
+        "--backends",
+        "coreml-tpu",
+    ]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("unknown backend \"coreml-tpu\""),
+        "{stderr}"
+    );
 }

@@ -259,3 +259,108 @@ impl fmt::Display for Placement {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ComputeDevice::{Cpu, Gpu, NeuralEngine};
+
+    fn op(t: &str, d: Option<ComputeDevice>, cost: Option<f64>) -> OpPlacement {
+        OpPlacement {
+            function: "main".into(),
+            op_type: t.into(),
+            outputs: vec![format!("{t}_out")],
+            preferred: d,
+            supported: d.into_iter().chain([Cpu]).collect(),
+            cost,
+        }
+    }
+
+    #[test]
+    fn shares_skip_constants_and_weigh_costs() {
+        let p = Placement {
+            compute_units: "all".into(),
+            ops: vec![
+                op("const", None, None),
+                op("const", Some(Cpu), None),
+                op("conv", Some(NeuralEngine), Some(0.6)),
+                op("conv", Some(NeuralEngine), Some(0.2)),
+                op("softmax", Some(Gpu), Some(0.15)),
+                op("gather", Some(Cpu), Some(0.05)),
+            ],
+        };
+        assert_eq!(p.counted().count(), 4);
+        assert_eq!(p.share(NeuralEngine), 0.5);
+        assert_eq!(p.share(Gpu), 0.25);
+        assert!((p.cost_share(NeuralEngine).unwrap() - 0.8).abs() < 1e-12);
+        assert_eq!(p.by_op_type()["conv"], [2, 0, 0]);
+        assert_eq!(p.by_op_type()["gather"], [0, 0, 1]);
+        assert!(p.require_ane_share(0.5).is_ok());
+        let e = p.require_ane_share(0.75).unwrap_err();
+        assert_eq!((e.counted, e.required), (4, 0.75));
+        let msg = e.to_string();
+        assert!(
+            msg.contains("only 50.0%") && msg.contains("required: 75.0%"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("gather × 1") && msg.contains("softmax × 1"),
+            "{msg}"
+        );
+        assert!(msg.contains("min_ane_share"), "{msg}");
+        // A missing cost anywhere means no cost share; nothing counted means share 0.
+        let mut q = p.clone();
+        q.ops[2].cost = None;
+        assert_eq!(q.cost_share(NeuralEngine), None);
+        assert_eq!(Placement::default().share(NeuralEngine), 0.0);
+        assert!(Placement::default().require_ane_share(0.1).is_err());
+    }
+
+    #[test]
+    fn report_lists_devices_op_types_and_what_is_off_the_ane() {
+        // 25 adds on the ANE, 5 the ANE could run but Core ML put on the CPU, and the gather.
+        let mut ops: Vec<OpPlacement> = (0..30)
+            .map(|i| {
+                let mut o = op("add", Some(if i < 25 { NeuralEngine } else { Cpu }), None);
+                o.supported = vec![NeuralEngine, Cpu];
+                o
+            })
+            .collect();
+        let mut gather = op("gather", Some(Cpu), None);
+        gather.supported = vec![Gpu, Cpu];
+        ops.push(gather);
+        let p = Placement {
+            compute_units: "cpu+ne".into(),
+            ops,
+        };
+        let text = p.to_string();
+        assert!(
+            text.starts_with(
+                "placement (compute units cpu+ne): 31 ops, ane 80.6%, gpu 0.0%, cpu 19.4%\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("off the Neural Engine (6):"), "{text}");
+        assert!(
+            text.contains("    add add_out on cpu [supported: ane, cpu] (the ANE could run it)\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    gather gather_out on cpu [supported: gpu, cpu]\n"),
+            "{text}"
+        );
+        let all_ane = Placement {
+            compute_units: "cpu+ne".into(),
+            ops: vec![op("conv", Some(NeuralEngine), None)],
+        };
+        assert!(all_ane
+            .to_string()
+            .contains("every op runs on the Neural Engine"));
+        // JSON round trip, as `inspect --json` writes it.
+        let back: Placement = serde_json::from_str(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back, p);
+        assert!(serde_json::to_string(&p)
+            .unwrap()
+            .contains("\"neural-engine\""));
+    }
+}
