@@ -843,6 +843,15 @@ mod tests {
         assert_eq!(ComputeUnits::default(), ComputeUnits::CpuAndNeuralEngine);
     }
 
+    /// Models are shared across threads (a `static` in an app, a server's handlers) on every
+    /// backend; checked at compile time, so also by the Apple type-check in CI.
+    #[test]
+    fn models_are_send_and_sync() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Model>();
+        shareable::<Placement>();
+    }
+
     #[test]
     fn auto_is_core_ml_on_apple_and_the_cpu_elsewhere_unless_the_env_says() {
         let platform = if cfg!(target_vendor = "apple") {

@@ -99,6 +99,7 @@ fn report(label: &str, pkg: &Package) -> Result<serde_json::Value> {
     let mut groups: BTreeMap<String, u64> = BTreeMap::new();
     let mut types: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut small_last_axis = 0usize;
+    let mut seen_blobs = std::collections::BTreeSet::new();
     let mut outputs = Vec::new();
     let out_names: Vec<String> = func
         .and_then(|f| f.block_specializations.values().next())
@@ -116,7 +117,15 @@ fn report(label: &str, pkg: &Package) -> Result<serde_json::Value> {
                 if op.r#type == "const" {
                     let n: u64 = shape.iter().map(|&d| d as u64).product();
                     let bytes = n * t.dtype.bits() as u64 / 8;
-                    if n > 64 {
+                    // A constant that views a blob already counted (the tied decoder reads the
+                    // embedding table's blob) stores nothing of its own.
+                    let blob = op.attributes.get("val").and_then(|v| match &v.value {
+                        Some(anebert::proto::mil_spec::value::Value::BlobFileValue(b)) => {
+                            Some(b.offset)
+                        }
+                        _ => None,
+                    });
+                    if n > 64 && blob.is_none_or(|off| seen_blobs.insert(off)) {
                         let g = o.name.split('_').next().unwrap_or(&o.name);
                         let g = if g.starts_with("layer")
                             && g[5..].chars().all(|c| c.is_ascii_digit())
