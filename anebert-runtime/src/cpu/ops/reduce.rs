@@ -299,30 +299,47 @@ pub fn layer_norm(c: &Ctx) -> OpResult {
 }
 
 pub fn softmax(c: &Ctx) -> OpResult {
+    use rayon::prelude::*;
     let x = c.t("x")?;
     let v = c.f32s("x")?;
     let a = axis(c.int("axis", -1)?, x.rank())?;
     let (outer, n, inner) = split3(x.shape(), a, a);
     let max = fold(v, outer, n, inner, f32::NEG_INFINITY, f32::max);
     let mut out = vec![0f32; v.len()];
-    let mut sum = vec![0f32; outer * inner];
-    for o in 0..outer {
-        for k in 0..n {
-            let at = (o * n + k) * inner;
-            for i in 0..inner {
-                let e = c.r((v[at + i] - max[o * inner + i]).exp());
-                out[at + i] = e;
-                sum[o * inner + i] += e;
-            }
-        }
-    }
-    for o in 0..outer {
-        for k in 0..n {
-            let at = (o * n + k) * inner;
-            for i in 0..inner {
-                out[at + i] /= sum[o * inner + i];
-            }
-        }
+    if !out.is_empty() {
+        let fp16 = c.fp16;
+        // Rows of `inner` values, one per (outer, k); the attention softmax over keys is
+        // (1, S, 1, S), i.e. S rows of S values, worth spreading over threads.
+        let rows_per_task = (16384 / inner.max(1)).max(1);
+        out.par_chunks_mut(inner)
+            .zip(v.par_chunks(inner))
+            .enumerate()
+            .with_min_len(rows_per_task)
+            .for_each(|(r, (dst, src))| {
+                let m = &max[(r / n) * inner..(r / n + 1) * inner];
+                for ((d, &x), &m) in dst.iter_mut().zip(src).zip(m) {
+                    let t = x - m;
+                    // Below −104, exp is exactly 0 in f32; skipping the call avoids libm's slow
+                    // underflow path, which every −1e4-masked score would otherwise take.
+                    let e = if t < -104.0 { 0.0 } else { t.exp() };
+                    *d = if fp16 {
+                        half::f16::from_f32(e).to_f32()
+                    } else {
+                        e
+                    };
+                }
+            });
+        // Sums over the axis in order (k = 0, 1, …), as before.
+        let sum = fold(&out, outer, n, inner, 0.0, |acc, e| acc + e);
+        out.par_chunks_mut(inner)
+            .enumerate()
+            .with_min_len(rows_per_task)
+            .for_each(|(r, dst)| {
+                let s = &sum[(r / n) * inner..(r / n + 1) * inner];
+                for (d, &s) in dst.iter_mut().zip(s) {
+                    *d /= s;
+                }
+            });
     }
     Ok(vec![float_out(x.dtype(), x.shape().to_vec(), out)?])
 }
