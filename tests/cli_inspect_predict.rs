@@ -340,52 +340,21 @@ fn bench_writes_schema_valid_json_and_an_svg_with_both_series() {
 #[test]
 fn core_ml_backends_off_apple_are_clear_errors() {
     let model = fixture("modernbert-tiny");
-    let m = model.to_str().unwrap();
-    let (ok, _, stderr) = cargo_anebert(&[
-        "bench",
-        "--model",
-        m,
-        "--head",
-        "mlm",
-        "--seq",
-        "16",
-        "--backends",
-        "coreml-cpu+ne",
-    ]);
-    assert!(!ok);
+    let on_tiny = |cmd: &str, extra: &[&str]| {
+        let mut args = vec![cmd, "--model", model.to_str().unwrap()];
+        args.extend(["--head", "mlm", "--seq", "16"]);
+        args.extend(extra);
+        let (ok, _, stderr) = cargo_anebert(&args);
+        assert!(!ok, "{cmd} {extra:?} succeeded");
+        stderr
+    };
+    let e = on_tiny("bench", &["--backends", "coreml-cpu+ne"]);
     assert!(
-        stderr.contains("coreml backend is not available")
-            && stderr.contains("only on Apple platforms"),
-        "{stderr}"
+        e.contains("coreml backend is not available") && e.contains("only on Apple platforms"),
+        "{e}"
     );
-    let (ok, _, stderr) = cargo_anebert(&[
-        "predict",
-        "--model",
-        m,
-        "--head",
-        "mlm",
-        "--seq",
-        "16",
-        "--backend",
-        "coreml",
-        "x [MASK]",
-    ]);
-    assert!(!ok);
-    assert!(stderr.contains("use Backend::Cpu"), "{stderr}");
-    let (ok, _, stderr) = cargo_anebert(&[
-        "bench",
-        "--model",
-        m,
-        "--head",
-        "mlm",
-        "--seq",
-        "16",
-        "--backends",
-        "coreml-tpu",
-    ]);
-    assert!(!ok);
-    assert!(
-        stderr.contains("unknown backend \"coreml-tpu\""),
-        "{stderr}"
-    );
+    let e = on_tiny("predict", &["--backend", "coreml", "x [MASK]"]);
+    assert!(e.contains("use Backend::Cpu"), "{e}");
+    let e = on_tiny("bench", &["--backends", "coreml-tpu"]);
+    assert!(e.contains("unknown backend \"coreml-tpu\""), "{e}");
 }

@@ -294,41 +294,38 @@ pub fn decode_output(
             }
         }
     }
-    let at = |o: usize| &bytes[o * size..(o + 1) * size];
+    // Each element's `size` bytes, in logical order, through a per-type reader.
+    let read = |f: &dyn Fn(&[u8]) -> f32| -> Vec<f32> {
+        offsets
+            .iter()
+            .map(|&o| f(&bytes[o * size..(o + 1) * size]))
+            .collect()
+    };
+    let ints = |f: &dyn Fn(&[u8]) -> i32| -> Vec<i32> {
+        offsets
+            .iter()
+            .map(|&o| f(&bytes[o * size..(o + 1) * size]))
+            .collect()
+    };
     let shape = shape.to_vec();
     let t = match dtype {
         ArrayDType::F16 => Tensor::f16(
             shape,
-            offsets
-                .iter()
-                .map(|&o| half::f16::from_le_bytes([at(o)[0], at(o)[1]]).to_f32())
-                .collect(),
+            read(&|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
         ),
         ArrayDType::F32 => Tensor::f32(
             shape,
-            offsets
-                .iter()
-                .map(|&o| f32::from_le_bytes(at(o).try_into().unwrap_or_default()))
-                .collect(),
+            read(&|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         ),
         ArrayDType::F64 => Tensor::f32(
             shape,
-            offsets
-                .iter()
-                .map(|&o| f64::from_le_bytes(at(o).try_into().unwrap_or_default()) as f32)
-                .collect(),
+            read(&|b| f64::from_le_bytes(b.try_into().unwrap_or_default()) as f32),
         ),
         ArrayDType::I32 => Tensor::i32(
             shape,
-            offsets
-                .iter()
-                .map(|&o| i32::from_le_bytes(at(o).try_into().unwrap_or_default()))
-                .collect(),
+            ints(&|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]])),
         ),
-        ArrayDType::I8 => Tensor::i32(
-            shape,
-            offsets.iter().map(|&o| at(o)[0] as i8 as i32).collect(),
-        ),
+        ArrayDType::I8 => Tensor::i32(shape, ints(&|b| b[0] as i8 as i32)),
     };
     t.map_err(|e| err(e.to_string()))
 }
