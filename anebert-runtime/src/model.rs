@@ -531,6 +531,14 @@ impl std::fmt::Debug for Model {
     }
 }
 
+#[cfg(not(target_vendor = "apple"))]
+fn coreml_unavailable() -> Error {
+    Error::BackendUnavailable {
+        backend: Backend::CoreMl,
+        why: "Core ML exists only on Apple platforms; use Backend::Cpu (or Auto)".into(),
+    }
+}
+
 /// Where Core ML finds the compiled model.
 #[cfg_attr(not(target_vendor = "apple"), allow(dead_code))]
 enum Compiled {
@@ -547,6 +555,7 @@ impl Model {
     pub fn load_embedded(model: &EmbeddedModel, options: &Options) -> Result<Model, Error> {
         let label = PathBuf::from(format!("<embedded model {}>", model.name));
         if options.backend.resolve()? == Backend::CoreMl {
+            Self::require_coreml()?;
             let spec = <proto::Model as prost::Message>::decode(model.spec).map_err(|source| {
                 PackageError::Decode {
                     path: label.clone(),
@@ -597,6 +606,7 @@ impl Model {
             let package = Package::open(path)?;
             return Self::from_package(&package, tokenizer, options);
         }
+        Self::require_coreml()?;
         let compiled_only = !path.join("Manifest.json").is_file();
         if compiled_only && path.join("metadata.json").is_file() {
             let md = crate::coreml::CompiledMetadata::read(path).map_err(Error::CoreMl)?;
@@ -612,6 +622,18 @@ impl Model {
         }
         let spec = Package::open_spec(path)?;
         let info = ModelInfo::from_spec(&spec, path)?;
+        Self::on_coreml_cached(info, &spec, path, tokenizer, options)
+    }
+
+    /// Load the package directory `path` (whose spec is `spec`) on Core ML through the
+    /// compiled-model cache.
+    fn on_coreml_cached(
+        info: ModelInfo,
+        spec: &proto::Model,
+        path: &Path,
+        tokenizer: Option<&[u8]>,
+        options: &Options,
+    ) -> Result<Model, Error> {
         let inputs = spec
             .description
             .as_ref()
@@ -648,6 +670,7 @@ impl Model {
                 options.precision,
             )?),
             Backend::CoreMl => {
+                Self::require_coreml()?;
                 if !package.path.join("Manifest.json").is_file() {
                     return Err(Error::BackendUnavailable {
                         backend: Backend::CoreMl,
@@ -658,23 +681,10 @@ impl Model {
                         ),
                     });
                 }
-                let inputs = package
-                    .spec
-                    .description
-                    .as_ref()
-                    .map(InputSpec::from_description)
-                    .unwrap_or_default();
-                let compiled = crate::coreml::compiled_path(&cache_dir(), &package.path).map_err(
-                    |source| Error::Io {
-                        path: package.path.clone(),
-                        source,
-                    },
-                )?;
-                return Self::on_coreml(
+                return Self::on_coreml_cached(
                     info,
+                    &package.spec,
                     &package.path,
-                    Compiled::Cache(compiled),
-                    inputs,
                     tokenizer,
                     options,
                 );
@@ -717,10 +727,16 @@ impl Model {
             Self::assemble(info, Engine::CoreMl(m), tokenizer, options)
         }
         #[cfg(not(target_vendor = "apple"))]
-        Err(Error::BackendUnavailable {
-            backend: Backend::CoreMl,
-            why: "Core ML exists only on Apple platforms; use Backend::Cpu (or Auto)".into(),
-        })
+        Err(coreml_unavailable())
+    }
+
+    /// `Ok` where this build has the Core ML backend (Apple platforms); checked before any file
+    /// is written for it.
+    fn require_coreml() -> Result<(), Error> {
+        #[cfg(not(target_vendor = "apple"))]
+        return Err(coreml_unavailable());
+        #[cfg(target_vendor = "apple")]
+        Ok(())
     }
 
     fn assemble(
