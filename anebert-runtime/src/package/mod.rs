@@ -263,11 +263,7 @@ impl Package {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         fs::create_dir_all(parent).map_err(io_err(parent))?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = parent.join(format!(".{name}.tmp-{}-{}", std::process::id(), unique()));
+        let tmp = crate::fsx::tmp_sibling(&parent.join(path.file_name().unwrap_or_default()));
         let result = (|| {
             let core = tmp.join("Data").join(manifest::AUTHOR);
             let wdir = core.join(manifest::WEIGHTS_ITEM_NAME);
@@ -301,14 +297,8 @@ pub fn user_metadata(spec: &proto::Model) -> std::collections::BTreeMap<String, 
 /// Move `from` into place at `to`, replacing an existing directory there.
 fn replace_dir(from: &Path, to: &Path) -> Result<(), PackageError> {
     if to.exists() {
-        let old = to.with_file_name(format!(
-            ".{}.old-{}-{}",
-            to.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-            std::process::id(),
-            unique()
-        ));
+        // The old tree steps aside under a fresh temporary name so `to` is never missing for long.
+        let old = crate::fsx::tmp_sibling(to);
         fs::rename(to, &old).map_err(io_err(to))?;
         fs::rename(from, to).map_err(io_err(to))?;
         let _ = fs::remove_dir_all(&old);
@@ -316,18 +306,6 @@ fn replace_dir(from: &Path, to: &Path) -> Result<(), PackageError> {
         fs::rename(from, to).map_err(io_err(to))?;
     }
     Ok(())
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    t ^ N
-        .fetch_add(1, Ordering::Relaxed)
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
 /// The `name` attribute of an op, or its first output's name.
@@ -362,4 +340,34 @@ pub fn all_ops(program: &mil::Program) -> Vec<&mil::Operation> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_replaces_an_existing_package_and_leaves_no_temporaries() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.mlpackage");
+        let spec = |v: i32| proto::Model {
+            specification_version: v,
+            ..Default::default()
+        };
+        Package::write(&path, &spec(8), Some(b"old weights")).unwrap();
+        Package::write(&path, &spec(9), Some(b"new")).unwrap();
+
+        assert_eq!(Package::open_spec(&path).unwrap().specification_version, 9);
+        let weights = path
+            .join("Data")
+            .join(manifest::AUTHOR)
+            .join(manifest::WEIGHTS_ITEM_NAME)
+            .join(manifest::WEIGHTS_FILE_NAME);
+        assert_eq!(fs::read(weights).unwrap(), b"new");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names, ["m.mlpackage"]);
+    }
 }
