@@ -554,8 +554,7 @@ impl Model {
     /// `{cache}/embedded/{key}/`; without a compiled model it is compiled there on first load.
     pub fn load_embedded(model: &EmbeddedModel, options: &Options) -> Result<Model, Error> {
         let label = PathBuf::from(format!("<embedded model {}>", model.name));
-        if options.backend.resolve()? == Backend::CoreMl {
-            Self::require_coreml()?;
+        if Self::load_backend(options)? == Backend::CoreMl {
             let spec = <proto::Model as prost::Message>::decode(model.spec).map_err(|source| {
                 PackageError::Decode {
                     path: label.clone(),
@@ -602,11 +601,10 @@ impl Model {
             None => None,
         };
         let tokenizer = tokenizer.as_deref();
-        if options.backend.resolve()? != Backend::CoreMl {
+        if Self::load_backend(options)? != Backend::CoreMl {
             let package = Package::open(path)?;
             return Self::from_package(&package, tokenizer, options);
         }
-        Self::require_coreml()?;
         let compiled_only = !path.join("Manifest.json").is_file();
         if compiled_only && path.join("metadata.json").is_file() {
             let md = crate::coreml::CompiledMetadata::read(path).map_err(Error::CoreMl)?;
@@ -663,14 +661,13 @@ impl Model {
         options: &Options,
     ) -> Result<Model, Error> {
         let info = ModelInfo::from_package(package)?;
-        let engine = match options.backend.resolve()? {
+        let engine = match Self::load_backend(options)? {
             Backend::Cpu | Backend::Auto => Engine::Cpu(CpuModel::load(
                 package,
                 options.function.as_deref(),
                 options.precision,
             )?),
             Backend::CoreMl => {
-                Self::require_coreml()?;
                 if !package.path.join("Manifest.json").is_file() {
                     return Err(Error::BackendUnavailable {
                         backend: Backend::CoreMl,
@@ -730,13 +727,15 @@ impl Model {
         Err(coreml_unavailable())
     }
 
-    /// `Ok` where this build has the Core ML backend (Apple platforms); checked before any file
-    /// is written for it.
-    fn require_coreml() -> Result<(), Error> {
+    /// The backend `options` select, available in this build: Core ML off Apple platforms fails
+    /// here, before any file is written for it.
+    fn load_backend(options: &Options) -> Result<Backend, Error> {
+        let backend = options.backend.resolve()?;
         #[cfg(not(target_vendor = "apple"))]
-        return Err(coreml_unavailable());
-        #[cfg(target_vendor = "apple")]
-        Ok(())
+        if backend == Backend::CoreMl {
+            return Err(coreml_unavailable());
+        }
+        Ok(backend)
     }
 
     fn assemble(
