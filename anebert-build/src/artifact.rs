@@ -181,7 +181,6 @@ pub fn get_or_convert(
         return Ok(a);
     }
     let tmp = crate::fsx::tmp_sibling(&dir);
-    let _ = fs::remove_dir_all(&tmp);
     let result = (|| {
         fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         let mut o = options.clone();

@@ -517,7 +517,6 @@ impl Config {
         for a in arts {
             let dir = self.prepared_dir(a.info.seq_len);
             let tmp = crate::fsx::tmp_sibling(&dir);
-            let _ = fs::remove_dir_all(&tmp);
             let res = (|| {
                 for rel in artifact::list_files(&a.dir)? {
                     if rel.ends_with(".lock")
@@ -655,7 +654,6 @@ fn place(a: &Artifact, compiled: Option<&Path>, dir: &Path) -> Result<(), BuildE
     let parent = dir.parent().unwrap_or(dir);
     fs::create_dir_all(parent).map_err(io_err(parent))?;
     let tmp = crate::fsx::tmp_sibling(dir);
-    let _ = fs::remove_dir_all(&tmp);
     fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
     let mut files = vec![(a.spec_file(), "model.mlmodel")];
     if let Some(w) = a.weights_file() {

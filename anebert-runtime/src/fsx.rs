@@ -9,16 +9,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A temporary sibling of `path`, unique across processes *and* threads (`.{name}.tmp-{pid}-{n}`),
-/// to be renamed over `path` once complete.
+/// to be renamed over `path` once complete. Names that exist (left by a crashed process whose
+/// pid was reused) are skipped, so the caller starts from nothing.
 pub fn tmp_sibling(path: &Path) -> PathBuf {
     static N: AtomicU64 = AtomicU64::new(0);
     let parent = path.parent().unwrap_or(Path::new("."));
-    parent.join(format!(
-        ".{}.tmp-{}-{}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    ))
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    loop {
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let tmp = parent.join(format!(".{name}.tmp-{}-{n}", std::process::id()));
+        if fs::symlink_metadata(&tmp).is_err() {
+            return tmp;
+        }
+    }
 }
 
 /// Copy a directory tree (files and folders; symlinks are followed).
@@ -92,7 +95,6 @@ pub fn produce_once<E: std::fmt::Display>(
         return Ok(out.to_path_buf());
     }
     let scratch = tmp_sibling(out);
-    let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch).map_err(io(&scratch))?;
     let result = (|| {
         let produced = produce(&scratch).map_err(|e| ProduceError::Producer(e.to_string()))?;
@@ -115,6 +117,22 @@ pub fn produce_once<E: std::fmt::Display>(
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn tmp_siblings_skip_names_left_behind() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("model.mlpackage");
+        let first = tmp_sibling(&path).to_string_lossy().into_owned();
+        let (stem, n) = first.rsplit_once('-').unwrap();
+        let n: u64 = n.parse().unwrap();
+        // Leftovers of a crashed process with this pid at the next counter values.
+        for k in 1..=3 {
+            fs::create_dir_all(format!("{stem}-{}", n + k)).unwrap();
+        }
+        let next = tmp_sibling(&path);
+        assert!(!next.exists(), "{} exists", next.display());
+        assert!(next.to_string_lossy().starts_with(stem));
+    }
 
     #[test]
     fn produced_once_under_concurrency_and_failures_leave_nothing() {

@@ -674,7 +674,6 @@ fn link_snapshot(rdir: &Path, commit: &str, file: &str, etag: &str) -> Result<()
     fs::create_dir_all(parent).map_err(io_err(parent))?;
     let blob = rdir.join("blobs").join(etag);
     let tmp = crate::fsx::tmp_sibling(&link);
-    let _ = fs::remove_file(&tmp);
     #[cfg(unix)]
     {
         let depth = file.split('/').count() + 1;

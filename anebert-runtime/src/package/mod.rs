@@ -263,7 +263,7 @@ impl Package {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         fs::create_dir_all(parent).map_err(io_err(parent))?;
-        let tmp = crate::fsx::tmp_sibling(&parent.join(path.file_name().unwrap_or_default()));
+        let tmp = crate::fsx::tmp_sibling(path);
         let result = (|| {
             let core = tmp.join("Data").join(manifest::AUTHOR);
             let wdir = core.join(manifest::WEIGHTS_ITEM_NAME);
