@@ -2,7 +2,7 @@
 //! `[package.metadata.anebert]` and `#[anebert::model]` structs): typed `predict` equals
 //! `cargo anebert run` on the same package, and the text helpers agree with HuggingFace.
 
-mod common;
+use crate::common;
 
 use anebert::{metrics, Options};
 use anebert_fixture_crate::{Classifier, Embedder, FillMask, FillMaskShort, Hidden, Tagger};

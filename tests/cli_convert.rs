@@ -1,7 +1,7 @@
 //! `cargo anebert convert` end to end: the summary it prints, the package it writes, and its
 //! errors (no panic, exit status 1, nothing written).
 
-mod common;
+use crate::common;
 
 use common::cargo_anebert;
 

@@ -2,7 +2,7 @@
 //! `--mlpackage`, by `--model` (converted through the artifact cache) and by the fixture crate's
 //! `[package.metadata.anebert]` (`--manifest-path`).
 
-mod common;
+use crate::common;
 
 use common::cargo_anebert;
 use common::fixtures::{fixture, rows};
@@ -283,10 +283,7 @@ fn bench_writes_schema_valid_json_and_an_svg_with_both_series() {
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/docs/bench.schema.json"
-        ))
+        &std::fs::read_to_string(common::workspace_root().join("docs/bench.schema.json"))
         .unwrap(),
     )
     .unwrap();

@@ -2,7 +2,7 @@
 //! outputs from HuggingFace + sentence-transformers (`../shared/fixtures/minilm-l6`, 89 MB, not
 //! copied into the repo; the test says so and passes vacuously when it is absent).
 
-mod common;
+use crate::common;
 
 use anebert::cpu::Precision;
 use anebert::metrics;
@@ -13,7 +13,7 @@ use std::path::PathBuf;
 const SEQ: usize = 128;
 
 fn minilm() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/minilm-l6");
+    let p = common::workspace_root().join("../shared/fixtures/minilm-l6");
     if p.join("model.safetensors").is_file() {
         Some(p)
     } else {

@@ -1,7 +1,7 @@
 //! Converter input handling: bad configs and checkpoints give errors naming the problem;
 //! f16/bf16 checkpoints and sharded checkpoints load.
 
-mod common;
+use crate::common;
 
 use anebert::cpu::Precision;
 use anebert::metrics;

@@ -1,6 +1,6 @@
 //! ModernBERT converter against the HuggingFace references (tests/fixtures, see its README).
 
-mod common;
+use crate::common;
 
 use anebert::cpu::Precision;
 use anebert::metrics;

@@ -10,7 +10,7 @@
 //! code outside `cfg(target_vendor = "apple")` has its own tests on every platform.
 #![cfg(all(target_vendor = "apple", feature = "coreml-tests"))]
 
-mod common;
+use crate::common;
 
 use anebert::coreml::placement::ComputeDevice;
 use anebert::cpu::Precision;
@@ -29,7 +29,7 @@ const UNITS: [ComputeUnits; 4] = [
 ];
 
 fn out_dir() -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/anebert-coreml");
+    let d = common::workspace_root().join("target/anebert-coreml");
     std::fs::create_dir_all(&d).unwrap();
     d
 }

@@ -2,7 +2,7 @@
 //! tests/data/gen_op_cases.py). Each case becomes a one-op package written through the MIL builder
 //! (so coremltools validates it in CI), is read back, and runs on the CPU backend.
 
-mod common;
+use crate::common;
 
 use anebert::cpu::{CpuModel, Precision};
 use anebert::{DType, Package, Tensor};
@@ -11,10 +11,7 @@ use std::collections::BTreeMap;
 
 #[test]
 fn every_op_case_matches_numpy() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/data/op_cases.json"
-    ))
+    let text = std::fs::read_to_string(common::workspace_root().join("tests/data/op_cases.json"))
     .unwrap();
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     let cases = doc["cases"].as_array().unwrap();

@@ -1,6 +1,6 @@
 //! Package writer/reader round trips and the multi-op graphs that CI validates with coremltools.
 
-mod common;
+use crate::common;
 
 use anebert::cpu::{CpuModel, Precision};
 use anebert::{DType, Package, Tensor};

@@ -2,7 +2,7 @@
 //! and lying weight files, mutated specs and manifests all give errors (or, where the damage is
 //! harmless, a valid result).
 
-mod common;
+use crate::common;
 
 use anebert::cpu::{CpuModel, Precision};
 use anebert::{DType, Package, Tensor};

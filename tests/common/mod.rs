@@ -4,12 +4,18 @@
 use anebert::{DType, Tensor};
 use std::path::PathBuf;
 
+/// The workspace's root: the suite is cargo-anebert's (`CARGO_MANIFEST_DIR` = `cargo-anebert/`),
+/// its data (fixtures, docs, target/) sits at the top level.
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
 /// Where tests write packages; `.ci/run` validates every package under it with coremltools.
 pub fn package_dir(sub: &str) -> PathBuf {
     let base = std::env::var_os("ANEBERT_TEST_PACKAGES")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/anebert-packages")
+            workspace_root().join("target/anebert-packages")
         });
     let d = base.join(sub);
     std::fs::create_dir_all(&d).unwrap();

@@ -1,0 +1,12 @@
+//! Compile errors of `#[anebert::model]`, snapshotted (tests/ui/*.stderr). Regenerate after an
+//! intended change with `TRYBUILD=overwrite cargo test -p anebert-macros --test macro_ui -- --ignored`.
+
+// trybuild builds this package's dependency graph again in its own target directory (for the
+// proc-macro's host build of anebert-build), so it runs in CI's own step, not in the default suite.
+// The argument rules themselves are unit-tested in src/ without compiling anything.
+#[test]
+#[ignore = "slow: compiles the crate graph again; run with --ignored (CI does)"]
+fn macro_errors() {
+    let t = trybuild::TestCases::new();
+    t.compile_fail("tests/ui/*.rs");
+}

@@ -1,0 +1,15 @@
+//! The end-to-end suite, one test binary (one link instead of ten): conversion against the
+//! HuggingFace references, the CLI, package I/O, hostile inputs, a user crate's typed models.
+
+mod common;
+
+mod build_integration;
+mod cli_convert;
+mod cli_inspect_predict;
+mod convert_bert;
+mod convert_inputs;
+mod convert_modernbert;
+mod coreml;
+mod op_cases;
+mod package_io;
+mod reader_robustness;
