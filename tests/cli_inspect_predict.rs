@@ -283,8 +283,7 @@ fn bench_writes_schema_valid_json_and_an_svg_with_both_series() {
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let schema: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(common::workspace_root().join("docs/bench.schema.json"))
-        .unwrap(),
+        &std::fs::read_to_string(common::workspace_root().join("docs/bench.schema.json")).unwrap(),
     )
     .unwrap();
     let validator = jsonschema::validator_for(&schema).unwrap();

@@ -11,8 +11,8 @@ use std::collections::BTreeMap;
 
 #[test]
 fn every_op_case_matches_numpy() {
-    let text = std::fs::read_to_string(common::workspace_root().join("tests/data/op_cases.json"))
-    .unwrap();
+    let text =
+        std::fs::read_to_string(common::workspace_root().join("tests/data/op_cases.json")).unwrap();
     let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
     let cases = doc["cases"].as_array().unwrap();
     assert!(cases.len() > 90);

@@ -9,8 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub fn fixture(name: &str) -> PathBuf {
-    super::workspace_root().join("tests/fixtures")
-        .join(name)
+    super::workspace_root().join("tests/fixtures").join(name)
 }
 
 /// One sequence of a reference case.

@@ -14,9 +14,7 @@ pub fn workspace_root() -> PathBuf {
 pub fn package_dir(sub: &str) -> PathBuf {
     let base = std::env::var_os("ANEBERT_TEST_PACKAGES")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            workspace_root().join("target/anebert-packages")
-        });
+        .unwrap_or_else(|| workspace_root().join("target/anebert-packages"));
     let d = base.join(sub);
     std::fs::create_dir_all(&d).unwrap();
     d
