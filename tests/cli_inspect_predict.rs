@@ -142,6 +142,67 @@ fn predict_gives_the_head_appropriate_answer() {
     assert!(!stderr.contains("panicked"));
 }
 
+/// A converted package carries its own tokenizer: `convert --out P` then `predict --mlpackage P`
+/// works anywhere, a `tokenizer.json` lying beside a package is never picked up, and a swapped
+/// tokenizer item is refused by its sha256.
+#[test]
+fn packages_carry_their_own_tokenizer() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("sub/m.mlpackage");
+    let p = pkg.to_str().unwrap();
+    let model = fixture("modernbert-tiny");
+    let conv = |from: &std::path::Path| {
+        let from = from.to_str().unwrap().to_string();
+        let (ok, _, stderr) = cargo_anebert(&[
+            "convert", "--model", &from, "--head", "mlm", "--seq", "32", "--out", p,
+        ]);
+        assert!(ok, "{stderr}");
+    };
+    conv(&model);
+    let item = pkg.join("Data/com.anebert/tokenizer.json");
+    assert_eq!(
+        std::fs::read(&item).unwrap(),
+        std::fs::read(model.join("tokenizer.json")).unwrap()
+    );
+    let predict = || {
+        cargo_anebert(&[
+            "predict",
+            "--mlpackage",
+            p,
+            "The capital of France is [MASK].",
+        ])
+    };
+    let (ok, stdout, stderr) = predict();
+    assert!(ok && stdout.contains('%'), "{stderr}");
+
+    // Tampered item: refused, naming both hashes.
+    let mut bytes = std::fs::read(&item).unwrap();
+    bytes.extend_from_slice(b" ");
+    std::fs::write(&item, &bytes).unwrap();
+    let (ok, _, stderr) = predict();
+    assert!(
+        !ok && stderr.contains("not the one this model was converted with"),
+        "{stderr}"
+    );
+
+    // A checkpoint without a tokenizer gives a package without one; a tokenizer.json beside the
+    // package (or in its parent) is not taken for it.
+    let bare = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(model.join(f), bare.path().join(f)).unwrap();
+    }
+    conv(bare.path());
+    assert!(!pkg.join("Data/com.anebert").exists());
+    std::fs::copy(
+        model.join("tokenizer.json"),
+        dir.path().join("sub/tokenizer.json"),
+    )
+    .unwrap();
+    std::fs::copy(model.join("tokenizer.json"), pkg.join("tokenizer.json")).unwrap();
+    let (ok, _, stderr) = predict();
+    assert!(!ok && stderr.contains("tokenizer"), "{stderr}");
+}
+
 #[test]
 fn diff_gates_on_fidelity_and_rotation_rescues_outliers() {
     let model = fixture("modernbert-tiny-outliers");
@@ -209,6 +270,41 @@ fn diff_gates_on_fidelity_and_rotation_rescues_outliers() {
     ]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("pooled outputs"), "{stdout}");
+    // A candidate that overflows fp16 (one row of layer 0's MLP at 60000: finite weights that
+    // fp16 holds, activations it cannot) fails even the loosest gates, and without any gate.
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(fixture("modernbert-tiny").join(f), dir.path().join(f)).unwrap();
+    }
+    common::edit_weights(dir.path(), |name, shape, v| {
+        if name == "model.layers.0.mlp.Wi.weight" {
+            v[..shape[1]].fill(60000.0);
+        }
+    });
+    let d = dir.path().to_str().unwrap();
+    for gates in [
+        &["--max-kl", "0.5", "--min-cosine", "0.9", "--min-psnr=-1000"][..],
+        &[],
+    ] {
+        let mut a = vec![
+            "diff",
+            "--model",
+            d,
+            "--head",
+            "mlm",
+            "--seq",
+            "64",
+            "--no-rotate",
+        ];
+        a.extend_from_slice(gates);
+        let (ok, stdout, stderr) = cargo_anebert(&a);
+        assert!(!ok, "an overflowing candidate passed {gates:?}:\n{stdout}");
+        assert!(
+            stderr.contains("non-finite output values") && !stderr.contains("panicked"),
+            "{stderr}"
+        );
+        assert!(stdout.contains("NaN/Inf"), "{stdout}");
+    }
     // --mlpackage cannot be diffed: it names what to pass instead.
     let (ok, _, stderr) = cargo_anebert(&["diff", "--mlpackage", "x.mlpackage"]);
     assert!(!ok && stderr.contains("--model SRC"), "{stderr}");

@@ -1,6 +1,8 @@
 //! BERT-family conversion against real trained weights: all-MiniLM-L6-v2 with reference
 //! outputs from HuggingFace + sentence-transformers (`../shared/fixtures/minilm-l6`, 89 MB, not
-//! copied into the repo; the test says so and passes vacuously when it is absent).
+//! copied into the repo). The tests that need it are `#[ignore]`d, so a plain `cargo test` shows
+//! them as ignored rather than passing vacuously; CI runs them with `--ignored`, and there a
+//! missing fixture is a failure.
 
 use crate::common;
 
@@ -12,14 +14,14 @@ use std::path::PathBuf;
 
 const SEQ: usize = 128;
 
-fn minilm() -> Option<PathBuf> {
+fn minilm() -> PathBuf {
     let p = common::workspace_root().join("../shared/fixtures/minilm-l6");
-    if p.join("model.safetensors").is_file() {
-        Some(p)
-    } else {
-        eprintln!("skipped: {} is not present", p.display());
-        None
-    }
+    assert!(
+        p.join("model.safetensors").is_file(),
+        "{} is absent: this test needs the shared MiniLM fixture beside the repository",
+        p.display()
+    );
+    p
 }
 
 fn f32_tensor(st: &safetensors::SafeTensors, name: &str) -> Vec<f32> {
@@ -85,8 +87,9 @@ fn package(dir: &std::path::Path, head: HeadKind, weights: WeightPrecision) -> P
 }
 
 #[test]
+#[ignore = "needs ../shared/fixtures/minilm-l6 (89 MB, not in the repo); CI runs it with --ignored"]
 fn minilm_matches_sentence_transformers() {
-    let Some(dir) = minilm() else { return };
+    let dir = minilm();
     let refs = sentences(&dir);
     assert_eq!(refs.len(), 8);
     let mut report = Vec::new();
@@ -96,7 +99,7 @@ fn minilm_matches_sentence_transformers() {
     ] {
         let emb_model = fixtures::load(&package(&dir, HeadKind::Embedding, weights), precision);
         let hid_model = fixtures::load(&package(&dir, HeadKind::Hidden, weights), precision);
-        let (mut min_cos, mut max_abs, mut min_psnr) = (1f64, 0f64, f64::INFINITY);
+        let (mut min_cos, mut max_abs, mut min_psnr) = (1f64, 0f64, f64::MAX);
         let mut embs = Vec::new();
         for s in &refs {
             let e: Vec<f32> = fixtures::run(&emb_model, SEQ, 0, &s.ids)
@@ -105,11 +108,11 @@ fn minilm_matches_sentence_transformers() {
                 .iter()
                 .map(|&v| v as f32)
                 .collect();
-            min_cos = min_cos.min(metrics::cosine(&s.embedding, &e));
+            min_cos = metrics::nan_min(min_cos, metrics::cosine(&s.embedding, &e));
             let h = fixtures::per_token(&fixtures::run(&hid_model, SEQ, 0, &s.ids), s.ids.len())
                 .concat();
-            max_abs = max_abs.max(metrics::max_abs_diff(&s.hidden, &h));
-            min_psnr = min_psnr.min(metrics::psnr(&s.hidden, &h));
+            max_abs = metrics::nan_max(max_abs, metrics::max_abs_diff(&s.hidden, &h));
+            min_psnr = metrics::nan_min(min_psnr, metrics::psnr(&s.hidden, &h));
             embs.push(e);
         }
         // Pairwise cosine similarity matrix vs the reference embeddings'.
@@ -118,7 +121,7 @@ fn minilm_matches_sentence_transformers() {
             for j in 0..refs.len() {
                 let want = metrics::cosine(&refs[i].embedding, &refs[j].embedding);
                 let got = metrics::cosine(&embs[i], &embs[j]);
-                max_sim_err = max_sim_err.max((want - got).abs());
+                max_sim_err = metrics::nan_max(max_sim_err, (want - got).abs());
             }
         }
         report.push(format!(
@@ -143,8 +146,9 @@ fn minilm_matches_sentence_transformers() {
 }
 
 #[test]
+#[ignore = "needs ../shared/fixtures/minilm-l6 (89 MB, not in the repo); CI runs it with --ignored"]
 fn bert_errors_name_the_problem() {
-    let Some(dir) = minilm() else { return };
+    let dir = minilm();
     let tmp = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(
         dir.join("model.safetensors"),
@@ -251,8 +255,9 @@ fn distilbert_config() -> serde_json::Value {
 /// DistilBERT naming and config: MiniLM's weights re-saved as a DistilBERT checkpoint must give
 /// MiniLM's reference embeddings.
 #[test]
+#[ignore = "needs ../shared/fixtures/minilm-l6 (89 MB, not in the repo); CI runs it with --ignored"]
 fn distilbert_checkpoint_matches_the_equivalent_bert() {
-    let Some(dir) = minilm() else { return };
+    let dir = minilm();
     let tmp = tempfile::tempdir().unwrap();
     write_checkpoint(tmp.path(), &minilm_body(&dir, true), &distilbert_config());
     std::fs::create_dir(tmp.path().join("1_Pooling")).unwrap();
@@ -283,9 +288,10 @@ fn distilbert_checkpoint_matches_the_equivalent_bert() {
 /// MiniLM's body plus random head weights. The expected outputs are computed here in f64 from the
 /// reference last_hidden_state, independently of the graph code.
 #[test]
+#[ignore = "needs ../shared/fixtures/minilm-l6 (89 MB, not in the repo); CI runs it with --ignored"]
 fn task_heads_follow_hf_semantics() {
     use rand::{Rng, SeedableRng};
-    let Some(dir) = minilm() else { return };
+    let dir = minilm();
     let (d, vocab, labels) = (384usize, 30522usize, 3usize);
     let refs = sentences(&dir);
     for distil in [false, true] {
@@ -445,7 +451,7 @@ fn task_heads_follow_hf_semantics() {
                 };
                 for (g, w) in got.iter().zip(&want) {
                     let w32: Vec<f32> = w.iter().map(|&v| v as f32).collect();
-                    worst = worst.max(metrics::max_abs_diff(&w32, g));
+                    worst = metrics::nan_max(worst, metrics::max_abs_diff(&w32, g));
                 }
             }
             assert!(worst < 2e-3, "{flavor} {}: max|Δ| {worst:e}", head.name());

@@ -84,6 +84,110 @@ fn bad_configs_are_named() {
     assert!(error_of(dir.path(), HeadKind::MaskedLm, 64).contains("not valid JSON"));
 }
 
+/// Absurd sizes and windows in config.json are errors before anything is allocated or built
+/// from them (they used to abort, hang or convert silently).
+#[test]
+fn absurd_config_values_are_refused_before_work() {
+    let cases: Vec<(&str, serde_json::Value, &str)> = vec![
+        (
+            "hidden_size",
+            1_000_000_000u64.into(),
+            "hidden_size 1000000000 is beyond",
+        ),
+        ("hidden_size", (1u64 << 62).into(), "hidden_size"),
+        (
+            "intermediate_size",
+            (1u64 << 40).into(),
+            "intermediate_size",
+        ),
+        ("vocab_size", (1u64 << 40).into(), "vocab_size"),
+        (
+            "num_hidden_layers",
+            1_000_000u64.into(),
+            "num_hidden_layers",
+        ),
+        ("local_attention", 0.into(), "local_attention 0"),
+        ("local_attention", 1.into(), "local_attention 1"),
+        ("local_attention", (1u64 << 62).into(), "local_attention"),
+        (
+            "global_attn_every_n_layers",
+            (1u64 << 63).into(),
+            "global_attn_every_n_layers",
+        ),
+        // A typo that matches no tensor: named against the real table, not run for an hour.
+        ("hidden_size", 30000.into(), "[1024, 64]"),
+    ];
+    for (field, value, want) in cases {
+        let dir = copy_fixture("modernbert-tiny");
+        edit_config(dir.path(), |v| {
+            v[field] = value.clone();
+            if field == "hidden_size" && value.as_u64() == Some(30000) {
+                v["num_attention_heads"] = 2.into();
+            }
+        });
+        let t = std::time::Instant::now();
+        let e = error_of(dir.path(), HeadKind::MaskedLm, 64);
+        assert!(e.contains(want), "{field} = {value}: {e}");
+        assert!(
+            t.elapsed().as_secs() < 20,
+            "{field} = {value} took {:?}",
+            t.elapsed()
+        );
+    }
+}
+
+/// Non-finite weights, and weights fp16 cannot hold, are refused with the tensor named; a 0-dim
+/// classifier weight is an error, not a panic.
+#[test]
+fn bad_weight_values_and_ranks_are_refused() {
+    let planted = |tensor: &'static str, value: f32| {
+        let dir = copy_fixture("modernbert-tiny");
+        common::edit_weights(dir.path(), |name, _, v| {
+            if name == tensor {
+                v[5] = value;
+            }
+        });
+        dir
+    };
+    for (tensor, value) in [
+        ("model.layers.0.attn.Wqkv.weight", f32::NAN),
+        ("model.embeddings.tok_embeddings.weight", f32::INFINITY),
+        ("model.layers.1.mlp.Wi.weight", f32::NEG_INFINITY),
+        ("model.final_norm.weight", f32::NAN),
+    ] {
+        let dir = planted(tensor, value);
+        let e = error_of(dir.path(), HeadKind::MaskedLm, 64);
+        assert!(
+            e.contains(tensor) && e.contains("non-finite") && e.contains("index 5"),
+            "{tensor} = {value}: {e}"
+        );
+    }
+    // 70000 is finite in f32 but ∞ in fp16: the fp16 package is refused, naming the constant
+    // and the fix; fp32 weights hold it.
+    // (Without rotation: a rotation spreads one large weight over a whole column.)
+    let dir = planted("model.layers.0.mlp.Wo.weight", 70000.0);
+    let mut o = ConvertOptions::new(HeadKind::Hidden, 64);
+    o.rotate = false;
+    let e = convert_dir(dir.path(), &o).unwrap_err().to_string();
+    assert!(
+        e.contains("layer0_mlp_down_weight") && e.contains("65504") && e.contains("--weights fp32"),
+        "{e}"
+    );
+    o.weights = WeightPrecision::Fp32;
+    convert_dir(dir.path(), &o).unwrap();
+
+    // A 0-dim classifier weight: a shape error naming it (was a panic on `shape[0]`).
+    let dir = copy_fixture("modernbert-tiny-cls");
+    common::edit_weights(dir.path(), |name, shape, v| {
+        if name == "classifier.weight" {
+            shape.clear();
+            v.truncate(1);
+        }
+    });
+    let e = error_of(dir.path(), HeadKind::SequenceClassification, 64);
+    assert!(e.contains("classifier.weight") && e.contains("[]"), "{e}");
+}
+
 #[test]
 fn bad_checkpoints_name_the_tensor_and_shapes() {
     // A config that disagrees with the weights: the first tensor read names both shapes.
@@ -238,7 +342,7 @@ fn half_precision_and_sharded_checkpoints_load() {
             .iter()
             .zip(&want)
             .map(|(g, w)| metrics::kl_divergence(w, g))
-            .fold(0.0, f64::max);
+            .fold(0.0, metrics::nan_max);
         assert!(worst <= max_kl, "{dtype:?} x{shards}: KL {worst:e}");
     }
 }
@@ -269,4 +373,52 @@ fn bare_modernbert_model_checkpoint() {
             assert!(metrics::max_abs_diff(w, g) < 1e-4, "{}", row.case);
         }
     }
+}
+
+/// A sentence-transformers ModernBERT (modules.json, 1_Pooling, 2_Normalize) converts with the
+/// pooling and normalization it declares (it used to be mean and unnormalized whatever it said);
+/// pooling modes the converter lacks are errors, for ModernBERT as for BERT.
+#[test]
+fn modernbert_embedding_follows_sentence_transformers_files() {
+    let dir = copy_fixture("modernbert-tiny");
+    std::fs::create_dir_all(dir.path().join("1_Pooling")).unwrap();
+    let pooling = |mode: &str| {
+        let v = serde_json::json!({
+            "word_embedding_dimension": 64,
+            "pooling_mode_cls_token": mode == "cls",
+            "pooling_mode_mean_tokens": mode == "mean",
+            "pooling_mode_max_tokens": mode == "max",
+        });
+        std::fs::write(dir.path().join("1_Pooling/config.json"), v.to_string()).unwrap();
+    };
+    let modules = serde_json::json!([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+    ]);
+    std::fs::write(dir.path().join("modules.json"), modules.to_string()).unwrap();
+    pooling("cls");
+    let out = dir.path().join("emb.mlpackage");
+    convert(
+        dir.path(),
+        &ConvertOptions::new(HeadKind::Embedding, 32),
+        &out,
+    )
+    .unwrap();
+    let md = anebert::Package::open(&out).unwrap().user_metadata();
+    assert_eq!(md["anebert.pooling"], "cls");
+    assert_eq!(md["anebert.normalize"], "true");
+    // Normalized: unit length, whatever the text.
+    let model = fixtures::load(&out, Precision::F32);
+    let e = fixtures::run(&model, 32, 1015, &[1013, 42, 7, 1014])
+        .to_f64_vec()
+        .unwrap();
+    let norm = e.iter().map(|v| v * v).sum::<f64>().sqrt();
+    assert!((norm - 1.0).abs() < 1e-5, "norm {norm}");
+    pooling("max");
+    let e = error_of(dir.path(), HeadKind::Embedding, 32);
+    assert!(
+        e.contains("pooling_mode_max_tokens") && e.contains("1_Pooling"),
+        "{e}"
+    );
 }

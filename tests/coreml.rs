@@ -96,7 +96,7 @@ fn every_compute_unit_setting_matches_the_cpu_backend() {
                 for (rr, cc) in r.iter().zip(&c) {
                     assert!(cc.iter().all(|v| v.is_finite()), "{fx} {units}: non-finite");
                     agree += usize::from(metrics::argmax(rr) == metrics::argmax(cc));
-                    min_cos = min_cos.min(metrics::cosine(rr, cc));
+                    min_cos = metrics::nan_min(min_cos, metrics::cosine(rr, cc));
                     n += 1;
                     r_all.extend_from_slice(rr);
                     c_all.extend_from_slice(cc);

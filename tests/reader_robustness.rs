@@ -2,8 +2,6 @@
 //! and lying weight files, mutated specs and manifests all give errors (or, where the damage is
 //! harmless, a valid result).
 
-use crate::common;
-
 use anebert::cpu::{CpuModel, Precision};
 use anebert::{DType, Package, Tensor};
 use anebert_build::mil::{InputShape, ProgramBuilder, SpecVersion};

@@ -11,7 +11,7 @@
 //!
 //! The cache is `ANEBERT_CACHE_DIR`, else `$XDG_CACHE_HOME/anebert`, else `~/.cache/anebert`.
 
-use crate::convert::{convert, ConvertOptions, CONVERTER_VERSION};
+use crate::convert::{convert, ConvertOptions, CONVERTER_KEY, CONVERTER_VERSION};
 use crate::source::Resolved;
 use crate::ConvertError;
 use anebert_runtime::contract::HeadKind;
@@ -151,7 +151,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ArtifactError + '_ {
 /// The content key of converting `fingerprint` with `options`.
 pub fn key(fingerprint: &BTreeMap<String, String>, options: &ConvertOptions) -> String {
     let mut h = Sha256::new();
-    h.update(format!("anebert {CONVERTER_VERSION}\n").as_bytes());
+    h.update(format!("anebert {CONVERTER_KEY}\n").as_bytes());
     for (file, id) in fingerprint {
         h.update(format!("file {file} {id}\n").as_bytes());
     }
@@ -180,9 +180,8 @@ pub fn get_or_convert(
         // Another build converted it while we waited for the lock.
         return Ok(a);
     }
-    let tmp = crate::fsx::tmp_sibling(&dir);
+    let tmp = crate::fsx::tmp_dir(&dir).map_err(io_err(&dir))?;
     let result = (|| {
-        fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
         let mut o = options.clone();
         if o.source_label.is_none() {
             o.source_label = Some(resolved.description.clone());
@@ -215,11 +214,8 @@ pub fn get_or_convert(
         let ap = tmp.join("artifact.json");
         let json = serde_json::to_string_pretty(&info).expect("plain data");
         fs::write(&ap, json).map_err(io_err(&ap))?;
-        if dir.exists() {
-            // An incomplete leftover (a crash before this layout's last write): replace it.
-            fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
-        }
-        fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+        // Replaces an incomplete leftover (a crash before this layout's last write) whole.
+        crate::fsx::publish_dir(&tmp, &dir).map_err(io_err(&dir))?;
         Ok(Artifact {
             dir: dir.clone(),
             info,

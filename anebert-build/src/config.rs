@@ -486,7 +486,7 @@ impl Config {
             "{} | {:?} | anebert {}",
             self.spec.model.as_deref().unwrap_or_default(),
             self.options(seq),
-            crate::convert::CONVERTER_VERSION
+            crate::convert::CONVERTER_KEY
         );
         crate::checkpoint::hex(&Sha256::digest(text.as_bytes()))[..32].to_string()
     }
@@ -516,7 +516,10 @@ impl Config {
         let mut out = Vec::new();
         for a in arts {
             let dir = self.prepared_dir(a.info.seq_len);
-            let tmp = crate::fsx::tmp_sibling(&dir);
+            if let Some(p) = dir.parent() {
+                fs::create_dir_all(p).map_err(io_err(p))?;
+            }
+            let tmp = crate::fsx::tmp_dir(&dir).map_err(io_err(&dir))?;
             let res = (|| {
                 for rel in artifact::list_files(&a.dir)? {
                     if rel.ends_with(".lock")
@@ -534,10 +537,8 @@ impl Config {
                 let r = tmp.join("request");
                 fs::write(&r, format!("{}\n", self.request_id(a.info.seq_len)))
                     .map_err(io_err(&r))?;
-                if dir.exists() {
-                    fs::remove_dir_all(&dir).map_err(io_err(&dir))?;
-                }
-                fs::rename(&tmp, &dir).map_err(io_err(&dir))
+                // Atomic: a reader sees the old artifact or the new one, never neither.
+                crate::fsx::publish_dir(&tmp, &dir).map_err(io_err(&dir))
             })();
             if res.is_err() {
                 let _ = fs::remove_dir_all(&tmp);
@@ -653,8 +654,7 @@ fn place(a: &Artifact, compiled: Option<&Path>, dir: &Path) -> Result<(), BuildE
     }
     let parent = dir.parent().unwrap_or(dir);
     fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let tmp = crate::fsx::tmp_sibling(dir);
-    fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let tmp = crate::fsx::tmp_dir(dir).map_err(io_err(dir))?;
     let mut files = vec![(a.spec_file(), "model.mlmodel")];
     if let Some(w) = a.weights_file() {
         files.push((w, "weight.bin"));
@@ -680,10 +680,7 @@ fn place(a: &Artifact, compiled: Option<&Path>, dir: &Path) -> Result<(), BuildE
     }
     let st = tmp.join("KEY");
     fs::write(&st, &key).map_err(io_err(&st))?;
-    if dir.exists() {
-        let _ = fs::remove_dir_all(dir);
-    }
-    if let Err(e) = fs::rename(&tmp, dir) {
+    if let Err(e) = crate::fsx::publish_dir(&tmp, dir) {
         let _ = fs::remove_dir_all(&tmp);
         // A concurrent build placing the same artifact is fine.
         if fs::read_to_string(&stamp).ok().as_deref() != Some(key.as_str()) {

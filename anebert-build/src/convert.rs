@@ -11,8 +11,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-/// The converter's version, recorded in every package (part of artifact cache keys).
+/// The converter's version, recorded in every package.
 pub const CONVERTER_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The converter as far as cached artifacts are concerned: its version plus a fingerprint of its
+/// source and the runtime's (build.rs), so editing the converter never serves a stale package.
+pub const CONVERTER_KEY: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "+src.",
+    env!("ANEBERT_SOURCE_HASH")
+);
 
 /// Precision of the stored weights (and of the computation in the graph).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -334,7 +342,8 @@ pub fn convert_dir(
     }
     res?;
 
-    let ckpt_sha = (src.files_sha256(), tokenizer_sha(dir));
+    let tokenizer = read_tokenizer(dir)?;
+    let ckpt_sha = (src.files_sha256(), tokenizer.as_deref().map(sha256_hex));
     pb.short_description(&format!(
         "{} {} head, S = {} (anebert {CONVERTER_VERSION})",
         meta.architecture,
@@ -386,7 +395,8 @@ pub fn convert_dir(
     for (k, v) in md {
         pb.metadata(k, &v);
     }
-    let built = pb.build()?;
+    let mut built = pb.build()?;
+    built.tokenizer = tokenizer;
     let mut ops = BTreeMap::new();
     if let Some(anebert_runtime::proto::model::Type::MlProgram(p)) = &built.spec.r#type {
         for op in anebert_runtime::package::all_ops(p) {
@@ -411,11 +421,21 @@ pub fn convert_dir(
     Ok((built, summary))
 }
 
-/// sha256 of `tokenizer.json` when present.
-fn tokenizer_sha(dir: &Path) -> Option<String> {
+/// The checkpoint's `tokenizer.json`, when it has one (it goes into the package).
+fn read_tokenizer(dir: &Path) -> Result<Option<Vec<u8>>, ConvertError> {
+    let p = dir.join("tokenizer.json");
+    if !p.exists() {
+        return Ok(None);
+    }
+    let max = anebert_runtime::package::MAX_TOKENIZER_BYTES;
+    anebert_runtime::fsx::read_regular(&p, max)
+        .map(Some)
+        .map_err(|source| crate::checkpoint::CheckpointError::Io { path: p, source }.into())
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::{Digest, Sha256};
-    let bytes = std::fs::read(dir.join("tokenizer.json")).ok()?;
-    Some(crate::checkpoint::hex(&Sha256::digest(&bytes)))
+    crate::checkpoint::hex(&Sha256::digest(bytes))
 }
 
 /// Convert a checkpoint directory and write the package to `out` (atomically).

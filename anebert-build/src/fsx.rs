@@ -3,7 +3,7 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-pub(crate) use anebert_runtime::fsx::tmp_sibling;
+pub(crate) use anebert_runtime::fsx::{publish_dir, tmp_dir, tmp_sibling};
 
 /// Write `bytes` to `path` atomically (temporary sibling + rename), creating the parent.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, io::Error)> {

@@ -96,6 +96,38 @@ pub enum ContractError {
     /// An output is not `(1, C, 1, S)` numbers.
     #[error("output of shape {0:?} is not a (1, C, 1, S) float tensor")]
     NotPerToken(Vec<usize>),
+    /// A token id outside the vocabulary: the ANE would read outside the embedding table.
+    #[error("input_ids[{position}] = {id} is not a token id of this model (0..{vocab}); tokenize with the model's own tokenizer")]
+    TokenId {
+        /// Flat position in `input_ids`.
+        position: usize,
+        /// The id.
+        id: i64,
+        /// The vocabulary size.
+        vocab: usize,
+    },
+}
+
+/// Check that every `input_ids` value is a token id of a `vocab`-sized model (negative ids
+/// included: MIL's gather would wrap them, the ANE reads outside the table).
+pub fn check_token_ids(
+    inputs: &BTreeMap<String, Tensor>,
+    vocab: usize,
+) -> Result<(), ContractError> {
+    let Some(t) = inputs.get(INPUT_IDS) else {
+        return Ok(());
+    };
+    let Some(values) = t.to_f64_vec() else {
+        return Ok(());
+    };
+    match values.iter().position(|&v| !(v >= 0.0 && v < vocab as f64)) {
+        Some(position) => Err(ContractError::TokenId {
+            position,
+            id: values[position] as i64,
+            vocab,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// `input_ids` (right-padded with `pad_id`) and `attention_mask` for one sequence of a model

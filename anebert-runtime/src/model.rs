@@ -440,7 +440,7 @@ impl EmbeddedModel {
         };
         let parent = root.join("embedded");
         std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-        let tmp = crate::fsx::tmp_sibling(&dir);
+        let tmp = crate::fsx::tmp_dir(&dir).map_err(io(&dir))?;
         let result = (|| {
             let core = tmp.join("model.mlpackage/Data").join(manifest::AUTHOR);
             let wdir = core.join(manifest::WEIGHTS_ITEM_NAME);
@@ -484,21 +484,10 @@ impl EmbeddedModel {
             std::fs::write(&d, self.key).map_err(io(&d))?;
             match std::fs::rename(&tmp, &dir) {
                 Ok(()) => Ok(()),
-                // Lost the race to an identical copy, or a stale incomplete one is in the way.
+                // Lost the race to an identical copy.
                 Err(_) if done.is_file() => Ok(()),
-                Err(_) => {
-                    let _ = std::fs::remove_dir_all(&dir);
-                    std::fs::rename(&tmp, &dir).or_else(|e| {
-                        if done.is_file() {
-                            Ok(())
-                        } else {
-                            Err(Error::Io {
-                                path: dir.clone(),
-                                source: e,
-                            })
-                        }
-                    })
-                }
+                // A stale incomplete copy is in the way: replace it whole.
+                Err(_) => crate::fsx::publish_dir(&tmp, &dir).map_err(io(&dir)),
             }
         })();
         let _ = std::fs::remove_dir_all(&tmp);
@@ -582,23 +571,24 @@ impl Model {
     }
 
     /// Load a model written by anebert from a directory: an `.mlpackage` (any backend), or on
-    /// Core ML also a compiled `.mlmodelc`. `tokenizer.json` is taken from beside it
-    /// (`<dir>/../tokenizer.json`) or from inside it when present. Core ML compiles an
-    /// `.mlpackage` once into `{cache}/compiled/{key}/` (key: [`crate::coreml::package_key`]).
+    /// Core ML also a compiled `.mlmodelc`. The tokenizer is the package's own item
+    /// (`Data/com.anebert/tokenizer.json`; inside a `.mlmodelc`, its `tokenizer.json`), checked
+    /// against the sha256 the converter recorded; nothing beside the directory is read. Core ML
+    /// compiles an `.mlpackage` once into `{cache}/compiled/{key}/` (key:
+    /// [`crate::coreml::package_key`]).
     pub fn open(path: impl AsRef<Path>, options: &Options) -> Result<Model, Error> {
         let path = path.as_ref();
-        let candidates = [
-            path.join("tokenizer.json"),
-            path.parent()
-                .map(|p| p.join("tokenizer.json"))
-                .unwrap_or_default(),
-        ];
-        let tokenizer = match candidates.iter().find(|p| p.is_file()) {
-            Some(p) => Some(std::fs::read(p).map_err(|source| Error::Io {
-                path: p.clone(),
-                source,
-            })?),
-            None => None,
+        let tokenizer = if path.join("Manifest.json").is_file() {
+            Package::read_tokenizer(path)?
+        } else {
+            let p = path.join("tokenizer.json");
+            match p.is_file() {
+                true => Some(
+                    crate::fsx::read_regular(&p, crate::package::MAX_TOKENIZER_BYTES)
+                        .map_err(|source| Error::Io { path: p, source })?,
+                ),
+                false => None,
+            }
         };
         let tokenizer = tokenizer.as_deref();
         if Self::load_backend(options)? != Backend::CoreMl {
@@ -746,6 +736,24 @@ impl Model {
     ) -> Result<Model, Error> {
         #[cfg(not(feature = "text"))]
         let _ = tokenizer;
+        // The tokenizer must be the one the model was converted with.
+        let want = info
+            .metadata
+            .get("anebert.tokenizer_sha256")
+            .filter(|s| !s.is_empty());
+        if let (Some(want), Some(bytes)) = (want, tokenizer) {
+            use sha2::{Digest, Sha256};
+            let got: String = Sha256::digest(bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if &got != want {
+                return Err(Error::Tokenizer(format!(
+                    "the tokenizer given (sha256 {got}) is not the one this model was converted \
+                     with (sha256 {want}); reconvert, or load the package with its own tokenizer"
+                )));
+            }
+        }
         Ok(Model {
             #[cfg(feature = "text")]
             tokenizer: match tokenizer {
@@ -798,6 +806,7 @@ impl Model {
         &self,
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<BTreeMap<String, Tensor>, Error> {
+        contract::check_token_ids(inputs, self.info.vocab_size)?;
         match &self.engine {
             Engine::Cpu(m) => Ok(m.predict(inputs)?),
             #[cfg(target_vendor = "apple")]

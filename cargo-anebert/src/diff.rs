@@ -68,12 +68,17 @@ struct Fidelity {
     mask_top1: Option<f64>,
     mask_top5: Option<f64>,
     argmax_agreement: Option<f64>,
+    /// NaN or ±∞ values among the candidate's outputs (any fails the run).
+    non_finite: usize,
+    /// Real tokens (or pooled outputs) with at least one non-finite value.
+    non_finite_rows: usize,
 }
 
 fn texts(a: &DiffArgs) -> Result<Vec<String>> {
     let mut t = a.texts.clone();
     if let Some(f) = &a.texts_file {
-        let s = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let s = anebert::fsx::read_regular_string(f, 256 << 20)
+            .with_context(|| format!("reading {}", f.display()))?;
         t.extend(s.lines().filter(|l| !l.trim().is_empty()).map(String::from));
     }
     if t.is_empty() {
@@ -105,14 +110,17 @@ fn compare(reference: &Model, cand: &Model, texts: &[String], variant: &str) -> 
         for (i, (rr, cc)) in r.iter().zip(&c).enumerate() {
             all_r.extend_from_slice(rr);
             all_c.extend_from_slice(cc);
-            f.min_cosine = f.min_cosine.min(metrics::cosine(rr, cc));
+            let bad = metrics::non_finite(cc);
+            f.non_finite += bad;
+            f.non_finite_rows += usize::from(bad > 0);
+            f.min_cosine = metrics::nan_min(f.min_cosine, metrics::cosine(rr, cc));
             match head {
                 HeadKind::MaskedLm
                 | HeadKind::TokenClassification
                 | HeadKind::SequenceClassification => {
                     let kl = metrics::kl_divergence(rr, cc);
                     f.summed_kl += kl;
-                    f.max_kl = f.max_kl.max(kl);
+                    f.max_kl = metrics::nan_max(f.max_kl, kl);
                     let agree = metrics::argmax(rr) == metrics::argmax(cc);
                     top1 += agree as usize;
                     if head == HeadKind::SequenceClassification {
@@ -186,23 +194,42 @@ pub fn run(a: DiffArgs) -> Result<()> {
             );
             let f = compare(&reference, &cand, &texts, &name)?;
             if i == 0 {
+                // NaN fails every gate (`exceeds`/`falls_below`), and non-finite outputs fail
+                // the run even without one: fp16 overflow must never pass as a score.
                 let gate = |what: &str, bad: bool, val: f64, lim: f64| {
                     bad.then(|| {
                         format!("{label} ({name}): {what} {val:.4e} beyond the limit {lim:.4e}")
                     })
                 };
+                if f.non_finite > 0 {
+                    failures.push(format!(
+                        "{label} ({name}): {} non-finite output values (NaN/Inf) in {} of {} rows; \
+                         the candidate overflows — try rotation, fp32 weights, or `--precision f32` \
+                         to tell conversion from fp16 numerics",
+                        f.non_finite, f.non_finite_rows, f.tokens
+                    ));
+                }
+                failures.extend(a.max_kl.and_then(|m| {
+                    gate(
+                        "mean per-token KL",
+                        metrics::exceeds(f.mean_kl, m),
+                        f.mean_kl,
+                        m,
+                    )
+                }));
                 failures.extend(
-                    a.max_kl
-                        .and_then(|m| gate("mean per-token KL", f.mean_kl > m, f.mean_kl, m)),
+                    a.min_psnr.and_then(|m| {
+                        gate("PSNR", metrics::falls_below(f.psnr_db, m), f.psnr_db, m)
+                    }),
                 );
-                failures.extend(
-                    a.min_psnr
-                        .and_then(|m| gate("PSNR", f.psnr_db < m, f.psnr_db, m)),
-                );
-                failures.extend(
-                    a.min_cosine
-                        .and_then(|m| gate("min cosine", f.min_cosine < m, f.min_cosine, m)),
-                );
+                failures.extend(a.min_cosine.and_then(|m| {
+                    gate(
+                        "min cosine",
+                        metrics::falls_below(f.min_cosine, m),
+                        f.min_cosine,
+                        m,
+                    )
+                }));
             }
             rows.push(f);
         }
@@ -219,16 +246,18 @@ pub fn run(a: DiffArgs) -> Result<()> {
             }
         );
         println!(
-            "  {:<26} {:>10} {:>10} {:>9} {:>10} {:>7} {:>11} {:>10} {:>9}",
+            "  {:<26} {:>10} {:>10} {:>10} {:>9} {:>10} {:>7} {:>11} {:>10} {:>9} {:>9}",
             "candidate",
             "mean KL",
+            "max KL",
             "summed KL",
             "PSNR dB",
             "min cos",
             "top-1",
             "[MASK] top1",
             "top5",
-            "argmax"
+            "argmax",
+            "NaN/Inf"
         );
         for f in &rows {
             let sci = |v: f64| {
@@ -239,16 +268,18 @@ pub fn run(a: DiffArgs) -> Result<()> {
                 }
             };
             println!(
-                "  {:<26} {:>10} {:>10} {:>9.2} {:>10.7} {:>7} {:>11} {:>10} {:>9}",
+                "  {:<26} {:>10} {:>10} {:>10} {:>9.2} {:>10.7} {:>7} {:>11} {:>10} {:>9} {:>9}",
                 f.variant,
                 sci(f.mean_kl),
+                sci(f.max_kl),
                 sci(f.summed_kl),
                 f.psnr_db,
                 f.min_cosine,
                 pct(logits.then_some(f.top1)),
                 pct(f.mask_top1),
                 pct(f.mask_top5),
-                pct(f.argmax_agreement)
+                pct(f.argmax_agreement),
+                f.non_finite
             );
         }
         results.push(serde_json::json!({"model": label, "texts": texts.len(), "results": rows}));

@@ -30,6 +30,10 @@ pub fn run(a: RunArgs) -> Result<()> {
     let model = CpuModel::load(&package, a.function.as_deref(), a.precision)
         .with_context(|| format!("preparing {}", a.package.display()))?;
     let inputs = tensors::read(&a.inputs)?;
+    // An anebert model's input_ids must be token ids: the ANE would read outside the table.
+    if let Ok(info) = anebert::ModelInfo::from_package(&package) {
+        anebert::contract::check_token_ids(&inputs, info.vocab_size)?;
+    }
     let t = std::time::Instant::now();
     let outputs = model.predict(&inputs)?;
     let ms = t.elapsed().as_secs_f64() * 1e3;

@@ -9,7 +9,9 @@ use std::path::Path;
 /// Read every tensor of a safetensors file. int32 / int64 (range-checked) become int32; f32 / f16 /
 /// bf16 become float tensors of their own precision.
 pub fn read(path: &Path) -> Result<BTreeMap<String, Tensor>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    // Inputs are a few MB at most; a device or FIFO here must not hang or fill memory.
+    let bytes = anebert::fsx::read_regular(path, 4 << 30)
+        .with_context(|| format!("reading {}", path.display()))?;
     let st = SafeTensors::deserialize(&bytes)
         .with_context(|| format!("{} is not a valid safetensors file", path.display()))?;
     let mut out = BTreeMap::new();
@@ -57,19 +59,27 @@ pub fn write(path: &Path, tensors: &BTreeMap<String, Tensor>) -> Result<()> {
         })
         .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| anyhow!("{e}"))?;
+    if path.is_dir() {
+        bail!(
+            "--outputs {} is a directory; name a file, e.g. {}",
+            path.display(),
+            path.join("outputs.safetensors").display()
+        );
+    }
     let bytes = safetensors::serialize(views, None).map_err(|e| anyhow!("{e}"))?;
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|f| f.to_string_lossy())
-            .unwrap_or_default(),
-        std::process::id()
-    ));
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+    let tmp = anebert::fsx::tmp_sibling(path);
+    let written = std::fs::write(&tmp, bytes)
+        .with_context(|| format!("writing {}", tmp.display()))
+        .and_then(|()| {
+            std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+        });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }

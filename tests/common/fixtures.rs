@@ -107,10 +107,10 @@ pub struct LogitStats {
 
 impl LogitStats {
     pub fn add(&mut self, reference: &[f32], test: &[f32]) {
-        self.max_abs = self.max_abs.max(metrics::max_abs_diff(reference, test));
+        self.max_abs = metrics::nan_max(self.max_abs, metrics::max_abs_diff(reference, test));
         let kl = metrics::kl_divergence(reference, test);
         self.kl_sum += kl;
-        self.max_kl = self.max_kl.max(kl);
+        self.max_kl = metrics::nan_max(self.max_kl, kl);
         self.top1_agree += (metrics::argmax(reference) == metrics::argmax(test)) as usize;
         self.tokens += 1;
     }

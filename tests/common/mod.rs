@@ -83,6 +83,34 @@ pub fn is_fp16(t: &Tensor) -> bool {
 }
 pub mod fixtures;
 
+/// Rewrite an f32 safetensors checkpoint in `dir` with `edit` applied to its tensors (name,
+/// shape, values): to plant NaNs, overflows or odd shapes in a copy of a fixture.
+pub fn edit_weights(dir: &std::path::Path, edit: impl Fn(&str, &mut Vec<usize>, &mut Vec<f32>)) {
+    let path = dir.join("model.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut owned = Vec::new();
+    for (name, v) in st.tensors() {
+        let mut values: Vec<f32> = v
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        let mut shape = v.shape().to_vec();
+        edit(&name, &mut shape, &mut values);
+        let data: Vec<u8> = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+        owned.push((name, shape, data));
+    }
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = owned
+        .iter()
+        .map(|(n, s, d)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), d);
+            (n.as_str(), view.unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &path).unwrap();
+}
+
 /// Run `cargo-anebert anebert ARGS`: (success, stdout, stderr).
 pub fn cargo_anebert(args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cargo-anebert"))

@@ -78,6 +78,19 @@ impl BertConfig {
             ("max_position_embeddings", c.max_position_embeddings),
             ("type_vocab_size", c.type_vocab_size),
         ])?;
+        chk.at_most(&[
+            ("vocab_size", c.vocab_size, checks::MAX_VOCAB),
+            ("hidden_size", c.hidden_size, checks::MAX_WIDTH),
+            ("intermediate_size", c.intermediate_size, checks::MAX_WIDTH),
+            ("num_hidden_layers", c.num_hidden_layers, checks::MAX_LAYERS),
+            ("num_attention_heads", c.num_attention_heads, c.hidden_size),
+            (
+                "max_position_embeddings",
+                c.max_position_embeddings,
+                checks::MAX_POSITIONS,
+            ),
+            ("type_vocab_size", c.type_vocab_size, checks::MAX_VOCAB),
+        ])?;
         chk.heads(c.hidden_size, c.num_attention_heads)?;
         chk.activations(&[("hidden_act", &c.hidden_act)])?;
         chk.id2label(&c.id2label)?;
@@ -236,6 +249,11 @@ impl Bert {
             ""
         }
         .to_string();
+        // Sizes from config.json against the real table before anything is built from them.
+        ckpt.check_shapes(&[(
+            format!("{prefix}embeddings.word_embeddings.weight"),
+            vec![config.vocab_size, config.hidden_size],
+        )])?;
         let meta = EncoderMeta {
             architecture: if distil { "distilbert" } else { "bert" }.into(),
             hidden: config.hidden_size,
@@ -279,47 +297,13 @@ impl Bert {
     /// Class labels in id order (`LABEL_i` when only `num_labels` is given; the classifier's
     /// row count when neither is).
     fn labels(&self) -> Vec<String> {
-        let rows = self.ckpt.shape("classifier.weight").map_or(2, |s| s[0]);
+        let rows = self
+            .ckpt
+            .shape("classifier.weight")
+            // A 0-dim tensor has no rows: fall back, and reading it names its real shape.
+            .and_then(|s| s.first().copied())
+            .unwrap_or(2);
         checks::labels(&self.config.id2label, self.config.num_labels, rows)
-    }
-
-    /// sentence-transformers pooling and normalization, when the checkpoint has those files.
-    fn sentence_transformers(&self) -> Result<(Pooling, bool), ConvertError> {
-        let dir = self.ckpt.dir();
-        let read = |p: &Path| -> Result<Option<serde_json::Value>, ConvertError> {
-            match std::fs::read_to_string(p) {
-                Ok(t) => serde_json::from_str(&t).map(Some).map_err(|e| {
-                    ConvertError::Checkpoint(CheckpointError::Config {
-                        path: p.to_path_buf(),
-                        msg: format!("not valid JSON: {e}"),
-                    })
-                }),
-                Err(_) => Ok(None),
-            }
-        };
-        let mut pooling = Pooling::Mean;
-        let pool_path = dir.join("1_Pooling/config.json");
-        if let Some(v) = read(&pool_path)? {
-            let on = |k: &str| v[k].as_bool().unwrap_or(false);
-            pooling = if on("pooling_mode_cls_token") {
-                Pooling::Cls
-            } else if on("pooling_mode_mean_tokens") {
-                Pooling::Mean
-            } else {
-                return Err(ConvertError::Checkpoint(CheckpointError::Config {
-                    path: pool_path,
-                    msg: "only mean and CLS pooling are supported (max / mean_sqrt_len are not)"
-                        .into(),
-                }));
-            };
-        }
-        let normalize = read(&dir.join("modules.json"))?
-            .and_then(|v| v.as_array().cloned())
-            .is_some_and(|m| {
-                m.iter()
-                    .any(|x| x["type"].as_str() == Some("sentence_transformers.models.Normalize"))
-            });
-        Ok((pooling, normalize))
     }
 }
 
@@ -420,7 +404,7 @@ impl EncoderSource for Bert {
         let classifier = || self.linear("classifier", labels.len(), d);
         let (pooling, steps) = match kind {
             HeadKind::Embedding => {
-                let (pooling, normalize) = self.sentence_transformers()?;
+                let (pooling, normalize) = super::sentence_transformers(self.ckpt.dir())?;
                 (
                     Some(pooling),
                     if normalize {

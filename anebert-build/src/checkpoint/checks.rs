@@ -5,6 +5,13 @@ use crate::ir::Activation;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+/// Largest width (hidden, intermediate, head dim) a package can have: the ANE's channel bound.
+pub(crate) const MAX_WIDTH: usize = 65536;
+/// Largest vocabulary, layer count and position count accepted from a config.
+pub(crate) const MAX_VOCAB: usize = 1 << 22;
+pub(crate) const MAX_LAYERS: usize = 1024;
+pub(crate) const MAX_POSITIONS: usize = 1 << 20;
+
 /// Checks against one `config.json`.
 pub(crate) struct ConfigChecks<'a> {
     path: &'a Path,
@@ -40,6 +47,17 @@ impl<'a> ConfigChecks<'a> {
     pub(crate) fn positive(&self, fields: &[(&str, usize)]) -> Result<(), CheckpointError> {
         match fields.iter().find(|(_, v)| *v == 0) {
             Some((k, _)) => Err(self.err(format!("{k} must be positive"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Upper bounds on sizes, checked before anything is allocated from them: a typo such as
+    /// `hidden_size: 1e9` must be an error, not an allocation abort or an hour of work.
+    pub(crate) fn at_most(&self, fields: &[(&str, usize, usize)]) -> Result<(), CheckpointError> {
+        match fields.iter().find(|(_, v, max)| v > max) {
+            Some((k, v, max)) => Err(self.err(format!(
+                "{k} {v} is beyond any supported model (at most {max}); check config.json for a typo"
+            ))),
             None => Ok(()),
         }
     }

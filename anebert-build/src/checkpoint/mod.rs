@@ -64,6 +64,19 @@ pub enum CheckpointError {
         /// Shape in the file.
         found: Vec<usize>,
     },
+    /// A tensor holds NaN or ±∞: the model would compute garbage, so it is refused at conversion.
+    #[error(
+        "tensor `{name}` holds a non-finite value ({value}) at flat index {index}; the checkpoint is \
+         damaged or was saved after a diverged training step: re-export it from a good state"
+    )]
+    NonFinite {
+        /// HF parameter name.
+        name: String,
+        /// Row-major index of the first bad element.
+        index: usize,
+        /// The value (NaN, inf or -inf).
+        value: f32,
+    },
     /// A tensor has a dtype we cannot widen to f32.
     #[error("tensor `{name}` has dtype {dtype}; only F32, F16 and BF16 weights are supported")]
     Dtype {
@@ -124,7 +137,7 @@ impl Checkpoint {
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, CheckpointError> {
         let dir = dir.as_ref().to_path_buf();
         let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path).map_err(io_err(&config_path))?;
+        let text = read_json_text(&config_path)?;
         let config: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| CheckpointError::Config {
                 path: config_path.clone(),
@@ -141,6 +154,14 @@ impl Checkpoint {
         let mut entries = BTreeMap::new();
         for name in files {
             let path = dir.join(&name);
+            // Opening a FIFO would block, mapping a device would read without end.
+            let meta = std::fs::metadata(&path).map_err(io_err(&path))?;
+            if !meta.is_file() {
+                return Err(io_err(&path)(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "not a regular file",
+                )));
+            }
             let file = File::open(&path).map_err(io_err(&path))?;
             // SAFETY: the file is opened read-only and we never hand out references that outlive
             // the map; a concurrent writer truncating the file is the usual mmap caveat.
@@ -222,6 +243,23 @@ impl Checkpoint {
     /// Every tensor name.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.entries.keys().map(String::as_str)
+    }
+
+    /// Check the shapes of tensors that are present (absent ones are reported when read), so a
+    /// config that disagrees with the weights fails before anything is sized from the config.
+    pub fn check_shapes(&self, expected: &[(String, Vec<usize>)]) -> Result<(), CheckpointError> {
+        for (name, shape) in expected {
+            if let Some(e) = self.entries.get(name) {
+                if &e.shape != shape {
+                    return Err(CheckpointError::Shape {
+                        name: name.clone(),
+                        expected: shape.clone(),
+                        found: e.shape.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Read a tensor of the given shape, widened to f64, row-major.
@@ -333,27 +371,33 @@ fn release(map: &Mmap, offset: usize, len: usize) {
 }
 
 /// Little-endian f32 / f16 / bf16 → `T` (every such value is exact in f32, hence in `T`).
+/// Refuses non-finite values, naming the tensor and the first bad index.
 fn widen<T: From<f32>>(name: &str, dtype: Dtype, bytes: &[u8]) -> Result<Vec<T>, CheckpointError> {
-    Ok(match dtype {
-        Dtype::F32 => bytes
-            .chunks_exact(4)
-            .map(|c| T::from(f32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-            .collect(),
-        Dtype::F16 => bytes
-            .chunks_exact(2)
-            .map(|c| T::from(half::f16::from_le_bytes([c[0], c[1]]).to_f32()))
-            .collect(),
-        Dtype::BF16 => bytes
-            .chunks_exact(2)
-            .map(|c| T::from(half::bf16::from_le_bytes([c[0], c[1]]).to_f32()))
-            .collect(),
+    let decode: fn(&[u8]) -> f32 = match dtype {
+        Dtype::F32 => |c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]),
+        Dtype::F16 => |c| half::f16::from_le_bytes([c[0], c[1]]).to_f32(),
+        Dtype::BF16 => |c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32(),
         other => {
             return Err(CheckpointError::Dtype {
                 name: name.to_string(),
                 dtype: format!("{other:?}"),
             })
         }
-    })
+    };
+    let width = if dtype == Dtype::F32 { 4 } else { 2 };
+    let mut out = Vec::with_capacity(bytes.len() / width);
+    for (index, c) in bytes.chunks_exact(width).enumerate() {
+        let value = decode(c);
+        if !value.is_finite() {
+            return Err(CheckpointError::NonFinite {
+                name: name.to_string(),
+                index,
+                value,
+            });
+        }
+        out.push(T::from(value));
+    }
+    Ok(out)
 }
 
 fn shard_files(dir: &Path) -> Result<Vec<String>, CheckpointError> {
@@ -363,7 +407,7 @@ fn shard_files(dir: &Path) -> Result<Vec<String>, CheckpointError> {
     }
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
-        let text = std::fs::read_to_string(&index).map_err(io_err(&index))?;
+        let text = read_json_text(&index)?;
         let v: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| CheckpointError::Config {
                 path: index.clone(),
@@ -400,6 +444,66 @@ fn shard_files(dir: &Path) -> Result<Vec<String>, CheckpointError> {
              convert them with `safetensors` first)",
         ),
     })
+}
+
+/// The sentence-transformers pooling and normalization of a checkpoint directory (mean and no
+/// normalization when it has no such files). Modes this converter does not implement (max,
+/// mean_sqrt_len, weighted mean, last token, several at once) are errors, never a silent mean.
+pub fn sentence_transformers(dir: &Path) -> Result<(crate::ir::Pooling, bool), CheckpointError> {
+    use crate::ir::Pooling;
+    let read = |p: &Path| -> Result<Option<serde_json::Value>, CheckpointError> {
+        if !p.exists() {
+            return Ok(None);
+        }
+        let text = read_json_text(p)?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| CheckpointError::Config {
+                path: p.to_path_buf(),
+                msg: format!("not valid JSON: {e}"),
+            })
+    };
+    let mut pooling = Pooling::Mean;
+    let pool_path = dir.join("1_Pooling/config.json");
+    if let Some(v) = read(&pool_path)? {
+        let modes: Vec<&str> = v
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, on)| k.starts_with("pooling_mode_") && on.as_bool() == Some(true))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        pooling = match modes.as_slice() {
+            ["pooling_mode_cls_token"] => Pooling::Cls,
+            ["pooling_mode_mean_tokens"] => Pooling::Mean,
+            other => {
+                return Err(CheckpointError::Config {
+                    path: pool_path,
+                    msg: format!(
+                        "pooling {other:?} is not supported: exactly one of pooling_mode_cls_token \
+                         or pooling_mode_mean_tokens must be on (convert with `--pooling mean|cls` \
+                         to choose one knowingly)"
+                    ),
+                })
+            }
+        };
+    }
+    let normalize = read(&dir.join("modules.json"))?
+        .and_then(|v| v.as_array().cloned())
+        .is_some_and(|m| {
+            m.iter()
+                .any(|x| x["type"].as_str() == Some("sentence_transformers.models.Normalize"))
+        });
+    Ok((pooling, normalize))
+}
+
+/// Largest JSON side file read from a checkpoint (config.json, the shard index, the
+/// sentence-transformers files); real ones are kilobytes, id2label tables a few megabytes.
+pub(crate) const MAX_JSON_BYTES: u64 = 64 << 20;
+
+/// A checkpoint's JSON file as text: a regular file within [`MAX_JSON_BYTES`].
+pub(crate) fn read_json_text(path: &Path) -> Result<String, CheckpointError> {
+    anebert_runtime::fsx::read_regular_string(path, MAX_JSON_BYTES).map_err(io_err(path))
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {

@@ -156,6 +156,35 @@ impl ModernBertConfig {
             ("global_attn_every_n_layers", c.global_attn_every_n_layers),
             ("max_position_embeddings", c.max_position_embeddings),
         ])?;
+        chk.at_most(&[
+            ("vocab_size", c.vocab_size, checks::MAX_VOCAB),
+            ("hidden_size", c.hidden_size, checks::MAX_WIDTH),
+            ("intermediate_size", c.intermediate_size, checks::MAX_WIDTH),
+            ("num_hidden_layers", c.num_hidden_layers, checks::MAX_LAYERS),
+            ("num_attention_heads", c.num_attention_heads, c.hidden_size),
+            (
+                "max_position_embeddings",
+                c.max_position_embeddings,
+                checks::MAX_POSITIONS,
+            ),
+            // HF reads every n-th layer as global; beyond the layer count only layer 0 is.
+            (
+                "global_attn_every_n_layers",
+                c.global_attn_every_n_layers,
+                checks::MAX_LAYERS,
+            ),
+        ])?;
+        // HF's window is local_attention/2 tokens each side (`(w // 2, w // 2)`).
+        if c.local_attention < 2
+            || !c.local_attention.is_multiple_of(2)
+            || c.local_attention > 2 * c.max_position_embeddings
+        {
+            return Err(err(format!(
+                "local_attention {} must be an even number of tokens between 2 and 2·max_position_embeddings ({})",
+                c.local_attention,
+                2 * c.max_position_embeddings
+            )));
+        }
         chk.heads(c.hidden_size, c.num_attention_heads)?;
         if !(c.hidden_size / c.num_attention_heads).is_multiple_of(2) {
             return Err(err(format!(
@@ -220,6 +249,19 @@ impl ModernBert {
             ""
         }
         .to_string();
+        // Sizes from config.json against the real tensors before anything is built from them.
+        let (d, c) = (config.hidden_size, &config);
+        ckpt.check_shapes(&[
+            (
+                format!("{prefix}embeddings.tok_embeddings.weight"),
+                vec![c.vocab_size, d],
+            ),
+            (format!("{prefix}layers.0.attn.Wqkv.weight"), vec![3 * d, d]),
+            (
+                format!("{prefix}layers.0.mlp.Wi.weight"),
+                vec![2 * c.intermediate_size, d],
+            ),
+        ])?;
         let meta = EncoderMeta {
             architecture: "modernbert".into(),
             hidden: config.hidden_size,
@@ -402,7 +444,7 @@ impl EncoderSource for ModernBert {
                 let n = self
                     .ckpt
                     .shape("classifier.weight")
-                    .map(|s| s[0])
+                    .and_then(|s| s.first().copied())
                     .unwrap_or(labels.len());
                 if n != labels.len() {
                     return Err(ConvertError::Checkpoint(CheckpointError::Shape {
@@ -416,7 +458,17 @@ impl EncoderSource for ModernBert {
                 let pool = (kind == HeadKind::SequenceClassification).then_some(pooling);
                 (pool, steps, labels)
             }
-            HeadKind::Embedding => (Some(Pooling::Mean), vec![], vec![]),
+            HeadKind::Embedding => {
+                // A sentence-transformers ModernBERT (modules.json, 1_Pooling, 2_Normalize) says
+                // how it pools and whether it normalizes; a bare checkpoint: mean, unnormalized.
+                let (pooling, normalize) = super::sentence_transformers(self.ckpt.dir())?;
+                let steps = if normalize {
+                    vec![Step::L2Normalize]
+                } else {
+                    vec![]
+                };
+                (Some(pooling), steps, vec![])
+            }
             HeadKind::Hidden => (None, vec![], vec![]),
         };
         Ok(Head {

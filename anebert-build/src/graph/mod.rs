@@ -74,16 +74,42 @@ impl<'f, 'a> Emitter<'f, 'a> {
         })
     }
 
-    fn tensor(&self, shape: Vec<usize>, v: Vec<f32>) -> Result<Tensor, MilError> {
-        Ok(match self.opts.dtype {
+    /// A constant of the graph's precision. Refuses values that are not finite or that fp16 cannot
+    /// hold (|w| > 65504 becomes ∞ on the ANE), naming the constant: the converter never writes a
+    /// package that computes garbage.
+    fn weight(&mut self, hint: &str, shape: Vec<usize>, v: Vec<f32>) -> Result<Var, MilError> {
+        let limit = if self.opts.dtype == DType::F16 {
+            half::f16::MAX.to_f32()
+        } else {
+            f32::MAX
+        };
+        if let Some((i, w)) = v.iter().enumerate().find(|(_, w)| w.is_nan() || w.abs() > limit) {
+            let max = v
+                .iter()
+                .fold(0f32, |m, w| if w.is_nan() { m } else { m.max(w.abs()) });
+            let msg = if w.is_finite() {
+                format!(
+                    "holds {w} at flat index {i} (max |w| {max:e}), beyond fp16's largest value \
+                     65504; convert with `--weights fp32` (Config::weights(WeightPrecision::Fp32)), \
+                     or rescale the checkpoint"
+                )
+            } else {
+                format!("holds a non-finite value ({w}) at flat index {i}")
+            };
+            return Err(MilError::Constant {
+                name: hint.to_string(),
+                msg,
+            });
+        }
+        let t = match self.opts.dtype {
             DType::F16 => Tensor::f16(shape, v)?,
             _ => Tensor::f32(shape, v)?,
-        })
+        };
+        self.f.constant(hint, t)
     }
 
     fn scalar(&mut self, hint: &str, v: f32) -> Result<Var, MilError> {
-        let t = self.tensor(vec![], vec![v])?;
-        self.f.constant(hint, t)
+        self.weight(hint, vec![], vec![v])
     }
 
     /// A 1×1 conv for `lin` (chunked on output channels above `opts.chunk`, concatenated).
@@ -103,8 +129,7 @@ impl<'f, 'a> Emitter<'f, 'a> {
                     for i in start..start + n {
                         v.extend((0..cols).map(|j| m[(i, j)] as f32));
                     }
-                    let t = self.tensor(vec![n, cols, 1, 1], v)?;
-                    self.f.constant(&format!("{hint}_weight"), t)?
+                    self.weight(&format!("{hint}_weight"), vec![n, cols, 1, 1], v)?
                 }
                 Weight::EmbeddingTable => {
                     // A view of the gather table chunk: the weight file stores it once.
@@ -116,11 +141,8 @@ impl<'f, 'a> Emitter<'f, 'a> {
             };
             let bv = match &lin.bias {
                 Some(b) => {
-                    let t = self.tensor(
-                        vec![n],
-                        b[start..start + n].iter().map(|&x| x as f32).collect(),
-                    )?;
-                    Some(self.f.constant(&format!("{hint}_bias"), t)?)
+                    let v = b[start..start + n].iter().map(|&x| x as f32).collect();
+                    Some(self.weight(&format!("{hint}_bias"), vec![n], v)?)
                 }
                 None => None,
             };
@@ -141,15 +163,15 @@ impl<'f, 'a> Emitter<'f, 'a> {
                 let d = self.hidden;
                 let g = match gamma {
                     Some(g) => {
-                        let t = self.tensor(vec![d], g.iter().map(|&v| v as f32).collect())?;
-                        Some(self.f.constant(&format!("{hint}_gamma"), t)?)
+                        let v = g.iter().map(|&v| v as f32).collect();
+                        Some(self.weight(&format!("{hint}_gamma"), vec![d], v)?)
                     }
                     None => None,
                 };
                 let b = match beta {
                     Some(b) => {
-                        let t = self.tensor(vec![d], b.iter().map(|&v| v as f32).collect())?;
-                        Some(self.f.constant(&format!("{hint}_beta"), t)?)
+                        let v = b.iter().map(|&v| v as f32).collect();
+                        Some(self.weight(&format!("{hint}_beta"), vec![d], v)?)
                     }
                     None => None,
                 };
@@ -160,8 +182,8 @@ impl<'f, 'a> Emitter<'f, 'a> {
                 // ‖[x, √(eps·d)]‖₂ = √d · sqrt(mean(x²) + eps), computed without squaring in fp16.
                 let s = self.opts.seq_len;
                 let c = ((*eps) * self.hidden as f64).sqrt() as f32;
-                let t = self.tensor(vec![1, 1, 1, s], vec![c; s])?;
-                let cv = self.f.constant(&format!("{hint}_eps_channel"), t)?;
+                let cv =
+                    self.weight(&format!("{hint}_eps_channel"), vec![1, 1, 1, s], vec![c; s])?;
                 let cat = self
                     .f
                     .concat(&format!("{hint}_cat"), &[x.clone(), cv], 1, false)?;
@@ -197,8 +219,8 @@ impl<'f, 'a> Emitter<'f, 'a> {
         for k in 0..chunks {
             let a = k * chunk;
             let n = chunk.min(v - a);
-            let t = self.tensor(vec![n, d], e.table.data[a * d..(a + n) * d].to_vec())?;
-            let tv = self.f.constant("embeddings_table", t)?;
+            let rows = e.table.data[a * d..(a + n) * d].to_vec();
+            let tv = self.weight("embeddings_table", vec![n, d], rows)?;
             self.table.push((n, tv.clone()));
             if chunks == 1 {
                 gathered = Some(
@@ -259,8 +281,7 @@ impl<'f, 'a> Emitter<'f, 'a> {
                     }
                 }
             }
-            let t = self.tensor(vec![1, d, 1, s], add)?;
-            let pv = self.f.constant("embeddings_positions", t)?;
+            let pv = self.weight("embeddings_positions", vec![1, d, 1, s], add)?;
             self.f.binary("add", "embeddings_sum", &x, &pv)?
         } else {
             x
@@ -307,8 +328,7 @@ impl<'f, 'a> Emitter<'f, 'a> {
                 }
             }
         }
-        let t = self.tensor(vec![1, s, 1, s], band)?;
-        let bv = self.f.constant(&format!("band_{w}"), t)?;
+        let bv = self.weight(&format!("band_{w}"), vec![1, s, 1, s], band)?;
         let m = self
             .f
             .binary("add", &format!("local_mask_{w}"), &bv, &pad)?;
@@ -337,10 +357,8 @@ impl<'f, 'a> Emitter<'f, 'a> {
             }
         }
         let name = format!("rope_{}", theta as u64);
-        let ct = self.tensor(vec![1, d, 1, s], cos)?;
-        let st = self.tensor(vec![1, d, 1, s], sin)?;
-        let cv = self.f.constant(&format!("{name}_cos"), ct)?;
-        let sv = self.f.constant(&format!("{name}_sin"), st)?;
+        let cv = self.weight(&format!("{name}_cos"), vec![1, d, 1, s], cos)?;
+        let sv = self.weight(&format!("{name}_sin"), vec![1, d, 1, s], sin)?;
         self.rope.insert(theta.to_bits(), (cv.clone(), sv.clone()));
         Ok((cv, sv))
     }

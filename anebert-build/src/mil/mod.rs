@@ -44,6 +44,8 @@ pub enum MilError {
     Input { name: String, msg: String },
     #[error("output `{name}`: {msg}")]
     Output { name: String, msg: String },
+    #[error("constant `{name}` {msg}")]
+    Constant { name: String, msg: String },
     #[error("function `{0}` is defined twice")]
     DuplicateFunction(String),
     #[error("{0}")]
@@ -159,12 +161,19 @@ pub struct BuiltProgram {
     pub spec: proto::Model,
     /// The weight file bytes (`None` when every constant is inline).
     pub weights: Option<Vec<u8>>,
+    /// The model's `tokenizer.json`, written into the package as an item of its own.
+    pub tokenizer: Option<Vec<u8>>,
 }
 
 impl BuiltProgram {
     /// Write the `.mlpackage` atomically.
     pub fn write(&self, path: impl AsRef<Path>) -> Result<(), MilError> {
-        Package::write(path, &self.spec, self.weights.as_deref())?;
+        Package::write_with_tokenizer(
+            path,
+            &self.spec,
+            self.weights.as_deref(),
+            self.tokenizer.as_deref(),
+        )?;
         Ok(())
     }
 }
@@ -308,7 +317,11 @@ impl ProgramBuilder {
             })),
         };
         let weights = (!self.weights.is_empty()).then(|| self.weights.into_bytes());
-        Ok(BuiltProgram { spec, weights })
+        Ok(BuiltProgram {
+            spec,
+            weights,
+            tokenizer: None,
+        })
     }
 }
 

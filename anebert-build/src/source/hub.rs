@@ -102,8 +102,8 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> HubError + '_ {
     }
 }
 
-/// How to reach the hub and where its cache is.
-#[derive(Clone, Debug)]
+/// How to reach the hub and where its cache is. `Debug` redacts the token.
+#[derive(Clone)]
 pub struct HubConfig {
     /// Base URL, no trailing slash.
     pub endpoint: String,
@@ -115,6 +115,18 @@ pub struct HubConfig {
     pub offline: Option<String>,
     /// Show a progress bar.
     pub progress: bool,
+}
+
+impl std::fmt::Debug for HubConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubConfig")
+            .field("endpoint", &self.endpoint)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("cache", &self.cache)
+            .field("offline", &self.offline)
+            .field("progress", &self.progress)
+            .finish()
+    }
 }
 
 fn env(name: &str) -> Option<String> {
@@ -718,5 +730,27 @@ mod tests {
             absolute("/api/x", "http://h:1"),
             "http://h:1/api/x".to_string()
         );
+    }
+
+    #[test]
+    fn debug_never_prints_the_token() {
+        let secret = "hf_SECRETsecretSECRET";
+        let hub = HubConfig {
+            endpoint: "http://127.0.0.1:1".into(),
+            token: Some(secret.into()),
+            cache: PathBuf::from("/tmp/c"),
+            offline: None,
+            progress: false,
+        };
+        let mut config = crate::Config::new();
+        config.hub(hub.clone());
+        for shown in [
+            format!("{hub:?}"),
+            format!("{hub:#?}"),
+            format!("{config:?}"),
+        ] {
+            assert!(!shown.contains("SECRET"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
     }
 }

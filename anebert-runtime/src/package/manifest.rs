@@ -11,6 +11,11 @@ pub const MODEL_ITEM_NAME: &str = "model.mlmodel";
 pub const WEIGHTS_ITEM_NAME: &str = "weights";
 /// File name of the weight storage inside the weights directory.
 pub const WEIGHTS_FILE_NAME: &str = "weight.bin";
+/// Author of the items anebert adds to a package (Core ML ignores other authors' items).
+pub const ANEBERT_AUTHOR: &str = "com.anebert";
+/// Item name of the model's own tokenizer (HuggingFace `tokenizer.json`), so a package is
+/// self-contained: its sha256 is `anebert.tokenizer_sha256` in the spec's metadata.
+pub const TOKENIZER_ITEM_NAME: &str = "tokenizer.json";
 /// The `fileName` every blob-backed constant carries.
 pub const WEIGHTS_REF: &str = "@model_path/weights/weight.bin";
 
@@ -80,6 +85,21 @@ impl Manifest {
             item_info_entries: items,
             root_model_identifier: model_id,
         }
+    }
+
+    /// [`Manifest::standard`] plus the tokenizer item (`Data/com.anebert/tokenizer.json`).
+    pub fn with_tokenizer() -> Self {
+        let mut m = Self::standard();
+        m.item_info_entries.insert(
+            "A7E0BE47-0000-4000-8000-000000000003".to_string(),
+            ItemInfo {
+                author: ANEBERT_AUTHOR.into(),
+                description: "Tokenizer (HuggingFace tokenizers JSON)".into(),
+                name: TOKENIZER_ITEM_NAME.into(),
+                path: format!("{ANEBERT_AUTHOR}/{TOKENIZER_ITEM_NAME}"),
+            },
+        );
+        m
     }
 
     /// Parse and validate: version ≤ 1.0.0, the root item exists, no item path escapes `Data/`.

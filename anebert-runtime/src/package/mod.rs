@@ -6,6 +6,7 @@
 //!   Manifest.json
 //!   Data/com.apple.CoreML/model.mlmodel        Model protobuf
 //!   Data/com.apple.CoreML/weights/weight.bin   MILBlob v2 storage
+//!   Data/com.anebert/tokenizer.json            the model's tokenizer (anebert's packages)
 //! ```
 
 pub mod blob;
@@ -84,6 +85,29 @@ pub struct Package {
     pub path: PathBuf,
 }
 
+/// Largest `Manifest.json` read (anebert's is under 1 KiB).
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+/// Largest `model.mlmodel` read (the spec of a 24-layer encoder is a few MB).
+const MAX_SPEC_BYTES: u64 = 1 << 30;
+/// Largest `weight.bin` read: beyond any encoder this crate runs.
+const MAX_WEIGHTS_BYTES: u64 = 64 << 30;
+/// Largest `tokenizer.json` read (multilingual vocabularies are tens of MB).
+pub const MAX_TOKENIZER_BYTES: u64 = 512 << 20;
+
+/// A package file must stay inside the package: a symlink out of it is refused.
+fn inside(package: &Path, file: &Path) -> Result<(), PackageError> {
+    let (root, real) = (fs::canonicalize(package), fs::canonicalize(file));
+    match (root, real) {
+        (Ok(root), Ok(real)) if real.starts_with(&root) => Ok(()),
+        (Ok(_), Ok(real)) => Err(io_err(file)(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("leads outside the package (to {})", real.display()),
+        ))),
+        (Err(e), _) => Err(io_err(package)(e)),
+        (_, Err(e)) => Err(io_err(file)(e)),
+    }
+}
+
 impl Package {
     /// Read and validate a package: the manifest, the root spec, the weight file, and every
     /// blob reference in the program (the offset must point at a blob of the declared dtype and size).
@@ -94,7 +118,9 @@ impl Package {
         let model_dir = spec_path.parent().unwrap_or(path).to_path_buf();
         Self::decode(path, &spec_path, &bytes, |file| {
             let wpath = model_dir.join("weights").join(file);
-            let bytes = fs::read(&wpath).map_err(io_err(&wpath))?;
+            inside(path, &wpath)?;
+            let bytes =
+                crate::fsx::read_regular(&wpath, MAX_WEIGHTS_BYTES).map_err(io_err(&wpath))?;
             Ok((bytes, wpath))
         })
     }
@@ -109,17 +135,39 @@ impl Package {
         })
     }
 
-    /// Check the manifest and its items; the root spec's path and bytes.
-    fn read_root(path: &Path) -> Result<(PathBuf, Vec<u8>), PackageError> {
+    /// The `tokenizer.json` item of a package directory, if it has one (read only from inside
+    /// the package, bounded in size).
+    pub fn read_tokenizer(path: impl AsRef<Path>) -> Result<Option<Vec<u8>>, PackageError> {
+        let path = path.as_ref();
+        let manifest = Self::read_manifest(path)?;
+        let Some(item) = manifest.find(manifest::TOKENIZER_ITEM_NAME, manifest::ANEBERT_AUTHOR)
+        else {
+            return Ok(None);
+        };
+        let p = path.join("Data").join(&item.path);
+        inside(path, &p)?;
+        crate::fsx::read_regular(&p, MAX_TOKENIZER_BYTES)
+            .map(Some)
+            .map_err(io_err(&p))
+    }
+
+    fn read_manifest(path: &Path) -> Result<Manifest, PackageError> {
         let manifest_path = path.join("Manifest.json");
         if !manifest_path.is_file() {
             return Err(PackageError::NotAPackage(path.to_path_buf()));
         }
-        let text = fs::read_to_string(&manifest_path).map_err(io_err(&manifest_path))?;
-        let manifest = Manifest::parse(&text).map_err(|source| PackageError::Manifest {
+        inside(path, &manifest_path)?;
+        let text = crate::fsx::read_regular_string(&manifest_path, MAX_MANIFEST_BYTES)
+            .map_err(io_err(&manifest_path))?;
+        Manifest::parse(&text).map_err(|source| PackageError::Manifest {
             path: manifest_path.clone(),
             source,
-        })?;
+        })
+    }
+
+    /// Check the manifest and its items; the root spec's path and bytes.
+    fn read_root(path: &Path) -> Result<(PathBuf, Vec<u8>), PackageError> {
+        let manifest = Self::read_manifest(path)?;
         let data = path.join("Data");
         for item in manifest.item_info_entries.values() {
             let p = data.join(&item.path);
@@ -132,7 +180,9 @@ impl Package {
             }
         }
         let spec_path = data.join(&manifest.root().path);
-        let bytes = fs::read(&spec_path).map_err(io_err(&spec_path))?;
+        inside(path, &spec_path)?;
+        let bytes =
+            crate::fsx::read_regular(&spec_path, MAX_SPEC_BYTES).map_err(io_err(&spec_path))?;
         Ok((spec_path, bytes))
     }
 
@@ -257,26 +307,47 @@ impl Package {
         spec: &proto::Model,
         weights: Option<&[u8]>,
     ) -> Result<(), PackageError> {
+        Self::write_with_tokenizer(path, spec, weights, None)
+    }
+
+    /// [`Package::write`], with the model's `tokenizer.json` as an item of its own
+    /// (`Data/com.anebert/tokenizer.json`), so the package is all a loader needs.
+    pub fn write_with_tokenizer(
+        path: impl AsRef<Path>,
+        spec: &proto::Model,
+        weights: Option<&[u8]>,
+        tokenizer: Option<&[u8]>,
+    ) -> Result<(), PackageError> {
         let path = path.as_ref();
         let parent = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."));
         fs::create_dir_all(parent).map_err(io_err(parent))?;
-        let tmp = crate::fsx::tmp_sibling(path);
+        let tmp = crate::fsx::tmp_dir(path).map_err(io_err(path))?;
         let result = (|| {
             let core = tmp.join("Data").join(manifest::AUTHOR);
             let wdir = core.join(manifest::WEIGHTS_ITEM_NAME);
             fs::create_dir_all(&wdir).map_err(io_err(&wdir))?;
+            let manifest = match tokenizer {
+                Some(t) => {
+                    let tdir = tmp.join("Data").join(manifest::ANEBERT_AUTHOR);
+                    fs::create_dir_all(&tdir).map_err(io_err(&tdir))?;
+                    let tpath = tdir.join(manifest::TOKENIZER_ITEM_NAME);
+                    fs::write(&tpath, t).map_err(io_err(&tpath))?;
+                    Manifest::with_tokenizer()
+                }
+                None => Manifest::standard(),
+            };
             let mpath = tmp.join("Manifest.json");
-            fs::write(&mpath, Manifest::standard().to_json()).map_err(io_err(&mpath))?;
+            fs::write(&mpath, manifest.to_json()).map_err(io_err(&mpath))?;
             let spath = core.join(manifest::MODEL_ITEM_NAME);
             fs::write(&spath, spec.encode_to_vec()).map_err(io_err(&spath))?;
             if let Some(w) = weights {
                 let wpath = wdir.join(manifest::WEIGHTS_FILE_NAME);
                 fs::write(&wpath, w).map_err(io_err(&wpath))?;
             }
-            replace_dir(&tmp, path)
+            crate::fsx::publish_dir(&tmp, path).map_err(io_err(path))
         })();
         if result.is_err() {
             let _ = fs::remove_dir_all(&tmp);
@@ -292,20 +363,6 @@ pub fn user_metadata(spec: &proto::Model) -> std::collections::BTreeMap<String, 
         .and_then(|d| d.metadata.as_ref())
         .map(|m| m.user_defined.clone())
         .unwrap_or_default()
-}
-
-/// Move `from` into place at `to`, replacing an existing directory there.
-fn replace_dir(from: &Path, to: &Path) -> Result<(), PackageError> {
-    if to.exists() {
-        // The old tree steps aside under a fresh temporary name so `to` is never missing for long.
-        let old = crate::fsx::tmp_sibling(to);
-        fs::rename(to, &old).map_err(io_err(to))?;
-        fs::rename(from, to).map_err(io_err(to))?;
-        let _ = fs::remove_dir_all(&old);
-    } else {
-        fs::rename(from, to).map_err(io_err(to))?;
-    }
-    Ok(())
 }
 
 /// The `name` attribute of an op, or its first output's name.
