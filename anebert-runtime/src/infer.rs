@@ -101,13 +101,24 @@ pub fn conv_dim(
     if stride == 0 || dilation == 0 || kernel == 0 {
         return Err("conv strides, dilations and kernel sizes must be positive".into());
     }
-    let eff = (kernel - 1) * dilation + 1;
+    // Sizes come from a package: a product that overflows is an error, not a panic.
+    let overflow =
+        || format!("conv kernel {kernel} × dilation {dilation} × stride {stride} overflows");
+    let eff = (kernel - 1)
+        .checked_mul(dilation)
+        .and_then(|e| e.checked_add(1))
+        .ok_or_else(overflow)?;
     let (pb, pa) = match pad_type {
         "valid" => (0, 0),
         "custom" => custom,
         "same" | "same_lower" => {
             let out = input.div_ceil(stride);
-            let total = ((out.saturating_sub(1)) * stride + eff).saturating_sub(input);
+            let total = out
+                .saturating_sub(1)
+                .checked_mul(stride)
+                .and_then(|t| t.checked_add(eff))
+                .ok_or_else(overflow)?
+                .saturating_sub(input);
             if pad_type == "same" {
                 (total / 2, total - total / 2)
             } else {
@@ -120,7 +131,10 @@ pub fn conv_dim(
             ))
         }
     };
-    let padded = input + pb + pa;
+    let padded = input
+        .checked_add(pb)
+        .and_then(|p| p.checked_add(pa))
+        .ok_or_else(overflow)?;
     if padded < eff {
         return Err(format!(
             "kernel extent {eff} is larger than the padded input {padded}"
@@ -286,13 +300,13 @@ pub fn reshape(input: &[Dim], shape: &[i64]) -> ShapeResult<Vec<Dim>> {
     let total: Option<usize> = input
         .iter()
         .map(|d| d.fixed())
-        .try_fold(1usize, |a, d| d.map(|d| a * d));
+        .try_fold(1usize, |a, d| d.and_then(|d| a.checked_mul(d)));
     let known: Option<usize> = out
         .iter()
         .enumerate()
         .filter(|(i, _)| Some(*i) != infer_at)
         .map(|(_, d)| d.fixed())
-        .try_fold(1usize, |a, d| d.map(|d| a * d));
+        .try_fold(1usize, |a, d| d.and_then(|d| a.checked_mul(d)));
     match (infer_at, total, known) {
         (Some(i), Some(t), Some(k)) => {
             if k == 0 || t % k != 0 {

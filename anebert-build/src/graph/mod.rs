@@ -83,7 +83,11 @@ impl<'f, 'a> Emitter<'f, 'a> {
         } else {
             f32::MAX
         };
-        if let Some((i, w)) = v.iter().enumerate().find(|(_, w)| w.is_nan() || w.abs() > limit) {
+        if let Some((i, w)) = v
+            .iter()
+            .enumerate()
+            .find(|(_, w)| w.is_nan() || w.abs() > limit)
+        {
             let max = v
                 .iter()
                 .fold(0f32, |m, w| if w.is_nan() { m } else { m.max(w.abs()) });

@@ -669,7 +669,7 @@ pub(crate) fn infer(v: &OpView) -> Result<Vec<TensorType>, MilError> {
                     .iter()
                     .zip(&reps)
                     .map(|(d, &r)| match d {
-                        Dim::Fixed(n) => Dim::Fixed(n * r as usize),
+                        Dim::Fixed(n) => Dim::Fixed(n.saturating_mul(r as usize)),
                         Dim::Unknown => Dim::Unknown,
                     })
                     .collect(),

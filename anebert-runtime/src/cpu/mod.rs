@@ -66,8 +66,10 @@ impl std::fmt::Display for Precision {
 pub enum CpuError {
     #[error("the package has no function `{name}` (it has: {available})")]
     NoSuchFunction { name: String, available: String },
-    #[error("the package has several functions ({0}); name one")]
+    #[error("the package has several functions ({0}) and no default; name one")]
     AmbiguousFunction(String),
+    #[error("the package's program has no functions")]
+    NoFunctions,
     #[error("function `{function}` has no block for its opset `{opset}`")]
     NoBlock { function: String, opset: String },
     #[error("loading op {op_type} `{name}`: {msg}")]
@@ -101,6 +103,9 @@ impl CpuModel {
         precision: Precision,
     ) -> Result<Self, CpuError> {
         let program = package.program();
+        if program.functions.is_empty() {
+            return Err(CpuError::NoFunctions);
+        }
         let name = match function {
             Some(f) => f.to_string(),
             None if program.functions.len() == 1 => {

@@ -524,15 +524,16 @@ pub fn tile(c: &Ctx) -> OpResult {
             x.shape()
         ));
     }
-    let oshape: Vec<usize> = x
+    let oshape: Option<Vec<usize>> = x
         .shape()
         .iter()
         .zip(&reps)
-        .map(|(&d, &r)| d * r as usize)
+        .map(|(&d, &r)| d.checked_mul(r as usize))
         .collect();
-    if crate::tensor::checked_numel(&oshape).is_none_or(|n| n > MAX_GENERATED) {
-        return Err(format!("tile to {oshape:?} is too large"));
-    }
+    let oshape = match oshape {
+        Some(s) if crate::tensor::checked_numel(&s).is_some_and(|n| n <= MAX_GENERATED) => s,
+        _ => return Err(format!("tile of {:?} by {reps:?} is too large", x.shape())),
+    };
     // View the output as [r0, d0, r1, d1, ...] reading x with stride 0 on the repeat axes.
     let st = strides(x.shape());
     let mut vshape = Vec::new();
