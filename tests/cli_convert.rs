@@ -76,3 +76,95 @@ fn convert_errors_are_reports_not_panics() {
         assert!(!out.exists());
     }
 }
+
+/// Concurrent conversions to one `--out` (or over an existing package) all succeed and leave one
+/// whole package and nothing beside it (they used to fail 1–2 runs in 100 with "No such file or
+/// directory" / "Directory not empty"); `run --outputs` naming a directory is a clear error that
+/// leaves no temporary behind.
+#[test]
+fn concurrent_converts_to_one_out_all_succeed() {
+    let model = common::fixtures::fixture("modernbert-tiny");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.mlpackage");
+    let (m, o) = (model.to_str().unwrap(), out.to_str().unwrap());
+    for round in 0..2 {
+        let procs: Vec<_> = (0..4)
+            .map(|_| {
+                std::process::Command::new(env!("CARGO_BIN_EXE_cargo-anebert"))
+                    .args(["anebert", "convert", "--model", m, "--head", "hidden"])
+                    .args(["--seq", "16", "--out", o])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        for p in procs {
+            let r = p.wait_with_output().unwrap();
+            let stderr = String::from_utf8_lossy(&r.stderr);
+            assert!(r.status.success(), "round {round}: {stderr}");
+        }
+        anebert::Package::open(&out).unwrap();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["m.mlpackage"],
+            "round {round}: left beside it: {names:?}"
+        );
+    }
+
+    // `run --outputs DIR`: refused before anything is written.
+    let inputs = dir.path().join("in.safetensors");
+    let ids: Vec<u8> = [1013i32, 42, 1014]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let pad: Vec<u8> = std::iter::repeat_n(1015i32, 13)
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let mask: Vec<u8> = (0..16)
+        .map(|i| i32::from(i < 3))
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
+    let all_ids = [ids, pad].concat();
+    let views = [
+        (
+            "input_ids",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![1, 16], &all_ids)
+                .unwrap(),
+        ),
+        (
+            "attention_mask",
+            safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![1, 16], &mask)
+                .unwrap(),
+        ),
+    ];
+    safetensors::serialize_to_file(views, None, &inputs).unwrap();
+    let outdir = dir.path().join("outs");
+    std::fs::create_dir(&outdir).unwrap();
+    let (ok, _, stderr) = cargo_anebert(&[
+        "run",
+        "--package",
+        o,
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--outputs",
+        outdir.to_str().unwrap(),
+    ]);
+    assert!(!ok && stderr.contains("is a directory"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let left = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".tmp")
+        })
+        .count();
+    assert_eq!(left, 0);
+}

@@ -231,3 +231,33 @@ fn specific_damage_gives_specific_errors() {
         err(&work)
     );
 }
+
+/// Hostile packages that used to be accepted: a description that declares no inputs, a program
+/// with no functions (its error named "several functions ()").
+#[test]
+fn undescribed_inputs_and_empty_programs_are_errors() {
+    use anebert::proto;
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let path = base_package(dir.path());
+    let spec_file = path.join("Data/com.apple.CoreML/model.mlmodel");
+    let original = proto::Model::decode(fs::read(&spec_file).unwrap().as_slice()).unwrap();
+
+    let mut spec = original.clone();
+    spec.description.as_mut().unwrap().input.clear();
+    fs::write(&spec_file, spec.encode_to_vec()).unwrap();
+    let e = Package::open(&path).unwrap_err().to_string();
+    assert!(e.contains("does not declare input `x`"), "{e}");
+
+    let mut spec = original;
+    if let Some(proto::model::Type::MlProgram(p)) = &mut spec.r#type {
+        p.functions.clear();
+    }
+    fs::write(&spec_file, spec.encode_to_vec()).unwrap();
+    let pkg = Package::open(&path).unwrap();
+    let e = CpuModel::load(&pkg, None, Precision::F32)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("has no functions"), "{e}");
+}

@@ -300,3 +300,26 @@ pub fn compile_mlmodelc(a: &Artifact, xcrun: &Path) -> Result<PathBuf, ArtifactE
         source: io::Error::other(e.to_string()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cache key names the converter by its source, not only its version: an edit to the
+    /// converter or the runtime's writer gives every artifact a new key (build.rs hashes both
+    /// `src/` trees; cargo reruns it when any file there changes).
+    #[test]
+    fn keys_cover_the_converter_source() {
+        let (version, hash) = CONVERTER_KEY.split_once("+src.").unwrap();
+        assert_eq!(version, CONVERTER_VERSION);
+        assert_eq!(hash.len(), 16);
+        assert!(hash.chars().all(|c| c.is_ascii_hexdigit()));
+        let o = ConvertOptions::new(crate::HeadKind::MaskedLm, 64);
+        let fp = BTreeMap::from([("model.safetensors".to_string(), "abc".to_string())]);
+        let k = key(&fp, &o);
+        assert_eq!(k, key(&fp, &o));
+        let mut other = o.clone();
+        other.seq_len = 128;
+        assert_ne!(k, key(&fp, &other));
+    }
+}

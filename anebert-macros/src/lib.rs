@@ -223,3 +223,110 @@ fn bool_arg(e: &Expr, k: &str) -> syn::Result<bool> {
         )),
     }
 }
+
+/// The argument rules, checked on token streams without compiling anything (the trybuild
+/// snapshots in tests/ui show the same errors as a user sees them, with rustc's rendering).
+#[cfg(test)]
+mod tests {
+    use super::expand;
+    use quote::quote;
+
+    /// Every error message `expand` gives for these arguments and item.
+    fn errors(attr: proc_macro2::TokenStream, item: proc_macro2::TokenStream) -> Vec<String> {
+        match expand(attr, item) {
+            Ok(_) => vec![],
+            Err(e) => e.into_iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn unknown_and_duplicate_arguments_are_all_reported() {
+        let e = errors(
+            quote!(head = "mlm", seq = 64, sequence = 1, head = "mlm"),
+            quote!(
+                pub struct M;
+            ),
+        );
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert!(e[0].contains("unknown argument `sequence`; expected one of: head, seq"));
+        assert_eq!(e[1], "`head` is given twice");
+    }
+
+    #[test]
+    fn values_are_checked_with_their_own_messages() {
+        let e = errors(
+            quote!(head = "mask", seq = 0, rotate = "yes"),
+            quote!(
+                pub struct M;
+            ),
+        );
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].starts_with("unknown head \"mask\"; expected one of mlm"));
+        assert_eq!(e[1], "`seq` must be in 1 ..= 16384 (the ANE's width limit)");
+        assert_eq!(e[2], "`rotate` takes true or false");
+        let e = errors(
+            quote!(head = "mlm", seq = "512"),
+            quote!(
+                pub struct M;
+            ),
+        );
+        assert_eq!(e, ["`seq` takes an integer: seq = 512"]);
+        let e = errors(
+            quote!(head = "mlm", seq = 16385),
+            quote!(
+                pub struct M;
+            ),
+        );
+        assert_eq!(e.len(), 1);
+        let e = errors(
+            quote!(head = mlm, seq = 64),
+            quote!(
+                pub struct M;
+            ),
+        );
+        assert_eq!(e, ["`head` takes a string: head = \"...\""]);
+    }
+
+    #[test]
+    fn the_item_must_be_a_plain_unit_struct() {
+        let args = || quote!(head = "mlm", seq = 64);
+        let e = errors(
+            args(),
+            quote!(
+                pub struct M {
+                    x: u32,
+                }
+            ),
+        );
+        assert!(e[0].contains("declare a unit struct"), "{e:?}");
+        let e = errors(
+            args(),
+            quote!(
+                pub struct M<T>;
+            ),
+        );
+        assert!(e.iter().any(|m| m.contains("cannot be generic")), "{e:?}");
+        let e = errors(
+            args(),
+            quote!(
+                pub fn m() {}
+            ),
+        );
+        assert_eq!(
+            e,
+            ["#[anebert::model] goes on a unit struct: `pub struct FillMask;`"]
+        );
+    }
+
+    #[test]
+    fn name_and_model_are_exclusive() {
+        let e = errors(
+            quote!(head = "mlm", seq = 64, name = "a", model = "org/m"),
+            quote!(
+                pub struct M;
+            ),
+        );
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert!(e[0].starts_with("give either `name`"), "{e:?}");
+    }
+}

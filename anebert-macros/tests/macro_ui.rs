@@ -3,7 +3,7 @@
 
 // trybuild builds this package's dependency graph again in its own target directory (for the
 // proc-macro's host build of anebert-build), so it runs in CI's own step, not in the default suite.
-// The argument rules themselves are unit-tested in src/ without compiling anything.
+// The argument rules themselves are unit-tested in src/lib.rs without compiling a project.
 #[test]
 #[ignore = "slow: compiles the crate graph again; run with --ignored (CI does)"]
 fn macro_errors() {

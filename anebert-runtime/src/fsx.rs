@@ -86,16 +86,23 @@ fn claim_dir(path: &Path, kind: &str) -> io::Result<PathBuf> {
     }
 }
 
-/// Publish the finished directory `tmp` as `dst`, replacing whatever is there. A reader sees the
-/// old tree or the new one, never a missing or half-written `dst`: the old tree is renamed aside
-/// (onto a claimed empty directory, which POSIX `rename` replaces atomically), the new one renamed
-/// in, and the old one deleted. Concurrent publishers of the same `dst` each land whole; the last
-/// one wins.
+/// Publish the finished directory `tmp` as `dst`, replacing whatever is there; `tmp` is gone
+/// afterwards. Never half-written: on Linux the two trees are swapped atomically
+/// (`renameat2(RENAME_EXCHANGE)`), so a reader sees the old tree or the new one, never neither;
+/// elsewhere (or on a file system without the exchange) the old tree is renamed aside first, so
+/// `dst` is missing for the instant between two renames. Concurrent publishers of the same `dst`
+/// each land whole; the last one wins.
 pub fn publish_dir(tmp: &Path, dst: &Path) -> io::Result<()> {
     let mut last = None;
     for _ in 0..16 {
         match fs::rename(tmp, dst) {
             Ok(()) => return Ok(()),
+            #[cfg(target_os = "linux")]
+            Err(_) if exchange(tmp, dst).is_ok() => {
+                // `tmp` now holds the old tree.
+                let _ = fs::remove_dir_all(tmp);
+                return Ok(());
+            }
             Err(_) if fs::symlink_metadata(dst).is_ok() => {
                 let aside = claim_dir(dst, "old")?;
                 if let Err(e) = fs::rename(dst, &aside) {
@@ -144,6 +151,32 @@ pub fn remove_stale(path: &Path) {
                 let _ = fs::remove_file(&p);
             }
         }
+    }
+}
+
+/// Swap two paths atomically (Linux 3.15+, on file systems that support it).
+#[cfg(target_os = "linux")]
+fn exchange(a: &Path, b: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let (a, b) = (
+        CString::new(a.as_os_str().as_bytes())?,
+        CString::new(b.as_os_str().as_bytes())?,
+    );
+    // SAFETY: two valid NUL-terminated paths; renameat2 only reads them.
+    let r = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a.as_ptr(),
+            libc::AT_FDCWD,
+            b.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

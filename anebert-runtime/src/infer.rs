@@ -424,6 +424,18 @@ mod tests {
     use super::*;
     use Dim::*;
 
+    /// Sizes read from a package that overflow are errors (they panicked under overflow checks).
+    #[test]
+    fn overflowing_sizes_are_errors() {
+        let huge = usize::MAX / 2;
+        assert!(conv_dim(8, 3, 1, huge, "valid", (0, 0)).is_err());
+        assert!(conv_dim(8, 3, huge, 1, "same", (0, 0)).is_ok());
+        assert!(conv_dim(8, 1, 1, 1, "custom", (huge, huge)).is_err());
+        assert!(conv_dim(8, 3, 1, (1 << 31) - 1, "valid", (0, 0)).is_err());
+        let big = [Fixed(1 << 40), Fixed(1 << 40)];
+        assert!(reshape(&big, &[-1, 2]).is_ok_and(|s| s[0] == Unknown));
+    }
+
     #[test]
     fn broadcasting() {
         assert_eq!(

@@ -52,6 +52,12 @@ pub enum PackageError {
     },
     #[error("{path}: the model is not an ML Program (only mlProgram models are supported)")]
     NotMlProgram { path: PathBuf },
+    #[error("{path}: the model description does not declare input `{input}` of function `{function}` (Core ML would refuse the model)")]
+    UndescribedInput {
+        path: PathBuf,
+        function: String,
+        input: String,
+    },
     #[error("{path}: weight file: {source}")]
     Weights {
         path: PathBuf,
@@ -229,6 +235,30 @@ impl Package {
                 })
             }
         };
+        // Every input of the program must be declared in the description (per function in a
+        // multifunction model), as Core ML requires.
+        if let Some(d) = &spec.description {
+            for (fname, func) in &program.functions {
+                let declared: Vec<&str> = match d.functions.iter().find(|f| &f.name == fname) {
+                    Some(f) => f.input.iter().map(|i| i.name.as_str()).collect(),
+                    None if d.functions.is_empty() => {
+                        d.input.iter().map(|i| i.name.as_str()).collect()
+                    }
+                    None => continue,
+                };
+                if let Some(i) = func
+                    .inputs
+                    .iter()
+                    .find(|i| !declared.contains(&i.name.as_str()))
+                {
+                    return Err(PackageError::UndescribedInput {
+                        path: spec_path.to_path_buf(),
+                        function: fname.clone(),
+                        input: i.name.clone(),
+                    });
+                }
+            }
+        }
         let mut weights = None;
         let mut weights_file: Option<String> = None;
         for op in all_ops(program) {
@@ -426,5 +456,32 @@ mod tests {
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
         assert_eq!(names, ["m.mlpackage"]);
+    }
+
+    /// A package whose files are symlinks out of it is refused: reading it must not read the rest
+    /// of the file system.
+    #[cfg(unix)]
+    #[test]
+    fn symlinks_out_of_a_package_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.mlpackage");
+        let spec = proto::Model {
+            specification_version: 8,
+            ..Default::default()
+        };
+        Package::write_with_tokenizer(&path, &spec, None, Some(b"{}")).unwrap();
+        assert_eq!(Package::read_tokenizer(&path).unwrap().unwrap(), b"{}");
+        let outside = dir.path().join("secret.json");
+        fs::write(&outside, "{\"secret\": 1}").unwrap();
+        let item = path.join("Data/com.anebert/tokenizer.json");
+        fs::remove_file(&item).unwrap();
+        std::os::unix::fs::symlink(&outside, &item).unwrap();
+        let e = Package::read_tokenizer(&path).unwrap_err().to_string();
+        assert!(e.contains("leads outside the package"), "{e}");
+        let spec_file = path.join("Data/com.apple.CoreML/model.mlmodel");
+        fs::remove_file(&spec_file).unwrap();
+        std::os::unix::fs::symlink(&outside, &spec_file).unwrap();
+        let e = Package::open_spec(&path).unwrap_err().to_string();
+        assert!(e.contains("leads outside the package"), "{e}");
     }
 }
