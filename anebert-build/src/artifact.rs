@@ -214,6 +214,7 @@ pub fn get_or_convert(
         let ap = tmp.join("artifact.json");
         let json = serde_json::to_string_pretty(&info).expect("plain data");
         fs::write(&ap, json).map_err(io_err(&ap))?;
+        backdate(&tmp, &resolved.dir);
         // Replaces an incomplete leftover (a crash before this layout's last write) whole.
         crate::fsx::publish_dir(&tmp, &dir).map_err(io_err(&dir))?;
         Ok(Artifact {
@@ -226,6 +227,31 @@ pub fn get_or_convert(
         let _ = fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// Give the artifact's files the modification time of the newest checkpoint file they come from.
+/// `#[anebert::model(model = ...)]` converts while rustc compiles the crate and `include_bytes!`s
+/// the result; cargo stamps dep-info with the time the compilation *started*, so files written
+/// during it look changed and the crate would be rebuilt once more on the next build. An artifact
+/// is as new as its inputs. Best effort: a failure only costs that rebuild.
+fn backdate(artifact: &Path, source: &Path) {
+    let newest = fs::read_dir(source)
+        .into_iter()
+        .flatten()
+        .flatten()
+        // Following symlinks: a hub snapshot links to its blobs.
+        .filter_map(|e| fs::metadata(e.path()).ok())
+        .filter(|m| m.is_file())
+        .filter_map(|m| m.modified().ok())
+        .max();
+    let (Some(t), Ok(files)) = (newest, list_files(artifact)) else {
+        return;
+    };
+    for rel in files {
+        if let Ok(f) = fs::File::options().write(true).open(artifact.join(rel)) {
+            let _ = f.set_modified(t);
+        }
+    }
 }
 
 /// Every file under `dir`, as sorted `/`-separated relative paths.

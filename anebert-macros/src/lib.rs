@@ -16,7 +16,7 @@ const ARGS: &[&str] = &["head", "seq", "name", "model", "weights", "rotate"];
 
 /// Embed a converted encoder in a unit struct and generate its typed API.
 ///
-/// ```ignore
+/// ```text
 /// #[anebert::model(head = "mlm", seq = 512)]   // a model build.rs converted
 /// pub struct FillMask;
 ///

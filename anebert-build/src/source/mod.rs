@@ -100,8 +100,8 @@ impl Source {
         };
         let repo = RepoId::parse(repo).map_err(|e| {
             format!(
-                "{e}; or, for a local directory, check that {} exists",
-                base.join(p).display()
+                "{e}; or, for a local directory, check that `{s}` exists (relative to the crate's \
+                 directory)"
             )
         })?;
         if revision.is_empty()

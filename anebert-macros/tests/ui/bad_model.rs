@@ -2,8 +2,8 @@
 #[anebert::model(head = "mlm", seq = 64, model = "org/name/../../etc")]
 pub struct FillMask;
 
-// A local directory that is not a checkpoint.
-#[anebert::model(head = "mlm", seq = 64, model = "./src")]
+// A local directory that is not a checkpoint (absolute, so the message names no machine path).
+#[anebert::model(head = "mlm", seq = 64, model = "/nonexistent/checkpoint")]
 pub struct Local;
 
 fn main() {}

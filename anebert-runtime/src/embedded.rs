@@ -1,0 +1,124 @@
+//! [`EmbeddedModel`]: a converted model compiled into a binary, and the cache it is written to
+//! when a backend needs files.
+
+use crate::error::Error;
+use std::path::{Path, PathBuf};
+
+/// A model embedded in a binary by the `#[anebert::model]` attribute or build-script codegen:
+/// the package's spec and weight bytes plus its tokenizer.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbeddedModel {
+    /// The model's name (from build.rs or the attribute).
+    pub name: &'static str,
+    /// The artifact's content key (hex); names cache entries derived from it.
+    pub key: &'static str,
+    /// `model.mlmodel` bytes.
+    pub spec: &'static [u8],
+    /// `weight.bin` bytes, when the program has weights.
+    pub weights: Option<&'static [u8]>,
+    /// `tokenizer.json` bytes, when the checkpoint had one.
+    pub tokenizer: Option<&'static [u8]>,
+    /// The compiled `model.mlmodelc` (relative path, bytes), when the crate was built for an Apple
+    /// platform with `xcrun` available; empty otherwise.
+    pub compiled: &'static [(&'static str, &'static [u8])],
+}
+
+/// Environment variable naming anebert's cache directory (shared with the build-time artifact
+/// cache); embedded models are written under `{cache}/embedded/{key}/` when a backend needs files.
+pub const CACHE_ENV: &str = "ANEBERT_CACHE_DIR";
+
+/// `ANEBERT_CACHE_DIR`, else `$XDG_CACHE_HOME/anebert`, else `~/.cache/anebert`, else the temp dir.
+pub fn cache_dir() -> PathBuf {
+    let env = |n: &str| {
+        std::env::var_os(n)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    env(CACHE_ENV).unwrap_or_else(|| {
+        env("XDG_CACHE_HOME")
+            .or_else(|| env("HOME").map(|h| h.join(".cache")))
+            .unwrap_or_else(std::env::temp_dir)
+            .join("anebert")
+    })
+}
+
+impl EmbeddedModel {
+    /// Write the embedded package (and tokenizer, and the compiled `model.mlmodelc` when embedded)
+    /// to `{root}/embedded/{key}/` once and return the `.mlpackage` path — for backends that load
+    /// from files (Core ML); the compiled model, if any, is `model.mlmodelc` beside it. Atomic and safe under
+    /// concurrency: everything is written to a unique temporary directory that is renamed into
+    /// place; a process that loses the race uses the winner's identical copy.
+    pub fn write_package(&self, root: &Path) -> Result<PathBuf, Error> {
+        use crate::package::manifest::{self, Manifest};
+        if self.key.is_empty() || !self.key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(Error::Metadata(format!(
+                "embedded model {}: key {:?} is not a plain hex key",
+                self.name, self.key
+            )));
+        }
+        let dir = root.join("embedded").join(self.key);
+        let pkg = dir.join("model.mlpackage");
+        let done = dir.join("COMPLETE");
+        if done.is_file() {
+            return Ok(pkg);
+        }
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| Error::Io { path, source }
+        };
+        let parent = root.join("embedded");
+        std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+        let tmp = crate::fsx::tmp_dir(&dir).map_err(io(&dir))?;
+        let result = (|| {
+            let core = tmp.join("model.mlpackage/Data").join(manifest::AUTHOR);
+            let wdir = core.join(manifest::WEIGHTS_ITEM_NAME);
+            std::fs::create_dir_all(&wdir).map_err(io(&wdir))?;
+            let manifest_json = Manifest::standard().to_json();
+            let mut files: Vec<(PathBuf, &[u8])> = vec![
+                (
+                    tmp.join("model.mlpackage/Manifest.json"),
+                    manifest_json.as_bytes(),
+                ),
+                (core.join(manifest::MODEL_ITEM_NAME), self.spec),
+            ];
+            if let Some(w) = self.weights {
+                files.push((wdir.join(manifest::WEIGHTS_FILE_NAME), w));
+            }
+            if let Some(t) = self.tokenizer {
+                files.push((tmp.join("tokenizer.json"), t));
+            }
+            for (rel, bytes) in self.compiled {
+                let safe = !rel.is_empty()
+                    && !rel.starts_with('/')
+                    && rel
+                        .split('/')
+                        .all(|c| !c.is_empty() && c != "." && c != "..");
+                if !safe {
+                    return Err(Error::Metadata(format!(
+                        "embedded model {}: compiled file name {rel:?} is not a plain relative path",
+                        self.name
+                    )));
+                }
+                let p = tmp.join("model.mlmodelc").join(rel);
+                if let Some(d) = p.parent() {
+                    std::fs::create_dir_all(d).map_err(io(d))?;
+                }
+                files.push((p, bytes));
+            }
+            for (p, bytes) in files {
+                std::fs::write(&p, bytes).map_err(io(&p))?;
+            }
+            let d = tmp.join("COMPLETE");
+            std::fs::write(&d, self.key).map_err(io(&d))?;
+            match std::fs::rename(&tmp, &dir) {
+                Ok(()) => Ok(()),
+                // Lost the race to an identical copy.
+                Err(_) if done.is_file() => Ok(()),
+                // A stale incomplete copy is in the way: replace it whole.
+                Err(_) => crate::fsx::publish_dir(&tmp, &dir).map_err(io(&dir)),
+            }
+        })();
+        let _ = std::fs::remove_dir_all(&tmp);
+        result.map(|()| pkg)
+    }
+}

@@ -1,0 +1,204 @@
+//! How to load and run a model: the backend, Core ML compute units, precision and the other
+//! [`Options`]. A leaf: nothing here depends on the rest of the runtime's API.
+
+use crate::cpu::Precision;
+use std::str::FromStr;
+
+/// `ANEBERT_BACKEND` names no backend.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendEnvError(pub String);
+
+/// Environment variable that overrides [`Backend::Auto`]: `cpu` or `coreml`.
+pub const BACKEND_ENV: &str = "ANEBERT_BACKEND";
+
+/// Which engine executes the model.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// `ANEBERT_BACKEND` when set; otherwise Core ML on Apple platforms and the CPU backend
+    /// elsewhere.
+    #[default]
+    Auto,
+    /// The CPU MIL interpreter (every platform).
+    Cpu,
+    /// Core ML (Apple platforms only).
+    CoreMl,
+}
+
+impl FromStr for Backend {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Backend::Auto),
+            "cpu" => Ok(Backend::Cpu),
+            "coreml" | "core-ml" => Ok(Backend::CoreMl),
+            other => Err(format!(
+                "unknown backend {other:?}; use auto, cpu or coreml"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Auto => "auto",
+            Backend::Cpu => "cpu",
+            Backend::CoreMl => "coreml",
+        })
+    }
+}
+
+impl Backend {
+    /// The concrete backend `self` selects, reading `ANEBERT_BACKEND` for [`Backend::Auto`].
+    pub fn resolve(self) -> Result<Backend, BackendEnvError> {
+        let env = std::env::var(BACKEND_ENV).ok();
+        self.resolve_with(env.as_deref())
+    }
+
+    /// [`Backend::resolve`] with the value of `ANEBERT_BACKEND` given.
+    pub fn resolve_with(self, env: Option<&str>) -> Result<Backend, BackendEnvError> {
+        let platform = if cfg!(target_vendor = "apple") {
+            Backend::CoreMl
+        } else {
+            Backend::Cpu
+        };
+        match self {
+            Backend::Auto => match env.map(str::trim) {
+                Some(v) if !v.is_empty() => match v.parse::<Backend>() {
+                    Ok(Backend::Auto) => Ok(platform),
+                    Ok(b) => Ok(b),
+                    Err(msg) => Err(BackendEnvError(format!("{BACKEND_ENV}: {msg}"))),
+                },
+                _ => Ok(platform),
+            },
+            b => Ok(b),
+        }
+    }
+}
+
+/// Core ML compute units (`MLComputeUnits`); used by the Core ML backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ComputeUnits {
+    /// CPU, GPU and Neural Engine.
+    All,
+    /// CPU and Neural Engine (the default: the reason anebert exists).
+    #[default]
+    CpuAndNeuralEngine,
+    /// CPU and GPU.
+    CpuAndGpu,
+    /// CPU only.
+    CpuOnly,
+}
+
+impl FromStr for ComputeUnits {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "all" => Ok(ComputeUnits::All),
+            "cpu+ne" | "cpu-and-ne" | "cpuandneuralengine" | "ane" => {
+                Ok(ComputeUnits::CpuAndNeuralEngine)
+            }
+            "cpu+gpu" | "cpu-and-gpu" | "cpuandgpu" => Ok(ComputeUnits::CpuAndGpu),
+            "cpu" | "cpu-only" | "cpuonly" => Ok(ComputeUnits::CpuOnly),
+            other => Err(format!(
+                "unknown compute units {other:?}; use all, cpu+ne, cpu+gpu or cpu"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ComputeUnits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ComputeUnits::All => "all",
+            ComputeUnits::CpuAndNeuralEngine => "cpu+ne",
+            ComputeUnits::CpuAndGpu => "cpu+gpu",
+            ComputeUnits::CpuOnly => "cpu",
+        })
+    }
+}
+
+/// How to load and run a model.
+///
+/// ```
+/// use anebert_runtime::model::{Backend, Options};
+/// use anebert_runtime::cpu::Precision;
+/// let opts = Options::default().backend(Backend::Cpu).precision(Precision::Fp16Ane).truncate(true);
+/// assert!(opts.truncates());
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    pub(crate) backend: Backend,
+    pub(crate) compute_units: ComputeUnits,
+    pub(crate) precision: Precision,
+    pub(crate) truncate: bool,
+    pub(crate) function: Option<String>,
+    pub(crate) min_ane_share: Option<f64>,
+}
+
+impl Options {
+    /// The backend (default [`Backend::Auto`]).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+    /// Core ML compute units (default CPU + Neural Engine).
+    pub fn compute_units(mut self, units: ComputeUnits) -> Self {
+        self.compute_units = units;
+        self
+    }
+    /// Numerics of the CPU backend (default f32; `Fp16Ane` simulates the Neural Engine).
+    pub fn precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+    /// Truncate texts longer than the sequence length instead of failing (default: fail).
+    pub fn truncate(mut self, truncate: bool) -> Self {
+        self.truncate = truncate;
+        self
+    }
+    /// The function of a multifunction package to run (default: the package's default or only
+    /// function). Core ML needs macOS 15 / iOS 18 for this.
+    pub fn function(mut self, name: impl Into<String>) -> Self {
+        self.function = Some(name.into());
+        self
+    }
+    /// Fail `load` on Core ML when fewer than `share` (0..=1) of the model's ops run on the Neural
+    /// Engine, per Core ML's compute plan (macOS 14.4 / iOS 17.4) — instead of silently running
+    /// on the CPU or GPU. The CPU backend has no placement; the option does not apply to it.
+    ///
+    /// ```
+    /// use anebert_runtime::model::Options;
+    /// let opts = Options::default().min_ane_share(0.9);
+    /// assert_eq!(opts.get_min_ane_share(), Some(0.9));
+    /// ```
+    pub fn min_ane_share(mut self, share: f64) -> Self {
+        self.min_ane_share = Some(share);
+        self
+    }
+    /// The backend asked for.
+    pub fn get_backend(&self) -> Backend {
+        self.backend
+    }
+    /// The compute units asked for.
+    pub fn get_compute_units(&self) -> ComputeUnits {
+        self.compute_units
+    }
+    /// The CPU backend's precision.
+    pub fn get_precision(&self) -> Precision {
+        self.precision
+    }
+    /// Whether long texts are truncated.
+    pub fn truncates(&self) -> bool {
+        self.truncate
+    }
+    /// The function asked for.
+    pub fn get_function(&self) -> Option<&str> {
+        self.function.as_deref()
+    }
+    /// The required Neural Engine share, if any.
+    pub fn get_min_ane_share(&self) -> Option<f64> {
+        self.min_ane_share
+    }
+}
