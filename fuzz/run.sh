@@ -15,4 +15,7 @@ for t in package_reader config_json checkpoint; do
   cargo fuzz run "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=4096 -timeout=30 \
     2>&1 | grep -E "^#[0-9]+.*(DONE|pulse)|SUMMARY|ERROR|crash-|Done [0-9]+ runs" || true
 done
-ls artifacts/*/ 2>/dev/null && echo "crashes above (artifacts/)" || echo "no crashes"
+if [ -n "$(find artifacts -type f 2>/dev/null)" ]; then
+  find artifacts -type f && echo "crashes: the inputs above (fuzz/artifacts/)" && exit 1
+fi
+echo "no crashes"
