@@ -7,7 +7,6 @@ use crate::common;
 use anebert::{metrics, Options};
 use anebert_fixture_crate::{Classifier, Embedder, FillMask, FillMaskShort, Hidden, Tagger};
 use common::fixtures::{fixture, rows, Row};
-use std::process::Command;
 
 /// Single-text cases of a fixture: (text, reference row).
 /// These tests pin the CPU backend: they check its numerics against `cargo anebert run` and the
@@ -75,34 +74,22 @@ fn typed_predict_equals_cargo_anebert_run() {
         dir.path().join("in.safetensors"),
         dir.path().join("out.safetensors"),
     );
-    let i32_bytes = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let (a, b) = (
-        i32_bytes(&input.input_ids),
-        i32_bytes(&input.attention_mask),
-    );
-    let views = [
-        (
-            "input_ids",
-            safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![1, 256], &a)
-                .unwrap(),
-        ),
-        (
-            "attention_mask",
-            safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![1, 256], &b)
-                .unwrap(),
-        ),
-    ];
-    safetensors::serialize_to_file(views, None, &inp).unwrap();
-    let st = Command::new(env!("CARGO_BIN_EXE_cargo-anebert"))
-        .args(["anebert", "run", "--package"])
-        .arg(&pkg)
-        .arg("--inputs")
-        .arg(&inp)
-        .arg("--outputs")
-        .arg(&outp)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    common::write_encoder_inputs(&inp, &input.input_ids, &input.attention_mask);
+    let run = || {
+        let p = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        let (pkg, inp, outp) = (p(&pkg), p(&inp), p(&outp));
+        common::cargo_anebert(&[
+            "run",
+            "--package",
+            &pkg,
+            "--inputs",
+            &inp,
+            "--outputs",
+            &outp,
+        ])
+    };
+    let (ok, _, stderr) = run();
+    assert!(ok, "{stderr}");
     let bytes = std::fs::read(&outp).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let cli: Vec<f32> = st
@@ -127,31 +114,9 @@ fn typed_predict_equals_cargo_anebert_run() {
     for bad in [-1i32, -1024, 1024] {
         let mut ids = input.input_ids.to_vec();
         ids[1] = bad;
-        let a = i32_bytes(&ids);
-        let views = [
-            (
-                "input_ids",
-                safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![1, 256], &a)
-                    .unwrap(),
-            ),
-            (
-                "attention_mask",
-                safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![1, 256], &b)
-                    .unwrap(),
-            ),
-        ];
-        safetensors::serialize_to_file(views, None, &inp).unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_cargo-anebert"))
-            .args(["anebert", "run", "--package"])
-            .arg(&pkg)
-            .arg("--inputs")
-            .arg(&inp)
-            .arg("--outputs")
-            .arg(&outp)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "id {bad} accepted");
+        common::write_encoder_inputs(&inp, &ids, &input.attention_mask);
+        let (ok, _, stderr) = run();
+        assert!(!ok, "id {bad} accepted");
         assert!(
             stderr.contains(&format!("input_ids[1] = {bad} is not a token id")),
             "{stderr}"

@@ -118,31 +118,10 @@ fn concurrent_converts_to_one_out_all_succeed() {
 
     // `run --outputs DIR`: refused before anything is written.
     let inputs = dir.path().join("in.safetensors");
-    let ids: Vec<u8> = [1013i32, 42, 1014]
-        .iter()
-        .flat_map(|x| x.to_le_bytes())
-        .collect();
-    let pad: Vec<u8> = std::iter::repeat_n(1015i32, 13)
-        .flat_map(|x| x.to_le_bytes())
-        .collect();
-    let mask: Vec<u8> = (0..16)
-        .map(|i| i32::from(i < 3))
-        .flat_map(|x| x.to_le_bytes())
-        .collect();
-    let all_ids = [ids, pad].concat();
-    let views = [
-        (
-            "input_ids",
-            safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![1, 16], &all_ids)
-                .unwrap(),
-        ),
-        (
-            "attention_mask",
-            safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![1, 16], &mask)
-                .unwrap(),
-        ),
-    ];
-    safetensors::serialize_to_file(views, None, &inputs).unwrap();
+    let mut ids = vec![1015i32; 16];
+    ids[..3].copy_from_slice(&[1013, 42, 1014]);
+    let mask: Vec<i32> = (0..16).map(|i| i32::from(i < 3)).collect();
+    common::write_encoder_inputs(&inputs, &ids, &mask);
     let outdir = dir.path().join("outs");
     std::fs::create_dir(&outdir).unwrap();
     let (ok, _, stderr) = cargo_anebert(&[

@@ -83,6 +83,21 @@ pub fn is_fp16(t: &Tensor) -> bool {
 }
 pub mod fixtures;
 
+/// Write `input_ids` and `attention_mask`, int32 `(1, S)`, as a safetensors file for
+/// `cargo anebert run --inputs`.
+pub fn write_encoder_inputs(path: &std::path::Path, ids: &[i32], mask: &[i32]) {
+    let bytes = |v: &[i32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let (ids_b, mask_b) = (bytes(ids), bytes(mask));
+    fn view(b: &[u8], n: usize) -> safetensors::tensor::TensorView<'_> {
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![1, n], b).unwrap()
+    }
+    let views = [
+        ("input_ids", view(&ids_b, ids.len())),
+        ("attention_mask", view(&mask_b, mask.len())),
+    ];
+    safetensors::serialize_to_file(views, None, path).unwrap();
+}
+
 /// Rewrite an f32 safetensors checkpoint in `dir` with `edit` applied to its tensors (name,
 /// shape, values): to plant NaNs, overflows or odd shapes in a copy of a fixture.
 pub fn edit_weights(dir: &std::path::Path, edit: impl Fn(&str, &mut Vec<usize>, &mut Vec<f32>)) {

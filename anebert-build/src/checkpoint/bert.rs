@@ -78,19 +78,15 @@ impl BertConfig {
             ("max_position_embeddings", c.max_position_embeddings),
             ("type_vocab_size", c.type_vocab_size),
         ])?;
-        chk.at_most(&[
-            ("vocab_size", c.vocab_size, checks::MAX_VOCAB),
-            ("hidden_size", c.hidden_size, checks::MAX_WIDTH),
-            ("intermediate_size", c.intermediate_size, checks::MAX_WIDTH),
-            ("num_hidden_layers", c.num_hidden_layers, checks::MAX_LAYERS),
-            ("num_attention_heads", c.num_attention_heads, c.hidden_size),
-            (
-                "max_position_embeddings",
-                c.max_position_embeddings,
-                checks::MAX_POSITIONS,
-            ),
-            ("type_vocab_size", c.type_vocab_size, checks::MAX_VOCAB),
-        ])?;
+        chk.encoder_sizes(
+            c.vocab_size,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.max_position_embeddings,
+            &[("type_vocab_size", c.type_vocab_size, checks::MAX_VOCAB)],
+        )?;
         chk.heads(c.hidden_size, c.num_attention_heads)?;
         chk.activations(&[("hidden_act", &c.hidden_act)])?;
         chk.id2label(&c.id2label)?;

@@ -62,6 +62,30 @@ impl<'a> ConfigChecks<'a> {
         }
     }
 
+    /// The size bounds every encoder config meets ([`Self::at_most`]), plus architecture-specific
+    /// `extra` ones.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn encoder_sizes(
+        &self,
+        vocab: usize,
+        hidden: usize,
+        intermediate: usize,
+        layers: usize,
+        heads: usize,
+        positions: usize,
+        extra: &[(&str, usize, usize)],
+    ) -> Result<(), CheckpointError> {
+        self.at_most(&[
+            ("vocab_size", vocab, MAX_VOCAB),
+            ("hidden_size", hidden, MAX_WIDTH),
+            ("intermediate_size", intermediate, MAX_WIDTH),
+            ("num_hidden_layers", layers, MAX_LAYERS),
+            ("num_attention_heads", heads, hidden),
+            ("max_position_embeddings", positions, MAX_POSITIONS),
+        ])?;
+        self.at_most(extra)
+    }
+
     pub(crate) fn heads(&self, hidden: usize, heads: usize) -> Result<(), CheckpointError> {
         if hidden.is_multiple_of(heads) {
             Ok(())

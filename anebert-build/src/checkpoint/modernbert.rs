@@ -156,24 +156,20 @@ impl ModernBertConfig {
             ("global_attn_every_n_layers", c.global_attn_every_n_layers),
             ("max_position_embeddings", c.max_position_embeddings),
         ])?;
-        chk.at_most(&[
-            ("vocab_size", c.vocab_size, checks::MAX_VOCAB),
-            ("hidden_size", c.hidden_size, checks::MAX_WIDTH),
-            ("intermediate_size", c.intermediate_size, checks::MAX_WIDTH),
-            ("num_hidden_layers", c.num_hidden_layers, checks::MAX_LAYERS),
-            ("num_attention_heads", c.num_attention_heads, c.hidden_size),
-            (
-                "max_position_embeddings",
-                c.max_position_embeddings,
-                checks::MAX_POSITIONS,
-            ),
+        chk.encoder_sizes(
+            c.vocab_size,
+            c.hidden_size,
+            c.intermediate_size,
+            c.num_hidden_layers,
+            c.num_attention_heads,
+            c.max_position_embeddings,
             // HF reads every n-th layer as global; beyond the layer count only layer 0 is.
-            (
+            &[(
                 "global_attn_every_n_layers",
                 c.global_attn_every_n_layers,
                 checks::MAX_LAYERS,
-            ),
-        ])?;
+            )],
+        )?;
         // HF's window is local_attention/2 tokens each side (`(w // 2, w // 2)`).
         if c.local_attention < 2
             || !c.local_attention.is_multiple_of(2)
