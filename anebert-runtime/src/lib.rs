@@ -14,6 +14,7 @@ pub mod infer;
 pub mod metrics;
 pub mod model;
 pub mod model_info;
+pub mod op_params;
 pub mod options;
 pub mod package;
 pub mod proto;

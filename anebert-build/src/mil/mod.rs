@@ -25,6 +25,7 @@
 
 mod helpers;
 pub mod names;
+mod op_view;
 mod ops;
 mod program;
 
@@ -33,7 +34,7 @@ use anebert_runtime::proto::{self, mil_spec as mil};
 use anebert_runtime::tensor::TensorError;
 use anebert_runtime::{value, DType, Dim, Tensor, TensorType};
 use names::NameScope;
-pub use ops::Arg;
+pub use op_view::Arg;
 use program::FunctionDef;
 pub use program::{BuiltProgram, ProgramBuilder};
 use std::collections::{BTreeMap, HashMap};
@@ -392,7 +393,7 @@ impl FunctionBuilder<'_> {
         }
         let consts = &self.consts;
         let lookup = |n: &str| consts.get(n).cloned();
-        let types = ops::infer(&ops::OpView {
+        let types = ops::infer(&op_view::OpView {
             op: op_type,
             args: &bound,
             consts: &lookup,

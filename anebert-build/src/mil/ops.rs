@@ -1,209 +1,57 @@
-//! Per-op knowledge for the builder: the optional parameters coremltools always writes (with its
-//! defaults), and output-type inference. Keeping both here lets every op — typed helper or generic
-//! `op()` call — come out exactly as coremltools would serialize it.
+//! Per-op knowledge for the builder: the optional parameters coremltools always writes (their
+//! defaults come from the runtime's `op_params` table), and output-type inference. Keeping both
+//! here lets every op — typed helper or generic `op()` call — come out exactly as coremltools
+//! would serialize it.
 
-use super::{MilError, Var};
+use super::op_view::Arg;
+use super::op_view::OpView;
+use super::MilError;
 use anebert_runtime::infer::{self, BINARY, COMPARE, LOGICAL, REDUCE, UNARY};
+use anebert_runtime::op_params::{self, ParamDefault};
 use anebert_runtime::{DType, Dim, Tensor, TensorType};
 use std::collections::BTreeMap;
-
-/// An op input: one value, or several for tuple parameters (`concat.values`, `einsum.values`).
-#[derive(Clone, Debug)]
-pub enum Arg {
-    One(Var),
-    Many(Vec<Var>),
-}
-
-impl Arg {
-    pub(crate) fn one(&self) -> Option<&Var> {
-        match self {
-            Arg::One(v) => Some(v),
-            Arg::Many(_) => None,
-        }
-    }
-}
-
-/// What inference sees: each input's type, and its value when it is a known constant.
-pub(crate) struct OpView<'a> {
-    pub op: &'a str,
-    pub args: &'a BTreeMap<String, Arg>,
-    pub consts: &'a dyn Fn(&str) -> Option<Tensor>,
-}
-
-impl OpView<'_> {
-    fn err(&self, msg: impl Into<String>) -> MilError {
-        MilError::Op {
-            op: self.op.to_string(),
-            msg: msg.into(),
-        }
-    }
-
-    fn var(&self, name: &str) -> Result<&Var, MilError> {
-        self.args
-            .get(name)
-            .and_then(Arg::one)
-            .ok_or_else(|| self.err(format!("missing input `{name}`")))
-    }
-
-    fn opt_var(&self, name: &str) -> Option<&Var> {
-        self.args.get(name).and_then(Arg::one)
-    }
-
-    fn many(&self, name: &str) -> Result<&[Var], MilError> {
-        match self.args.get(name) {
-            Some(Arg::Many(v)) => Ok(v),
-            Some(Arg::One(v)) => Ok(std::slice::from_ref(v)),
-            None => Err(self.err(format!("missing input `{name}`"))),
-        }
-    }
-
-    /// A parameter's constant value (None when absent or not a known constant).
-    fn value(&self, name: &str) -> Option<Tensor> {
-        self.opt_var(name).and_then(|v| (self.consts)(v.name()))
-    }
-
-    fn const_value(&self, name: &str) -> Result<Tensor, MilError> {
-        self.value(name)
-            .ok_or_else(|| self.err(format!("`{name}` must be a compile-time constant")))
-    }
-
-    fn ints(&self, name: &str) -> Result<Vec<i64>, MilError> {
-        let t = self.const_value(name)?;
-        t.as_i32()
-            .map(|v| v.iter().map(|&x| x as i64).collect())
-            .ok_or_else(|| self.err(format!("`{name}` must be an integer constant")))
-    }
-
-    fn opt_ints(&self, name: &str) -> Result<Option<Vec<i64>>, MilError> {
-        if self.args.contains_key(name) {
-            self.ints(name).map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-
-    fn int(&self, name: &str) -> Result<i64, MilError> {
-        match self.ints(name)?.as_slice() {
-            [v] => Ok(*v),
-            _ => Err(self.err(format!("`{name}` must be a scalar"))),
-        }
-    }
-
-    fn boolean(&self, name: &str) -> Result<bool, MilError> {
-        match self.const_value(name)?.as_bool() {
-            Some([b]) => Ok(*b),
-            _ => Err(self.err(format!("`{name}` must be a bool scalar"))),
-        }
-    }
-
-    fn string(&self, name: &str) -> Result<String, MilError> {
-        match self.const_value(name)?.as_str() {
-            Some([s]) => Ok(s.clone()),
-            _ => Err(self.err(format!("`{name}` must be a string scalar"))),
-        }
-    }
-
-    fn same_dtype(&self, a: &Var, b: &Var) -> Result<(), MilError> {
-        if a.dtype() != b.dtype() {
-            return Err(self.err(format!(
-                "`{}` is {} but `{}` is {}; MIL needs one dtype here",
-                a.name(),
-                a.dtype(),
-                b.name(),
-                b.dtype()
-            )));
-        }
-        Ok(())
-    }
-}
 
 fn i32s(v: &[i32]) -> Tensor {
     Tensor::i32(vec![v.len()], v.to_vec()).expect("length matches")
 }
 
 /// The defaults coremltools fills in for parameters the caller did not give (those whose default
-/// is not `None`), given the op's data input `x` (coreml-facts §3.4, §6.2).
+/// is not `None`, from the runtime's one table of them), as constants for the op's inputs
+/// (docs/coreml-format.md §3.4).
 pub(crate) fn defaults(op: &str, args: &BTreeMap<String, Arg>) -> Vec<(&'static str, Tensor)> {
     let x = args.get("x").and_then(Arg::one);
-    let float = |v: f32| {
-        Tensor::scalar_float(
-            x.map(|x| x.dtype())
-                .filter(|d| d.is_float())
-                .unwrap_or(DType::F32),
-            v,
-        )
-    };
-    match op {
-        "conv" => {
-            let s = x.map(|x| x.ty().rank().saturating_sub(2)).unwrap_or(2);
-            vec![
-                ("strides", i32s(&vec![1; s])),
-                ("pad_type", Tensor::string("valid")),
-                ("pad", i32s(&vec![0; 2 * s])),
-                ("dilations", i32s(&vec![1; s])),
-                ("groups", Tensor::scalar_i32(1)),
-            ]
-        }
-        "linear" => {
-            let w = args.get("weight").and_then(Arg::one);
-            match w.and_then(|w| w.shape()) {
-                Some(s) if !s.is_empty() => {
-                    let dt = w.map(|w| w.dtype()).unwrap_or(DType::F32);
-                    let zeros = if dt == DType::F16 {
-                        Tensor::f16(vec![s[0]], vec![0.0; s[0]])
+    let spatial = || x.map(|x| x.ty().rank().saturating_sub(2)).unwrap_or(2);
+    op_params::defaults(op)
+        .iter()
+        .filter_map(|&(name, d)| {
+            let t = match d {
+                ParamDefault::Int(v) => Tensor::scalar_i32(v),
+                ParamDefault::Bool(v) => Tensor::scalar_bool(v),
+                ParamDefault::Str(v) => Tensor::string(v),
+                // Only ops with a float `x` take a float parameter in its type; `fill` has no
+                // `x` and takes fp32.
+                ParamDefault::Float(v) => Tensor::scalar_float(
+                    x.map(|x| x.dtype())
+                        .filter(|d| d.is_float())
+                        .unwrap_or(DType::F32),
+                    v,
+                ),
+                ParamDefault::PerSpatial(v) => i32s(&vec![v; spatial()]),
+                ParamDefault::PerSpatialEdge(v) => i32s(&vec![v; 2 * spatial()]),
+                ParamDefault::ZerosPerWeightRow => {
+                    let w = args.get("weight").and_then(Arg::one)?;
+                    let rows = *w.shape()?.first()?;
+                    let zeros = if w.dtype() == DType::F16 {
+                        Tensor::f16(vec![rows], vec![0.0; rows])
                     } else {
-                        Tensor::f32(vec![s[0]], vec![0.0; s[0]])
+                        Tensor::f32(vec![rows], vec![0.0; rows])
                     };
-                    vec![("bias", zeros.expect("length matches"))]
+                    zeros.expect("length matches")
                 }
-                _ => vec![],
-            }
-        }
-        "matmul" => vec![
-            ("transpose_x", Tensor::scalar_bool(false)),
-            ("transpose_y", Tensor::scalar_bool(false)),
-        ],
-        "rsqrt" => vec![("epsilon", float(1e-12))],
-        "inverse" => vec![("epsilon", float(1e-4))],
-        "log" => vec![("epsilon", float(1e-45))],
-        "gelu" => vec![("mode", Tensor::string("EXACT"))],
-        "softmax" => vec![("axis", Tensor::scalar_i32(-1))],
-        "layer_norm" => vec![("epsilon", float(1e-5))],
-        "gather" => vec![
-            ("axis", Tensor::scalar_i32(0)),
-            ("batch_dims", Tensor::scalar_i32(0)),
-            ("validate_indices", Tensor::scalar_bool(false)),
-        ],
-        "gather_along_axis" => vec![
-            ("axis", Tensor::scalar_i32(0)),
-            ("validate_indices", Tensor::scalar_bool(false)),
-        ],
-        "concat" => vec![("interleave", Tensor::scalar_bool(false))],
-        "fill" => vec![("value", Tensor::scalar_float(DType::F32, 0.0))],
-        "band_part" => vec![
-            ("lower", Tensor::scalar_i32(-1)),
-            ("upper", Tensor::scalar_i32(-1)),
-        ],
-        "topk" => vec![
-            ("k", Tensor::scalar_i32(1)),
-            ("axis", Tensor::scalar_i32(-1)),
-            ("ascending", Tensor::scalar_bool(false)),
-            ("sort", Tensor::scalar_bool(true)),
-            ("return_indices", Tensor::scalar_bool(true)),
-            ("output_indices_dtype", Tensor::string("int32")),
-        ],
-        "cumsum" => vec![
-            ("axis", Tensor::scalar_i32(0)),
-            ("exclusive", Tensor::scalar_bool(false)),
-            ("reverse", Tensor::scalar_bool(false)),
-        ],
-        "reduce_argmax" | "reduce_argmin" => vec![
-            ("axis", Tensor::scalar_i32(-1)),
-            ("keep_dims", Tensor::scalar_bool(false)),
-        ],
-        n if n.starts_with("reduce_") => vec![("keep_dims", Tensor::scalar_bool(false))],
-        _ => vec![],
-    }
+            };
+            Some((name, t))
+        })
+        .collect()
 }
 
 /// Output types of an op.

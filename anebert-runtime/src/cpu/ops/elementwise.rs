@@ -273,12 +273,12 @@ pub fn float_unary(c: &Ctx) -> OpResult {
     let out: Vec<f32> = match c.op {
         "sqrt" => v.iter().map(|x| x.sqrt()).collect(),
         "rsqrt" => {
-            let e = c.scalar_f32("epsilon", 1e-12)?;
+            let e = c.scalar_f32("epsilon")?;
             v.iter().map(|x| 1.0 / (x + e).sqrt()).collect()
         }
         "exp" => v.iter().map(|x| x.exp()).collect(),
         "log" => {
-            let e = c.scalar_f32("epsilon", 1e-45)?;
+            let e = c.scalar_f32("epsilon")?;
             v.iter().map(|x| (x + e).ln()).collect()
         }
         "erf" => v.iter().map(|&x| erf(x)).collect(),
@@ -287,11 +287,11 @@ pub fn float_unary(c: &Ctx) -> OpResult {
         "sin" => v.iter().map(|x| x.sin()).collect(),
         "cos" => v.iter().map(|x| x.cos()).collect(),
         "inverse" => {
-            let e = c.scalar_f32("epsilon", 1e-4)?;
+            let e = c.scalar_f32("epsilon")?;
             v.iter().map(|x| 1.0 / (x + e)).collect()
         }
         "silu" => v.iter().map(|&x| x / (1.0 + (-x).exp())).collect(),
-        "gelu" => match c.string("mode", "EXACT")?.as_str() {
+        "gelu" => match c.string("mode")?.as_str() {
             "EXACT" => v
                 .iter()
                 .map(|&x| 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)))
@@ -335,10 +335,7 @@ pub fn num_unary(c: &Ctx) -> OpResult {
                     })
                     .collect(),
                 "clip" => {
-                    let (lo, hi) = (
-                        c.scalar_f32("alpha", f32::NEG_INFINITY)?,
-                        c.scalar_f32("beta", f32::INFINITY)?,
-                    );
+                    let (lo, hi) = (c.scalar_f32("alpha")?, c.scalar_f32("beta")?);
                     v.iter().map(|&x| x.max(lo).min(hi)).collect()
                 }
                 op => return Err(format!("no kernel for `{op}`")),

@@ -117,7 +117,7 @@ pub fn conv(c: &Ctx) -> OpResult {
     if sp > 2 {
         return Err("3-D convolution is not supported by the CPU backend".into());
     }
-    let groups = c.int("groups", 1)?;
+    let groups = c.int("groups")?;
     let (n, cin, cout) = (xs[0], xs[1], ws[0]);
     if groups <= 0
         || cin % groups as usize != 0
@@ -130,10 +130,10 @@ pub fn conv(c: &Ctx) -> OpResult {
     }
     let g = groups as usize;
     let (cin_g, cout_g) = (cin / g, cout / g);
-    let strides_ = c.opt_ints("strides")?.unwrap_or_else(|| vec![1; sp]);
-    let dil = c.opt_ints("dilations")?.unwrap_or_else(|| vec![1; sp]);
-    let pad = c.opt_ints("pad")?.unwrap_or_else(|| vec![0; 2 * sp]);
-    let pad_type = c.string("pad_type", "valid")?;
+    let strides_ = c.int_list("strides", sp)?;
+    let dil = c.int_list("dilations", sp)?;
+    let pad = c.int_list("pad", sp)?;
+    let pad_type = c.string("pad_type")?;
     if strides_.len() != sp
         || dil.len() != sp
         || pad.len() != 2 * sp
@@ -289,10 +289,7 @@ pub fn linear(c: &Ctx) -> OpResult {
 pub fn matmul(c: &Ctx) -> OpResult {
     let (x, y) = (c.t("x")?, c.t("y")?);
     let (xv, yv) = (c.f32s("x")?, c.f32s("y")?);
-    let (tx, ty) = (
-        c.boolean("transpose_x", false)?,
-        c.boolean("transpose_y", false)?,
-    );
+    let (tx, ty) = (c.boolean("transpose_x")?, c.boolean("transpose_y")?);
     let out_dims = infer::matmul(&infer::fixed(x.shape()), &infer::fixed(y.shape()), tx, ty)?;
     let out_shape: Vec<usize> = out_dims.iter().map(|d| d.fixed().unwrap_or(0)).collect();
     let mut xs = x.shape().to_vec();
@@ -377,7 +374,7 @@ pub fn einsum(c: &Ctx) -> OpResult {
     let [a, b] = vals else {
         return Err("einsum takes exactly two values".into());
     };
-    let eq = c.string("equation", "")?;
+    let eq = c.string("equation")?;
     let p = infer::einsum_pattern(&eq)?;
     let av = a.as_f32().ok_or("einsum operands must be fp16/fp32")?;
     let bv = b.as_f32().ok_or("einsum operands must be fp16/fp32")?;

@@ -1,13 +1,27 @@
 //! Op kernels of the CPU backend. Every kernel reads its inputs through [`Ctx`] and returns its
 //! outputs; the plan checks them against the declared types and rounds them in fp16 mode.
 
+/// Run a generic (over the element type) expression on a tensor's data, keeping its kind.
+macro_rules! map_data {
+    ($data:expr, $v:ident => $body:expr) => {
+        match $data {
+            TensorData::Float($v) => TensorData::Float($body),
+            TensorData::Int($v) => TensorData::Int($body),
+            TensorData::Bool($v) => TensorData::Bool($body),
+            TensorData::Str(_) => return Err("string tensors are not supported by this op".into()),
+        }
+    };
+}
+
 mod elementwise;
 mod linalg;
 mod reduce;
+mod select;
 mod shape;
 
 use crate::dtype::DType;
 use crate::infer::{BINARY, COMPARE, LOGICAL, REDUCE, UNARY};
+use crate::op_params::{self, ParamDefault};
 use crate::tensor::Tensor;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -69,19 +83,66 @@ impl Ctx<'_> {
         }
     }
 
-    pub fn int(&self, name: &str, default: i64) -> Result<i64, String> {
+    /// coremltools' default for a parameter the package left out (`op_params`); parameters MIL
+    /// requires have none, and their absence is an error.
+    fn default(&self, name: &str) -> Result<ParamDefault, String> {
+        op_params::default(self.op, name)
+            .ok_or_else(|| format!("missing input `{name}` (`{}` requires it)", self.op))
+    }
+
+    fn default_mismatch(&self, name: &str, d: ParamDefault) -> String {
+        format!(
+            "`{}.{name}` has default {d:?}, not the type the kernel reads",
+            self.op
+        )
+    }
+
+    /// An integer scalar parameter, or its default.
+    pub fn int(&self, name: &str) -> Result<i64, String> {
         if !self.has(name) {
-            return Ok(default);
+            return match self.default(name)? {
+                ParamDefault::Int(v) => Ok(v.into()),
+                d => Err(self.default_mismatch(name, d)),
+            };
         }
+        self.int_value(name)
+    }
+
+    /// An integer scalar parameter without a default: `None` when absent.
+    pub fn opt_int(&self, name: &str) -> Result<Option<i64>, String> {
+        if self.has(name) {
+            self.int_value(name).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn int_value(&self, name: &str) -> Result<i64, String> {
         match self.ints(name)?.as_slice() {
             [v] => Ok(*v),
             _ => Err(format!("input `{name}` must be a scalar")),
         }
     }
 
-    pub fn boolean(&self, name: &str, default: bool) -> Result<bool, String> {
+    /// An integer list parameter, or its default for `spatial` spatial dimensions.
+    pub fn int_list(&self, name: &str, spatial: usize) -> Result<Vec<i64>, String> {
+        if self.has(name) {
+            return self.ints(name);
+        }
+        match self.default(name)? {
+            ParamDefault::PerSpatial(v) => Ok(vec![v.into(); spatial]),
+            ParamDefault::PerSpatialEdge(v) => Ok(vec![v.into(); 2 * spatial]),
+            d => Err(self.default_mismatch(name, d)),
+        }
+    }
+
+    /// A bool scalar parameter, or its default.
+    pub fn boolean(&self, name: &str) -> Result<bool, String> {
         if !self.has(name) {
-            return Ok(default);
+            return match self.default(name)? {
+                ParamDefault::Bool(v) => Ok(v),
+                d => Err(self.default_mismatch(name, d)),
+            };
         }
         match self.t(name)?.as_bool() {
             Some([b]) => Ok(*b),
@@ -89,9 +150,13 @@ impl Ctx<'_> {
         }
     }
 
-    pub fn string(&self, name: &str, default: &str) -> Result<String, String> {
+    /// A string scalar parameter, or its default.
+    pub fn string(&self, name: &str) -> Result<String, String> {
         if !self.has(name) {
-            return Ok(default.to_string());
+            return match self.default(name)? {
+                ParamDefault::Str(v) => Ok(v.to_string()),
+                d => Err(self.default_mismatch(name, d)),
+            };
         }
         match self.t(name)?.as_str() {
             Some([s]) => Ok(s.clone()),
@@ -99,10 +164,13 @@ impl Ctx<'_> {
         }
     }
 
-    /// A float scalar parameter (fp16 mode rounds it, as the ANE holds it in fp16).
-    pub fn scalar_f32(&self, name: &str, default: f32) -> Result<f32, String> {
+    /// A float scalar parameter, or its default (fp16 mode rounds it, as the ANE holds it in fp16).
+    pub fn scalar_f32(&self, name: &str) -> Result<f32, String> {
         if !self.has(name) {
-            return Ok(self.r(default));
+            return match self.default(name)? {
+                ParamDefault::Float(v) => Ok(self.r(v)),
+                d => Err(self.default_mismatch(name, d)),
+            };
         }
         match self.t(name)?.to_f64_vec().as_deref() {
             Some([v]) => Ok(self.r(*v as f32)),
@@ -219,8 +287,8 @@ pub(crate) fn kernel(op: &str) -> Option<Kernel> {
         "layer_norm" => reduce::layer_norm,
         "softmax" => reduce::softmax,
         o if REDUCE.contains(&o) => reduce::reduce,
-        "gather" => shape::gather,
-        "gather_along_axis" => shape::gather_along_axis,
+        "gather" => select::gather,
+        "gather_along_axis" => select::gather_along_axis,
         "concat" => shape::concat,
         "split" => shape::split,
         "slice_by_index" => shape::slice_by_index,
@@ -229,13 +297,13 @@ pub(crate) fn kernel(op: &str) -> Option<Kernel> {
         "transpose" => shape::transpose,
         "expand_dims" => shape::expand_dims,
         "squeeze" => shape::squeeze,
-        "cast" => shape::cast,
-        "range_1d" => shape::range_1d,
-        "fill" => shape::fill,
-        "band_part" => shape::band_part,
+        "cast" => select::cast,
+        "range_1d" => select::range_1d,
+        "fill" => select::fill,
+        "band_part" => select::band_part,
         "tile" => shape::tile,
-        "topk" => shape::topk,
-        "cumsum" => shape::cumsum,
+        "topk" => select::topk,
+        "cumsum" => select::cumsum,
         _ => return None,
     })
 }

@@ -68,14 +68,14 @@ pub fn reduce(c: &Ctx) -> OpResult {
     let x = c.t("x")?;
     let rank = x.rank();
     let axes: Vec<usize> = if c.op.ends_with("argmax") || c.op.ends_with("argmin") {
-        vec![axis(c.int("axis", -1)?, rank)?]
+        vec![axis(c.int("axis")?, rank)?]
     } else {
         match c.opt_ints("axes")? {
             Some(a) => crate::infer::axes(&a, rank)?,
             None => (0..rank).collect(),
         }
     };
-    let keep = c.boolean("keep_dims", false)?;
+    let keep = c.boolean("keep_dims")?;
     let out_shape = reduced_shape(x.shape(), &axes, keep);
     let op = c.op.trim_start_matches("reduce_");
     match x.data() {
@@ -252,7 +252,7 @@ pub fn layer_norm(c: &Ctx) -> OpResult {
         Ok(Some(p))
     };
     let (gamma, beta) = (param("gamma")?, param("beta")?);
-    let eps = c.scalar_f32("epsilon", 1e-5)?;
+    let eps = c.scalar_f32("epsilon")?;
     let r = |v: f32| c.r(v);
     let nf = n as f32;
     let mut out = vec![0f32; v.len()];
@@ -302,7 +302,7 @@ pub fn softmax(c: &Ctx) -> OpResult {
     use rayon::prelude::*;
     let x = c.t("x")?;
     let v = c.f32s("x")?;
-    let a = axis(c.int("axis", -1)?, x.rank())?;
+    let a = axis(c.int("axis")?, x.rank())?;
     let (outer, n, inner) = split3(x.shape(), a, a);
     let max = fold(v, outer, n, inner, f32::NEG_INFINITY, f32::max);
     let mut out = vec![0f32; v.len()];

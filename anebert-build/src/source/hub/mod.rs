@@ -18,179 +18,20 @@
 //! otherwise) before it enters `blobs/`; partial downloads stay in `{etag}.incomplete` and are
 //! resumed with `Range`; a lock per blob makes concurrent build scripts download it once.
 
+mod blobs;
+mod error;
+mod settings;
+
+pub use error::HubError;
+pub use settings::{HubConfig, DEFAULT_ENDPOINT, ENV_VARS};
+
 use super::RepoId;
-use sha1::Sha1;
-use sha2::{Digest, Sha256};
+use blobs::{is_commit, link_snapshot, normalize_etag, valid_etag, verify, write_atomic};
+use error::io_err;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IsTerminal, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-/// Hub endpoint unless `HF_ENDPOINT` says otherwise.
-pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
-
-/// Why a hub fetch failed.
-#[derive(Debug, thiserror::Error)]
-pub enum HubError {
-    /// Offline and the cache lacks a file.
-    #[error("{repo}@{revision}: `{file}` is not in the HuggingFace cache ({cache}) and downloads are off ({why})")]
-    Offline {
-        /// Repository.
-        repo: String,
-        /// Revision.
-        revision: String,
-        /// Missing file.
-        file: String,
-        /// Cache searched.
-        cache: PathBuf,
-        /// Which setting turned downloads off.
-        why: String,
-    },
-    /// The hub answered with an error status.
-    #[error("{url}: HTTP {status}{hint}")]
-    Status {
-        /// The URL (never with the token).
-        url: String,
-        /// Status code.
-        status: u16,
-        /// What it probably means.
-        hint: String,
-    },
-    /// The connection failed.
-    #[error("{url}: {msg}")]
-    Http {
-        /// The URL.
-        url: String,
-        /// The transport error.
-        msg: String,
-    },
-    /// The response lacks a header the protocol needs.
-    #[error("{url}: the response has no {header} header; is HF_ENDPOINT a HuggingFace hub?")]
-    Protocol {
-        /// The URL.
-        url: String,
-        /// The header.
-        header: &'static str,
-    },
-    /// The downloaded bytes do not match the hub's content id.
-    #[error("{file}: downloaded content has {algo} {actual}, but the hub announced {expected}; the download was discarded")]
-    Corrupt {
-        /// File name in the repo.
-        file: String,
-        /// sha256 or sha1.
-        algo: &'static str,
-        /// What we computed.
-        actual: String,
-        /// The ETag.
-        expected: String,
-    },
-    /// A cache file operation failed.
-    #[error("{path}: {source}")]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The failure.
-        #[source]
-        source: io::Error,
-    },
-}
-
-fn io_err(path: &Path) -> impl FnOnce(io::Error) -> HubError + '_ {
-    move |source| HubError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// How to reach the hub and where its cache is. `Debug` redacts the token.
-#[derive(Clone)]
-pub struct HubConfig {
-    /// Base URL, no trailing slash.
-    pub endpoint: String,
-    /// Bearer token for private or gated repos (never printed).
-    pub token: Option<String>,
-    /// The HuggingFace hub cache directory.
-    pub cache: PathBuf,
-    /// `Some(reason)` when downloads are off.
-    pub offline: Option<String>,
-    /// Show a progress bar.
-    pub progress: bool,
-}
-
-impl std::fmt::Debug for HubConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HubConfig")
-            .field("endpoint", &self.endpoint)
-            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
-            .field("cache", &self.cache)
-            .field("offline", &self.offline)
-            .field("progress", &self.progress)
-            .finish()
-    }
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn truthy(name: &str) -> bool {
-    env(name).is_some_and(|v| {
-        !matches!(
-            v.trim().to_ascii_lowercase().as_str(),
-            "0" | "false" | "no" | "off"
-        )
-    })
-}
-
-/// The environment variables the hub client reads (for `rerun-if-env-changed`).
-pub const ENV_VARS: &[&str] = &[
-    "HF_ENDPOINT",
-    "HF_HOME",
-    "HF_HUB_CACHE",
-    "HF_HUB_OFFLINE",
-    "ANEBERT_OFFLINE",
-    "DOCS_RS",
-    "XDG_CACHE_HOME",
-];
-
-impl HubConfig {
-    /// From the environment: `HF_ENDPOINT`, `HF_TOKEN` (or `HUGGING_FACE_HUB_TOKEN`), `HF_HUB_CACHE`
-    /// / `HF_HOME`, and offline when `ANEBERT_OFFLINE`, `HF_HUB_OFFLINE` or `DOCS_RS` is set.
-    pub fn from_env() -> HubConfig {
-        let home = env("HOME").map(PathBuf::from).unwrap_or_default();
-        let xdg = env("XDG_CACHE_HOME")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| home.join(".cache"));
-        let cache = env("HF_HUB_CACHE").map(PathBuf::from).unwrap_or_else(|| {
-            env("HF_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| xdg.join("huggingface"))
-                .join("hub")
-        });
-        let offline = if env("DOCS_RS").is_some() {
-            Some("DOCS_RS is set: docs.rs builds have no network".to_string())
-        } else if truthy("ANEBERT_OFFLINE") {
-            Some("ANEBERT_OFFLINE is set".to_string())
-        } else if truthy("HF_HUB_OFFLINE") {
-            Some("HF_HUB_OFFLINE is set".to_string())
-        } else {
-            None
-        };
-        HubConfig {
-            endpoint: env("HF_ENDPOINT")
-                .unwrap_or_else(|| DEFAULT_ENDPOINT.to_string())
-                .trim_end_matches('/')
-                .to_string(),
-            token: env("HF_TOKEN").or_else(|| env("HUGGING_FACE_HUB_TOKEN")),
-            cache,
-            offline,
-            // Build scripts never have a terminal; CI logs do not want bars either.
-            progress: io::stderr().is_terminal()
-                && env("CI").is_none()
-                && env("CARGO_TERM_PROGRESS_WHEN").as_deref() != Some("never"),
-        }
-    }
-}
 
 /// Which files of a repository to fetch.
 #[derive(Clone, Debug)]
@@ -593,27 +434,6 @@ fn status_error(url: &str, status: u16, has_token: bool) -> HubError {
     }
 }
 
-/// `W/"abc"` → `abc`.
-fn normalize_etag(e: &str) -> String {
-    e.trim()
-        .trim_start_matches("W/")
-        .trim_matches('"')
-        .to_string()
-}
-
-fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-fn is_commit(s: &str) -> bool {
-    is_hex(s, 40)
-}
-
-/// Content ids become file names: only plain hex is accepted.
-fn valid_etag(e: &str) -> bool {
-    is_hex(e, 64) || is_hex(e, 40)
-}
-
 fn same_origin(url: &str, endpoint: &str) -> bool {
     let origin = |u: &str| {
         let rest = u.split_once("://").map_or(u, |(_, r)| r);
@@ -639,76 +459,6 @@ fn absolute(loc: &str, endpoint: &str) -> String {
     }
 }
 
-/// Check a finished download against its content id.
-fn verify(path: &Path, etag: &str, file: &str) -> Result<(), HubError> {
-    let mut f = File::open(path).map_err(io_err(path))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let (algo, actual) = if etag.len() == 64 {
-        let mut h = Sha256::new();
-        loop {
-            let n = f.read(&mut buf).map_err(io_err(path))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        ("sha256", crate::checkpoint::hex(&h.finalize()))
-    } else {
-        // A git blob id: sha1("blob {len}\0" ++ content).
-        let len = f.metadata().map_err(io_err(path))?.len();
-        let mut h = Sha1::new();
-        h.update(format!("blob {len}\0").as_bytes());
-        loop {
-            let n = f.read(&mut buf).map_err(io_err(path))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-        }
-        ("git sha1", crate::checkpoint::hex(&h.finalize()))
-    };
-    if actual != etag.to_ascii_lowercase() {
-        return Err(HubError::Corrupt {
-            file: file.to_string(),
-            algo,
-            actual,
-            expected: etag.to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// `snapshots/{commit}/{file}` → `blobs/{etag}` (a relative symlink, as huggingface_hub makes;
-/// a copy where symlinks are unavailable).
-fn link_snapshot(rdir: &Path, commit: &str, file: &str, etag: &str) -> Result<(), HubError> {
-    let link = rdir.join("snapshots").join(commit).join(file);
-    let parent = link.parent().unwrap_or(rdir);
-    fs::create_dir_all(parent).map_err(io_err(parent))?;
-    let blob = rdir.join("blobs").join(etag);
-    let tmp = crate::fsx::tmp_sibling(&link);
-    #[cfg(unix)]
-    {
-        let depth = file.split('/').count() + 1;
-        let target = PathBuf::from("../".repeat(depth)).join("blobs").join(etag);
-        std::os::unix::fs::symlink(&target, &tmp).map_err(io_err(&tmp))?;
-    }
-    #[cfg(not(unix))]
-    fs::copy(&blob, &tmp).map_err(io_err(&tmp))?;
-    let _ = &blob;
-    fs::rename(&tmp, &link).map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        HubError::Io {
-            path: link.clone(),
-            source: e,
-        }
-    })
-}
-
-/// Write a small file atomically.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), HubError> {
-    crate::fsx::write_atomic(path, bytes).map_err(|(path, source)| HubError::Io { path, source })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,27 +480,5 @@ mod tests {
             absolute("/api/x", "http://h:1"),
             "http://h:1/api/x".to_string()
         );
-    }
-
-    #[test]
-    fn debug_never_prints_the_token() {
-        let secret = "hf_SECRETsecretSECRET";
-        let hub = HubConfig {
-            endpoint: "http://127.0.0.1:1".into(),
-            token: Some(secret.into()),
-            cache: PathBuf::from("/tmp/c"),
-            offline: None,
-            progress: false,
-        };
-        let mut config = crate::Config::new();
-        config.hub(hub.clone());
-        for shown in [
-            format!("{hub:?}"),
-            format!("{hub:#?}"),
-            format!("{config:?}"),
-        ] {
-            assert!(!shown.contains("SECRET"), "{shown}");
-            assert!(shown.contains("<redacted>"), "{shown}");
-        }
     }
 }

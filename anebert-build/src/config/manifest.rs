@@ -1,0 +1,235 @@
+//! `[package.metadata.anebert]`: the models a crate declares in its Cargo.toml, and
+//! [`convert()`], the one-line build script that converts them.
+
+// The examples are build scripts: `fn main` is the point.
+#![allow(clippy::needless_doctest_main)]
+
+use super::error::{io_err, BuildError};
+use super::out_dir::IndexEntry;
+use super::Config;
+use crate::ir::Pooling;
+use serde::Deserialize;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// Sequence lengths in `[package.metadata.anebert]`: one or a list.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum SeqSpec {
+    One(usize),
+    Many(Vec<usize>),
+}
+
+/// One model in `[package.metadata.anebert]`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelMeta {
+    model: String,
+    head: Option<String>,
+    seq: Option<SeqSpec>,
+    name: Option<String>,
+    weights: Option<String>,
+    rotate: Option<bool>,
+    rotation_seed: Option<u64>,
+    rotation: Option<String>,
+    pooling: Option<String>,
+    normalize: Option<bool>,
+}
+
+impl ModelMeta {
+    fn config(self, name: Option<String>, at: &str) -> Result<Config, BuildError> {
+        let bad = |what: String| {
+            BuildError::config(
+                format!("Cargo.toml [{at}]: {what}"),
+                "fix the entry; see anebert_build::convert's documentation",
+            )
+        };
+        let mut c = Config::new();
+        c.model(self.model);
+        if let Some(n) = self.name.or(name) {
+            c.name(n);
+        }
+        if let Some(h) = self.head {
+            c.head(h.parse().map_err(bad)?);
+        }
+        match self.seq {
+            Some(SeqSpec::One(s)) => c.seq_len(s),
+            Some(SeqSpec::Many(v)) => c.seq_lens(v),
+            None => &mut c,
+        };
+        if let Some(w) = self.weights {
+            c.weights(w.parse().map_err(bad)?);
+        }
+        if let Some(r) = self.rotate {
+            c.rotate(r);
+        }
+        if let Some(s) = self.rotation_seed {
+            c.rotation_seed(s);
+        }
+        if let Some(m) = self.rotation {
+            c.rotation_method(m.parse().map_err(bad)?);
+        }
+        if let Some(p) = self.pooling {
+            c.pooling(match p.as_str() {
+                "mean" => Pooling::Mean,
+                "cls" => Pooling::Cls,
+                other => return Err(bad(format!("pooling {other:?}: use mean or cls"))),
+            });
+        }
+        if let Some(n) = self.normalize {
+            c.normalize(n);
+        }
+        Ok(c)
+    }
+}
+
+/// The models declared in a Cargo.toml's `[package.metadata.anebert]`:
+///
+/// ```toml
+/// [package.metadata.anebert]
+/// model = "answerdotai/ModernBERT-base"   # one model: its keys right here
+/// head = "mlm"
+/// seq = [128, 512]
+///
+/// # or several, each named:
+/// [package.metadata.anebert.models.sentiment]
+/// model = "./models/my-classifier"
+/// head = "sequence-classification"
+/// seq = 128
+/// ```
+///
+/// Keys: `model` (required), `head`, `seq`, `name`, `weights` (`fp16`/`fp32`), `rotate`,
+/// `rotation_seed`, `rotation` (`hadamard`/`orthogonal`), `pooling` (`mean`/`cls`), `normalize`.
+pub fn configs_from_manifest(manifest: &Path) -> Result<Vec<Config>, BuildError> {
+    let text = fs::read_to_string(manifest).map_err(io_err(manifest))?;
+    let doc: toml::Table = toml::from_str(&text).map_err(|e| {
+        BuildError::config(
+            format!("{}: {e}", manifest.display()),
+            "fix the TOML syntax",
+        )
+    })?;
+    let meta = doc
+        .get("package")
+        .and_then(|p| p.get("metadata"))
+        .and_then(|m| m.get("anebert"))
+        .and_then(|a| a.as_table())
+        .ok_or_else(|| {
+            BuildError::config(
+                format!("{} has no [package.metadata.anebert] table", manifest.display()),
+                "declare the model there (model = \"org/name\", head = \"mlm\", seq = 512) or use anebert_build::Config in build.rs",
+            )
+        })?;
+    let base = manifest.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let mut out = Vec::new();
+    let mut single = meta.clone();
+    if let Some(models) = single.remove("models") {
+        let models = models.as_table().ok_or_else(|| {
+            BuildError::config(
+                "[package.metadata.anebert] `models` must be a table of named models",
+                "write [package.metadata.anebert.models.NAME] sections",
+            )
+        })?;
+        for (name, m) in models {
+            let at = format!("package.metadata.anebert.models.{name}");
+            let mm: ModelMeta = m.clone().try_into().map_err(|e: toml::de::Error| {
+                BuildError::config(
+                    format!("Cargo.toml [{at}]: {}", e.message()),
+                    "fix the entry",
+                )
+            })?;
+            out.push(mm.config(Some(name.clone()), &at)?);
+        }
+    }
+    if !single.is_empty() {
+        let at = "package.metadata.anebert";
+        let mm: ModelMeta =
+            toml::Value::Table(single)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    BuildError::config(
+                        format!("Cargo.toml [{at}]: {}", e.message()),
+                        "fix the entry",
+                    )
+                })?;
+        out.push(mm.config(None, at)?);
+    }
+    if out.is_empty() {
+        return Err(BuildError::config(
+            "[package.metadata.anebert] declares no model",
+            "add model = \"org/name\" (and head, seq) or [package.metadata.anebert.models.NAME]",
+        ));
+    }
+    for c in &mut out {
+        c.manifest_dir(base.clone());
+    }
+    Ok(out)
+}
+
+/// Convert every model declared in `[package.metadata.anebert]` of the crate's Cargo.toml — the
+/// one-line build script:
+///
+/// ```no_run
+/// // build.rs
+/// fn main() {
+///     anebert_build::convert().unwrap_or_else(|e| anebert_build::fail(e));
+/// }
+/// ```
+pub fn convert() -> Result<Vec<IndexEntry>, BuildError> {
+    let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .ok_or_else(|| {
+            BuildError::config(
+                "CARGO_MANIFEST_DIR is not set",
+                "call anebert_build::convert() from a build script",
+            )
+        })?;
+    let manifest = dir.join("Cargo.toml");
+    println!("cargo:rerun-if-changed={}", manifest.display());
+    let mut all = Vec::new();
+    for mut c in configs_from_manifest(&manifest)? {
+        all.extend(c.convert()?);
+    }
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::WeightPrecision;
+
+    #[test]
+    fn manifest_forms_and_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("Cargo.toml");
+        fs::write(
+            &m,
+            "[package]\nname = \"x\"\n[package.metadata.anebert]\nmodel = \"org/a\"\nhead = \"embedding\"\nseq = [128, 256]\n\
+             [package.metadata.anebert.models.cls]\nmodel = \"./ckpt\"\nhead = \"sequence-classification\"\nseq = 64\nweights = \"fp32\"\n",
+        )
+        .unwrap();
+        let cs = configs_from_manifest(&m).unwrap();
+        assert_eq!(cs.len(), 2);
+        assert_eq!(cs[0].model_name().unwrap(), "cls");
+        assert_eq!(cs[0].spec.weights, WeightPrecision::Fp32);
+        assert_eq!(cs[1].model_name().unwrap(), "a");
+        assert_eq!(cs[1].checked_seq_lens().unwrap(), vec![128, 256]);
+
+        fs::write(
+            &m,
+            "[package]\nname = \"x\"\n[package.metadata.anebert]\nmodel = \"org/a\"\nsequence = 5\n",
+        )
+        .unwrap();
+        let e = configs_from_manifest(&m).unwrap_err().to_string();
+        assert!(e.contains("unknown field `sequence`"), "{e}");
+        fs::write(
+            &m,
+            "[package]\nname = \"x\"\n[package.metadata.anebert]\nmodel = \"org/a\"\nhead = \"mlmx\"\n",
+        )
+        .unwrap();
+        let e = configs_from_manifest(&m).unwrap_err().to_string();
+        assert!(e.contains("unknown head"), "{e}");
+        fs::write(&m, "[package]\nname = \"x\"\n").unwrap();
+        let e = configs_from_manifest(&m).unwrap_err();
+        assert!(e.help().unwrap().contains("model ="), "{e}");
+    }
+}

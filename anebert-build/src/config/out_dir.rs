@@ -1,0 +1,128 @@
+//! What a build script leaves under `$OUT_DIR/anebert/`: one directory per model and length,
+//! and `index.json`, which `#[anebert::model]` reads.
+
+use super::error::{io_err, BuildError};
+use crate::artifact::{self, Artifact};
+use serde::{Deserialize, Serialize};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+/// A converted model placed under OUT_DIR (or, without OUT_DIR, in the artifact cache).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct IndexEntry {
+    /// The model's name.
+    pub name: String,
+    /// Its source as declared.
+    pub model: String,
+    /// Directory holding `model.mlmodel`, `weight.bin`, `tokenizer.json`.
+    pub dir: PathBuf,
+    /// What it is.
+    pub info: artifact::ArtifactInfo,
+    /// Files of the compiled `model.mlmodelc` under `dir` (relative paths), when the crate targets
+    /// an Apple platform and `xcrun` was available; empty otherwise.
+    #[serde(default)]
+    pub compiled: Vec<String>,
+}
+
+impl IndexEntry {
+    /// `model.mlmodel`.
+    pub fn spec_file(&self) -> PathBuf {
+        self.dir.join("model.mlmodel")
+    }
+    /// `weight.bin`, when the program has weights.
+    pub fn weights_file(&self) -> Option<PathBuf> {
+        self.info.has_weights.then(|| self.dir.join("weight.bin"))
+    }
+    /// `tokenizer.json`, when the checkpoint had one.
+    pub fn tokenizer_file(&self) -> Option<PathBuf> {
+        self.info
+            .has_tokenizer
+            .then(|| self.dir.join("tokenizer.json"))
+    }
+}
+
+/// Hard-link (or copy) an artifact's files (and its compiled `model.mlmodelc`, if any) into `dir`
+/// unless `dir` already holds exactly that.
+pub(super) fn place(a: &Artifact, compiled: Option<&Path>, dir: &Path) -> Result<(), BuildError> {
+    let stamp = dir.join("KEY");
+    let key = format!(
+        "{}{}",
+        a.info.key,
+        if compiled.is_some() { "+mlmodelc" } else { "" }
+    );
+    if fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
+        return Ok(());
+    }
+    let parent = dir.parent().unwrap_or(dir);
+    fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let tmp = crate::fsx::tmp_dir(dir).map_err(io_err(dir))?;
+    let mut files = vec![(a.spec_file(), "model.mlmodel")];
+    if let Some(w) = a.weights_file() {
+        files.push((w, "weight.bin"));
+    }
+    if let Some(t) = a.tokenizer_file() {
+        files.push((t, "tokenizer.json"));
+    }
+    let mut files: Vec<(PathBuf, String)> =
+        files.into_iter().map(|(f, t)| (f, t.to_string())).collect();
+    if let Some(c) = compiled {
+        for rel in artifact::list_files(c)? {
+            files.push((c.join(&rel), format!("model.mlmodelc/{rel}")));
+        }
+    }
+    for (from, to) in files {
+        let to = tmp.join(to);
+        if let Some(p) = to.parent() {
+            fs::create_dir_all(p).map_err(io_err(p))?;
+        }
+        if fs::hard_link(&from, &to).is_err() {
+            fs::copy(&from, &to).map_err(io_err(&to))?;
+        }
+    }
+    let st = tmp.join("KEY");
+    fs::write(&st, &key).map_err(io_err(&st))?;
+    if let Err(e) = crate::fsx::publish_dir(&tmp, dir) {
+        let _ = fs::remove_dir_all(&tmp);
+        // A concurrent build placing the same artifact is fine.
+        if fs::read_to_string(&stamp).ok().as_deref() != Some(key.as_str()) {
+            return Err(BuildError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Merge `entries` into `index.json` (replacing same name + sequence length), rewriting it only
+/// when its content changes.
+pub(super) fn update_index(root: &Path, entries: &[IndexEntry]) -> Result<(), BuildError> {
+    let path = root.join("index.json");
+    let mut index: Vec<IndexEntry> = fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default();
+    index.retain(|e| {
+        !entries
+            .iter()
+            .any(|n| n.name == e.name && n.info.seq_len == e.info.seq_len)
+    });
+    index.extend(entries.iter().cloned());
+    index.sort_by(|a, b| (&a.name, a.info.seq_len).cmp(&(&b.name, b.info.seq_len)));
+    let json = serde_json::to_string_pretty(&index).expect("plain data");
+    write_file_if_changed(&path, json.as_bytes())
+}
+
+/// Write `bytes` to `path` (atomically) unless it already holds exactly them.
+pub fn write_file_if_changed(path: &Path, bytes: &[u8]) -> Result<(), BuildError> {
+    if fs::read(path).ok().as_deref() == Some(bytes) {
+        return Ok(());
+    }
+    crate::fsx::write_atomic(path, bytes).map_err(|(path, source)| BuildError::Io { path, source })
+}
+
+/// Read `$OUT_DIR/anebert/index.json` (what build scripts produced).
+pub fn read_index(out_dir: &Path) -> Option<Vec<IndexEntry>> {
+    let text = fs::read_to_string(out_dir.join("anebert/index.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
