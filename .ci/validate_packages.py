@@ -1,4 +1,4 @@
-"""Validate every .mlpackage under the given directories with coremltools (coreml-facts §10).
+"""Validate every .mlpackage under the given directories with coremltools (docs/coreml-format.md §8).
 
 For each package:
   1. ModelPackage.isValid + manifest items (libmodelpackage)

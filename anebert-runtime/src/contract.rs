@@ -1,4 +1,4 @@
-//! The converted model's contract (DESIGN §4): input names and layout, and reading the
+//! The converted model's contract (docs/design.md §2): input names and layout, and reading the
 //! `(1, C, 1, S)` per-token outputs.
 
 use crate::Tensor;

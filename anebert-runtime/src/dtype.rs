@@ -1,5 +1,5 @@
 //! Element types: MIL `DataType`, MILBlob `BlobDataType`, Core ML `ArrayDataType`, and the mappings
-//! between them (coreml-facts §2.7, §3.2, §4.3).
+//! between them (docs/coreml-format.md §2, §3.1, §4.2).
 
 use crate::proto::mil_spec::DataType as MilDataType;
 use std::fmt;
@@ -135,7 +135,7 @@ impl DType {
         })
     }
 
-    /// The MILBlob storage code (coreml-facts §4.3), for types that can live in `weight.bin`.
+    /// The MILBlob storage code (docs/coreml-format.md §4.2), for types that can live in `weight.bin`.
     pub fn blob_code(self) -> Option<u32> {
         Some(match self {
             DType::F16 => 1,

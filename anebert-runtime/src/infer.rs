@@ -147,7 +147,7 @@ pub fn conv_dim(
     })
 }
 
-/// Which of MIL einsum's one pattern (and rank) an equation is (coreml-facts §6.2): rank 4
+/// Which of MIL einsum's one pattern (and rank) an equation is (docs/coreml-format.md §5): rank 4
 /// `nchw,nwhu->nchu` or rank 3 `chw,whu->chu`, letters free.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EinsumPattern {

@@ -1,4 +1,4 @@
-//! Fidelity metrics (DESIGN §8): KL of softmax distributions, PSNR as Apple defines it, cosine.
+//! Fidelity metrics (docs/design.md §6): KL of softmax distributions, PSNR as Apple defines it, cosine.
 //! All accumulate in f64.
 //!
 //! Every metric propagates NaN: a non-finite output must never read as a perfect score. Gates

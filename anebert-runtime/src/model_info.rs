@@ -7,7 +7,7 @@ use crate::proto;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// What the converter recorded about a model (its `anebert.*` metadata, DESIGN §4).
+/// What the converter recorded about a model (its `anebert.*` metadata, docs/design.md §2).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelInfo {
     /// The head.

@@ -272,7 +272,7 @@ impl Tensor {
     }
 
     /// Decode raw little-endian element bytes (blob data or an immediate `bytes` value).
-    /// Sub-byte types are bit-packed LSB-first (coreml-facts §4.4).
+    /// Sub-byte types are bit-packed LSB-first (docs/coreml-format.md §4.3).
     pub fn from_le_bytes(
         dtype: DType,
         shape: Vec<usize>,
@@ -495,7 +495,7 @@ mod tests {
 
     #[test]
     fn fp16_bytes_match_ieee() {
-        // 1e-5 as fp16 is 0x00A8 (coreml-facts §3.3 example).
+        // 1e-5 as fp16 is 0x00A8 (docs/coreml-format.md §3.2 example).
         let t = Tensor::f16(vec![], vec![1e-5]).unwrap();
         assert_eq!(t.to_le_bytes().unwrap(), vec![0xA8, 0x00]);
         let mut v = vec![65504.0, 65520.0, -1e6, 1.0 / 3.0];

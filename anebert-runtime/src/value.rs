@@ -32,7 +32,7 @@ pub enum ValueError {
 }
 
 /// Immediate value of a tensor, encoded in the field coremltools uses for its dtype
-/// (coreml-facts §3.3): fp32 `floats`, fp64 `doubles`, int32/int16/uint16 `ints`, int64 `longInts`,
+/// (docs/coreml-format.md §3.2): fp32 `floats`, fp64 `doubles`, int32/int16/uint16 `ints`, int64 `longInts`,
 /// bool `bools`, string `strings`, and fp16 / int8 / uint8 / uint32 / sub-byte as raw `bytes`.
 pub fn immediate(t: &Tensor) -> Result<mil::Value, TensorError> {
     use tensor_value::Value as V;

@@ -12,7 +12,7 @@ fn generated_proto_code_is_up_to_date() {
     let fds = protox::compile(["Model.proto"], [&proto_dir]).expect("proto files compile");
     let out = tempfile::tempdir().unwrap();
     let mut config = prost_build::Config::new();
-    // BTreeMap for every proto map so serialized bytes are reproducible (coreml-facts, notes for prost).
+    // BTreeMap for every proto map so serialized bytes are reproducible (docs/coreml-format.md §3.3).
     config.btree_map(["."]);
     config.out_dir(out.path());
     config.compile_fds(fds).expect("prost-build generates code");

@@ -2,7 +2,7 @@
 //! checkpoint converted without rotation, with fp32 weights, run in f32 (the converter tests show
 //! that package equals HuggingFace within 6e-5 on logits). The candidate runs on `--backend`:
 //! Core ML on Apple platforms, elsewhere the CPU backend in fp16 ANE simulation (`--precision`).
-//! Metrics are over real tokens only (DESIGN §8).
+//! Metrics are over real tokens only (docs/design.md §6).
 
 use crate::engine::Engine;
 use crate::select::Select;

@@ -1,4 +1,4 @@
-//! ANE-rule check over an emitted program (coreml-facts §9): rank ≤ 5, dimension limits
+//! ANE-rule check over an emitted program (docs/coreml-format.md §7): rank ≤ 5, dimension limits
 //! (C ≤ 65536, H and W ≤ 16384 for `(B, C, H, W)`), fp16 compute, no −inf/NaN constants, every
 //! input used. `cargo anebert inspect` prints the same report; the converter tests fail on it.
 

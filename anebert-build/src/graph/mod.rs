@@ -1,4 +1,4 @@
-//! Graph emission: Encoder IR → MIL ops in ANE form (DESIGN §5).
+//! Graph emission: Encoder IR → MIL ops in ANE form (docs/design.md §3).
 //!
 //! Activations are `(1, C, 1, S)`; every linear layer is a 1×1 `conv`; attention is split-einsum
 //! per head with the `(1, S_k, 1, S_q)` score layout and softmax over axis 1; masks are additive

@@ -140,7 +140,7 @@ pub enum InputShape {
     Enumerated(Vec<Vec<usize>>),
 }
 
-/// Limit on enumerated shapes per input (coreml-facts §7.1).
+/// Limit on enumerated shapes per input (docs/coreml-format.md §6).
 pub const MAX_ENUMERATED_SHAPES: usize = 128;
 
 /// Builds one function: inputs, ops, outputs.
@@ -213,7 +213,7 @@ fn feature(
                 s.iter().map(|&d| d as i64).collect()
             }
         }
-        // Flexible outputs carry only their dtype (coreml-facts §2.8).
+        // Flexible outputs carry only their dtype (docs/coreml-format.md §2).
         (None, None) if is_output => {}
         (None, None) => {
             return Err("an input with unknown dimensions needs enumerated shapes".into())

@@ -1,5 +1,5 @@
 //! Core ML identifier rules: names of functions, values and ops must match
-//! `[A-Za-z_][A-Za-z0-9_@]*` and be unique within their scope (coreml-facts §3).
+//! `[A-Za-z_][A-Za-z0-9_@]*` and be unique within their scope (docs/coreml-format.md §3.1).
 
 use std::collections::HashSet;
 

@@ -1,4 +1,4 @@
-//! QuaRot-style folding of a pre-norm encoder (DESIGN §6), applied piece by piece as the
+//! QuaRot-style folding of a pre-norm encoder (docs/design.md §4), applied piece by piece as the
 //! checkpoint is read: centre the residual stream, fold each norm's γ/β into the next linear
 //! layer, rotate the stream by an orthogonal `Q` (`x̃ = Qᵀ x`), and turn every LayerNorm of the
 //! stream into a weightless, overflow-safe RMSNorm.

@@ -1,4 +1,4 @@
-//! Transforms on the Encoder IR: norm folding and outlier rotation (DESIGN §6), all in f64.
+//! Transforms on the Encoder IR: norm folding and outlier rotation (docs/design.md §4), all in f64.
 
 pub mod fold;
 pub mod rotation;

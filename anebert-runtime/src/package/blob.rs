@@ -1,4 +1,4 @@
-//! `weight.bin`: the MILBlob v2 storage format (coreml-facts §4).
+//! `weight.bin`: the MILBlob v2 storage format (docs/coreml-format.md §4).
 //!
 //! Layout: a 64-byte file header (`count`, `version = 2`, reserved zeros), then per blob a 64-byte
 //! metadata record (sentinel `0xDEADBEEF`, dtype code, data size, absolute data offset, sub-byte
@@ -328,7 +328,7 @@ mod tests {
 
     #[test]
     fn matches_worked_example() {
-        // coreml-facts §4.5: fp16 [64,32,1,1] + fp16 [64] -> 4416 bytes, offsets 64 and 4224.
+        // docs/coreml-format.md §4.5: fp16 [64,32,1,1] + fp16 [64] -> 4416 bytes, offsets 64 and 4224.
         let mut w = BlobWriter::new();
         let a = Tensor::f16(vec![64, 32, 1, 1], (0..2048).map(|i| i as f32).collect()).unwrap();
         let b = Tensor::f16(vec![64], (0..64).map(|i| -(i as f32)).collect()).unwrap();

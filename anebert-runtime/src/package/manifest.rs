@@ -1,4 +1,4 @@
-//! `Manifest.json`: the package's item table (coreml-facts §1.2).
+//! `Manifest.json`: the package's item table (docs/coreml-format.md §1).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 //! The `.mlpackage` directory: reading (validated, for the backends) and writing (atomic, for the
-//! converter). See coreml-facts §1.
+//! converter). See docs/coreml-format.md §1.
 //!
 //! ```text
 //! Foo.mlpackage/

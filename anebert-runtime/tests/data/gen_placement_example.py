@@ -1,5 +1,5 @@
 """Writes placement-example.json: the op list of a real anebert package (modernbert-tiny, mlm,
-S = 128) with devices assigned by the published ANE rules (coreml-facts §9: gather and the int32 cast on the CPU,
+S = 128) with devices assigned by the published ANE rules (docs/coreml-format.md §7: gather and the int32 cast on the CPU,
 everything else on the Neural Engine, constants without a device usage). It is *synthetic*: no
 Mac recorded it. tests/coreml.rs writes real reports (target/anebert-coreml/placement-*.json) on a
 Mac; one of those can replace this file.
