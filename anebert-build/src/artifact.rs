@@ -184,7 +184,7 @@ pub fn get_or_convert(
     let result = (|| {
         let mut o = options.clone();
         if o.source_label.is_none() {
-            o.source_label = Some(resolved.description.clone());
+            o.source_label = Some(resolved.label.clone());
         }
         let summary = convert(&resolved.dir, &o, &tmp.join("model.mlpackage"))?;
         let tok = resolved.dir.join("tokenizer.json");

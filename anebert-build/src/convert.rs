@@ -384,7 +384,7 @@ pub fn convert_dir(
             "anebert.source",
             o.source_label
                 .clone()
-                .unwrap_or_else(|| dir.display().to_string()),
+                .unwrap_or_else(|| crate::source::local_label(dir)),
         ),
         (
             "anebert.source_sha256",

@@ -45,30 +45,23 @@ pub struct Selected {
 
 /// The manifest of workspace member `name`, from `cargo metadata`.
 fn member_manifest(name: &str, manifest: Option<&Path>) -> Result<PathBuf> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = std::process::Command::new(cargo);
-    cmd.args(["metadata", "--no-deps", "--format-version", "1"]);
+    let mut cmd = cargo_metadata::MetadataCommand::new();
+    cmd.no_deps();
     if let Some(m) = manifest {
-        cmd.arg("--manifest-path").arg(m);
+        cmd.manifest_path(m);
     }
-    let out = cmd.output().context("running `cargo metadata`")?;
-    if !out.status.success() {
-        bail!(
-            "`cargo metadata` failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let pkgs = v["packages"].as_array().cloned().unwrap_or_default();
-    pkgs.iter()
-        .find(|p| p["name"] == name)
-        .and_then(|p| p["manifest_path"].as_str())
-        .map(PathBuf::from)
+    let meta = cmd.exec().context("running `cargo metadata`")?;
+    let members = meta.workspace_packages();
+    members
+        .iter()
+        .find(|p| p.name.as_str() == name)
+        .map(|p| p.manifest_path.clone().into_std_path_buf())
         .with_context(|| {
             format!(
                 "no package {name:?} in this workspace (members: {})",
-                pkgs.iter()
-                    .filter_map(|p| p["name"].as_str())
+                members
+                    .iter()
+                    .map(|p| p.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", ")
             )

@@ -148,12 +148,26 @@ impl fmt::Display for Source {
 pub struct Resolved {
     /// The directory.
     pub dir: PathBuf,
-    /// `path` or `repo@commit`.
+    /// `path` or `repo@commit`, for messages.
     pub description: String,
+    /// What the package's metadata records as its source: `repo@commit`, or `local:{dir name}`
+    /// for a local checkpoint — never a path of the machine that converted it (packages are
+    /// shipped, and must be byte-identical wherever they are built).
+    pub label: String,
     /// Content id of every file the conversion reads, by file name.
     pub fingerprint: BTreeMap<String, String>,
     /// Local files whose change must rerun the build script.
     pub watch: Vec<PathBuf>,
+}
+
+/// `local:{name}` of a local checkpoint directory.
+pub fn local_label(dir: &Path) -> String {
+    let name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "checkpoint".into());
+    format!("local:{name}")
 }
 
 /// Files a conversion may read besides the weights.
@@ -276,6 +290,7 @@ pub fn resolve(source: &Source, hub: &Hub) -> Result<Resolved, SourceError> {
             Ok(Resolved {
                 dir: dir.clone(),
                 description: dir.display().to_string(),
+                label: local_label(dir),
                 fingerprint,
                 watch,
             })
@@ -314,6 +329,7 @@ pub fn resolve(source: &Source, hub: &Hub) -> Result<Resolved, SourceError> {
             Ok(Resolved {
                 dir: snap.dir,
                 description: format!("{repo}@{}", snap.commit),
+                label: format!("{repo}@{}", snap.commit),
                 fingerprint,
                 watch: Vec::new(),
             })
