@@ -22,7 +22,7 @@ pub struct Model {
     engine: Engine,
     truncate: bool,
     #[cfg(feature = "text")]
-    pub(crate) tokenizer: Option<crate::text::Text>,
+    pub(crate) tokenizer: Option<crate::tokenizer::Text>,
 }
 
 enum Engine {
@@ -278,7 +278,7 @@ impl Model {
         Ok(Model {
             #[cfg(feature = "text")]
             tokenizer: match tokenizer {
-                Some(bytes) => Some(crate::text::Text::from_bytes(bytes, info.seq_len)?),
+                Some(bytes) => Some(crate::tokenizer::Text::from_bytes(bytes, info.seq_len)?),
                 None => None,
             },
             info,

@@ -6,7 +6,7 @@
 
 use super::arrays::{decode_output, prepare_inputs, ArrayDType, ArrayInput, InputData, InputSpec};
 use super::placement::{ComputeDevice, OpPlacement, Placement};
-use crate::model::ComputeUnits;
+use crate::options::ComputeUnits;
 use crate::tensor::Tensor;
 use block2::{RcBlock, StackBlock};
 use objc2::rc::{autoreleasepool, Retained};

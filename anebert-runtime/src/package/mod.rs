@@ -11,15 +11,16 @@
 
 pub mod blob;
 pub mod manifest;
+pub mod value;
 
 use crate::proto::{self, mil_spec as mil};
-use crate::value::{self, ValueError};
 pub use blob::{BlobError, BlobInfo, BlobStorage, BlobWriter};
 pub use manifest::{Manifest, ManifestError};
 use prost::Message;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use value::ValueError;
 
 /// Why a package could not be read or written.
 #[derive(Debug, thiserror::Error)]
