@@ -31,9 +31,8 @@ fn convert_prints_a_summary_and_writes_the_package() {
     ] {
         assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
     }
-    let pkg = anebert::Package::open(&out).unwrap();
-    let md = pkg.spec.description.unwrap().metadata.unwrap().user_defined;
-    assert_eq!(md["anebert.pooling"], "mean");
+    let md = common::package_metadata(&out);
+    assert_eq!(md.functions[0].pooling.as_deref(), Some("mean"));
 }
 
 #[test]

@@ -34,7 +34,8 @@ fn inspect_reports_flops_rules_and_weights() {
     assert_eq!(r["ane_rule_violations"].as_array().unwrap().len(), 0);
     assert_eq!(r["ops_off_ane"]["gather"], 1);
     assert_eq!(r["inputs"][0][0], "input_ids");
-    assert_eq!(r["metadata"]["anebert.head"], "mlm");
+    assert_eq!(r["metadata"]["functions"][0]["head"], "mlm");
+    assert_eq!(r["metadata"]["source"], "local:modernbert-tiny");
     assert!(r["weight_bytes_by_group"]["layer*"].as_u64().unwrap() > 400_000);
     // Where Core ML places ops is known only on Apple platforms; elsewhere the report says so.
     #[cfg(not(target_vendor = "apple"))]

@@ -405,9 +405,9 @@ fn modernbert_embedding_follows_sentence_transformers_files() {
         &out,
     )
     .unwrap();
-    let md = anebert::Package::open(&out).unwrap().user_metadata();
-    assert_eq!(md["anebert.pooling"], "cls");
-    assert_eq!(md["anebert.normalize"], "true");
+    let md = common::package_metadata(&out);
+    assert_eq!(md.functions[0].pooling.as_deref(), Some("cls"));
+    assert!(md.functions[0].normalize);
     // Normalized: unit length, whatever the text.
     let model = fixtures::load(&out, Precision::F32);
     let e = fixtures::run(&model, 32, 1015, &[1013, 42, 7, 1014])

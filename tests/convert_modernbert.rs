@@ -211,13 +211,17 @@ fn every_head_meets_the_ane_rules_and_the_contract() {
                 assert_eq!(ins, ["input_ids", "attention_mask"]);
                 assert_eq!(desc.output.len(), 1);
                 assert_eq!(desc.output[0].name, head.output_name());
-                let md = &desc.metadata.as_ref().unwrap().user_defined;
-                assert_eq!(md["anebert.head"], head.name());
-                assert_eq!(md["anebert.seq_len"], seq.to_string());
-                assert!(md["anebert.source_sha256"].contains("model.safetensors"));
+                let md = common::package_metadata(&path);
+                let f = &md.functions[0];
+                assert_eq!(f.head, head.name());
+                assert_eq!(f.seq_len, seq);
+                assert_eq!(f.inputs, ins);
+                assert_eq!(f.outputs, [head.output_name()]);
+                assert!(md.source_sha256.contains_key("model.safetensors"));
+                assert!(!md.source.contains('/'), "a local path in {}", md.source);
                 if head == HeadKind::SequenceClassification {
-                    assert_eq!(md["anebert.labels"], r#"["LABEL_0","LABEL_1","LABEL_2"]"#);
-                    assert_eq!(md["anebert.pooling"], "mean");
+                    assert_eq!(f.labels, ["LABEL_0", "LABEL_1", "LABEL_2"]);
+                    assert_eq!(f.pooling.as_deref(), Some("mean"));
                 }
                 let model = fixtures::load(&path, Precision::Fp16Ane);
                 let out = fixtures::run(&model, seq, PAD, &[1013, 51, 274, 1016, 13, 1014]);
@@ -334,8 +338,9 @@ fn embedding_pooling_and_normalization() {
             .metadata
             .unwrap()
             .user_defined;
-        assert_eq!(md["anebert.pooling"], pooling.name());
-        assert_eq!(md["anebert.normalize"], normalize.to_string());
+        let md = anebert::model_info::PackageMetadata::from_user_defined(&md).unwrap();
+        assert_eq!(md.functions[0].pooling.as_deref(), Some(pooling.name()));
+        assert_eq!(md.functions[0].normalize, normalize);
         let model = fixtures::load(&out, Precision::F32);
         for row in rows.iter().filter(|r| r.len() <= 64) {
             let got: Vec<f32> = fixtures::run(&model, 64, PAD, &row.ids)

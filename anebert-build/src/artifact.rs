@@ -11,10 +11,11 @@
 //!
 //! The cache is `ANEBERT_CACHE_DIR`, else `$XDG_CACHE_HOME/anebert`, else `~/.cache/anebert`.
 
-use crate::convert::{convert, ConvertOptions, CONVERTER_KEY, CONVERTER_VERSION};
+use crate::convert::{convert, ConvertOptions, CONVERTER_KEY};
 use crate::source::Resolved;
 use crate::ConvertError;
 use anebert_runtime::contract::HeadKind;
+use anebert_runtime::model_info::{FunctionMetadata, PackageMetadata};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -30,35 +31,16 @@ pub fn default_cache_dir() -> PathBuf {
     anebert_runtime::model::cache_dir()
 }
 
-/// What an artifact holds (`artifact.json`); also what codegen needs to know about the model.
+/// What an artifact holds (`artifact.json`): the package's metadata as the converter wrote it
+/// into the package ([`PackageMetadata`], the one schema), and what only the cache knows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ArtifactInfo {
     /// The content key.
     pub key: String,
-    /// Where the checkpoint came from (`path` or `repo@commit`).
+    /// Where the checkpoint came from, for messages (`path` or `repo@commit`).
     pub source: String,
-    /// Head name (`mlm`, ...).
-    pub head: String,
-    /// Sequence length.
-    pub seq_len: usize,
-    /// Hidden size.
-    pub hidden_size: usize,
-    /// Vocabulary size.
-    pub vocab_size: usize,
-    /// Layers.
-    pub num_layers: usize,
-    /// Class labels in id order.
-    pub labels: Vec<String>,
-    /// Architecture.
-    pub architecture: String,
-    /// `fp16` / `fp32`.
-    pub weights: String,
-    /// Rotation applied, if any.
-    pub rotation: Option<String>,
-    /// Converter version.
-    pub converter_version: String,
-    /// The head's output name.
-    pub output_name: String,
+    /// The package's metadata.
+    pub metadata: PackageMetadata,
     /// The head's output shape.
     pub output_shape: Vec<usize>,
     /// Whether `tokenizer.json` is present.
@@ -68,9 +50,39 @@ pub struct ArtifactInfo {
 }
 
 impl ArtifactInfo {
+    /// The package's (first) function.
+    pub fn function(&self) -> &FunctionMetadata {
+        // Written by this crate with exactly one function; `Artifact::open` refuses others.
+        &self.metadata.functions[0]
+    }
+
+    /// Head name (`mlm`, …).
+    pub fn head(&self) -> &str {
+        &self.function().head
+    }
+
     /// The head.
     pub fn head_kind(&self) -> Option<HeadKind> {
-        self.head.parse().ok()
+        self.head().parse().ok()
+    }
+
+    /// Sequence length.
+    pub fn seq_len(&self) -> usize {
+        self.function().seq_len
+    }
+
+    /// Class labels in id order.
+    pub fn labels(&self) -> &[String] {
+        &self.function().labels
+    }
+
+    /// The head's output name.
+    pub fn output_name(&self) -> &str {
+        self.function()
+            .outputs
+            .first()
+            .map(String::as_str)
+            .unwrap_or_default()
     }
 }
 
@@ -112,6 +124,10 @@ impl Artifact {
     pub fn open(dir: &Path) -> Option<Artifact> {
         let text = fs::read_to_string(dir.join("artifact.json")).ok()?;
         let info: ArtifactInfo = serde_json::from_str(&text).ok()?;
+        // One function (what this converter writes): `ArtifactInfo::function` relies on it.
+        if info.metadata.functions.len() != 1 {
+            return None;
+        }
         let a = Artifact {
             dir: dir.to_path_buf(),
             info,
@@ -196,17 +212,7 @@ pub fn get_or_convert(
         let info = ArtifactInfo {
             key: key.clone(),
             source: resolved.description.clone(),
-            head: summary.head.name().to_string(),
-            seq_len: summary.seq_len,
-            hidden_size: summary.hidden,
-            vocab_size: summary.vocab,
-            num_layers: summary.layers,
-            labels: summary.labels.clone(),
-            architecture: summary.architecture.clone(),
-            weights: options.weights.name().to_string(),
-            rotation: summary.rotation.clone(),
-            converter_version: CONVERTER_VERSION.to_string(),
-            output_name: summary.output.0.clone(),
+            metadata: summary.metadata.clone(),
             output_shape: summary.output.1.clone(),
             has_tokenizer,
             has_weights: summary.weight_bytes > 0,
@@ -330,6 +336,7 @@ pub fn compile_mlmodelc(a: &Artifact, xcrun: &Path) -> Result<PathBuf, ArtifactE
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::convert::CONVERTER_VERSION;
 
     /// The cache key names the converter by its source, not only its version: an edit to the
     /// converter or the runtime's writer gives every artifact a new key (build.rs hashes both

@@ -6,6 +6,10 @@ use crate::ir::{EncoderSource, HeadKind, Pooling, Step};
 use crate::mil::{BuiltProgram, MilError, ProgramBuilder, SpecVersion};
 use crate::transforms::{Folder, Rotation, RotationMethod};
 use crate::ConvertError;
+use anebert_runtime::contract::{ATTENTION_MASK, INPUT_IDS};
+use anebert_runtime::model_info::{
+    FunctionMetadata, PackageMetadata, METADATA_KEY, METADATA_SCHEMA,
+};
 use anebert_runtime::DType;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -141,6 +145,8 @@ pub struct Summary {
     pub seconds: f64,
     /// Things the user should know (e.g. an option that did not apply).
     pub notes: Vec<String>,
+    /// What the package's metadata records.
+    pub metadata: PackageMetadata,
 }
 
 impl Summary {
@@ -350,51 +356,34 @@ pub fn convert_dir(
         o.head.name(),
         o.seq_len
     ));
-    let md = [
-        ("anebert.converter_version", CONVERTER_VERSION.to_string()),
-        ("anebert.architecture", meta.architecture.clone()),
-        ("anebert.head", o.head.name().to_string()),
-        ("anebert.seq_len", o.seq_len.to_string()),
-        ("anebert.hidden_size", meta.hidden.to_string()),
-        ("anebert.vocab_size", meta.vocab.to_string()),
-        ("anebert.num_layers", meta.layers.to_string()),
-        (
-            "anebert.labels",
-            serde_json::to_string(&labels).expect("strings"),
-        ),
-        (
-            "anebert.pooling",
-            pooling.map(Pooling::name).unwrap_or("none").to_string(),
-        ),
-        ("anebert.normalize", normalize.to_string()),
-        (
-            "anebert.rotation",
-            rot_desc.clone().unwrap_or_else(|| "none".into()),
-        ),
-        (
-            "anebert.rotation_seed",
-            if rotate {
-                o.rotation_seed.to_string()
-            } else {
-                "none".into()
-            },
-        ),
-        ("anebert.weights", o.weights.name().to_string()),
-        (
-            "anebert.source",
-            o.source_label
-                .clone()
-                .unwrap_or_else(|| crate::source::local_label(dir)),
-        ),
-        (
-            "anebert.source_sha256",
-            serde_json::to_string(&ckpt_sha.0).expect("strings"),
-        ),
-        ("anebert.tokenizer_sha256", ckpt_sha.1.unwrap_or_default()),
-    ];
-    for (k, v) in md {
-        pb.metadata(k, &v);
-    }
+    let md = PackageMetadata {
+        schema: METADATA_SCHEMA,
+        converter_version: CONVERTER_VERSION.to_string(),
+        architecture: meta.architecture.clone(),
+        hidden_size: meta.hidden,
+        vocab_size: meta.vocab,
+        num_layers: meta.layers,
+        weights: o.weights.name().to_string(),
+        rotation: rot_desc.clone(),
+        rotation_seed: rotate.then_some(o.rotation_seed),
+        source: o
+            .source_label
+            .clone()
+            .unwrap_or_else(|| crate::source::local_label(dir)),
+        source_sha256: ckpt_sha.0,
+        tokenizer_sha256: ckpt_sha.1,
+        functions: vec![FunctionMetadata {
+            name: "main".into(),
+            head: o.head.name().to_string(),
+            seq_len: o.seq_len,
+            labels: labels.clone(),
+            pooling: pooling.map(|p| p.name().to_string()),
+            normalize,
+            inputs: vec![INPUT_IDS.to_string(), ATTENTION_MASK.to_string()],
+            outputs: vec![output.0.clone()],
+        }],
+    };
+    pb.metadata(METADATA_KEY, &md.to_json());
     let mut built = pb.build()?;
     built.tokenizer = tokenizer;
     let mut ops = BTreeMap::new();
@@ -417,6 +406,7 @@ pub fn convert_dir(
         output,
         labels,
         seconds: start.elapsed().as_secs_f64(),
+        metadata: md,
     };
     Ok((built, summary))
 }

@@ -38,7 +38,7 @@ pub fn generate(
     files: &EmbeddedFiles<'_>,
 ) -> String {
     let head = info.head_kind().unwrap_or(HeadKind::Hidden);
-    let seq = info.seq_len;
+    let seq = info.seq_len();
     let out_field = match head {
         HeadKind::Embedding => "embedding",
         HeadKind::Hidden => "hidden_states",
@@ -47,7 +47,7 @@ pub fn generate(
     let shape = &info.output_shape;
     let numel: usize = shape.iter().product();
     let labels = info
-        .labels
+        .labels()
         .iter()
         .map(|l| lit(l))
         .collect::<Vec<_>>()
@@ -60,12 +60,12 @@ pub fn generate(
          `{src}` (sequence length {seq}, {weights} weights, rotation: {rot}).\n\
          ///\n/// Load it with [`{ident}::load`] (Core ML on Apple platforms, the CPU backend elsewhere).\n\
          {vis} struct {ident} {{ model: ::anebert::Model }}",
-        arch = info.architecture,
-        head = info.head,
-        ver = info.converter_version,
+        arch = info.metadata.architecture,
+        head = info.head(),
+        ver = info.metadata.converter_version,
         src = info.source.replace('`', "'"),
-        weights = info.weights,
-        rot = info.rotation.as_deref().unwrap_or("none"),
+        weights = info.metadata.weights,
+        rot = info.metadata.rotation.as_deref().unwrap_or("none"),
     );
     let _ = writeln!(
         w,
@@ -88,10 +88,10 @@ pub fn generate(
          /// The embedded package and tokenizer.\npub const EMBEDDED: ::anebert::EmbeddedModel = ::anebert::EmbeddedModel {{ \
          name: {}, key: {}, spec: {}, weights: {}, tokenizer: {}, compiled: &[{}] }};",
         lit(name),
-        lit(&info.head),
-        info.hidden_size,
-        info.vocab_size,
-        info.labels.len(),
+        lit(info.head()),
+        info.metadata.hidden_size,
+        info.metadata.vocab_size,
+        info.labels().len(),
         lit(name),
         lit(&info.key),
         include(files.spec),
@@ -127,8 +127,8 @@ pub fn generate(
          let values = t.as_f32().map(|v| v.to_vec()).unwrap_or_default();\n\
          if values.len() != {numel} {{ return ::core::result::Result::Err(::anebert::Error::Metadata(::std::format!(\"output `{out_name_raw}` has shape {{:?}}, expected {shape:?}\", t.shape()))); }}\n\
          ::core::result::Result::Ok({ident}Output {{ {out_field}: values }}) }}",
-        out_name = lit(&info.output_name),
-        out_name_raw = info.output_name,
+        out_name = lit(info.output_name()),
+        out_name_raw = info.output_name(),
     );
     let helper = match head {
         HeadKind::MaskedLm => "/// Fill every `[MASK]` of `text`: the 5 most probable tokens per mask, with probabilities.\n\
@@ -181,7 +181,7 @@ pub fn generate(
          #[derive(Clone, Debug, PartialEq)]\n\
          {vis} struct {ident}Output {{\n/// The values, {numel} of them.\npub {out_field}: ::std::vec::Vec<f32>,\n}}\n\
          #[allow(dead_code)]\nimpl {ident}Output {{\n/// The output's shape.\npub const SHAPE: [usize; {rank}] = {shape:?};",
-        out = info.output_name,
+        out = info.output_name(),
         rank = shape.len(),
         layout = if per_token {
             " (channel-major: value `c` of token `i` is at `c * S + i`)"
@@ -237,7 +237,9 @@ fn expand_err(message: impl Into<String>, arg: Option<&'static str>) -> ExpandEr
 fn describe(e: &crate::IndexEntry) -> String {
     format!(
         "`{}` (head = \"{}\", seq = {})",
-        e.name, e.info.head, e.info.seq_len
+        e.name,
+        e.info.head(),
+        e.info.seq_len()
     )
 }
 
@@ -278,7 +280,7 @@ pub fn expand(
     let matches: Vec<&crate::IndexEntry> = index
         .iter()
         .flatten()
-        .filter(|e| e.info.head == head.name() && e.info.seq_len == seq)
+        .filter(|e| e.info.head() == head.name() && e.info.seq_len() == seq)
         .filter(|e| req.name.as_ref().is_none_or(|n| &e.name == n))
         .filter(|e| req.model.as_ref().is_none_or(|m| &e.model == m))
         .collect();

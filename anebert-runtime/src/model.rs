@@ -259,8 +259,9 @@ impl Model {
         let _ = tokenizer;
         // The tokenizer must be the one the model was converted with.
         let want = info
-            .metadata
-            .get("anebert.tokenizer_sha256")
+            .package
+            .tokenizer_sha256
+            .as_ref()
             .filter(|s| !s.is_empty());
         if let (Some(want), Some(bytes)) = (want, tokenizer) {
             use sha2::{Digest, Sha256};
@@ -490,27 +491,54 @@ mod tests {
 
     #[test]
     fn metadata_errors_name_the_key() {
+        use crate::model_info::{FunctionMetadata, PackageMetadata, METADATA_KEY};
         let mut md = BTreeMap::new();
-        md.insert("anebert.head".to_string(), "mlm".to_string());
         let e = ModelInfo::from_metadata(md.clone()).unwrap_err();
-        assert!(e.contains("anebert.seq_len"), "{e}");
-        for (k, v) in [
-            ("seq_len", "64"),
-            ("hidden_size", "8"),
-            ("vocab_size", "10"),
-            ("num_layers", "1"),
-        ] {
-            md.insert(format!("anebert.{k}"), v.to_string());
-        }
-        md.insert("anebert.labels".into(), "[\"a\",\"b\"]".into());
-        md.insert("anebert.rotation".into(), "none".into());
+        assert!(e.contains(METADATA_KEY), "{e}");
+        let mut pm = PackageMetadata {
+            schema: 1,
+            converter_version: "0.1.0".into(),
+            architecture: "bert".into(),
+            hidden_size: 8,
+            vocab_size: 10,
+            num_layers: 1,
+            weights: "fp16".into(),
+            rotation: None,
+            rotation_seed: None,
+            source: "local:x".into(),
+            source_sha256: BTreeMap::new(),
+            tokenizer_sha256: None,
+            functions: vec![FunctionMetadata {
+                name: "main".into(),
+                head: "mlm".into(),
+                seq_len: 64,
+                labels: vec!["a".into(), "b".into()],
+                pooling: None,
+                normalize: false,
+                inputs: vec!["input_ids".into(), "attention_mask".into()],
+                outputs: vec!["logits".into()],
+            }],
+        };
+        md.insert(METADATA_KEY.to_string(), pm.to_json());
         let info = ModelInfo::from_metadata(md.clone()).unwrap();
         assert_eq!(info.labels, ["a", "b"]);
         assert_eq!(info.rotation, None);
         assert_eq!(info.output_channels(), 10);
-        md.insert("anebert.labels".into(), "{".into());
+        assert_eq!(info.package, pm);
+        md.insert(METADATA_KEY.into(), "{".into());
+        assert!(ModelInfo::from_metadata(md.clone())
+            .unwrap_err()
+            .contains(METADATA_KEY));
+        pm.schema = 99;
+        md.insert(METADATA_KEY.into(), pm.to_json());
+        assert!(ModelInfo::from_metadata(md.clone())
+            .unwrap_err()
+            .contains("update anebert"));
+        pm.schema = 1;
+        pm.functions.clear();
+        md.insert(METADATA_KEY.into(), pm.to_json());
         assert!(ModelInfo::from_metadata(md)
             .unwrap_err()
-            .contains("anebert.labels"));
+            .contains("no function"));
     }
 }

@@ -1,13 +1,101 @@
-//! [`ModelInfo`]: what the converter recorded about a model, read back from its metadata.
+//! The one metadata schema: [`PackageMetadata`], which the converter writes into a package's
+//! `userDefined` metadata (as JSON under [`METADATA_KEY`]) and which the runtime, the artifact
+//! cache, the CLI and the generated wrapper read back; and [`ModelInfo`], the runtime's view of
+//! one function of it.
 
 use crate::contract::HeadKind;
 use crate::error::Error;
 use crate::package::Package;
 use crate::proto;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// What the converter recorded about a model (its `anebert.*` metadata, docs/design.md §2).
+/// The `userDefined` metadata key holding [`PackageMetadata`] as JSON.
+pub const METADATA_KEY: &str = "com.anebert.metadata";
+
+/// The schema version this runtime writes and reads; a package with a newer one is refused.
+pub const METADATA_SCHEMA: u32 = 1;
+
+/// What the converter records about a package (docs/design.md §2).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PackageMetadata {
+    /// [`METADATA_SCHEMA`] of the writer.
+    pub schema: u32,
+    /// Converter version (with its source fingerprint).
+    pub converter_version: String,
+    /// Source architecture (`modernbert`, `bert`, `distilbert`).
+    pub architecture: String,
+    /// Hidden size of the encoder.
+    pub hidden_size: usize,
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Encoder layers.
+    pub num_layers: usize,
+    /// `fp16` or `fp32` weights.
+    pub weights: String,
+    /// Rotation applied (`hadamard …`, `random-orthogonal`), if any.
+    pub rotation: Option<String>,
+    /// Seed of the rotation, if any.
+    pub rotation_seed: Option<u64>,
+    /// Where the checkpoint came from: `repo@commit`, or `local:{dir name}` (never a local path).
+    pub source: String,
+    /// sha256 of every checkpoint file the conversion read, by file name.
+    #[serde(default)]
+    pub source_sha256: BTreeMap<String, String>,
+    /// sha256 of the tokenizer the package carries, if any.
+    pub tokenizer_sha256: Option<String>,
+    /// The package's functions (one per head and length).
+    pub functions: Vec<FunctionMetadata>,
+}
+
+/// One function of a package: its head, length and I/O.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FunctionMetadata {
+    /// The ML Program function's name.
+    pub name: String,
+    /// Head name (`mlm`, `sequence-classification`, …).
+    pub head: String,
+    /// Sequence length S of its inputs.
+    pub seq_len: usize,
+    /// Class labels in id order (classification heads; empty otherwise).
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Pooling of pooled heads (`cls` / `mean`), if any.
+    pub pooling: Option<String>,
+    /// Whether the embedding is L2-normalized.
+    #[serde(default)]
+    pub normalize: bool,
+    /// Input names, in order.
+    pub inputs: Vec<String>,
+    /// Output names, in order.
+    pub outputs: Vec<String>,
+}
+
+impl PackageMetadata {
+    /// The JSON stored under [`METADATA_KEY`] (compact, deterministic field order).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("plain data")
+    }
+
+    /// Read it from a package's `userDefined` metadata.
+    pub fn from_user_defined(md: &BTreeMap<String, String>) -> Result<PackageMetadata, String> {
+        let json = md
+            .get(METADATA_KEY)
+            .ok_or_else(|| format!("metadata `{METADATA_KEY}` is missing"))?;
+        let m: PackageMetadata = serde_json::from_str(json)
+            .map_err(|e| format!("metadata `{METADATA_KEY}` does not parse: {e}"))?;
+        if m.schema > METADATA_SCHEMA {
+            return Err(format!(
+                "metadata schema {} is newer than this runtime's ({METADATA_SCHEMA}); update anebert",
+                m.schema
+            ));
+        }
+        Ok(m)
+    }
+}
+
+/// The runtime's view of a model: the package's [`PackageMetadata`] and its function.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelInfo {
     /// The head.
@@ -36,6 +124,8 @@ pub struct ModelInfo {
     pub converter_version: String,
     /// Every user-defined metadata entry.
     pub metadata: BTreeMap<String, String>,
+    /// The whole record the converter wrote.
+    pub package: PackageMetadata,
 }
 
 impl ModelInfo {
@@ -58,42 +148,28 @@ impl ModelInfo {
         })
     }
 
-    /// Parse `anebert.*` entries.
+    /// Parse the package's metadata ([`METADATA_KEY`]); the model is its first function.
     pub fn from_metadata(md: BTreeMap<String, String>) -> Result<ModelInfo, String> {
-        let get = |k: &str| {
-            md.get(&format!("anebert.{k}"))
-                .map(String::as_str)
-                .ok_or_else(|| format!("metadata `anebert.{k}` is missing"))
-        };
-        let num = |k: &str| -> Result<usize, String> {
-            get(k)?
-                .parse()
-                .map_err(|_| format!("metadata `anebert.{k}` is not a number"))
-        };
-        let opt = |k: &str| {
-            md.get(&format!("anebert.{k}"))
-                .filter(|v| !v.is_empty() && v.as_str() != "none")
-                .cloned()
-        };
-        let labels: Vec<String> = match md.get("anebert.labels") {
-            Some(v) => serde_json::from_str(v)
-                .map_err(|e| format!("metadata `anebert.labels` is not a JSON string list: {e}"))?,
-            None => Vec::new(),
-        };
+        let package = PackageMetadata::from_user_defined(&md)?;
+        let f = package
+            .functions
+            .first()
+            .ok_or_else(|| format!("metadata `{METADATA_KEY}` lists no function"))?;
         Ok(ModelInfo {
-            head: get("head")?.parse()?,
-            seq_len: num("seq_len")?,
-            hidden_size: num("hidden_size")?,
-            vocab_size: num("vocab_size")?,
-            num_layers: num("num_layers")?,
-            labels,
-            pooling: opt("pooling"),
-            normalize: opt("normalize").as_deref() == Some("true"),
-            rotation: opt("rotation"),
-            weights: opt("weights").unwrap_or_default(),
-            architecture: opt("architecture").unwrap_or_default(),
-            converter_version: opt("converter_version").unwrap_or_default(),
+            head: f.head.parse()?,
+            seq_len: f.seq_len,
+            hidden_size: package.hidden_size,
+            vocab_size: package.vocab_size,
+            num_layers: package.num_layers,
+            labels: f.labels.clone(),
+            pooling: f.pooling.clone(),
+            normalize: f.normalize,
+            rotation: package.rotation.clone(),
+            weights: package.weights.clone(),
+            architecture: package.architecture.clone(),
+            converter_version: package.converter_version.clone(),
             metadata: md,
+            package,
         })
     }
 

@@ -158,7 +158,12 @@ fn report(label: &str, pkg: &Package) -> Result<serde_json::Value> {
         .iter()
         .filter_map(|o| ops.get(*o).map(|n| (*o, *n)))
         .collect();
-    let md = pkg.user_metadata();
+    // The converter's record, parsed (a package anebert did not write shows its raw entries).
+    let raw = pkg.user_metadata();
+    let md = match anebert::model_info::PackageMetadata::from_user_defined(&raw) {
+        Ok(m) => serde_json::to_value(m)?,
+        Err(_) => serde_json::to_value(raw)?,
+    };
     Ok(serde_json::json!({
         "model": label,
         "package": pkg.path,
@@ -271,7 +276,10 @@ fn print_report(r: &serde_json::Value) {
     }
     println!("  metadata:");
     for (k, v) in r["metadata"].as_object().into_iter().flatten() {
-        let v = v.as_str().unwrap_or("");
+        let v = match v.as_str() {
+            Some(s) => s.to_string(),
+            None => v.to_string(),
+        };
         let v = if v.len() > 100 {
             format!("{}…", v.chars().take(100).collect::<String>())
         } else {

@@ -163,7 +163,7 @@ impl Select {
             return Ok(arts
                 .into_iter()
                 .map(|a| Selected {
-                    label: format!("{m} {} S={}", head.name(), a.info.seq_len),
+                    label: format!("{m} {} S={}", head.name(), a.info.seq_len()),
                     package: a.package(),
                 })
                 .collect());
@@ -183,13 +183,13 @@ impl Select {
                 .artifacts()
                 .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;
             for a in arts {
-                if self.head.is_some_and(|h| h.name() != a.info.head)
-                    || self.seq.is_some_and(|s| s != a.info.seq_len)
+                if self.head.is_some_and(|h| h.name() != a.info.head())
+                    || self.seq.is_some_and(|s| s != a.info.seq_len())
                 {
                     continue;
                 }
                 out.push(Selected {
-                    label: format!("{name} {} S={}", a.info.head, a.info.seq_len),
+                    label: format!("{name} {} S={}", a.info.head(), a.info.seq_len()),
                     package: a.package(),
                 });
             }

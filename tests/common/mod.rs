@@ -20,6 +20,12 @@ pub fn package_dir(sub: &str) -> PathBuf {
     d
 }
 
+/// The converter's record in a package's metadata (`anebert::model_info::PackageMetadata`).
+pub fn package_metadata(package: &std::path::Path) -> anebert::model_info::PackageMetadata {
+    let md = anebert::Package::open(package).unwrap().user_metadata();
+    anebert::model_info::PackageMetadata::from_user_defined(&md).unwrap()
+}
+
 /// Parse `{"dtype", "shape", "data"}` as written by tests/data/gen_op_cases.py.
 pub fn tensor_from_json(v: &serde_json::Value) -> Tensor {
     let dtype = v["dtype"].as_str().unwrap();

@@ -357,7 +357,7 @@ impl Config {
         let (arts, _) = self.artifacts()?;
         let mut out = Vec::new();
         for a in arts {
-            let dir = self.prepared_dir(a.info.seq_len);
+            let dir = self.prepared_dir(a.info.seq_len());
             if let Some(p) = dir.parent() {
                 fs::create_dir_all(p).map_err(io_err(p))?;
             }
@@ -377,7 +377,7 @@ impl Config {
                     fs::copy(a.dir.join(&rel), &to).map_err(io_err(&to))?;
                 }
                 let r = tmp.join("request");
-                fs::write(&r, format!("{}\n", self.request_id(a.info.seq_len)))
+                fs::write(&r, format!("{}\n", self.request_id(a.info.seq_len())))
                     .map_err(io_err(&r))?;
                 // Atomic: a reader sees the old artifact or the new one, never neither.
                 crate::fsx::publish_dir(&tmp, &dir).map_err(io_err(&dir))
@@ -442,7 +442,7 @@ impl Config {
             );
         }
         for a in &artifacts {
-            let dir = root.join(format!("{name}-s{}", a.info.seq_len));
+            let dir = root.join(format!("{name}-s{}", a.info.seq_len()));
             let compiled = match &xcrun {
                 Some(x) => Some(artifact::compile_mlmodelc(a, x)?),
                 None => None,
@@ -466,7 +466,7 @@ impl Config {
             for a in &artifacts {
                 println!(
                     "anebert: {name} S={} {} ({})",
-                    a.info.seq_len,
+                    a.info.seq_len(),
                     if a.converted { "converted" } else { "cached" },
                     a.info.key
                 );

@@ -105,10 +105,10 @@ pub(super) fn update_index(root: &Path, entries: &[IndexEntry]) -> Result<(), Bu
     index.retain(|e| {
         !entries
             .iter()
-            .any(|n| n.name == e.name && n.info.seq_len == e.info.seq_len)
+            .any(|n| n.name == e.name && n.info.seq_len() == e.info.seq_len())
     });
     index.extend(entries.iter().cloned());
-    index.sort_by(|a, b| (&a.name, a.info.seq_len).cmp(&(&b.name, b.info.seq_len)));
+    index.sort_by(|a, b| (&a.name, a.info.seq_len()).cmp(&(&b.name, b.info.seq_len())));
     let json = serde_json::to_string_pretty(&index).expect("plain data");
     write_file_if_changed(&path, json.as_bytes())
 }

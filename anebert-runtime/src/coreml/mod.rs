@@ -139,7 +139,7 @@ mod tests {
         let text = r#"[{
             "metadataOutputVersion": "3.0",
             "specificationVersion": 8,
-            "userDefinedMetadata": {"anebert.head": "mlm", "anebert.seq_len": "128"},
+            "userDefinedMetadata": {"com.anebert.metadata": "{}", "other": "x"},
             "inputSchema": [
               {"hasShapeFlexibility": "0", "isOptional": "0", "dataType": "Int32",
                "formattedType": "MultiArray (Int32 1 × 128)", "shortDescription": "",
@@ -148,7 +148,7 @@ mod tests {
             ]
         }]"#;
         let m = CompiledMetadata::parse(text).unwrap();
-        assert_eq!(m.user_defined["anebert.head"], "mlm");
+        assert_eq!(m.user_defined["com.anebert.metadata"], "{}");
         assert_eq!(m.inputs.len(), 2);
         assert_eq!(m.inputs[1].name, "attention_mask");
         assert_eq!(m.inputs[0].shape, [1, 128]);

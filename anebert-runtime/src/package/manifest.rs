@@ -14,7 +14,7 @@ pub const WEIGHTS_FILE_NAME: &str = "weight.bin";
 /// Author of the items anebert adds to a package (Core ML ignores other authors' items).
 pub const ANEBERT_AUTHOR: &str = "com.anebert";
 /// Item name of the model's own tokenizer (HuggingFace `tokenizer.json`), so a package is
-/// self-contained: its sha256 is `anebert.tokenizer_sha256` in the spec's metadata.
+/// self-contained: its sha256 is `tokenizer_sha256` in the spec's metadata (`model_info::PackageMetadata`).
 pub const TOKENIZER_ITEM_NAME: &str = "tokenizer.json";
 /// The `fileName` every blob-backed constant carries.
 pub const WEIGHTS_REF: &str = "@model_path/weights/weight.bin";
