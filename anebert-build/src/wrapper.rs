@@ -63,7 +63,7 @@ pub fn generate(
         arch = info.metadata.architecture,
         head = info.head(),
         ver = info.metadata.converter_version,
-        src = info.source.replace('`', "'"),
+        src = info.metadata.source.replace('`', "'"),
         weights = info.metadata.weights,
         rot = info.metadata.rotation.as_deref().unwrap_or("none"),
     );
@@ -365,4 +365,90 @@ pub fn expand(
         compiled: Vec::new(),
     };
     Ok(generate(vis, ident, &name, &a.info, &files))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anebert_runtime::model_info::{FunctionMetadata, PackageMetadata, METADATA_SCHEMA};
+    use std::collections::BTreeMap;
+
+    /// A model of each head, as the converter would describe it.
+    fn sample(head: HeadKind) -> ArtifactInfo {
+        let labels: Vec<String> = match head {
+            HeadKind::SequenceClassification => vec!["negative".into(), "positive".into()],
+            HeadKind::TokenClassification => vec!["O".into(), "B-PER".into(), "I-PER".into()],
+            _ => vec![],
+        };
+        let (seq, hidden, vocab) = (16, 8, 32);
+        let output_shape = match head {
+            HeadKind::MaskedLm => vec![1, vocab, 1, seq],
+            HeadKind::TokenClassification => vec![1, labels.len(), 1, seq],
+            HeadKind::SequenceClassification => vec![1, labels.len()],
+            HeadKind::Embedding => vec![1, hidden],
+            HeadKind::Hidden => vec![1, hidden, 1, seq],
+        };
+        ArtifactInfo {
+            key: "0123456789abcdef".into(),
+            source: "/home/someone/checkpoints/tiny".into(),
+            metadata: PackageMetadata {
+                schema: METADATA_SCHEMA,
+                converter_version: "0.1.0".into(),
+                architecture: "modernbert".into(),
+                hidden_size: hidden,
+                vocab_size: vocab,
+                num_layers: 2,
+                weights: "fp16".into(),
+                rotation: Some("hadamard 8".into()),
+                rotation_seed: Some(7),
+                source: "org/tiny@0000000000000000000000000000000000000000".into(),
+                source_sha256: BTreeMap::new(),
+                tokenizer_sha256: Some("ab".repeat(32)),
+                functions: vec![FunctionMetadata {
+                    name: "main".into(),
+                    head: head.name().into(),
+                    seq_len: seq,
+                    labels,
+                    pooling: head.pooled().then(|| "mean".into()),
+                    normalize: head == HeadKind::Embedding,
+                    inputs: vec!["input_ids".into(), "attention_mask".into()],
+                    outputs: vec![head.output_name().into()],
+                }],
+            },
+            output_shape,
+            has_tokenizer: true,
+            has_weights: true,
+        }
+    }
+
+    /// What `#[anebert::model]` expands to, for every head, against checked-in files
+    /// (`tests/golden/wrapper/{head}.rs`), prost-build style: an intended change is accepted by
+    /// rerunning with `ANEBERT_BLESS=1`, and the diff is reviewed like any other code.
+    #[test]
+    fn expansions_match_the_golden_files() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/wrapper");
+        let bless = std::env::var_os("ANEBERT_BLESS").is_some();
+        let mut stale = Vec::new();
+        for head in HeadKind::ALL {
+            let files = EmbeddedFiles {
+                spec: Path::new("/pkg/model.mlmodel"),
+                weights: Some(Path::new("/pkg/weight.bin")),
+                tokenizer: Some(Path::new("/pkg/tokenizer.json")),
+                compiled: vec![],
+            };
+            let text = generate("pub", "Tiny", "tiny", &sample(head), &files);
+            let path = dir.join(format!("{}.rs", head.name()));
+            if bless {
+                std::fs::create_dir_all(&dir).unwrap();
+                std::fs::write(&path, &text).unwrap();
+            } else if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+                stale.push(path.display().to_string());
+            }
+        }
+        assert!(
+            stale.is_empty(),
+            "the generated wrapper differs from {stale:?}; if the change is intended, rerun with \
+             ANEBERT_BLESS=1 (cargo test -p anebert-build --lib wrapper) and review the diff"
+        );
+    }
 }
