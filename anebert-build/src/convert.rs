@@ -26,42 +26,48 @@ pub const CONVERTER_KEY: &str = concat!(
     env!("ANEBERT_SOURCE_HASH")
 );
 
-/// Precision of the stored weights (and of the computation in the graph).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// Precision of the stored weights (and of the computation in the graph): `fp16` (alias
+/// `float16`) or `fp32` (alias `float32`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
+#[strum(parse_err_ty = String, parse_err_fn = unknown_weights)]
 pub enum WeightPrecision {
     /// fp16: what ships to the ANE.
     #[default]
+    #[strum(to_string = "fp16", serialize = "float16")]
     Fp16,
     /// fp32: reference packages.
+    #[strum(to_string = "fp32", serialize = "float32")]
     Fp32,
+}
+
+fn unknown_weights(s: &str) -> String {
+    use strum::VariantNames;
+    format!(
+        "unknown weight precision {s:?}; expected {}",
+        anebert_runtime::options::one_of(WeightPrecision::VARIANTS)
+    )
 }
 
 impl WeightPrecision {
     /// `"fp16"` / `"fp32"`.
     pub fn name(self) -> &'static str {
-        match self {
-            WeightPrecision::Fp16 => "fp16",
-            WeightPrecision::Fp32 => "fp32",
-        }
+        self.into()
     }
 
     fn dtype(self) -> DType {
         match self {
             WeightPrecision::Fp16 => DType::F16,
             WeightPrecision::Fp32 => DType::F32,
-        }
-    }
-}
-
-impl std::str::FromStr for WeightPrecision {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "fp16" | "float16" => Ok(WeightPrecision::Fp16),
-            "fp32" | "float32" => Ok(WeightPrecision::Fp32),
-            _ => Err(format!(
-                "unknown weight precision {s:?}; expected fp16 or fp32"
-            )),
         }
     }
 }

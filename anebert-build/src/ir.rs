@@ -187,8 +187,11 @@ pub struct Embeddings {
     pub residual: Option<Linear>,
 }
 
-/// How a pooled head reduces the sequence.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// How a pooled head reduces the sequence: `cls` or `mean`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::IntoStaticStr, strum::VariantNames,
+)]
+#[strum(serialize_all = "lowercase", parse_err_ty = String, parse_err_fn = unknown_pooling)]
 pub enum Pooling {
     /// The first token.
     Cls,
@@ -196,13 +199,18 @@ pub enum Pooling {
     Mean,
 }
 
+fn unknown_pooling(s: &str) -> String {
+    use strum::VariantNames;
+    format!(
+        "pooling {s:?}: use {}",
+        anebert_runtime::options::one_of(Pooling::VARIANTS)
+    )
+}
+
 impl Pooling {
     /// The metadata / config name.
     pub fn name(self) -> &'static str {
-        match self {
-            Pooling::Cls => "cls",
-            Pooling::Mean => "mean",
-        }
+        self.into()
     }
 }
 

@@ -9,19 +9,52 @@ pub const INPUT_IDS: &str = "input_ids";
 /// Attention mask input, int32 `(1, S)`: 1 = token, 0 = padding.
 pub const ATTENTION_MASK: &str = "attention_mask";
 
-/// The head kinds a converted model can end in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The head kinds a converted model can end in. Names: `mlm`, `sequence-classification`,
+/// `token-classification`, `embedding`, `hidden` (and the aliases below).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::EnumString,
+    strum::IntoStaticStr,
+    strum::VariantNames,
+)]
+#[strum(parse_err_ty = String, parse_err_fn = unknown_head)]
 pub enum HeadKind {
     /// Masked-LM logits per token.
+    #[strum(to_string = "mlm", serialize = "masked-lm", serialize = "fill-mask")]
     MaskedLm,
     /// Pooled classification logits.
+    #[strum(
+        to_string = "sequence-classification",
+        serialize = "classification",
+        serialize = "seq-cls"
+    )]
     SequenceClassification,
     /// Per-token classification logits.
+    #[strum(
+        to_string = "token-classification",
+        serialize = "token-cls",
+        serialize = "ner"
+    )]
     TokenClassification,
     /// Pooled sentence embedding.
+    #[strum(to_string = "embedding")]
     Embedding,
     /// Last hidden state.
+    #[strum(to_string = "hidden", serialize = "last-hidden-state")]
     Hidden,
+}
+
+fn unknown_head(s: &str) -> String {
+    use strum::VariantNames;
+    format!(
+        "unknown head {s:?}; expected one of {}",
+        HeadKind::VARIANTS.join(", ")
+    )
 }
 
 impl HeadKind {
@@ -36,13 +69,7 @@ impl HeadKind {
 
     /// Command-line / metadata name.
     pub fn name(self) -> &'static str {
-        match self {
-            HeadKind::MaskedLm => "mlm",
-            HeadKind::SequenceClassification => "sequence-classification",
-            HeadKind::TokenClassification => "token-classification",
-            HeadKind::Embedding => "embedding",
-            HeadKind::Hidden => "hidden",
-        }
+        self.into()
     }
 
     /// The output's name in the model contract.
@@ -57,28 +84,6 @@ impl HeadKind {
     /// Whether the output is pooled over the sequence.
     pub fn pooled(self) -> bool {
         matches!(self, HeadKind::SequenceClassification | HeadKind::Embedding)
-    }
-}
-
-impl std::str::FromStr for HeadKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        HeadKind::ALL
-            .into_iter()
-            .find(|h| h.name() == s)
-            .or(match s {
-                "masked-lm" | "fill-mask" => Some(HeadKind::MaskedLm),
-                "classification" | "seq-cls" => Some(HeadKind::SequenceClassification),
-                "token-cls" | "ner" => Some(HeadKind::TokenClassification),
-                "last-hidden-state" => Some(HeadKind::Hidden),
-                _ => None,
-            })
-            .ok_or_else(|| {
-                format!(
-                    "unknown head {s:?}; expected one of {}",
-                    HeadKind::ALL.map(|h| h.name()).join(", ")
-                )
-            })
     }
 }
 

@@ -2,7 +2,6 @@
 //! [`Options`]. A leaf: nothing here depends on the rest of the runtime's API.
 
 use crate::cpu::Precision;
-use std::str::FromStr;
 
 /// `ANEBERT_BACKEND` names no backend.
 #[derive(Debug, thiserror::Error)]
@@ -12,41 +11,46 @@ pub struct BackendEnvError(pub String);
 /// Environment variable that overrides [`Backend::Auto`]: `cpu` or `coreml`.
 pub const BACKEND_ENV: &str = "ANEBERT_BACKEND";
 
-/// Which engine executes the model.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// Which engine executes the model. Names (case-insensitive): `auto`, `cpu`, `coreml`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::EnumString,
+    strum::Display,
+    strum::VariantNames,
+)]
+#[strum(ascii_case_insensitive, parse_err_ty = String, parse_err_fn = unknown_backend)]
 pub enum Backend {
     /// `ANEBERT_BACKEND` when set; otherwise Core ML on Apple platforms and the CPU backend
     /// elsewhere.
     #[default]
+    #[strum(to_string = "auto")]
     Auto,
     /// The CPU MIL interpreter (every platform).
+    #[strum(to_string = "cpu")]
     Cpu,
     /// Core ML (Apple platforms only).
+    #[strum(to_string = "coreml", serialize = "core-ml")]
     CoreMl,
 }
 
-impl FromStr for Backend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "auto" => Ok(Backend::Auto),
-            "cpu" => Ok(Backend::Cpu),
-            "coreml" | "core-ml" => Ok(Backend::CoreMl),
-            other => Err(format!(
-                "unknown backend {other:?}; use auto, cpu or coreml"
-            )),
-        }
+/// `a, b or c`: the names an error message offers.
+pub fn one_of(names: &[&str]) -> String {
+    match names.split_last() {
+        Some((last, [])) => last.to_string(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
     }
 }
 
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Backend::Auto => "auto",
-            Backend::Cpu => "cpu",
-            Backend::CoreMl => "coreml",
-        })
-    }
+fn unknown_backend(s: &str) -> String {
+    use strum::VariantNames;
+    format!("unknown backend {s:?}; use {}", one_of(Backend::VARIANTS))
 }
 
 impl Backend {
@@ -77,46 +81,52 @@ impl Backend {
     }
 }
 
-/// Core ML compute units (`MLComputeUnits`); used by the Core ML backend.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// Core ML compute units (`MLComputeUnits`); used by the Core ML backend. Names
+/// (case-insensitive): `all`, `cpu+ne`, `cpu+gpu`, `cpu`, and the aliases below.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::EnumString,
+    strum::Display,
+    strum::VariantNames,
+)]
+#[strum(ascii_case_insensitive, parse_err_ty = String, parse_err_fn = unknown_units)]
 pub enum ComputeUnits {
     /// CPU, GPU and Neural Engine.
+    #[strum(to_string = "all")]
     All,
     /// CPU and Neural Engine (the default: the reason anebert exists).
     #[default]
+    #[strum(
+        to_string = "cpu+ne",
+        serialize = "cpu-and-ne",
+        serialize = "cpuandneuralengine",
+        serialize = "ane"
+    )]
     CpuAndNeuralEngine,
     /// CPU and GPU.
+    #[strum(
+        to_string = "cpu+gpu",
+        serialize = "cpu-and-gpu",
+        serialize = "cpuandgpu"
+    )]
     CpuAndGpu,
     /// CPU only.
+    #[strum(to_string = "cpu", serialize = "cpu-only", serialize = "cpuonly")]
     CpuOnly,
 }
 
-impl FromStr for ComputeUnits {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "all" => Ok(ComputeUnits::All),
-            "cpu+ne" | "cpu-and-ne" | "cpuandneuralengine" | "ane" => {
-                Ok(ComputeUnits::CpuAndNeuralEngine)
-            }
-            "cpu+gpu" | "cpu-and-gpu" | "cpuandgpu" => Ok(ComputeUnits::CpuAndGpu),
-            "cpu" | "cpu-only" | "cpuonly" => Ok(ComputeUnits::CpuOnly),
-            other => Err(format!(
-                "unknown compute units {other:?}; use all, cpu+ne, cpu+gpu or cpu"
-            )),
-        }
-    }
-}
-
-impl std::fmt::Display for ComputeUnits {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ComputeUnits::All => "all",
-            ComputeUnits::CpuAndNeuralEngine => "cpu+ne",
-            ComputeUnits::CpuAndGpu => "cpu+gpu",
-            ComputeUnits::CpuOnly => "cpu",
-        })
-    }
+fn unknown_units(s: &str) -> String {
+    use strum::VariantNames;
+    format!(
+        "unknown compute units {s:?}; use {}",
+        one_of(ComputeUnits::VARIANTS)
+    )
 }
 
 /// How to load and run a model.

@@ -70,11 +70,7 @@ impl ModelMeta {
             c.rotation_method(m.parse().map_err(bad)?);
         }
         if let Some(p) = self.pooling {
-            c.pooling(match p.as_str() {
-                "mean" => Pooling::Mean,
-                "cls" => Pooling::Cls,
-                other => return Err(bad(format!("pooling {other:?}: use mean or cls"))),
-            });
+            c.pooling(p.parse::<Pooling>().map_err(bad)?);
         }
         if let Some(n) = self.normalize {
             c.normalize(n);

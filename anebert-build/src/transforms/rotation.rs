@@ -30,8 +30,9 @@ impl RotationKind {
     }
 }
 
-/// Which rotation to build.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which rotation to build: `hadamard` or `orthogonal`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, strum::EnumString, strum::VariantNames)]
+#[strum(serialize_all = "lowercase", parse_err_ty = String, parse_err_fn = unknown_rotation)]
 pub enum RotationMethod {
     /// Randomized Hadamard (cheap to describe, spreads a one-hot outlier perfectly evenly);
     /// random orthogonal when `d` has no known construction.
@@ -41,17 +42,12 @@ pub enum RotationMethod {
     Orthogonal,
 }
 
-impl std::str::FromStr for RotationMethod {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "hadamard" => Ok(RotationMethod::Hadamard),
-            "orthogonal" => Ok(RotationMethod::Orthogonal),
-            _ => Err(format!(
-                "unknown rotation {s:?}; expected hadamard or orthogonal"
-            )),
-        }
-    }
+fn unknown_rotation(s: &str) -> String {
+    use strum::VariantNames;
+    format!(
+        "unknown rotation {s:?}; expected {}",
+        anebert_runtime::options::one_of(RotationMethod::VARIANTS)
+    )
 }
 
 /// An orthogonal `d × d` matrix `Q` and how it was made.

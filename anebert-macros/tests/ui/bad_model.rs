@@ -7,3 +7,6 @@ pub struct FillMask;
 pub struct Local;
 
 fn main() {}
+
+// `#[anebert::model]` as the facade re-exports it, without compiling the runtime for this test.
+use anebert_macros as anebert;

@@ -5,3 +5,6 @@ pub struct FillMask;
 pub struct Other;
 
 fn main() {}
+
+// `#[anebert::model]` as the facade re-exports it, without compiling the runtime for this test.
+use anebert_macros as anebert;

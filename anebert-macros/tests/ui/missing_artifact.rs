@@ -11,3 +11,6 @@ pub struct Embedder;
 pub struct NoHead;
 
 fn main() {}
+
+// `#[anebert::model]` as the facade re-exports it, without compiling the runtime for this test.
+use anebert_macros as anebert;

@@ -7,3 +7,6 @@ pub struct FillMask {
 pub fn not_a_struct() {}
 
 fn main() {}
+
+// `#[anebert::model]` as the facade re-exports it, without compiling the runtime for this test.
+use anebert_macros as anebert;

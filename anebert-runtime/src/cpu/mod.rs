@@ -31,34 +31,36 @@ use plan::Plan;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Numerics of a CPU run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+/// Numerics of a CPU run: `f32` (alias `fp32`) or `fp16-ane` (alias `fp16`).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Default,
+    strum::EnumString,
+    strum::Display,
+    strum::VariantNames,
+)]
+#[strum(parse_err_ty = String, parse_err_fn = unknown_precision)]
 pub enum Precision {
     /// Reference f32 execution.
     #[default]
+    #[strum(to_string = "f32", serialize = "fp32")]
     F32,
     /// fp16 ANE-numerics simulation (see the module docs for the model).
+    #[strum(to_string = "fp16-ane", serialize = "fp16")]
     Fp16Ane,
 }
 
-impl std::str::FromStr for Precision {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "f32" | "fp32" => Ok(Precision::F32),
-            "fp16-ane" | "fp16" => Ok(Precision::Fp16Ane),
-            other => Err(format!("unknown precision {other:?}; use f32 or fp16-ane")),
-        }
-    }
-}
-
-impl std::fmt::Display for Precision {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Precision::F32 => "f32",
-            Precision::Fp16Ane => "fp16-ane",
-        })
-    }
+fn unknown_precision(s: &str) -> String {
+    use strum::VariantNames;
+    format!(
+        "unknown precision {s:?}; use {}",
+        crate::options::one_of(Precision::VARIANTS)
+    )
 }
 
 /// Errors of the CPU backend.
