@@ -54,7 +54,7 @@ fn unknown_weights(s: &str) -> String {
     use strum::VariantNames;
     format!(
         "unknown weight precision {s:?}; expected {}",
-        anebert_runtime::options::one_of(WeightPrecision::VARIANTS)
+        anebert_runtime::names::one_of(WeightPrecision::VARIANTS)
     )
 }
 

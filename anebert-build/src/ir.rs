@@ -203,7 +203,7 @@ fn unknown_pooling(s: &str) -> String {
     use strum::VariantNames;
     format!(
         "pooling {s:?}: use {}",
-        anebert_runtime::options::one_of(Pooling::VARIANTS)
+        anebert_runtime::names::one_of(Pooling::VARIANTS)
     )
 }
 

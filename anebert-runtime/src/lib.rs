@@ -10,6 +10,7 @@
 pub mod dtype;
 pub mod fsx;
 pub mod infer;
+pub mod names;
 pub mod op_params;
 pub mod package;
 pub mod proto;

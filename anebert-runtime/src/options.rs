@@ -39,18 +39,12 @@ pub enum Backend {
     CoreMl,
 }
 
-/// `a, b or c`: the names an error message offers.
-pub fn one_of(names: &[&str]) -> String {
-    match names.split_last() {
-        Some((last, [])) => last.to_string(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-        None => String::new(),
-    }
-}
-
 fn unknown_backend(s: &str) -> String {
     use strum::VariantNames;
-    format!("unknown backend {s:?}; use {}", one_of(Backend::VARIANTS))
+    format!(
+        "unknown backend {s:?}; use {}",
+        crate::names::one_of(Backend::VARIANTS)
+    )
 }
 
 impl Backend {
@@ -125,7 +119,7 @@ fn unknown_units(s: &str) -> String {
     use strum::VariantNames;
     format!(
         "unknown compute units {s:?}; use {}",
-        one_of(ComputeUnits::VARIANTS)
+        crate::names::one_of(ComputeUnits::VARIANTS)
     )
 }
 

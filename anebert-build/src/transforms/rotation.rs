@@ -46,7 +46,7 @@ fn unknown_rotation(s: &str) -> String {
     use strum::VariantNames;
     format!(
         "unknown rotation {s:?}; expected {}",
-        anebert_runtime::options::one_of(RotationMethod::VARIANTS)
+        anebert_runtime::names::one_of(RotationMethod::VARIANTS)
     )
 }
 

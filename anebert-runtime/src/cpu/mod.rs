@@ -59,7 +59,7 @@ fn unknown_precision(s: &str) -> String {
     use strum::VariantNames;
     format!(
         "unknown precision {s:?}; use {}",
-        crate::options::one_of(Precision::VARIANTS)
+        crate::names::one_of(Precision::VARIANTS)
     )
 }
 
