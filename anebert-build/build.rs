@@ -46,4 +46,11 @@ fn main() {
         }
     }
     println!("cargo:rustc-env=ANEBERT_SOURCE_HASH={hash:016x}");
+    // The opt-level this crate is being compiled at. As a build-dependency it gets Cargo's
+    // `build-override` profile (opt-level 0 unless the user says otherwise), and a conversion in a
+    // build script then runs unoptimized: `Config::convert` says so, with the fix.
+    println!(
+        "cargo:rustc-env=ANEBERT_BUILD_OPT_LEVEL={}",
+        std::env::var("OPT_LEVEL").unwrap_or_default()
+    );
 }
