@@ -77,7 +77,7 @@ fn package(dir: &std::path::Path, head: HeadKind, weights: WeightPrecision) -> P
     ));
     let summary = convert(dir, &o, &out).unwrap();
     // Rotation was requested (the default) but cannot apply to post-norm blocks: said, not ignored.
-    assert!(summary.rotation.is_none());
+    assert!(summary.metadata.rotation.is_none());
     assert!(
         summary.notes.iter().any(|n| n.contains("post-norm")),
         "{:?}",
@@ -272,7 +272,7 @@ fn distilbert_checkpoint_matches_the_equivalent_bert() {
     o.weights = WeightPrecision::Fp32;
     let out = tmp.path().join("e.mlpackage");
     let summary = convert(tmp.path(), &o, &out).unwrap();
-    assert_eq!(summary.architecture, "distilbert");
+    assert_eq!(summary.metadata.architecture, "distilbert");
     let model = fixtures::load(&out, Precision::F32);
     for s in sentences(&dir) {
         let e = fixtures::run(&model, SEQ, 0, &s.ids)
@@ -425,7 +425,10 @@ fn task_heads_follow_hf_semantics() {
                 .join(format!("minilm-as-{flavor}-{}.mlpackage", head.name()));
             let summary = convert(tmp.path(), &o, &out).unwrap();
             if head != HeadKind::MaskedLm {
-                assert_eq!(summary.labels, ["negative", "neutral", "positive"]);
+                assert_eq!(
+                    summary.function().labels,
+                    ["negative", "neutral", "positive"]
+                );
             }
             let model = fixtures::load(&out, Precision::F32);
             let mut worst: f64 = 0.0;

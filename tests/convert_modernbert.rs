@@ -28,7 +28,7 @@ fn package(
         weights.name()
     ));
     let summary = convert(&fixtures::fixture(fixture), &o, &out).unwrap();
-    assert_eq!(summary.seq_len, seq);
+    assert_eq!(summary.function().seq_len, seq);
     out
 }
 
@@ -286,6 +286,7 @@ fn orthogonal_rotation_is_exact_and_rescues_outliers() {
             .join(format!("{fixture}-orthogonal-{}.mlpackage", weights.name()));
         let summary = convert(&fixtures::fixture(fixture), &o, &out).unwrap();
         assert!(summary
+            .metadata
             .rotation
             .as_deref()
             .unwrap()
@@ -330,15 +331,7 @@ fn embedding_pooling_and_normalization() {
             pooling.name()
         ));
         convert(&fixtures::fixture(fixture), &o, &out).unwrap();
-        let md = anebert::Package::open(&out)
-            .unwrap()
-            .spec
-            .description
-            .unwrap()
-            .metadata
-            .unwrap()
-            .user_defined;
-        let md = anebert::model_info::PackageMetadata::from_user_defined(&md).unwrap();
+        let md = common::package_metadata(&out);
         assert_eq!(md.functions[0].pooling.as_deref(), Some(pooling.name()));
         assert_eq!(md.functions[0].normalize, normalize);
         let model = fixtures::load(&out, Precision::F32);

@@ -125,33 +125,17 @@ impl ConvertOptions {
 /// What a conversion produced.
 #[derive(Clone, Debug)]
 pub struct Summary {
-    /// Architecture (`model_type`).
-    pub architecture: String,
-    /// Head.
-    pub head: HeadKind,
-    /// Sequence length.
-    pub seq_len: usize,
-    /// Layers, hidden size, heads, vocabulary.
-    pub layers: usize,
-    /// Hidden size.
-    pub hidden: usize,
-    /// Vocabulary size.
-    pub vocab: usize,
     /// Ops by type (incl. `const`).
     pub ops: BTreeMap<String, usize>,
     /// `weight.bin` size in bytes.
     pub weight_bytes: u64,
-    /// Rotation description (`None` = off).
-    pub rotation: Option<String>,
     /// Output name and shape.
     pub output: (String, Vec<usize>),
-    /// Labels of classification heads.
-    pub labels: Vec<String>,
     /// Wall time of the conversion in seconds.
     pub seconds: f64,
     /// Things the user should know (e.g. an option that did not apply).
     pub notes: Vec<String>,
-    /// What the package's metadata records.
+    /// What the package's metadata records (architecture, sizes, rotation, head, length, labels).
     pub metadata: PackageMetadata,
 }
 
@@ -160,6 +144,12 @@ impl Summary {
     pub fn op_count(&self) -> usize {
         self.ops.values().sum()
     }
+
+    /// The package's (one) function: head, length, labels.
+    pub fn function(&self) -> &FunctionMetadata {
+        // `convert` writes exactly one.
+        &self.metadata.functions[0]
+    }
 }
 
 impl std::fmt::Display for Summary {
@@ -167,21 +157,25 @@ impl std::fmt::Display for Summary {
         writeln!(
             f,
             "{} · {} layers · d={} · vocab {} → head `{}`, S = {}",
-            self.architecture,
-            self.layers,
-            self.hidden,
-            self.vocab,
-            self.head.name(),
-            self.seq_len
+            self.metadata.architecture,
+            self.metadata.num_layers,
+            self.metadata.hidden_size,
+            self.metadata.vocab_size,
+            self.function().head,
+            self.function().seq_len
         )?;
         writeln!(
             f,
             "rotation: {}",
-            self.rotation.as_deref().unwrap_or("off (plain layer_norm)")
+            self.metadata
+                .rotation
+                .as_deref()
+                .unwrap_or("off (plain layer_norm)")
         )?;
         writeln!(f, "output: {} {:?}", self.output.0, self.output.1)?;
-        if !self.labels.is_empty() {
-            writeln!(f, "labels: {}", self.labels.join(", "))?;
+        let labels = &self.function().labels;
+        if !labels.is_empty() {
+            writeln!(f, "labels: {}", labels.join(", "))?;
         }
         let compute: usize = self
             .ops
@@ -370,7 +364,7 @@ pub fn convert_dir(
         vocab_size: meta.vocab,
         num_layers: meta.layers,
         weights: o.weights.name().to_string(),
-        rotation: rot_desc.clone(),
+        rotation: rot_desc,
         rotation_seed: rotate.then_some(o.rotation_seed),
         source: o
             .source_label
@@ -382,7 +376,7 @@ pub fn convert_dir(
             name: "main".into(),
             head: o.head.name().to_string(),
             seq_len: o.seq_len,
-            labels: labels.clone(),
+            labels,
             pooling: pooling.map(|p| p.name().to_string()),
             normalize,
             inputs: vec![INPUT_IDS.to_string(), ATTENTION_MASK.to_string()],
@@ -399,18 +393,10 @@ pub fn convert_dir(
         }
     }
     let summary = Summary {
-        architecture: meta.architecture.clone(),
-        head: o.head,
-        seq_len: o.seq_len,
-        layers: meta.layers,
-        hidden: meta.hidden,
-        vocab: meta.vocab,
         ops,
         weight_bytes: built.weights.as_ref().map_or(0, |w| w.len() as u64),
-        rotation: rot_desc,
         notes,
         output,
-        labels,
         seconds: start.elapsed().as_secs_f64(),
         metadata: md,
     };
