@@ -1,6 +1,9 @@
-//! Per-op interpreter tests against numpy-computed expectations (tests/data/op_cases.json, made by
-//! tests/data/gen_op_cases.py). Each case becomes a one-op package written through the MIL builder
-//! (so coremltools validates it in CI), is read back, and runs on the CPU backend.
+//! Per-op tests against numpy-computed expectations (tests/data/op_cases.json, made by
+//! tests/data/gen_op_cases.py), walking the op table: every table op has cases; each case becomes a
+//! one-op package written through the MIL builder (so coremltools validates it in CI), is read
+//! back and runs on the CPU backend. Builder (declared types), interpreter (computed tensors),
+//! numpy (expected tensors) and the cost model (FLOPs, against a count from the case's own shapes)
+//! must agree.
 
 use crate::common;
 
@@ -35,9 +38,13 @@ fn every_op_case_matches_numpy() {
         cases.len(),
         failures.join("\n")
     );
-    // Every op the CPU backend claims to support has at least one case.
-    for op in anebert::cpu::SUPPORTED.iter() {
-        assert!(ops_seen.contains(*op), "no case covers `{op}`");
+    // Every op of the table (which the builder and the CPU backend both take) has a case.
+    for spec in anebert::op_table::TABLE {
+        assert!(
+            ops_seen.contains(spec.name),
+            "no case covers `{}`",
+            spec.name
+        );
     }
 }
 
@@ -73,6 +80,7 @@ fn run_case(case: &serde_json::Value, dir: &std::path::Path) -> Result<(), Strin
         .map(common::tensor_from_json)
         .collect();
 
+    let mut declared = Vec::new();
     let mut p = ProgramBuilder::new(SpecVersion::Ios17);
     p.function("main", |f| {
         let mut args: Vec<(String, Arg)> = Vec::new();
@@ -107,6 +115,7 @@ fn run_case(case: &serde_json::Value, dir: &std::path::Path) -> Result<(), Strin
                 .map(|(k, t)| (k.as_str(), t.clone()))
                 .collect(),
         )?;
+        declared = outs.iter().map(|o| o.ty().clone()).collect();
         for (i, o) in outs.iter().enumerate() {
             // Bool results cannot be model outputs either: compare them as int32.
             let o = if o.dtype() == DType::Bool {
@@ -131,9 +140,59 @@ fn run_case(case: &serde_json::Value, dir: &std::path::Path) -> Result<(), Strin
         case["atol"].as_f64().unwrap(),
         case["rtol"].as_f64().unwrap(),
     );
-    for (i, want) in expected.iter().enumerate() {
+    if declared.len() != expected.len() {
+        return Err(format!(
+            "the builder declares {} outputs, numpy gives {}",
+            declared.len(),
+            expected.len()
+        ));
+    }
+    for (i, (want, ty)) in expected.iter().zip(&declared).enumerate() {
+        if ty.shape().as_deref() != Some(want.shape()) {
+            return Err(format!(
+                "output {i}: the builder declares {ty}, numpy gives shape {:?}",
+                want.shape()
+            ));
+        }
         let g = got.get(&format!("out_{i}")).ok_or("missing output")?;
         common::compare(g, want, atol, rtol).map_err(|e| format!("output {i}: {e}"))?;
     }
+    let counted = anebert::cost::flops(&pkg, None)?.total();
+    let want = expected_flops(op, &inputs, &params, &expected)?;
+    if counted != want {
+        return Err(format!(
+            "the cost model counts {counted} FLOPs, the case's shapes give {want}"
+        ));
+    }
     Ok(())
+}
+
+/// FLOPs of a case counted from its own tensors: 2 per multiply-accumulate, and none for ops
+/// outside the matmul class.
+fn expected_flops(
+    op: &str,
+    inputs: &BTreeMap<String, Tensor>,
+    params: &[(String, Tensor)],
+    outputs: &[Tensor],
+) -> Result<u64, String> {
+    let get = |n: &str| {
+        inputs
+            .get(n)
+            .or_else(|| params.iter().find(|(k, _)| k == n).map(|(_, t)| t))
+            .ok_or(format!("case has no `{n}`"))
+    };
+    let flag = |n: &str| get(n).ok().and_then(|t| t.as_bool().map(|b| b[0])) == Some(true);
+    let out: u64 = outputs[0].shape().iter().product::<usize>() as u64;
+    // The length of one output element's dot product.
+    let k = match op {
+        "conv" => get("weight")?.shape()[1..].iter().product::<usize>(),
+        "linear" => get("weight")?.shape()[1],
+        "matmul" => {
+            let x = get("x")?.shape();
+            x[x.len() - if flag("transpose_x") { 2 } else { 1 }]
+        }
+        "einsum" => *get("values_0")?.shape().last().unwrap(),
+        _ => 0,
+    };
+    Ok(2 * out * k as u64)
 }

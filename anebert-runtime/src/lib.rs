@@ -5,13 +5,12 @@
 // Three layers, each using only the ones above it (CI checks that no module cycle appears).
 //
 // Format: what a package is — values, tensors and their types, the generated protobuf types, the
-// package and weight-file reader and writer (atomically, through `fsx`), the op parameter defaults
-// and shape rules.
+// package and weight-file reader and writer (atomically, through `fsx`), the op table (parameter
+// defaults, shape rules, FLOP formulas).
 pub mod dtype;
 pub mod fsx;
-pub mod infer;
 pub mod names;
-pub mod op_params;
+pub mod op_table;
 pub mod package;
 pub mod proto;
 pub mod tensor;

@@ -391,14 +391,11 @@ impl FunctionBuilder<'_> {
             let v = self.constant(&format!("{name}_{k}"), t)?;
             bound.insert(k.to_string(), Arg::One(v));
         }
-        let consts = &self.consts;
-        let lookup = |n: &str| consts.get(n).cloned();
-        let types = ops::infer(&op_view::OpView {
-            op: op_type,
+        let bound_view = op_view::Bound {
             args: &bound,
-            consts: &lookup,
-        })
-        .map_err(|e| match e {
+            consts: &self.consts,
+        };
+        let types = ops::infer(op_type, &bound_view).map_err(|e| match e {
             MilError::Op { op, msg } => MilError::Op {
                 op: format!("{op} `{name}`"),
                 msg,

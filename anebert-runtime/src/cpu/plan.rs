@@ -316,11 +316,6 @@ impl Plan {
                         .collect(),
                 );
             }
-            let ctx = Ctx {
-                op: &st.op_type,
-                args: &args,
-                fp16: precision == Precision::Fp16Ane,
-            };
             let first_out = st.outputs.first().map(|o| o.1.clone()).unwrap_or_default();
             let err = |msg: String| CpuError::Op {
                 op_type: st.op_type.clone(),
@@ -328,7 +323,9 @@ impl Plan {
                 output: first_out.clone(),
                 msg,
             };
+            let ctx = Ctx::new(&st.op_type, &args, precision == Precision::Fp16Ane).map_err(err)?;
             let results = (st.kernel)(&ctx).map_err(err)?;
+            drop(ctx);
             drop(args);
             if results.len() != st.outputs.len() {
                 return Err(err(format!(

@@ -1,7 +1,7 @@
 //! Elementwise ops with NumPy broadcasting.
 
 use super::{float_out, Ctx, OpResult};
-use crate::infer::broadcast_shapes;
+use crate::op_table::dims::broadcast_shapes;
 use crate::tensor::{Tensor, TensorData};
 
 /// Apply `f` over two broadcast operands. The inner loop runs over the last output axis with fixed

@@ -3,7 +3,7 @@
 //! accumulates in f32; the plan rounds the result — the "f32 accumulate, fp16 out" model.
 
 use super::{float_out, strides, Ctx, OpResult};
-use crate::infer::{self, EinsumPattern};
+use crate::op_table::dims::{self, EinsumPattern};
 use faer::{Accum, MatMut, MatRef, Par};
 
 /// A strided matrix view description (element strides, non-negative).
@@ -117,32 +117,14 @@ pub fn conv(c: &Ctx) -> OpResult {
     if sp > 2 {
         return Err("3-D convolution is not supported by the CPU backend".into());
     }
-    let groups = c.int("groups")?;
+    // The rule checked channels, groups, parameter lengths and the bias.
+    let g = c.int("groups")? as usize;
     let (n, cin, cout) = (xs[0], xs[1], ws[0]);
-    if groups <= 0
-        || cin % groups as usize != 0
-        || cout % groups as usize != 0
-        || ws[1] * groups as usize != cin
-    {
-        return Err(format!(
-            "x has {cin} channels, weight {ws:?} with groups {groups} does not fit"
-        ));
-    }
-    let g = groups as usize;
     let (cin_g, cout_g) = (cin / g, cout / g);
     let strides_ = c.int_list("strides", sp)?;
     let dil = c.int_list("dilations", sp)?;
     let pad = c.int_list("pad", sp)?;
     let pad_type = c.string("pad_type")?;
-    if strides_.len() != sp
-        || dil.len() != sp
-        || pad.len() != 2 * sp
-        || pad.iter().chain(&strides_).chain(&dil).any(|&v| v < 0)
-    {
-        return Err(
-            "strides/dilations need one non-negative entry per spatial dim, pad two".into(),
-        );
-    }
     // Treat 1-D as 2-D with height 1.
     let (ih, iw, kh, kw, sh, sw, dh, dw, ph, pw) = if sp == 1 {
         (
@@ -171,8 +153,8 @@ pub fn conv(c: &Ctx) -> OpResult {
             (pad[2] as usize, pad[3] as usize),
         )
     };
-    let gh = infer::conv_dim(ih, kh, sh, dh, &pad_type, ph)?;
-    let gw = infer::conv_dim(iw, kw, sw, dw, &pad_type, pw)?;
+    let gh = dims::conv_dim(ih, kh, sh, dh, &pad_type, ph)?;
+    let gw = dims::conv_dim(iw, kw, sw, dw, &pad_type, pw)?;
     let (oh, ow) = (gh.out, gw.out);
     let (ip, op) = (ih * iw, oh * ow);
     let kk = cin_g * kh * kw;
@@ -237,32 +219,15 @@ pub fn conv(c: &Ctx) -> OpResult {
         }
     }
     if c.has("bias") {
-        let bias = c.f32s("bias")?;
-        if bias.len() != cout {
-            return Err(format!(
-                "bias has {} values for {cout} output channels",
-                bias.len()
-            ));
-        }
-        add_bias(&mut out, bias, cout, op);
+        add_bias(&mut out, c.f32s("bias")?, cout, op);
     }
-    let mut shape = vec![n, cout];
-    if sp == 2 {
-        shape.push(oh);
-    }
-    shape.push(ow);
-    Ok(vec![float_out(x.dtype(), shape, out)?])
+    Ok(vec![float_out(x.dtype(), c.out_shape(0).to_vec(), out)?])
 }
 
 pub fn linear(c: &Ctx) -> OpResult {
     let (x, w) = (c.t("x")?, c.t("weight")?);
     let (xv, wv) = (c.f32s("x")?, c.f32s("weight")?);
-    let (xs, ws) = (x.shape(), w.shape());
-    if ws.len() != 2 || xs.is_empty() || xs[xs.len() - 1] != ws[1] {
-        return Err(format!(
-            "linear needs x [..., D_in] and weight [D_out, D_in]; got {xs:?} and {ws:?}"
-        ));
-    }
+    let ws = w.shape();
     let (din, dout) = (ws[1], ws[0]);
     let m = xv.len() / din.max(1);
     let mut out = vec![0f32; m * dout];
@@ -275,23 +240,16 @@ pub fn linear(c: &Ctx) -> OpResult {
         Mat::row_major(m, dout),
     );
     if c.has("bias") {
-        let bias = c.f32s("bias")?;
-        if bias.len() != dout {
-            return Err(format!("bias has {} values for {dout} outputs", bias.len()));
-        }
-        add_bias(&mut out, bias, dout, 1);
+        add_bias(&mut out, c.f32s("bias")?, dout, 1);
     }
-    let mut shape = xs.to_vec();
-    *shape.last_mut().unwrap() = dout;
-    Ok(vec![float_out(x.dtype(), shape, out)?])
+    Ok(vec![float_out(x.dtype(), c.out_shape(0).to_vec(), out)?])
 }
 
 pub fn matmul(c: &Ctx) -> OpResult {
     let (x, y) = (c.t("x")?, c.t("y")?);
     let (xv, yv) = (c.f32s("x")?, c.f32s("y")?);
     let (tx, ty) = (c.boolean("transpose_x")?, c.boolean("transpose_y")?);
-    let out_dims = infer::matmul(&infer::fixed(x.shape()), &infer::fixed(y.shape()), tx, ty)?;
-    let out_shape: Vec<usize> = out_dims.iter().map(|d| d.fixed().unwrap_or(0)).collect();
+    let out_shape = c.out_shape(0).to_vec();
     let mut xs = x.shape().to_vec();
     let mut ys = y.shape().to_vec();
     if xs.len() == 1 {
@@ -318,7 +276,7 @@ pub fn matmul(c: &Ctx) -> OpResult {
         }
     };
     let (xb, yb) = (&xs[..xr - 2], &ys[..yr - 2]);
-    let batch = infer::broadcast_shapes(xb, yb)?;
+    let batch = dims::broadcast_shapes(xb, yb)?;
     let nb: usize = batch.iter().product();
     let (m, n) = (xm.rows, ym.cols);
     let mut out = vec![0f32; nb * m * n];
@@ -375,12 +333,11 @@ pub fn einsum(c: &Ctx) -> OpResult {
         return Err("einsum takes exactly two values".into());
     };
     let eq = c.string("equation")?;
-    let p = infer::einsum_pattern(&eq)?;
+    let p = dims::einsum_pattern(&eq)?;
     let av = a.as_f32().ok_or("einsum operands must be fp16/fp32")?;
     let bv = b.as_f32().ok_or("einsum operands must be fp16/fp32")?;
     let (asz, bsz) = (a.shape(), b.shape());
-    let dims = infer::einsum(p, &infer::fixed(asz), &infer::fixed(bsz))?;
-    let out_shape: Vec<usize> = dims.iter().map(|d| d.fixed().unwrap_or(0)).collect();
+    let out_shape = c.out_shape(0).to_vec();
     // Normalize both patterns to rank 4 [N, C, H, W] · [N, W, H, U].
     let (a4, b4): ([usize; 4], [usize; 4]) = match p {
         EinsumPattern::Rank4 => (

@@ -20,24 +20,85 @@ mod select;
 mod shape;
 
 use crate::dtype::DType;
-use crate::infer::{BINARY, COMPARE, LOGICAL, REDUCE, UNARY};
-use crate::op_params::{self, ParamDefault};
+use crate::op_table::{self, OpInputs, View};
 use crate::tensor::Tensor;
+use crate::types::TensorType;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 pub(crate) type OpResult = Result<Vec<Tensor>, String>;
 pub(crate) type Kernel = fn(&Ctx) -> OpResult;
 
-/// What a kernel sees.
+/// What a kernel sees: its inputs, and its output shapes as the op table's rule gives them for
+/// these inputs (kernels compute data, not shapes).
 pub(crate) struct Ctx<'a> {
     pub op: &'a str,
     pub args: &'a BTreeMap<&'a str, Vec<Arc<Tensor>>>,
     /// fp16 ANE simulation: kernels with internal fp16 steps (layer_norm, softmax, ...) use it.
     pub fp16: bool,
+    out: Vec<Vec<usize>>,
 }
 
-impl Ctx<'_> {
+impl OpInputs for Ctx<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.args.contains_key(name)
+    }
+
+    fn types(&self, name: &str) -> Option<Vec<TensorType>> {
+        let v = self.args.get(name)?;
+        Some(
+            v.iter()
+                .map(|t| TensorType::fixed(t.dtype(), t.shape()))
+                .collect(),
+        )
+    }
+
+    fn value(&self, name: &str) -> Option<Cow<'_, Tensor>> {
+        match self.args.get(name).map(Vec::as_slice) {
+            Some([t]) => Some(Cow::Borrowed(t)),
+            _ => None,
+        }
+    }
+}
+
+impl<'a> Ctx<'a> {
+    /// The context of one op: evaluates the op's shape rule on `args`.
+    pub fn new(
+        op: &'a str,
+        args: &'a BTreeMap<&'a str, Vec<Arc<Tensor>>>,
+        fp16: bool,
+    ) -> Result<Self, String> {
+        let mut c = Ctx {
+            op,
+            args,
+            fp16,
+            out: Vec::new(),
+        };
+        c.out = op_table::output_types(op, &c)?
+            .iter()
+            .map(|t| {
+                t.shape()
+                    .ok_or_else(|| format!("the shape rule could not size output {t}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(c)
+    }
+
+    fn view(&self) -> View<'_> {
+        View::new(self.op, self)
+    }
+
+    /// How many outputs the rule gives.
+    pub fn out_count(&self) -> usize {
+        self.out.len()
+    }
+
+    /// The shape of output `i`, by the op table's rule.
+    pub fn out_shape(&self, i: usize) -> &[usize] {
+        &self.out[i]
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.args.contains_key(name)
     }
@@ -63,119 +124,44 @@ impl Ctx<'_> {
             .ok_or_else(|| format!("input `{name}` must be fp16/fp32, got {}", t.dtype()))
     }
 
+    /// An integer list (required).
     pub fn ints(&self, name: &str) -> Result<Vec<i64>, String> {
-        let t = self.t(name)?;
-        t.as_i32()
-            .map(|v| v.iter().map(|&x| x as i64).collect())
-            .ok_or_else(|| {
-                format!(
-                    "input `{name}` must be an integer tensor, got {}",
-                    t.dtype()
-                )
-            })
+        self.view().ints(name)
     }
 
+    /// An integer list without a default: `None` when absent.
     pub fn opt_ints(&self, name: &str) -> Result<Option<Vec<i64>>, String> {
-        if self.has(name) {
-            self.ints(name).map(Some)
-        } else {
-            Ok(None)
-        }
+        self.view().opt_ints(name)
     }
 
-    /// coremltools' default for a parameter the package left out (`op_params`); parameters MIL
-    /// requires have none, and their absence is an error.
-    fn default(&self, name: &str) -> Result<ParamDefault, String> {
-        op_params::default(self.op, name)
-            .ok_or_else(|| format!("missing input `{name}` (`{}` requires it)", self.op))
-    }
-
-    fn default_mismatch(&self, name: &str, d: ParamDefault) -> String {
-        format!(
-            "`{}.{name}` has default {d:?}, not the type the kernel reads",
-            self.op
-        )
-    }
-
-    /// An integer scalar parameter, or its default.
+    /// An integer scalar parameter, or its default (op table).
     pub fn int(&self, name: &str) -> Result<i64, String> {
-        if !self.has(name) {
-            return match self.default(name)? {
-                ParamDefault::Int(v) => Ok(v.into()),
-                d => Err(self.default_mismatch(name, d)),
-            };
-        }
-        self.int_value(name)
-    }
-
-    /// An integer scalar parameter without a default: `None` when absent.
-    pub fn opt_int(&self, name: &str) -> Result<Option<i64>, String> {
-        if self.has(name) {
-            self.int_value(name).map(Some)
-        } else {
-            Ok(None)
-        }
-    }
-
-    fn int_value(&self, name: &str) -> Result<i64, String> {
-        match self.ints(name)?.as_slice() {
-            [v] => Ok(*v),
-            _ => Err(format!("input `{name}` must be a scalar")),
-        }
+        self.view().int(name)
     }
 
     /// An integer list parameter, or its default for `spatial` spatial dimensions.
     pub fn int_list(&self, name: &str, spatial: usize) -> Result<Vec<i64>, String> {
-        if self.has(name) {
-            return self.ints(name);
-        }
-        match self.default(name)? {
-            ParamDefault::PerSpatial(v) => Ok(vec![v.into(); spatial]),
-            ParamDefault::PerSpatialEdge(v) => Ok(vec![v.into(); 2 * spatial]),
-            d => Err(self.default_mismatch(name, d)),
-        }
+        self.view().int_list(name, spatial)
     }
 
     /// A bool scalar parameter, or its default.
     pub fn boolean(&self, name: &str) -> Result<bool, String> {
-        if !self.has(name) {
-            return match self.default(name)? {
-                ParamDefault::Bool(v) => Ok(v),
-                d => Err(self.default_mismatch(name, d)),
-            };
-        }
-        match self.t(name)?.as_bool() {
-            Some([b]) => Ok(*b),
-            _ => Err(format!("input `{name}` must be a bool scalar")),
-        }
+        self.view().boolean(name)
+    }
+
+    /// A bool list parameter, `len` × false when absent.
+    pub fn bools(&self, name: &str, len: usize) -> Result<Vec<bool>, String> {
+        self.view().bools(name, len)
     }
 
     /// A string scalar parameter, or its default.
     pub fn string(&self, name: &str) -> Result<String, String> {
-        if !self.has(name) {
-            return match self.default(name)? {
-                ParamDefault::Str(v) => Ok(v.to_string()),
-                d => Err(self.default_mismatch(name, d)),
-            };
-        }
-        match self.t(name)?.as_str() {
-            Some([s]) => Ok(s.clone()),
-            _ => Err(format!("input `{name}` must be a string scalar")),
-        }
+        self.view().string(name)
     }
 
     /// A float scalar parameter, or its default (fp16 mode rounds it, as the ANE holds it in fp16).
     pub fn scalar_f32(&self, name: &str) -> Result<f32, String> {
-        if !self.has(name) {
-            return match self.default(name)? {
-                ParamDefault::Float(v) => Ok(self.r(v)),
-                d => Err(self.default_mismatch(name, d)),
-            };
-        }
-        match self.t(name)?.to_f64_vec().as_deref() {
-            Some([v]) => Ok(self.r(*v as f32)),
-            _ => Err(format!("input `{name}` must be a numeric scalar")),
-        }
+        self.view().float(name).map(|v| self.r(v))
     }
 
     /// Round to fp16 in fp16 mode; identity in f32 mode.
@@ -197,7 +183,7 @@ pub(crate) fn float_out(dtype: DType, shape: Vec<usize>, data: Vec<f32>) -> Resu
 
 /// Resolve an axis, mapping the error to a string.
 pub(crate) fn axis(a: i64, rank: usize) -> Result<usize, String> {
-    crate::infer::axis(a, rank)
+    crate::op_table::dims::axis(a, rank)
 }
 
 /// (outer, n, inner) sizes around the contiguous axis range `[lo, hi]`.
@@ -217,38 +203,9 @@ pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
     s
 }
 
-/// Ops outside the shared families (`infer::BINARY`, `COMPARE`, `LOGICAL`, `UNARY`, `REDUCE`).
-const OTHER_OPS: &[&str] = &[
-    "conv",
-    "linear",
-    "matmul",
-    "einsum",
-    "logical_not",
-    "select",
-    "layer_norm",
-    "softmax",
-    "gather",
-    "gather_along_axis",
-    "concat",
-    "split",
-    "slice_by_index",
-    "slice_by_size",
-    "reshape",
-    "transpose",
-    "expand_dims",
-    "squeeze",
-    "cast",
-    "range_1d",
-    "fill",
-    "band_part",
-    "tile",
-    "topk",
-    "cumsum",
-];
-
-/// Every op the CPU backend runs (besides `const`): the shared op families plus the rest.
+/// Every op the CPU backend runs (besides `const`): the op table's.
 pub static SUPPORTED: std::sync::LazyLock<Vec<&'static str>> =
-    std::sync::LazyLock::new(|| [BINARY, COMPARE, LOGICAL, UNARY, REDUCE, OTHER_OPS].concat());
+    std::sync::LazyLock::new(|| op_table::TABLE.iter().map(|s| s.name).collect());
 
 /// The kernel of an op type.
 pub(crate) fn kernel(op: &str) -> Option<Kernel> {
@@ -286,7 +243,9 @@ pub(crate) fn kernel(op: &str) -> Option<Kernel> {
         "identity" => elementwise::identity,
         "layer_norm" => reduce::layer_norm,
         "softmax" => reduce::softmax,
-        o if REDUCE.contains(&o) => reduce::reduce,
+        "reduce_mean" | "reduce_sum" | "reduce_max" | "reduce_min" | "reduce_prod"
+        | "reduce_l2_norm" | "reduce_l1_norm" | "reduce_sum_square" | "reduce_log_sum_exp"
+        | "reduce_log_sum" | "reduce_argmax" | "reduce_argmin" => reduce::reduce,
         "gather" => select::gather,
         "gather_along_axis" => select::gather_along_axis,
         "concat" => shape::concat,
@@ -295,8 +254,7 @@ pub(crate) fn kernel(op: &str) -> Option<Kernel> {
         "slice_by_size" => shape::slice_by_size,
         "reshape" => shape::reshape,
         "transpose" => shape::transpose,
-        "expand_dims" => shape::expand_dims,
-        "squeeze" => shape::squeeze,
+        "expand_dims" | "squeeze" => shape::reshape,
         "cast" => select::cast,
         "range_1d" => select::range_1d,
         "fill" => select::fill,
@@ -313,11 +271,12 @@ mod table_tests {
     use super::*;
 
     #[test]
-    fn every_supported_op_has_a_kernel_once() {
-        let mut seen = std::collections::BTreeSet::new();
+    fn every_table_op_has_a_kernel() {
         for op in SUPPORTED.iter() {
-            assert!(kernel(op).is_some(), "`{op}` is listed but has no kernel");
-            assert!(seen.insert(*op), "`{op}` is listed twice");
+            assert!(
+                kernel(op).is_some(),
+                "`{op}` is in the op table but has no kernel"
+            );
         }
     }
 }

@@ -71,7 +71,7 @@ pub fn reduce(c: &Ctx) -> OpResult {
         vec![axis(c.int("axis")?, rank)?]
     } else {
         match c.opt_ints("axes")? {
-            Some(a) => crate::infer::axes(&a, rank)?,
+            Some(a) => crate::op_table::dims::axes(&a, rank)?,
             None => (0..rank).collect(),
         }
     };
@@ -225,7 +225,7 @@ pub fn layer_norm(c: &Ctx) -> OpResult {
     let v = c.f32s("x")?;
     let rank = x.rank();
     let mut axes: Vec<usize> = match c.opt_ints("axes")? {
-        Some(a) => crate::infer::axes(&a, rank)?,
+        Some(a) => crate::op_table::dims::axes(&a, rank)?,
         None => (0..rank).collect(),
     };
     axes.sort_unstable();

@@ -2,12 +2,8 @@
 
 use super::{axis, split3, strides, Ctx, OpResult};
 use crate::dtype::DType;
-use crate::infer;
+use crate::op_table::dims;
 use crate::tensor::{Tensor, TensorData};
-
-/// Largest tensor an op may create from constant parameters alone (fill, range_1d, tile): a
-/// corrupt or hostile program must not be able to request terabytes.
-pub(super) const MAX_GENERATED: usize = 1 << 28;
 
 pub(super) fn out(dtype: DType, shape: Vec<usize>, data: TensorData) -> Result<Tensor, String> {
     Tensor::new(dtype, shape, data).map_err(|e| e.to_string())
@@ -58,110 +54,35 @@ pub(crate) fn permute<T: Copy>(v: &[T], shape: &[usize], perm: &[usize]) -> Vec<
     gather_strided(v, 0, &oshape, &ost)
 }
 
+/// reshape, expand_dims, squeeze: the data unchanged, the shape the rule gives.
 pub fn reshape(c: &Ctx) -> OpResult {
-    let x = c.t("x")?;
-    let spec = c.ints("shape")?;
-    let dims = infer::reshape(&infer::fixed(x.shape()), &spec)?;
-    let shape: Vec<usize> = dims
-        .iter()
-        .map(|d| d.fixed().ok_or("reshape could not infer the shape"))
-        .collect::<Result<_, _>>()?;
-    Ok(vec![x
+    Ok(vec![c
+        .t("x")?
         .clone()
-        .reshaped(shape)
+        .reshaped(c.out_shape(0).to_vec())
         .map_err(|e| e.to_string())?])
 }
 
 pub fn transpose(c: &Ctx) -> OpResult {
     let x = c.t("x")?;
-    let perm = infer::axes(&c.ints("perm")?, x.rank())?;
-    if perm.len() != x.rank() {
-        return Err(format!(
-            "perm {perm:?} must list each of the {} axes once",
-            x.rank()
-        ));
-    }
-    let oshape: Vec<usize> = perm.iter().map(|&p| x.shape()[p]).collect();
+    let perm = dims::axes(&c.ints("perm")?, x.rank())?;
     let data = map_data!(x.data(), v => permute(v, x.shape(), &perm));
-    Ok(vec![out(x.dtype(), oshape, data)?])
-}
-
-pub fn expand_dims(c: &Ctx) -> OpResult {
-    let x = c.t("x")?;
-    let axes = c.ints("axes")?;
-    let r = x.rank() + axes.len();
-    let ax = infer::axes(&axes, r)?;
-    let mut src = x.shape().iter();
-    let shape = (0..r)
-        .map(|i| {
-            if ax.contains(&i) {
-                1
-            } else {
-                *src.next().unwrap()
-            }
-        })
-        .collect();
-    Ok(vec![x
-        .clone()
-        .reshaped(shape)
-        .map_err(|e| e.to_string())?])
-}
-
-pub fn squeeze(c: &Ctx) -> OpResult {
-    let x = c.t("x")?;
-    let ax = match c.opt_ints("axes")? {
-        Some(a) => infer::axes(&a, x.rank())?,
-        None => (0..x.rank()).filter(|&i| x.shape()[i] == 1).collect(),
-    };
-    let shape = x
-        .shape()
-        .iter()
-        .enumerate()
-        .filter(|(i, &d)| !(ax.contains(i) && d == 1))
-        .map(|(_, &d)| d)
-        .collect();
-    Ok(vec![x
-        .clone()
-        .reshaped(shape)
-        .map_err(|e| e.to_string())?])
+    Ok(vec![out(x.dtype(), c.out_shape(0).to_vec(), data)?])
 }
 
 pub fn slice_by_index(c: &Ctx) -> OpResult {
     let x = c.t("x")?;
     let r = x.rank();
-    let begin = c.ints("begin")?;
-    let end = c.ints("end")?;
+    let (begin, end) = (c.ints("begin")?, c.ints("end")?);
     let stride = c.opt_ints("stride")?.unwrap_or_else(|| vec![1; r]);
-    let mask = |n: &str| -> Result<Vec<bool>, String> {
-        if c.has(n) {
-            c.t(n)?
-                .as_bool()
-                .map(<[bool]>::to_vec)
-                .ok_or_else(|| format!("`{n}` must be bool"))
-        } else {
-            Ok(vec![false; r])
-        }
-    };
     let (bm, em, sm) = (
-        mask("begin_mask")?,
-        mask("end_mask")?,
-        mask("squeeze_mask")?,
+        c.bools("begin_mask", r)?,
+        c.bools("end_mask", r)?,
+        c.bools("squeeze_mask", r)?,
     );
-    if [
-        begin.len(),
-        end.len(),
-        stride.len(),
-        bm.len(),
-        em.len(),
-        sm.len(),
-    ]
-    .iter()
-    .any(|&l| l != r)
-    {
-        return Err(format!("begin, end, stride and masks need {r} entries"));
-    }
+    // The rule checked lengths and ranges; here only the read geometry.
     let st = strides(x.shape());
-    let (mut base, mut ost, mut oshape) = (0isize, Vec::new(), Vec::new());
+    let (mut base, mut ost) = (0isize, Vec::new());
     for d in 0..r {
         let n = x.shape()[d];
         if sm[d] {
@@ -170,75 +91,42 @@ pub fn slice_by_index(c: &Ctx) -> OpResult {
             } else {
                 begin[d]
             };
-            if b < 0 || b >= n as i64 {
-                return Err(format!(
-                    "squeezed index {} is out of range for axis {d} of size {n}",
-                    begin[d]
-                ));
-            }
             base += b as isize * st[d] as isize;
             continue;
         }
-        let (b, _, s, len) = infer::slice_axis(n, begin[d], end[d], stride[d], bm[d], em[d])?;
+        let (b, _, s, len) = dims::slice_axis(n, begin[d], end[d], stride[d], bm[d], em[d])?;
         if len > 0 {
             base += b as isize * st[d] as isize;
         }
         ost.push(s as isize * st[d] as isize);
-        oshape.push(len);
     }
-    let data = map_data!(x.data(), v => gather_strided(v, base, &oshape, &ost));
-    Ok(vec![out(x.dtype(), oshape, data)?])
+    let oshape = c.out_shape(0);
+    let data = map_data!(x.data(), v => gather_strided(v, base, oshape, &ost));
+    Ok(vec![out(x.dtype(), oshape.to_vec(), data)?])
 }
 
 pub fn slice_by_size(c: &Ctx) -> OpResult {
     let x = c.t("x")?;
-    let (begin, size) = (c.ints("begin")?, c.ints("size")?);
-    let r = x.rank();
-    if begin.len() != r || size.len() != r {
-        return Err(format!("begin and size need {r} entries"));
-    }
+    let begin = c.ints("begin")?;
     let st = strides(x.shape());
-    let mut base = 0isize;
-    let mut oshape = Vec::new();
-    for d in 0..r {
-        let n = x.shape()[d] as i64;
-        let b = if begin[d] < 0 { begin[d] + n } else { begin[d] };
-        let len = if size[d] < 0 { n - b } else { size[d] };
-        if b < 0 || len < 0 || b + len > n {
-            return Err(format!(
-                "slice [{b}, {b}+{len}) is out of range for axis {d} of size {n}"
-            ));
-        }
-        base += b as isize * st[d] as isize;
-        oshape.push(len as usize);
-    }
+    let base: isize = begin
+        .iter()
+        .zip(x.shape())
+        .zip(&st)
+        .map(|((&b, &n), &s)| (if b < 0 { b + n as i64 } else { b }) as isize * s as isize)
+        .sum();
     let ost: Vec<isize> = st.iter().map(|&s| s as isize).collect();
-    let data = map_data!(x.data(), v => gather_strided(v, base, &oshape, &ost));
-    Ok(vec![out(x.dtype(), oshape, data)?])
+    let oshape = c.out_shape(0);
+    let data = map_data!(x.data(), v => gather_strided(v, base, oshape, &ost));
+    Ok(vec![out(x.dtype(), oshape.to_vec(), data)?])
 }
 
 pub fn concat(c: &Ctx) -> OpResult {
     let vals = c.list("values")?;
     let first = vals.first().ok_or("concat needs at least one value")?;
-    let r = first.rank();
-    let a = axis(c.int("axis")?, r)?;
+    let a = axis(c.int("axis")?, first.rank())?;
     let interleave = c.boolean("interleave")?;
-    for v in vals.iter() {
-        if v.rank() != r || v.dtype() != first.dtype() {
-            return Err("concat values must share rank and dtype".into());
-        }
-        for d in 0..r {
-            if (d != a || interleave) && v.shape()[d] != first.shape()[d] {
-                return Err(format!(
-                    "concat values differ on axis {d}: {:?} vs {:?}",
-                    v.shape(),
-                    first.shape()
-                ));
-            }
-        }
-    }
-    let mut oshape = first.shape().to_vec();
-    oshape[a] = vals.iter().map(|v| v.shape()[a]).sum();
+    let oshape = c.out_shape(0).to_vec();
     let (outer, _, inner) = split3(first.shape(), a, a);
     macro_rules! cat {
         ($get:ident) => {{
@@ -277,25 +165,7 @@ pub fn split(c: &Ctx) -> OpResult {
     let x = c.t("x")?;
     let a = axis(c.int("axis")?, x.rank())?;
     let n = x.shape()[a];
-    let sizes: Vec<usize> = match c.opt_ints("split_sizes")? {
-        Some(s) => {
-            if s.iter().any(|&k| k < 0) || s.iter().sum::<i64>() != n as i64 {
-                return Err(format!(
-                    "split_sizes {s:?} do not add up to the axis size {n}"
-                ));
-            }
-            s.iter().map(|&k| k as usize).collect()
-        }
-        None => {
-            let k = c.opt_int("num_splits")?.unwrap_or(0);
-            if k <= 0 || n % k as usize != 0 {
-                return Err(format!(
-                    "axis of size {n} does not split into {k} equal parts"
-                ));
-            }
-            vec![n / k as usize; k as usize]
-        }
-    };
+    let sizes: Vec<usize> = (0..c.out_count()).map(|i| c.out_shape(i)[a]).collect();
     let (outer, _, inner) = split3(x.shape(), a, a);
     let mut start = 0;
     let mut outs = Vec::with_capacity(sizes.len());
@@ -318,22 +188,6 @@ pub fn split(c: &Ctx) -> OpResult {
 pub fn tile(c: &Ctx) -> OpResult {
     let x = c.t("x")?;
     let reps = c.ints("reps")?;
-    if reps.len() != x.rank() || reps.iter().any(|&r| r < 0) {
-        return Err(format!(
-            "reps {reps:?} needs one non-negative entry per axis of {:?}",
-            x.shape()
-        ));
-    }
-    let oshape: Option<Vec<usize>> = x
-        .shape()
-        .iter()
-        .zip(&reps)
-        .map(|(&d, &r)| d.checked_mul(r as usize))
-        .collect();
-    let oshape = match oshape {
-        Some(s) if crate::tensor::checked_numel(&s).is_some_and(|n| n <= MAX_GENERATED) => s,
-        _ => return Err(format!("tile of {:?} by {reps:?} is too large", x.shape())),
-    };
     // View the output as [r0, d0, r1, d1, ...] reading x with stride 0 on the repeat axes.
     let st = strides(x.shape());
     let mut vshape = Vec::new();
@@ -343,7 +197,7 @@ pub fn tile(c: &Ctx) -> OpResult {
         vst.extend([0isize, st[d] as isize]);
     }
     let data = map_data!(x.data(), v => gather_strided(v, 0, &vshape, &vst));
-    Ok(vec![out(x.dtype(), oshape, data)?])
+    Ok(vec![out(x.dtype(), c.out_shape(0).to_vec(), data)?])
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! Shape rules of the MIL ops anebert uses, shared by the MIL builder (static types, some
-//! dimensions unknown) and the CPU backend (concrete shapes).
+//! Shape arithmetic the op rules are made of — axes, broadcasting, reductions, conv geometry,
+//! einsum, matmul, reshape, slices — over [`Dim`] (some dimensions unknown) with concrete-size
+//! helpers for the CPU kernels.
 
 use crate::types::Dim;
 
@@ -372,52 +373,6 @@ pub fn slice_axis(
     };
     Ok((b, e, stride, len as usize))
 }
-
-// ---- op families, shared by the program builder (type inference) and the CPU backend ----
-
-/// Elementwise ops with two operands of one dtype and a result of that dtype.
-pub const BINARY: &[&str] = &[
-    "add",
-    "sub",
-    "mul",
-    "real_div",
-    "pow",
-    "maximum",
-    "minimum",
-    "floor_div",
-    "mod",
-];
-/// Comparisons: two operands of one dtype, bool result.
-pub const COMPARE: &[&str] = &[
-    "equal",
-    "not_equal",
-    "less",
-    "less_equal",
-    "greater",
-    "greater_equal",
-];
-/// Logical ops over bools.
-pub const LOGICAL: &[&str] = &["logical_and", "logical_or", "logical_xor"];
-/// Unary elementwise ops (same dtype and shape out).
-pub const UNARY: &[&str] = &[
-    "sqrt", "rsqrt", "exp", "log", "erf", "tanh", "sigmoid", "sin", "cos", "abs", "square",
-    "inverse", "relu", "silu", "gelu", "floor", "ceil", "round", "sign", "clip", "identity",
-];
-/// Reductions.
-pub const REDUCE: &[&str] = &[
-    "reduce_mean",
-    "reduce_sum",
-    "reduce_max",
-    "reduce_min",
-    "reduce_prod",
-    "reduce_l2_norm",
-    "reduce_l1_norm",
-    "reduce_sum_square",
-    "reduce_log_sum_exp",
-    "reduce_log_sum",
-    "reduce_argmax",
-    "reduce_argmin",
-];
 
 #[cfg(test)]
 mod tests {
