@@ -11,7 +11,7 @@
 //!
 //! The cache is `ANEBERT_CACHE_DIR`, else `$XDG_CACHE_HOME/anebert`, else `~/.cache/anebert`.
 
-use crate::convert::{convert, ConvertOptions, CONVERTER_KEY};
+use crate::convert::{convert_with, ConvertOptions, Hooks, CONVERTER_KEY};
 use crate::source::Resolved;
 use crate::ConvertError;
 use anebert_runtime::contract::HeadKind;
@@ -202,7 +202,11 @@ pub fn get_or_convert(
         if o.source_label.is_none() {
             o.source_label = Some(resolved.label.clone());
         }
-        let summary = convert(&resolved.dir, &o, &tmp.join("model.mlpackage"))?;
+        let hooks = Hooks {
+            known_sha256: &resolved.fingerprint,
+            ..Hooks::default()
+        };
+        let summary = convert_with(&resolved.dir, &o, &tmp.join("model.mlpackage"), hooks)?;
         let tok = resolved.dir.join("tokenizer.json");
         let has_tokenizer = tok.is_file();
         if has_tokenizer {

@@ -267,10 +267,52 @@ fn check_options(src: &dyn EncoderSource, o: &ConvertOptions) -> Result<(), Conv
     Ok(())
 }
 
+/// Where a conversion is, for a progress display: `done` of `total` steps finished, `next` the
+/// step under way (the embeddings, each layer, the head, writing the package).
+#[derive(Clone, Copy, Debug)]
+pub struct Progress<'a> {
+    /// Steps finished.
+    pub done: usize,
+    /// Steps in all.
+    pub total: usize,
+    /// The step under way.
+    pub next: &'a str,
+}
+
+/// Hooks into a conversion beyond its options: digests already known, progress.
+#[derive(Clone, Copy)]
+pub struct Hooks<'a> {
+    /// sha256 of files the caller already hashed (by file name; e.g. the artifact cache's
+    /// fingerprint), not read again for the metadata's `source_sha256`.
+    pub known_sha256: &'a BTreeMap<String, String>,
+    /// Called as each step starts.
+    pub progress: &'a dyn Fn(Progress),
+}
+
+static NO_DIGESTS: BTreeMap<String, String> = BTreeMap::new();
+
+impl Default for Hooks<'_> {
+    fn default() -> Self {
+        Hooks {
+            known_sha256: &NO_DIGESTS,
+            progress: &|_| {},
+        }
+    }
+}
+
 /// Convert a checkpoint directory into a program (not yet written).
 pub fn convert_dir(
     dir: &Path,
     o: &ConvertOptions,
+) -> Result<(BuiltProgram, Summary), ConvertError> {
+    convert_dir_with(dir, o, Hooks::default())
+}
+
+/// [`convert_dir`] with [`Hooks`].
+pub fn convert_dir_with(
+    dir: &Path,
+    o: &ConvertOptions,
+    hooks: Hooks,
 ) -> Result<(BuiltProgram, Summary), ConvertError> {
     let start = Instant::now();
     let src = open_source(dir)?;
@@ -321,14 +363,39 @@ pub fn convert_dir(
     };
     let res = pb.function("main", |f| {
         let run = || -> Result<(), ConvertError> {
+            // Steps: embeddings, each layer, the head, writing (reported by `convert_with`).
+            let total = meta.layers + 3;
+            let step = |done: usize, next: &str| (hooks.progress)(Progress { done, total, next });
             let mut g = Emitter::new(f, gopts, meta.hidden)?;
+            step(0, "embeddings");
             let emb = folder.embeddings(src.embeddings()?, shared_table);
             g.embeddings(&emb)?;
             drop(emb);
-            for i in 0..meta.layers {
-                let layer = folder.layer(src.layer(i)?);
-                g.layer(&layer)?;
-            }
+            // Read and fold layer i+1 on a second thread while layer i is emitted; at most
+            // three layers are in memory (being read, waiting, being emitted).
+            let (layers, folding, src) = (meta.layers, &mut folder, &*src);
+            std::thread::scope(|s| -> Result<(), ConvertError> {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                s.spawn(move || {
+                    for i in 0..layers {
+                        let layer = src.layer(i).map(|l| folding.layer(l));
+                        let failed = layer.is_err();
+                        // A closed channel: the emitter stopped on an error of its own.
+                        if tx.send(layer).is_err() || failed {
+                            break;
+                        }
+                    }
+                });
+                for i in 0..layers {
+                    step(1 + i, &format!("layer {}/{}", i + 1, layers));
+                    // No message: the reader panicked, and the scope re-raises that panic.
+                    let Ok(layer) = rx.recv() else { break };
+                    let layer = layer?;
+                    g.layer(&layer)?;
+                }
+                Ok(())
+            })?;
+            step(1 + meta.layers, "head");
             let head = folder.head(head);
             let out = g.head(&head)?;
             output = (
@@ -349,7 +416,10 @@ pub fn convert_dir(
     res?;
 
     let tokenizer = read_tokenizer(dir)?;
-    let ckpt_sha = (src.files_sha256(), tokenizer.as_deref().map(sha256_hex));
+    let ckpt_sha = (
+        src.files_sha256(hooks.known_sha256),
+        tokenizer.as_deref().map(sha256_hex),
+    );
     pb.short_description(&format!(
         "{} {} head, S = {} (anebert {CONVERTER_VERSION})",
         meta.architecture,
@@ -422,7 +492,23 @@ fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Convert a checkpoint directory and write the package to `out` (atomically).
 pub fn convert(dir: &Path, o: &ConvertOptions, out: &Path) -> Result<Summary, ConvertError> {
-    let (built, mut summary) = convert_dir(dir, o)?;
+    convert_with(dir, o, out, Hooks::default())
+}
+
+/// [`convert`] with [`Hooks`].
+pub fn convert_with(
+    dir: &Path,
+    o: &ConvertOptions,
+    out: &Path,
+    hooks: Hooks,
+) -> Result<Summary, ConvertError> {
+    let (built, mut summary) = convert_dir_with(dir, o, hooks)?;
+    let layers = summary.metadata.num_layers;
+    (hooks.progress)(Progress {
+        done: layers + 2,
+        total: layers + 3,
+        next: "writing the package",
+    });
     let start = Instant::now();
     built.write(out)?;
     summary.seconds += start.elapsed().as_secs_f64();

@@ -272,8 +272,9 @@ impl EncoderMeta {
     }
 }
 
-/// A source of Encoder IR, read lazily (one layer at a time).
-pub trait EncoderSource {
+/// A source of Encoder IR, read lazily (one layer at a time; the converter reads and folds the
+/// next layer on a second thread while it emits the current one).
+pub trait EncoderSource: Send + Sync {
     /// Architecture facts.
     fn meta(&self) -> &EncoderMeta;
     /// Token embeddings and norm.
@@ -284,6 +285,10 @@ pub trait EncoderSource {
     fn head(&self, kind: HeadKind) -> Result<Head, crate::ConvertError>;
     /// The heads this checkpoint has weights for.
     fn available_heads(&self) -> Vec<HeadKind>;
-    /// sha256 (hex) of the checkpoint's files, by file name.
-    fn files_sha256(&self) -> std::collections::BTreeMap<String, String>;
+    /// sha256 (hex) of the checkpoint's files, by file name; digests in `known` are taken as
+    /// given instead of reading the file again.
+    fn files_sha256(
+        &self,
+        known: &std::collections::BTreeMap<String, String>,
+    ) -> std::collections::BTreeMap<String, String>;
 }

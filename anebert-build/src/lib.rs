@@ -33,7 +33,8 @@ pub use config::{
 };
 
 pub use convert::{
-    convert as convert_package, convert_dir, ConvertOptions, Summary, WeightPrecision,
+    convert as convert_package, convert_dir, convert_dir_with, convert_with, ConvertOptions, Hooks,
+    Progress, Summary, WeightPrecision,
 };
 pub use ir::{HeadKind, Pooling};
 pub use transforms::RotationMethod;

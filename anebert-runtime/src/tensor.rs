@@ -387,10 +387,21 @@ impl Tensor {
         let dtype = self.dtype;
         match &self.data {
             TensorData::Float(v) => Ok(match dtype {
-                DType::F16 => v
-                    .iter()
-                    .flat_map(|&x| f16::from_f32(x).to_le_bytes())
-                    .collect(),
+                DType::F16 => {
+                    // Converted a chunk at a time (half's slice conversion uses F16C when the
+                    // CPU has it, detected once per chunk, not per value).
+                    use half::slice::HalfFloatSliceExt;
+                    let mut out = Vec::with_capacity(v.len() * 2);
+                    let mut buf = [f16::ZERO; 256];
+                    for chunk in v.chunks(256) {
+                        let b = &mut buf[..chunk.len()];
+                        b.convert_from_f32_slice(chunk);
+                        for h in b.iter() {
+                            out.extend_from_slice(&h.to_le_bytes());
+                        }
+                    }
+                    out
+                }
                 DType::Bf16 => v
                     .iter()
                     .flat_map(|&x| bf16::from_f32(x).to_le_bytes())

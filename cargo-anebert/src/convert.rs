@@ -65,8 +65,23 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     if a.head != HeadKind::Embedding && (a.normalize.is_some() || a.pooling.is_some()) {
         bail!("--pooling and --normalize apply to the embedding head only");
     }
-    let summary = anebert_build::convert_package(&a.model, &o, &a.out)
+    // A progress line on a terminal; indicatif draws nothing when stderr is not one.
+    let bar = indicatif::ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} ({elapsed})")
+            .expect("valid template"),
+    );
+    let progress = |p: anebert_build::Progress| {
+        bar.set_length(p.total as u64);
+        bar.set_position(p.done as u64);
+        bar.set_message(p.next.to_string());
+    };
+    let hooks = anebert_build::Hooks {
+        progress: &progress,
+        ..Default::default()
+    };
+    let summary = anebert_build::convert_with(&a.model, &o, &a.out, hooks)
         .with_context(|| format!("converting {}", a.model.display()))?;
+    bar.finish_and_clear();
     let pkg = anebert::Package::open(&a.out)?;
     let size: u64 = walk_size(&a.out);
     println!("{summary}");

@@ -484,7 +484,10 @@ impl EncoderSource for Bert {
         v
     }
 
-    fn files_sha256(&self) -> std::collections::BTreeMap<String, String> {
-        self.ckpt.sha256().clone()
+    fn files_sha256(
+        &self,
+        known: &std::collections::BTreeMap<String, String>,
+    ) -> std::collections::BTreeMap<String, String> {
+        self.ckpt.sha256(known)
     }
 }

@@ -91,6 +91,8 @@ pub enum CheckpointError {
 const HASH_SLICE: usize = 32 << 20;
 
 struct Shard {
+    /// File name in the checkpoint directory.
+    name: String,
     path: PathBuf,
     map: Mmap,
     /// Byte offset of the data section (8 + header length).
@@ -109,6 +111,7 @@ struct Entry {
 /// A checkpoint directory: `config.json` plus `model.safetensors` (or shards listed in
 /// `model.safetensors.index.json`).
 pub struct Checkpoint {
+    // `sha256` holds config.json's digest; the shards are hashed on request.
     dir: PathBuf,
     config: serde_json::Value,
     shards: Vec<Shard>,
@@ -186,16 +189,8 @@ impl Checkpoint {
                     },
                 );
             }
-            // Hash in slices, giving the pages back as we go: the file is mapped, not read, and
-            // a 600 MB checkpoint should not count 600 MB towards our RSS.
-            let mut h = Sha256::new();
-            for start in (0..map.len()).step_by(HASH_SLICE) {
-                let end = (start + HASH_SLICE).min(map.len());
-                h.update(&map[start..end]);
-                release(&map, start, end - start);
-            }
-            sha256.insert(name.clone(), hex(&h.finalize()));
             shards.push(Shard {
+                name,
                 path,
                 map,
                 data_start,
@@ -225,9 +220,32 @@ impl Checkpoint {
         self.dir.join("config.json")
     }
 
-    /// sha256 (hex) of `config.json` and every weight file, by file name.
-    pub fn sha256(&self) -> &BTreeMap<String, String> {
-        &self.sha256
+    /// sha256 (hex) of `config.json` and every weight file, by file name. Digests in `known` (a
+    /// fingerprint the caller already took, e.g. for a cache key) are used as they are; the
+    /// rest are computed now — so each file is read for hashing once per conversion.
+    pub fn sha256(&self, known: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let mut out = self.sha256.clone();
+        for s in &self.shards {
+            // A hub fingerprint holds git sha1s for files outside LFS: only sha256s are reused.
+            let sha256 = |d: &&String| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit());
+            let digest = known
+                .get(&s.name)
+                .filter(sha256)
+                .cloned()
+                .unwrap_or_else(|| {
+                    // Hash in slices, giving the pages back as we go: the file is mapped, not read,
+                    // and a 600 MB checkpoint should not count 600 MB towards our RSS.
+                    let mut h = Sha256::new();
+                    for start in (0..s.map.len()).step_by(HASH_SLICE) {
+                        let end = (start + HASH_SLICE).min(s.map.len());
+                        h.update(&s.map[start..end]);
+                        release(&s.map, start, end - start);
+                    }
+                    hex(&h.finalize())
+                });
+            out.insert(s.name.clone(), digest);
+        }
+        out
     }
 
     /// Whether a tensor is present.
@@ -348,7 +366,21 @@ impl Checkpoint {
         hint: &str,
     ) -> Result<Mat<f64>, CheckpointError> {
         let v = self.read(name, &[rows, cols], hint)?;
-        Ok(Mat::from_fn(rows, cols, |i, j| v[i * cols + j]))
+        // Row-major → column-major, 16 columns at a time so the rows' cache lines are reused.
+        // Plain index loops: this also runs unoptimized, in users' build scripts, where
+        // iterator adapters and faer's element accessors cost a call per element.
+        let mut m = Mat::<f64>::zeros(rows, cols);
+        for j0 in (0..cols).step_by(16) {
+            for j in j0..(j0 + 16).min(cols) {
+                let col = m.col_as_slice_mut(j);
+                let mut i = 0;
+                while i < rows {
+                    col[i] = v[i * cols + j];
+                    i += 1;
+                }
+            }
+        }
+        Ok(m)
     }
 
     /// Read a 1-D tensor.

@@ -330,8 +330,15 @@ impl ModernBert {
     }
 }
 
+/// Rows `from..to`, copied a column slice at a time (faer's `to_owned` goes element by element,
+/// which costs a call per element in an unoptimized build script).
 fn rows(m: &Mat<f64>, from: usize, to: usize) -> Mat<f64> {
-    m.subrows(from, to - from).to_owned()
+    let mut out = Mat::<f64>::zeros(to - from, m.ncols());
+    for j in 0..m.ncols() {
+        out.col_as_slice_mut(j)
+            .copy_from_slice(&m.col_as_slice(j)[from..to]);
+    }
+    out
 }
 
 fn split_bias(b: &Option<Vec<f64>>, from: usize, to: usize) -> Option<Vec<f64>> {
@@ -476,8 +483,8 @@ impl EncoderSource for ModernBert {
         })
     }
 
-    fn files_sha256(&self) -> BTreeMap<String, String> {
-        self.ckpt.sha256().clone()
+    fn files_sha256(&self, known: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        self.ckpt.sha256(known)
     }
 
     fn available_heads(&self) -> Vec<HeadKind> {

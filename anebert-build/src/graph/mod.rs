@@ -129,9 +129,13 @@ impl<'f, 'a> Emitter<'f, 'a> {
             let n = self.opts.chunk.min(rows - start);
             let wv = match &lin.weight {
                 Weight::Dense(m) => {
-                    let mut v = Vec::with_capacity(n * cols);
-                    for i in start..start + n {
-                        v.extend((0..cols).map(|j| m[(i, j)] as f32));
+                    // Rows start..start+n, row-major, read column by column (m is column-major).
+                    let mut v = vec![0f32; n * cols];
+                    for j in 0..cols {
+                        let col = &m.col_as_slice(j)[start..start + n];
+                        for i in 0..n {
+                            v[i * cols + j] = col[i] as f32;
+                        }
                     }
                     self.weight(&format!("{hint}_weight"), vec![n, cols, 1, 1], v)?
                 }
@@ -554,10 +558,13 @@ fn stack_qkv(a: &Attention, scale: f64) -> Result<Linear, MilError> {
     let mut bias = vec![0.0; 3 * d];
     let blocks = [(q, &a.q, scale), (k, &a.k, 1.0), (v, &a.v, 1.0)];
     for (bi, (m, lin, s)) in blocks.into_iter().enumerate() {
+        for c in 0..cols {
+            let dst = &mut w.col_as_slice_mut(c)[bi * d..(bi + 1) * d];
+            dst.iter_mut()
+                .zip(m.col_as_slice(c))
+                .for_each(|(o, &x)| *o = x * s);
+        }
         for r in 0..d {
-            for c in 0..cols {
-                w[(bi * d + r, c)] = m[(r, c)] * s;
-            }
             bias[bi * d + r] = lin.bias.as_ref().map_or(0.0, |b| b[r]) * s;
         }
     }

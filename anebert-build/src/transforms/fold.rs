@@ -17,50 +17,82 @@ use faer::Mat;
 #[derive(Debug)]
 pub struct Folder {
     rot: Option<Rotation>,
-    /// Layer 0 reads `n = norm(e)` through `diag(γ_e) · basis` plus `β_e`.
-    layer0_in: Option<(Mat<f64>, Option<Vec<f64>>)>,
+    /// Layer 0 reads `n = norm(e)` through this map plus `β_e`.
+    layer0_in: Option<(InputMap, Option<Vec<f64>>)>,
 }
 
-/// `M = diag(gamma) · Q · s` (d × d).
-fn gamma_q(gamma: Option<&[f64]>, q: &Mat<f64>, s: f64) -> Mat<f64> {
-    Mat::from_fn(q.nrows(), q.ncols(), |i, j| {
-        gamma.map_or(1.0, |g| g[i]) * q[(i, j)] * s
-    })
+/// `M = diag(γ) · Q · s` (`Q` = identity when `rotate` is false): what a consumer of a folded
+/// norm absorbs. Kept as its parts so it is applied by the rotation's fast transform.
+#[derive(Clone, Debug)]
+struct InputMap {
+    gamma: Option<Vec<f64>>,
+    rotate: bool,
+    scale: f64,
+}
+
+impl InputMap {
+    fn new(gamma: Option<&[f64]>, rotate: bool, scale: f64) -> Self {
+        InputMap {
+            gamma: gamma.map(<[f64]>::to_vec),
+            rotate,
+            scale,
+        }
+    }
+
+    /// `W ← W · M`.
+    fn apply(&self, w: &mut Mat<f64>, rot: &Rotation) {
+        for j in 0..w.ncols() {
+            let g = self.gamma.as_ref().map_or(1.0, |g| g[j]) * self.scale;
+            w.col_as_slice_mut(j).iter_mut().for_each(|x| *x *= g);
+        }
+        if self.rotate {
+            rot.right_apply(w);
+        }
+    }
+
+    /// `M` itself (d × d).
+    fn matrix(&self, rot: &Rotation) -> Mat<f64> {
+        let mut m = Mat::<f64>::identity(rot.dim(), rot.dim());
+        self.apply(&mut m, rot);
+        m
+    }
 }
 
 /// `W ← W · M`, `b ← b + W · β` (β read through the original W).
-fn fold_input(lin: &mut Linear, m: &Mat<f64>, beta: Option<&[f64]>) {
+fn fold_input(lin: &mut Linear, m: &InputMap, rot: &Rotation, beta: Option<&[f64]>) {
     let Weight::Dense(w) = &mut lin.weight else {
         unreachable!("tied decoders are never the first consumer of a folded norm")
     };
     if let Some(beta) = beta {
-        let b = lin.bias.get_or_insert_with(|| vec![0.0; w.nrows()]);
-        for (i, bi) in b.iter_mut().enumerate() {
-            *bi += (0..w.ncols()).map(|j| w[(i, j)] * beta[j]).sum::<f64>();
+        // Σ_j w_ij β_j in j order, then added (column by column: W is column-major).
+        let mut wb = vec![0.0; w.nrows()];
+        for (j, &bj) in beta.iter().enumerate() {
+            for (s, &x) in wb.iter_mut().zip(w.col_as_slice(j)) {
+                *s += x * bj;
+            }
         }
+        let b = lin.bias.get_or_insert_with(|| vec![0.0; w.nrows()]);
+        b.iter_mut().zip(&wb).for_each(|(bi, s)| *bi += s);
     }
-    *w = &*w * m;
+    m.apply(w, rot);
 }
 
 /// `W ← Qᵀ C W`, `b ← Qᵀ C b`: a writer into the residual stream.
-fn fold_output(lin: &mut Linear, q: &Mat<f64>) {
+fn fold_output(lin: &mut Linear, rot: &Rotation) {
     let Weight::Dense(w) = &mut lin.weight else {
         unreachable!("stream writers are dense")
     };
     let rows = w.nrows() as f64;
     for j in 0..w.ncols() {
-        let mean = (0..w.nrows()).map(|i| w[(i, j)]).sum::<f64>() / rows;
-        for i in 0..w.nrows() {
-            w[(i, j)] -= mean;
-        }
+        let col = w.col_as_slice_mut(j);
+        let mean = col.iter().sum::<f64>() / rows;
+        col.iter_mut().for_each(|x| *x -= mean);
     }
-    *w = q.transpose() * &*w;
+    rot.left_apply_t(w);
     if let Some(b) = &mut lin.bias {
         let mean = b.iter().sum::<f64>() / rows;
-        let c: Vec<f64> = b.iter().map(|x| x - mean).collect();
-        for (i, bi) in b.iter_mut().enumerate() {
-            *bi = (0..c.len()).map(|k| q[(k, i)] * c[k]).sum();
-        }
+        b.iter_mut().for_each(|x| *x -= mean);
+        rot.apply_t(b);
     }
 }
 
@@ -90,44 +122,41 @@ impl Folder {
     /// otherwise the rows are centred and rotated and the norm becomes an RMSNorm.
     pub fn embeddings(&mut self, mut e: Embeddings, shared_table: bool) -> Embeddings {
         let Some(rot) = &self.rot else { return e };
-        let q = &rot.q;
-        let d = q.nrows();
+        let d = rot.dim();
         let (gamma, beta, eps) = layer_norm_parts(&e.norm);
-        let (gamma, beta) = (gamma.map(<[f64]>::to_vec), beta.map(<[f64]>::to_vec));
-        // basis: maps the norm output to n = (e − μ)/σ.
-        let basis = if shared_table {
+        let beta = beta.map(<[f64]>::to_vec);
+        // How the norm output maps to n = (e − μ)/σ: identity, or Q · √d.
+        let map = if shared_table {
+            let map = InputMap::new(gamma, false, 1.0);
             e.norm = Norm::Layer {
                 gamma: None,
                 beta: None,
                 eps,
             };
-            Mat::<f64>::identity(d, d)
+            map
         } else {
-            centre_and_rotate(&mut e.table, q);
+            let map = InputMap::new(gamma, true, (d as f64).sqrt());
+            centre_and_rotate(&mut e.table, rot);
             e.norm = Norm::ScaledRms { eps };
-            Mat::from_fn(d, d, |i, j| q[(i, j)] * (d as f64).sqrt())
+            map
         };
         // Residual x̃0 = Qᵀ C (diag(γ) n + β).
-        let mut r = Linear::dense(
-            Mat::from_fn(d, d, |i, j| if i == j { 1.0 } else { 0.0 }),
-            beta.clone(),
-        );
-        fold_input(&mut r, &gamma_q(gamma.as_deref(), &basis, 1.0), None);
-        fold_output(&mut r, q);
+        let mut r = Linear::dense(Mat::<f64>::identity(d, d), beta.clone());
+        fold_input(&mut r, &map, rot, None);
+        fold_output(&mut r, rot);
         e.residual = Some(r);
-        self.layer0_in = Some((gamma_q(gamma.as_deref(), &basis, 1.0), beta));
+        self.layer0_in = Some((map, beta));
         e
     }
 
     /// Fold one layer.
     pub fn layer(&mut self, mut l: Layer) -> Layer {
         let Some(rot) = &self.rot else { return l };
-        let q = &rot.q;
-        let sd = (q.nrows() as f64).sqrt();
+        let sd = (rot.dim() as f64).sqrt();
         let (m, beta) = match &l.attn_input {
             AttnInput::Norm(n) => {
                 let (g, b, eps) = layer_norm_parts(n);
-                let out = (gamma_q(g, q, sd), b.map(<[f64]>::to_vec));
+                let out = (InputMap::new(g, true, sd), b.map(<[f64]>::to_vec));
                 l.attn_input = AttnInput::Norm(Norm::ScaledRms { eps });
                 out
             }
@@ -139,45 +168,46 @@ impl Folder {
             }
         };
         for lin in [&mut l.attn.q, &mut l.attn.k, &mut l.attn.v] {
-            fold_input(lin, &m, beta.as_deref());
+            fold_input(lin, &m, rot, beta.as_deref());
         }
-        fold_output(&mut l.attn.out, q);
+        fold_output(&mut l.attn.out, rot);
         let Some(mlp_norm) = &l.mlp_norm else {
             unreachable!("rotation is only applied to pre-norm encoders")
         };
         let (g, b, eps) = layer_norm_parts(mlp_norm);
-        let m = gamma_q(g, q, sd);
+        let m = InputMap::new(g, true, sd);
         let beta = b.map(<[f64]>::to_vec);
         l.mlp_norm = Some(Norm::ScaledRms { eps });
-        fold_input(&mut l.mlp.up, &m, beta.as_deref());
-        fold_output(&mut l.mlp.down, q);
+        fold_input(&mut l.mlp.up, &m, rot, beta.as_deref());
+        fold_output(&mut l.mlp.down, rot);
         l
     }
 
     /// Fold the final norm into the head (pooling commutes with the linear map it becomes).
     pub fn head(&mut self, mut h: Head) -> Head {
         let Some(rot) = &self.rot else { return h };
-        let q = &rot.q;
-        let sd = (q.nrows() as f64).sqrt();
+        let sd = (rot.dim() as f64).sqrt();
         let Some(norm) = h.final_norm.take() else {
             unreachable!("pre-norm encoders end in a final norm")
         };
         let (g, b, eps) = layer_norm_parts(&norm);
-        let m = gamma_q(g, q, sd);
+        let m = InputMap::new(g, true, sd);
         let beta = b.map(<[f64]>::to_vec);
         h.final_norm = Some(Norm::ScaledRms { eps });
         match h.steps.first_mut() {
             Some(Step::Linear(lin)) if lin.matrix().is_some() => {
-                fold_input(lin, &m, beta.as_deref());
+                fold_input(lin, &m, rot, beta.as_deref());
             }
-            _ => h.steps.insert(0, Step::Linear(Linear::dense(m, beta))),
+            _ => h
+                .steps
+                .insert(0, Step::Linear(Linear::dense(m.matrix(rot), beta))),
         }
         h
     }
 }
 
 /// Rows `t_v = Qᵀ C e_v`, in f64 blocks (the table is the largest tensor; never widen it whole).
-fn centre_and_rotate(t: &mut Table, q: &Mat<f64>) {
+fn centre_and_rotate(t: &mut Table, rot: &Rotation) {
     let d = t.cols;
     let block = 2048;
     for start in (0..t.rows).step_by(block) {
@@ -187,8 +217,8 @@ fn centre_and_rotate(t: &mut Table, q: &Mat<f64>) {
             .chunks_exact(d)
             .map(|r| r.iter().map(|&x| x as f64).sum::<f64>() / d as f64)
             .collect();
-        let centred = Mat::from_fn(n, d, |i, j| rows[i * d + j] as f64 - means[i]);
-        let r = &centred * q;
+        let mut r = Mat::from_fn(n, d, |i, j| rows[i * d + j] as f64 - means[i]);
+        rot.right_apply(&mut r);
         for i in 0..n {
             for j in 0..d {
                 rows[i * d + j] = r[(i, j)] as f32;

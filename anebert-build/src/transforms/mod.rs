@@ -1,6 +1,7 @@
 //! Transforms on the Encoder IR: norm folding and outlier rotation (docs/design.md §4), all in f64.
 
 pub mod fold;
+pub mod hadamard;
 pub mod rotation;
 
 pub use fold::Folder;

@@ -1,8 +1,8 @@
-//! Orthogonal rotations for outlier spreading: randomized Hadamard matrices (Sylvester, Paley I/II
-//! and their Kronecker products) and a seeded random orthogonal fallback for any other size.
-//!
-//! Hand-written because no maintained crate builds Hadamard matrices; QR comes from faer.
+//! Orthogonal rotations for outlier spreading: randomized Hadamard (`Q = diag(±1) · H / √d`,
+//! applied by the fast transform of [`super::hadamard`]) and a seeded random orthogonal fallback
+//! for any other size (applied as a dense product; QR from faer).
 
+use super::hadamard::{self, Factors};
 use faer::Mat;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -59,6 +59,8 @@ pub struct Rotation {
     pub kind: RotationKind,
     /// Seed of the random signs / Gaussian.
     pub seed: u64,
+    /// For Hadamard rotations: the signs scaled by 1/√d, and the factors of `H`.
+    fast: Option<(Vec<f64>, Factors)>,
 }
 
 impl Rotation {
@@ -71,35 +73,145 @@ impl Rotation {
     /// a known construction).
     pub fn with_method(d: usize, seed: u64, method: RotationMethod) -> Rotation {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let h = match method {
-            RotationMethod::Hadamard => hadamard(d),
+        let f = match method {
+            RotationMethod::Hadamard => hadamard::factors(d),
             RotationMethod::Orthogonal => None,
         };
-        if let Some((h, construction)) = h {
+        if let Some(f) = f {
             let scale = 1.0 / (d as f64).sqrt();
             let signs: Vec<f64> = (0..d)
                 .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
                 .collect();
+            let h = f.dense();
             let q = Mat::from_fn(d, d, |i, j| signs[i] * h[i * d + j] as f64 * scale);
             Rotation {
                 q,
-                kind: RotationKind::Hadamard { construction },
+                kind: RotationKind::Hadamard {
+                    construction: f.construction.clone(),
+                },
                 seed,
+                fast: Some((signs.iter().map(|s| s * scale).collect(), f)),
             }
         } else {
             Rotation {
                 q: random_orthogonal(d, &mut rng),
                 kind: RotationKind::RandomOrthogonal,
                 seed,
+                fast: None,
             }
         }
+    }
+
+    /// `Qᵀ` applied to `lanes` interleaved vectors (element `i` of vector `l` at
+    /// `data[i · lanes + l]`): `Qᵀ v = Hᵀ (s ⊙ v) / √d` for Hadamard rotations.
+    fn apply_t_fast(&self, data: &mut [f64], lanes: usize, scratch: &mut Vec<f64>) -> bool {
+        let Some((signs, f)) = &self.fast else {
+            return false;
+        };
+        for (i, &s) in signs.iter().enumerate() {
+            let row = &mut data[i * lanes..(i + 1) * lanes];
+            for x in row {
+                *x *= s;
+            }
+        }
+        f.apply_t(data, lanes, scratch);
+        true
+    }
+
+    /// `Qᵀ` applied to `count` vectors read by `get(vector, element)`, in parallel blocks of
+    /// [`LANES`] vectors (a block's working set stays in cache); returns each block's result,
+    /// interleaved as in [`Self::apply_t_fast`].
+    fn apply_t_blocks(
+        &self,
+        count: usize,
+        get: impl Fn(usize, &mut [f64], usize) + Sync,
+    ) -> Vec<Vec<f64>> {
+        use rayon::prelude::*;
+        let d = self.dim();
+        (0..count.div_ceil(LANES))
+            .into_par_iter()
+            .map(|b| {
+                let lanes = LANES.min(count - b * LANES);
+                let mut buf = vec![0.0; d * lanes];
+                get(b * LANES, &mut buf, lanes);
+                self.apply_t_fast(&mut buf, lanes, &mut Vec::new());
+                buf
+            })
+            .collect()
     }
 
     /// Size.
     pub fn dim(&self) -> usize {
         self.q.nrows()
     }
+
+    /// `v ← Qᵀ v`.
+    pub fn apply_t(&self, v: &mut [f64]) {
+        if !self.apply_t_fast(v, 1, &mut Vec::new()) {
+            let r = self.q.transpose() * faer::ColRef::from_slice(v);
+            v.iter_mut().enumerate().for_each(|(i, x)| *x = r[i]);
+        }
+    }
+
+    /// `W ← W · Q` (`W` is `rows × d`): every row `r ← r Q`.
+    pub fn right_apply(&self, w: &mut Mat<f64>) {
+        if self.fast.is_none() {
+            *w = &*w * &self.q;
+            return;
+        }
+        // Row i is a vector; its element j is in column j.
+        let (r, d) = (w.nrows(), w.ncols());
+        let src: &Mat<f64> = w;
+        let blocks = self.apply_t_blocks(r, |first, buf, lanes| {
+            for j in 0..d {
+                buf[j * lanes..(j + 1) * lanes]
+                    .copy_from_slice(&src.col_as_slice(j)[first..first + lanes]);
+            }
+        });
+        for (b, buf) in blocks.iter().enumerate() {
+            let (first, lanes) = (b * LANES, buf.len() / d);
+            for j in 0..d {
+                w.col_as_slice_mut(j)[first..first + lanes]
+                    .copy_from_slice(&buf[j * lanes..(j + 1) * lanes]);
+            }
+        }
+    }
+
+    /// `W ← Qᵀ W` (`W` is `d × cols`): every column `c ← Qᵀ c`.
+    pub fn left_apply_t(&self, w: &mut Mat<f64>) {
+        if self.fast.is_none() {
+            *w = self.q.transpose() * &*w;
+            return;
+        }
+        // Column j is a vector; its element i is in row i.
+        let c = w.ncols();
+        let src: &Mat<f64> = w;
+        let blocks = self.apply_t_blocks(c, |first, buf, lanes| {
+            for l in 0..lanes {
+                let col = src.col_as_slice(first + l);
+                let mut i = 0;
+                while i < col.len() {
+                    buf[i * lanes + l] = col[i];
+                    i += 1;
+                }
+            }
+        });
+        for (b, buf) in blocks.iter().enumerate() {
+            let lanes = buf.len() / self.dim();
+            for l in 0..lanes {
+                let col = w.col_as_slice_mut(b * LANES + l);
+                let mut i = 0;
+                while i < col.len() {
+                    col[i] = buf[i * lanes + l];
+                    i += 1;
+                }
+            }
+        }
+    }
 }
+
+/// Vectors transformed together: 64 × d = 768 f64 is 384 KiB, an L2's worth.
+const LANES: usize = 64;
 
 fn random_orthogonal(d: usize, rng: &mut ChaCha8Rng) -> Mat<f64> {
     let g = Mat::<f64>::from_fn(d, d, |_, _| rng.sample(StandardNormal));
@@ -117,172 +229,9 @@ fn random_orthogonal(d: usize, rng: &mut ChaCha8Rng) -> Mat<f64> {
     q
 }
 
-fn is_prime(n: usize) -> bool {
-    n >= 2
-        && (2..)
-            .take_while(|k| k * k <= n)
-            .all(|k| !n.is_multiple_of(k))
-}
-
-/// Quadratic character χ(a) mod prime p: 0, 1 or −1.
-fn chi(a: usize, p: usize) -> i8 {
-    let a = a % p;
-    if a == 0 {
-        return 0;
-    }
-    if (1..p).any(|x| x * x % p == a) {
-        1
-    } else {
-        -1
-    }
-}
-
-/// Skew/symmetric conference-style core `[[0, 1ᵀ], [±1, Jacobsthal]]` of order p+1.
-fn paley_core(p: usize, skew: bool) -> Vec<Vec<i8>> {
-    let n = p + 1;
-    let mut s = vec![vec![0i8; n]; n];
-    s[0][1..].fill(1);
-    for row in &mut s[1..] {
-        row[0] = if skew { -1 } else { 1 };
-    }
-    for i in 0..p {
-        for j in 0..p {
-            s[i + 1][j + 1] = chi(j + p - i, p);
-        }
-    }
-    s
-}
-
-/// Paley I Hadamard matrix of order p+1 (p prime, p ≡ 3 mod 4).
-fn paley1(p: usize) -> Vec<i8> {
-    let n = p + 1;
-    let s = paley_core(p, true);
-    let mut h = vec![0i8; n * n];
-    for i in 0..n {
-        for j in 0..n {
-            h[i * n + j] = s[i][j] + if i == j { 1 } else { 0 };
-        }
-    }
-    h
-}
-
-/// Paley II Hadamard matrix of order 2(p+1) (p prime, p ≡ 1 mod 4).
-fn paley2(p: usize) -> Vec<i8> {
-    let m = p + 1;
-    let n = 2 * m;
-    let s = paley_core(p, false);
-    let mut h = vec![0i8; n * n];
-    for i in 0..m {
-        for j in 0..m {
-            let block: [[i8; 2]; 2] = if s[i][j] == 0 {
-                [[1, -1], [-1, -1]]
-            } else {
-                let v = s[i][j];
-                [[v, v], [v, -v]]
-            };
-            for a in 0..2 {
-                for b in 0..2 {
-                    h[(2 * i + a) * n + 2 * j + b] = block[a][b];
-                }
-            }
-        }
-    }
-    h
-}
-
-fn kron(a: &[i8], na: usize, b: &[i8], nb: usize) -> Vec<i8> {
-    let n = na * nb;
-    let mut h = vec![0i8; n * n];
-    for i in 0..na {
-        for j in 0..na {
-            for k in 0..nb {
-                for l in 0..nb {
-                    h[(i * nb + k) * n + j * nb + l] = a[i * na + j] * b[k * nb + l];
-                }
-            }
-        }
-    }
-    h
-}
-
-fn sylvester(n: usize) -> Vec<i8> {
-    let mut h = vec![1i8];
-    let mut k = 1;
-    while k < n {
-        h = kron(&[1, 1, 1, -1], 2, &h, k);
-        k *= 2;
-    }
-    h
-}
-
-/// A Hadamard matrix of order `d` (row-major ±1) and its construction, when we know one:
-/// `m · 2ᵏ` with `m` = 1, p+1 (Paley I) or 2(p+1) (Paley II), smallest `m` first.
-pub fn hadamard(d: usize) -> Option<(Vec<i8>, String)> {
-    if d == 0 {
-        return None;
-    }
-    let pow2 = 1usize << d.trailing_zeros();
-    // Try every split d = m · 2^k, preferring small m (a larger Sylvester factor).
-    let mut k = pow2;
-    while k >= 1 {
-        let m = d / k;
-        let core = if m == 1 {
-            Some((vec![1i8], "1".to_string()))
-        } else if m > 2 && m.is_multiple_of(4) && is_prime(m - 1) && (m - 1) % 4 == 3 {
-            Some((paley1(m - 1), format!("paley1({m})")))
-        } else if m.is_multiple_of(4) && m > 4 && is_prime(m / 2 - 1) && (m / 2 - 1) % 4 == 1 {
-            Some((paley2(m / 2 - 1), format!("paley2({m})")))
-        } else {
-            None
-        };
-        if let Some((core, name)) = core {
-            let h = kron(&core, m, &sylvester(k), k);
-            let construction = match (m, k) {
-                (1, k) => format!("sylvester({k})"),
-                (_, 1) => name,
-                (_, k) => format!("{name} x sylvester({k})"),
-            };
-            return Some((h, construction));
-        }
-        k /= 2;
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn check_hadamard(h: &[i8], n: usize) {
-        for i in 0..n {
-            for j in 0..n {
-                let dot: i64 = (0..n)
-                    .map(|k| h[i * n + k] as i64 * h[j * n + k] as i64)
-                    .sum();
-                assert_eq!(
-                    dot,
-                    if i == j { n as i64 } else { 0 },
-                    "order {n}, rows {i},{j}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn hadamard_constructions_are_hadamard() {
-        for d in [
-            1, 2, 4, 12, 20, 24, 28, 36, 44, 48, 60, 64, 68, 76, 96, 108, 384, 768,
-        ] {
-            let (h, name) = hadamard(d).unwrap_or_else(|| panic!("no construction for {d}"));
-            assert!(!name.is_empty());
-            check_hadamard(&h, d);
-        }
-        assert_eq!(hadamard(768).unwrap().1, "paley1(12) x sylvester(64)");
-        assert_eq!(hadamard(1024).unwrap().1, "sylvester(1024)");
-        for d in [3, 6, 10, 14, 22, 100] {
-            assert!(hadamard(d).is_none(), "{d}");
-        }
-    }
 
     fn orthogonality_error(q: &Mat<f64>) -> f64 {
         let p = q.transpose() * q;
@@ -309,6 +258,43 @@ mod tests {
         let r = Rotation::new(64, 1);
         for i in 0..64 {
             assert!((r.q[(17, i)].abs() - 0.125).abs() < 1e-15);
+        }
+    }
+
+    /// The fast products equal the dense ones (f64 rounding only), Hadamard and orthogonal, over
+    /// several blocks of vectors and a partial one.
+    #[test]
+    fn fast_products_match_dense() {
+        for (d, method) in [
+            (768, RotationMethod::Hadamard),
+            (96, RotationMethod::Hadamard),
+            (64, RotationMethod::Orthogonal),
+        ] {
+            let r = Rotation::with_method(d, 3, method);
+            let w = Mat::<f64>::from_fn(130, d, |i, j| ((i * 31 + j * 17) % 13) as f64 - 6.0);
+            let mut fast = w.clone();
+            r.right_apply(&mut fast);
+            let dense = &w * &r.q;
+            let wt = Mat::<f64>::from_fn(d, 70, |i, j| ((i * 5 + j * 11) % 9) as f64 - 4.0);
+            let mut fast_t = wt.clone();
+            r.left_apply_t(&mut fast_t);
+            let dense_t = r.q.transpose() * &wt;
+            let mut v: Vec<f64> = (0..d).map(|i| wt[(i, 2)]).collect();
+            r.apply_t(&mut v);
+            let err = |a: &Mat<f64>, b: &Mat<f64>| {
+                let mut e: f64 = 0.0;
+                for i in 0..a.nrows() {
+                    for j in 0..a.ncols() {
+                        e = e.max((a[(i, j)] - b[(i, j)]).abs());
+                    }
+                }
+                e
+            };
+            assert!(err(&fast, &dense) < 1e-12, "{d} {method:?}");
+            assert!(err(&fast_t, &dense_t) < 1e-12, "{d} {method:?}");
+            for (i, x) in v.iter().enumerate() {
+                assert!((x - dense_t[(i, 2)]).abs() < 1e-12);
+            }
         }
     }
 }
