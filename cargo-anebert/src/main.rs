@@ -52,7 +52,6 @@ fn main() {
         args.remove(1);
     }
     let cli = Cli::parse_from(args);
-    limit_heap_fragmentation();
     let result = match cli.command {
         Command::Convert(a) => convert::run(a),
         Command::Run(a) => run::run(a),
@@ -68,17 +67,5 @@ fn main() {
             eprintln!("  caused by: {cause}");
         }
         std::process::exit(1);
-    }
-}
-
-/// glibc raises its mmap threshold after large frees, after which the converter's per-layer f64
-/// matrices (10–30 MB each, freed every layer, some on rayon threads with their own arenas)
-/// fragment the heap: converting ModernBERT-base peaked at 1.24 GB instead of 0.34 GB. A fixed
-/// 1 MiB threshold keeps large buffers in their own mappings, returned to the OS when freed.
-fn limit_heap_fragmentation() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
     }
 }

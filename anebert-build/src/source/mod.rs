@@ -2,6 +2,7 @@
 //! the HuggingFace cache by [`hub`]). Either way the result is a directory the checkpoint reader
 //! opens, plus a fingerprint of the files that determine the conversion.
 
+mod digest_memo;
 pub mod hub;
 
 use hub::{FileRequest, Hub, HubError};
@@ -261,6 +262,16 @@ pub fn sha256_file(path: &Path) -> Result<String, SourceError> {
 
 /// Make the checkpoint available and fingerprint it.
 pub fn resolve(source: &Source, hub: &Hub) -> Result<Resolved, SourceError> {
+    resolve_with(source, hub, None)
+}
+
+/// [`resolve`], remembering local files' digests in `memo_dir` (see `digest_memo`) so an
+/// unchanged checkpoint is not hashed again by the next build.
+pub fn resolve_with(
+    source: &Source,
+    hub: &Hub,
+    memo_dir: Option<&Path>,
+) -> Result<Resolved, SourceError> {
     match source {
         Source::Local(dir) => {
             if !dir.join("config.json").is_file() {
@@ -282,7 +293,11 @@ pub fn resolve(source: &Source, hub: &Hub) -> Result<Resolved, SourceError> {
             let mut watch = Vec::new();
             for n in names {
                 let p = dir.join(&n);
-                fingerprint.insert(n, sha256_file(&p)?);
+                let digest = match memo_dir {
+                    Some(m) => digest_memo::sha256(&p, m, || sha256_file(&p))?,
+                    None => sha256_file(&p)?,
+                };
+                fingerprint.insert(n, digest);
                 watch.push(p);
             }
             // A file appearing later (tokenizer.json, say) changes the conversion too.
