@@ -374,6 +374,9 @@ fn ane_rule_check_catches_violations() {
             "minus_inf",
             Tensor::f32(vec![16], vec![f32::NEG_INFINITY; 16])?,
         )?;
+        // fp16 in the weight file: checked on its bits, not decoded.
+        let nan16 = f.constant("nan16", Tensor::f16(vec![64], vec![f32::NAN; 64])?)?;
+        let _ = f.cast("nan32", &nan16, DType::F32)?;
         let r = f.reshape("r", &x, &[1, 4, 1, 1, 1, 20000])?;
         let r = f.reshape("r2", &r, &[1, 4, 1, 20000])?;
         let s = f.reduce("reduce_sum", "s", &r, &[3], true)?;
@@ -390,6 +393,13 @@ fn ane_rule_check_catches_violations() {
     let rules: std::collections::BTreeSet<&str> = v.iter().map(|v| v.rule).collect();
     for want in ["rank", "dims", "dtype", "constant", "input"] {
         assert!(rules.contains(want), "no `{want}` violation in {v:#?}");
+    }
+    for constant in ["minus_inf", "nan16"] {
+        assert!(
+            v.iter()
+                .any(|v| v.rule == "constant" && v.at.contains(constant)),
+            "`{constant}` not reported in {v:#?}"
+        );
     }
 }
 

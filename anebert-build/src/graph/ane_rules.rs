@@ -55,6 +55,30 @@ fn dims_violation(shape: &[usize]) -> Option<String> {
     None
 }
 
+/// The first value of a constant that is not finite. fp16 constants in the weight file (nearly all
+/// the bytes of a package) are checked on their bits — exponent all ones is ±inf or NaN — without
+/// decoding them; anything else is decoded.
+fn first_non_finite(v: &mil::Value, pkg: &Package) -> Result<Option<f32>, String> {
+    use mil::value::Value as V;
+    if let (Some(V::BlobFileValue(b)), Some(w), Ok((DType::F16, shape))) =
+        (&v.value, pkg.weights.as_ref(), value::value_type(v))
+    {
+        let (_, bytes) = w.data(b.offset).map_err(|e| e.to_string())?;
+        let n: usize = shape.iter().product();
+        if bytes.len() != 2 * n {
+            return Err(format!("{} bytes for {n} fp16 values", bytes.len()));
+        }
+        return Ok(bytes
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .find(|bits| bits & 0x7C00 == 0x7C00)
+            .map(|bits| half::f16::from_bits(bits).to_f32()));
+    }
+    let t = value::to_tensor(v, pkg.weights.as_ref()).map_err(|e| e.to_string())?;
+    Ok(t.as_f32()
+        .and_then(|vals| vals.iter().copied().find(|x| !x.is_finite())))
+}
+
 /// Check every function of `pkg`. `fp16` additionally requires every float value to be fp16.
 pub fn check(pkg: &Package, fp16: bool) -> Vec<Violation> {
     let mut out = Vec::new();
@@ -122,20 +146,13 @@ pub fn check(pkg: &Package, fp16: bool) -> Vec<Violation> {
         }
         if op.r#type == "const" {
             if let Some(v) = op.attributes.get("val") {
-                match value::to_tensor(v, pkg.weights.as_ref()) {
-                    Ok(t) => {
-                        if let Some(vals) = t.as_f32() {
-                            if let Some(bad) = vals.iter().find(|x| !x.is_finite()) {
-                                out.push(Violation {
-                                    rule: "constant",
-                                    at: format!("const {name}"),
-                                    detail: format!(
-                                        "holds {bad} (use a finite mask value such as −1e4)"
-                                    ),
-                                });
-                            }
-                        }
-                    }
+                match first_non_finite(v, pkg) {
+                    Ok(None) => {}
+                    Ok(Some(bad)) => out.push(Violation {
+                        rule: "constant",
+                        at: format!("const {name}"),
+                        detail: format!("holds {bad} (use a finite mask value such as −1e4)"),
+                    }),
                     Err(e) => out.push(Violation {
                         rule: "constant",
                         at: format!("const {name}"),
