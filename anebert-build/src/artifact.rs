@@ -296,30 +296,49 @@ pub fn targets_apple() -> bool {
     std::env::var("CARGO_CFG_TARGET_VENDOR").as_deref() == Ok("apple")
 }
 
-/// `xcrun` on the PATH, if any.
-pub fn find_xcrun() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
+/// Where `coremlcompiler` is, or why it cannot be used. `xcrun` is on every Mac, but
+/// `coremlcompiler` ships only with Xcode.app (not the Command Line Tools), and cross toolchains
+/// bring their own `xcrun`: so the tool is looked up with `xcrun --find coremlcompiler`, never
+/// assumed from `xcrun` being on the PATH.
+pub fn find_coremlcompiler() -> Result<PathBuf, String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let xcrun = std::env::split_paths(&path)
         .map(|d| d.join("xcrun"))
         .find(|p| p.is_file())
+        .ok_or("xcrun is not on the PATH (cross-compiling?)")?;
+    let o = std::process::Command::new(&xcrun)
+        .args(["--find", "coremlcompiler"])
+        .output()
+        .map_err(|e| format!("running {}: {e}", xcrun.display()))?;
+    let found = PathBuf::from(String::from_utf8_lossy(&o.stdout).trim());
+    if o.status.success() && found.is_file() {
+        Ok(found)
+    } else {
+        Err(format!(
+            "`{} --find coremlcompiler` found no compiler (it ships with Xcode.app, not the \
+             Command Line Tools; `xcode-select -s /Applications/Xcode.app` selects it): {}",
+            xcrun.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))
+    }
 }
 
-/// Compile the artifact's package to `model.mlmodelc` with `xcrun coremlcompiler compile` (once;
-/// cached beside the package) and return the compiled directory. Core ML then loads it without the
+/// Compile the artifact's package to `model.mlmodelc` with `coremlcompiler compile` (once; cached
+/// beside the package) and return the compiled directory. Core ML then loads it without the
 /// first-load compile.
-pub fn compile_mlmodelc(a: &Artifact, xcrun: &Path) -> Result<PathBuf, ArtifactError> {
+pub fn compile_mlmodelc(a: &Artifact, coremlcompiler: &Path) -> Result<PathBuf, ArtifactError> {
     let out = a.dir.join("model.mlmodelc");
     anebert_runtime::fsx::produce_once(&out, |scratch| {
-        let o = std::process::Command::new(xcrun)
-            .args(["coremlcompiler", "compile"])
+        let o = std::process::Command::new(coremlcompiler)
+            .arg("compile")
             .arg(a.package())
             .arg(scratch)
             .output()
-            .map_err(|e| format!("running {}: {e}", xcrun.display()))?;
+            .map_err(|e| format!("running {}: {e}", coremlcompiler.display()))?;
         let compiled = scratch.join("model.mlmodelc");
         if !o.status.success() || !compiled.is_dir() {
             return Err(format!(
-                "`xcrun coremlcompiler compile` failed ({}): {}{}",
+                "`coremlcompiler compile` failed ({}): {}{}",
                 o.status,
                 String::from_utf8_lossy(&o.stderr).trim(),
                 if compiled.is_dir() {

@@ -1,7 +1,9 @@
-//! The Apple-target step of a build: `xcrun coremlcompiler compile` turns the package into a
-//! `model.mlmodelc` that is cached, placed under OUT_DIR and embedded. No Apple tool exists here,
-//! so a stand-in `xcrun` plays its part (same arguments, same output layout); one test function,
-//! because it sets process environment variables.
+//! The Apple-target step of a build: `coremlcompiler compile` (found with `xcrun --find`) turns
+//! the package into a `model.mlmodelc` that is cached, placed under OUT_DIR and embedded. No Apple
+//! tool exists here, so stand-in `xcrun` and `coremlcompiler` scripts play their parts (same
+//! arguments, same output layout) — including a Mac with only the Command Line Tools (xcrun, no
+//! coremlcompiler) and a compiler that fails: both build, embedding the .mlpackage. One test
+//! function, because it sets process environment variables.
 
 use anebert_build::{artifact, Config, Head};
 use std::os::unix::fs::PermissionsExt;
@@ -20,16 +22,27 @@ fn apple_targets_embed_a_compiled_model() {
     let bin = tmp.path().join("bin");
     std::fs::create_dir_all(&bin).unwrap();
     let calls = tmp.path().join("calls");
-    let xcrun = script(
+    let tools = tmp.path().join("Xcode/usr/bin");
+    std::fs::create_dir_all(&tools).unwrap();
+    let compiler = script(
+        &tools,
+        "coremlcompiler",
+        &format!(
+            "[ \"$1\" = compile ] || exit 2\n\
+             echo \"$2\" >> {calls}\n\
+             mkdir -p \"$3/model.mlmodelc/weights\" || exit 3\n\
+             cp \"$2/Data/com.apple.CoreML/weights/weight.bin\" \"$3/model.mlmodelc/weights/\" || exit 4\n\
+             echo program > \"$3/model.mlmodelc/model.mil\"",
+            calls = calls.display()
+        ),
+    );
+    // xcrun as Xcode's: `--find coremlcompiler` prints the tool's path.
+    script(
         &bin,
         "xcrun",
         &format!(
-            "[ \"$1\" = coremlcompiler ] && [ \"$2\" = compile ] || exit 2\n\
-             echo \"$3\" >> {calls}\n\
-             mkdir -p \"$4/model.mlmodelc/weights\" || exit 3\n\
-             cp \"$3/Data/com.apple.CoreML/weights/weight.bin\" \"$4/model.mlmodelc/weights/\" || exit 4\n\
-             echo program > \"$4/model.mlmodelc/model.mil\"",
-            calls = calls.display()
+            "[ \"$1\" = --find ] && [ \"$2\" = coremlcompiler ] && echo {} && exit 0\nexit 2",
+            compiler.display()
         ),
     );
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/modernbert-tiny");
@@ -42,18 +55,20 @@ fn apple_targets_embed_a_compiled_model() {
 
     // The compile step itself: run once, then cached.
     let (arts, _) = c.artifacts().unwrap();
-    let out = artifact::compile_mlmodelc(&arts[0], &xcrun).unwrap();
+    let out = artifact::compile_mlmodelc(&arts[0], &compiler).unwrap();
     assert_eq!(
         artifact::list_files(&out).unwrap(),
         ["model.mil", "weights/weight.bin"]
     );
-    artifact::compile_mlmodelc(&arts[0], &xcrun).unwrap();
+    artifact::compile_mlmodelc(&arts[0], &compiler).unwrap();
     assert_eq!(std::fs::read_to_string(&calls).unwrap().lines().count(), 1);
 
     // A failing compiler is a clear error naming it, with its stderr.
+    let bad_tools = tmp.path().join("BadXcode");
+    std::fs::create_dir_all(&bad_tools).unwrap();
     let bad = script(
-        &bin,
-        "xcrun-bad",
+        &bad_tools,
+        "coremlcompiler",
         "echo 'coremlcompiler: unsupported spec' >&2; exit 1",
     );
     let mut c2 = c.clone();
@@ -63,24 +78,25 @@ fn apple_targets_embed_a_compiled_model() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("xcrun coremlcompiler compile") && e.contains("unsupported spec"),
+        e.contains("coremlcompiler compile") && e.contains("unsupported spec"),
         "{e}"
     );
     assert!(!arts2[0].dir.join("model.mlmodelc").exists());
 
-    // Through the build-script path: an Apple target with xcrun on the PATH.
-    // SAFETY: this test binary has this one test, so no other thread reads the environment.
-    unsafe {
-        std::env::set_var("CARGO_CFG_TARGET_VENDOR", "apple");
-        std::env::set_var(
-            "PATH",
-            format!(
-                "{}:{}",
-                bin.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        );
-    }
+    // Through the build-script path: an Apple target with Xcode's xcrun on the PATH.
+    let system_path = std::env::var("PATH").unwrap_or_default();
+    let use_path = |dir: &Path| {
+        // SAFETY: this test binary has this one test, so no other thread reads the environment.
+        unsafe { std::env::set_var("PATH", format!("{}:{system_path}", dir.display())) }
+    };
+    // SAFETY: as above.
+    unsafe { std::env::set_var("CARGO_CFG_TARGET_VENDOR", "apple") };
+    assert!(
+        artifact::find_coremlcompiler().is_err(),
+        "no xcrun here yet"
+    );
+    use_path(&bin);
+    assert_eq!(artifact::find_coremlcompiler().unwrap(), compiler);
     let entries = c.convert().unwrap();
     assert_eq!(entries[0].compiled, ["model.mil", "weights/weight.bin"]);
     let placed = entries[0].dir.join("model.mlmodelc/weights/weight.bin");
@@ -104,4 +120,45 @@ fn apple_targets_embed_a_compiled_model() {
         code.contains("compiled: &[(\"model.mil\", ::core::include_bytes!("),
         "{code}"
     );
+
+    // A Mac with only the Command Line Tools: xcrun exists, coremlcompiler does not. The build
+    // still succeeds and embeds the .mlpackage (Core ML compiles it on first load).
+    let clt = tmp.path().join("clt");
+    std::fs::create_dir_all(&clt).unwrap();
+    script(
+        &clt,
+        "xcrun",
+        "echo 'xcrun: error: unable to find utility \"coremlcompiler\", not a developer tool or in PATH' >&2; exit 72",
+    );
+    use_path(&clt);
+    let why = artifact::find_coremlcompiler().unwrap_err();
+    assert!(
+        why.contains("Command Line Tools") && why.contains("unable to find utility"),
+        "{why}"
+    );
+    let mut c3 = c.clone();
+    c3.seq_len(32).out_dir(tmp.path().join("out-clt"));
+    let entries = c3.convert().unwrap();
+    assert!(entries[0].compiled.is_empty());
+    assert!(entries[0].spec_file().is_file() && entries[0].weights_file().unwrap().is_file());
+    assert!(!entries[0].dir.join("model.mlmodelc").exists());
+
+    // xcrun finds a compiler that fails: also a build that embeds the .mlpackage.
+    let failing = tmp.path().join("failing");
+    std::fs::create_dir_all(&failing).unwrap();
+    script(
+        &failing,
+        "xcrun",
+        &format!(
+            "[ \"$1\" = --find ] && echo {} && exit 0\nexit 2",
+            bad.display()
+        ),
+    );
+    use_path(&failing);
+    let mut c4 = c.clone();
+    c4.seq_len(40).out_dir(tmp.path().join("out-failing"));
+    let entries = c4.convert().unwrap();
+    assert!(entries[0].compiled.is_empty());
+    assert!(entries[0].spec_file().is_file() && entries[0].weights_file().unwrap().is_file());
+    assert!(!entries[0].dir.join("model.mlmodelc").exists());
 }

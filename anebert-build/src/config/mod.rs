@@ -469,19 +469,29 @@ impl Config {
         let (artifacts, watch) = self.artifacts()?;
         let root = out_dir.join("anebert");
         let mut entries = Vec::new();
-        let xcrun = artifact::targets_apple()
-            .then(artifact::find_xcrun)
-            .flatten();
-        if artifact::targets_apple() && xcrun.is_none() && std::env::var_os("CARGO").is_some() {
-            println!(
-                "cargo:warning=anebert: xcrun not found (cross-compiling?): embedding the .mlpackage; \
-                 Core ML compiles it on first load"
-            );
-        }
+        // Without a working coremlcompiler the .mlpackage is embedded and Core ML compiles it on
+        // first load: slower to start, never a failed build.
+        let fallback = |why: &str| {
+            if std::env::var_os("CARGO").is_some() {
+                println!(
+                    "cargo:warning=anebert: {why}; embedding the .mlpackage (Core ML compiles it \
+                     on first load)"
+                );
+            }
+        };
+        let compiler = if artifact::targets_apple() {
+            artifact::find_coremlcompiler()
+                .map_err(|why| fallback(&why))
+                .ok()
+        } else {
+            None
+        };
         for a in &artifacts {
             let dir = root.join(format!("{name}-s{}", a.info.seq_len()));
-            let compiled = match &xcrun {
-                Some(x) => Some(artifact::compile_mlmodelc(a, x)?),
+            let compiled = match &compiler {
+                Some(c) => artifact::compile_mlmodelc(a, c)
+                    .map_err(|e| fallback(&e.to_string()))
+                    .ok(),
                 None => None,
             };
             place(a, compiled.as_deref(), &dir)?;
