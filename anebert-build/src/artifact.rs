@@ -9,7 +9,8 @@
 //! {cache}/artifacts/{key}.lock               held while converting
 //! ```
 //!
-//! The cache is `ANEBERT_CACHE_DIR`, else `$XDG_CACHE_HOME/anebert`, else `~/.cache/anebert`.
+//! The cache is the runtime's `cache_dir()`: `ANEBERT_CACHE_DIR`, else `$XDG_CACHE_HOME/anebert`,
+//! else `~/.cache/anebert` (`~/Library/Caches/anebert` on a Mac).
 
 use crate::convert::{convert_with, ConvertOptions, Hooks, CONVERTER_KEY};
 use crate::source::Resolved;

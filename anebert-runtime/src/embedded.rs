@@ -27,19 +27,28 @@ pub struct EmbeddedModel {
 /// cache); embedded models are written under `{cache}/embedded/{key}/` when a backend needs files.
 pub const CACHE_ENV: &str = "ANEBERT_CACHE_DIR";
 
-/// `ANEBERT_CACHE_DIR`, else `$XDG_CACHE_HOME/anebert`, else `~/.cache/anebert`, else the temp dir.
+/// anebert's cache directory: `ANEBERT_CACHE_DIR`; else, on Apple platforms,
+/// `$HOME/Library/Caches/anebert` (an iOS app may write only inside its container — `Documents/`,
+/// `Library/`, `tmp/` — and `Library/Caches` is also the macOS convention; iOS may purge it, and
+/// everything in it is rebuilt when missing); elsewhere `$XDG_CACHE_HOME/anebert`, else
+/// `~/.cache/anebert`; the temp dir when there is no home.
 pub fn cache_dir() -> PathBuf {
-    let env = |n: &str| {
-        std::env::var_os(n)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
+    cache_dir_for(cfg!(target_vendor = "apple"), &|n| std::env::var_os(n))
+}
+
+/// [`cache_dir`] for a platform (`apple`) and an environment (`env`), so both rules are testable
+/// on any host.
+fn cache_dir_for(apple: bool, env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> PathBuf {
+    let var = |n: &str| env(n).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = var(CACHE_ENV) {
+        return dir;
+    }
+    let base = if apple {
+        var("HOME").map(|h| h.join("Library").join("Caches"))
+    } else {
+        var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|h| h.join(".cache")))
     };
-    env(CACHE_ENV).unwrap_or_else(|| {
-        env("XDG_CACHE_HOME")
-            .or_else(|| env("HOME").map(|h| h.join(".cache")))
-            .unwrap_or_else(std::env::temp_dir)
-            .join("anebert")
-    })
+    base.unwrap_or_else(std::env::temp_dir).join("anebert")
 }
 
 impl EmbeddedModel {
@@ -120,5 +129,47 @@ impl EmbeddedModel {
         })();
         let _ = std::fs::remove_dir_all(&tmp);
         result.map(|()| pkg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cache directory per platform: iOS apps may only write inside their container.
+    #[test]
+    fn cache_dir_per_platform() {
+        use std::ffi::OsString;
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |n: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == n)
+                    .map(|(_, v)| OsString::from(v))
+            }
+        };
+        let home = env(&[("HOME", "/var/mobile/Containers/Data/Application/X")]);
+        assert_eq!(
+            cache_dir_for(true, &home),
+            Path::new("/var/mobile/Containers/Data/Application/X/Library/Caches/anebert")
+        );
+        assert_eq!(
+            cache_dir_for(false, &env(&[("HOME", "/home/u")])),
+            Path::new("/home/u/.cache/anebert")
+        );
+        let xdg = env(&[("HOME", "/Users/u"), ("XDG_CACHE_HOME", "/x")]);
+        assert_eq!(cache_dir_for(false, &xdg), Path::new("/x/anebert"));
+        assert_eq!(
+            cache_dir_for(true, &xdg),
+            Path::new("/Users/u/Library/Caches/anebert")
+        );
+        let set = env(&[("HOME", "/h"), ("ANEBERT_CACHE_DIR", "/c")]);
+        for apple in [true, false] {
+            assert_eq!(cache_dir_for(apple, &set), Path::new("/c"));
+        }
+        let none = env(&[("HOME", "")]);
+        assert_eq!(
+            cache_dir_for(true, &none),
+            std::env::temp_dir().join("anebert")
+        );
     }
 }

@@ -204,7 +204,8 @@ impl Config {
         self
     }
 
-    /// The artifact cache (default `ANEBERT_CACHE_DIR` or `~/.cache/anebert`).
+    /// The artifact cache (default `ANEBERT_CACHE_DIR`, else `~/.cache/anebert`, or
+    /// `~/Library/Caches/anebert` on a Mac).
     pub fn cache_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
         self.cache_dir = Some(dir.into());
         self
