@@ -353,7 +353,8 @@ fn walk(
         };
         ops.push(OpPlacement {
             function: function.to_string(),
-            op_type: unsafe { op.operatorName() }.to_string(),
+            op_type: super::placement::mil_op_type(&unsafe { op.operatorName() }.to_string())
+                .to_string(),
             outputs: unsafe { op.outputs() }
                 .iter()
                 .map(|o| unsafe { o.name() }.to_string())

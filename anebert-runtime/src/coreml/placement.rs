@@ -43,6 +43,22 @@ impl fmt::Display for ComputeDevice {
     }
 }
 
+/// The MIL op type of an `MLComputePlan` operator name: Core ML names opset-versioned ops with
+/// their opset (`ios17.cast`, `ios16.reduce_mean`); reports, the `const` exclusion and
+/// `by_op_type` want the plain type.
+pub fn mil_op_type(operator_name: &str) -> &str {
+    match operator_name.split_once('.') {
+        Some((opset, op)) if is_opset(opset) => op,
+        _ => operator_name,
+    }
+}
+
+/// `ios17`, `macos15`, …: lowercase letters, then digits.
+fn is_opset(s: &str) -> bool {
+    let digits = s.trim_start_matches(|c: char| c.is_ascii_lowercase());
+    digits.len() < s.len() && !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// One ML Program operation and where Core ML placed it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OpPlacement {
@@ -262,6 +278,16 @@ impl fmt::Display for Placement {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn opset_prefixes_are_stripped() {
+        assert_eq!(mil_op_type("ios17.cast"), "cast");
+        assert_eq!(mil_op_type("ios16.reduce_mean"), "reduce_mean");
+        assert_eq!(mil_op_type("ios17.const"), "const");
+        assert_eq!(mil_op_type("conv"), "conv");
+        assert_eq!(mil_op_type("custom.op"), "custom.op");
+        assert_eq!(mil_op_type("ios.x"), "ios.x");
+    }
+
     use super::*;
     use ComputeDevice::{Cpu, Gpu, NeuralEngine};
 
