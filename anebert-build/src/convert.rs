@@ -291,6 +291,12 @@ pub struct Hooks<'a> {
 
 static NO_DIGESTS: BTreeMap<String, String> = BTreeMap::new();
 
+/// Progress steps of converting `layers` layers: the embeddings, each layer, the head, and
+/// writing the package (the last, reported by [`convert_with`]).
+fn progress_steps(layers: usize) -> usize {
+    layers + 3
+}
+
 impl Default for Hooks<'_> {
     fn default() -> Self {
         Hooks {
@@ -363,8 +369,7 @@ pub fn convert_dir_with(
     };
     let res = pb.function("main", |f| {
         let run = || -> Result<(), ConvertError> {
-            // Steps: embeddings, each layer, the head, writing (reported by `convert_with`).
-            let total = meta.layers + 3;
+            let total = progress_steps(meta.layers);
             let step = |done: usize, next: &str| (hooks.progress)(Progress { done, total, next });
             let mut g = Emitter::new(f, gopts, meta.hidden)?;
             step(0, "embeddings");
@@ -503,10 +508,10 @@ pub fn convert_with(
     hooks: Hooks,
 ) -> Result<Summary, ConvertError> {
     let (built, mut summary) = convert_dir_with(dir, o, hooks)?;
-    let layers = summary.metadata.num_layers;
+    let total = progress_steps(summary.metadata.num_layers);
     (hooks.progress)(Progress {
-        done: layers + 2,
-        total: layers + 3,
+        done: total - 1,
+        total,
         next: "writing the package",
     });
     let start = Instant::now();

@@ -227,10 +227,9 @@ impl Checkpoint {
         let mut out = self.sha256.clone();
         for s in &self.shards {
             // A hub fingerprint holds git sha1s for files outside LFS: only sha256s are reused.
-            let sha256 = |d: &&String| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit());
             let digest = known
                 .get(&s.name)
-                .filter(sha256)
+                .filter(|d| is_hex(d, 64))
                 .cloned()
                 .unwrap_or_else(|| {
                     // Hash in slices, giving the pages back as we go: the file is mapped, not read,
@@ -540,4 +539,9 @@ pub(crate) fn read_json_text(path: &Path) -> Result<String, CheckpointError> {
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Is `s` exactly `len` hex digits (a digest as [`hex`] writes it, in either case)?
+pub(crate) fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }

@@ -286,6 +286,23 @@ impl Config {
         Ok(name)
     }
 
+    /// The artifact cache: `.cache_dir(...)`, else the default.
+    fn cache(&self) -> PathBuf {
+        self.cache_dir
+            .clone()
+            .unwrap_or_else(artifact::default_cache_dir)
+    }
+
+    /// Make the checkpoint available and fingerprint it, remembering local files' digests in
+    /// the cache (`digests/`) so an unchanged checkpoint is hashed once across builds.
+    fn resolve(
+        &self,
+        source: &source::Source,
+        hub: HubConfig,
+    ) -> Result<source::Resolved, source::SourceError> {
+        source::resolve_with(source, &Hub::new(hub), Some(&self.cache().join("digests")))
+    }
+
     fn options(&self, seq_len: usize) -> ConvertOptions {
         let s = &self.spec;
         let mut o = ConvertOptions::new(s.head, seq_len);
@@ -334,12 +351,9 @@ impl Config {
                 return Ok((p, watch));
             }
         }
-        let hub = Hub::new(hub_config);
-        let cache = self
-            .cache_dir
-            .clone()
-            .unwrap_or_else(artifact::default_cache_dir);
-        let resolved = source::resolve_with(&source, &hub, Some(&cache.join("digests")))
+        let cache = self.cache();
+        let resolved = self
+            .resolve(&source, hub_config)
             .map_err(|e| wrap(e.into()))?;
         let mut out = Vec::new();
         let start = std::time::Instant::now();
@@ -433,8 +447,10 @@ impl Config {
     /// cache, or a download when not cached) — to tell whether a prepared artifact is stale.
     pub fn current_keys(&self) -> Result<Vec<(usize, String)>, BuildError> {
         let (_, source) = self.source()?;
-        let hub = Hub::new(self.hub.clone().unwrap_or_else(HubConfig::from_env));
-        let resolved = source::resolve(&source, &hub)?;
+        let resolved = self.resolve(
+            &source,
+            self.hub.clone().unwrap_or_else(HubConfig::from_env),
+        )?;
         Ok(self
             .checked_seq_lens()?
             .into_iter()

@@ -217,11 +217,24 @@ fn centre_and_rotate(t: &mut Table, rot: &Rotation) {
             .chunks_exact(d)
             .map(|r| r.iter().map(|&x| x as f64).sum::<f64>() / d as f64)
             .collect();
-        let mut r = Mat::from_fn(n, d, |i, j| rows[i * d + j] as f64 - means[i]);
+        // Column by column, with plain index loops: faer's element accessors cost a call per
+        // element in an unoptimized build script (as in `Checkpoint::matrix`).
+        let mut r = Mat::<f64>::zeros(n, d);
+        for j in 0..d {
+            let col = r.col_as_slice_mut(j);
+            let mut i = 0;
+            while i < n {
+                col[i] = rows[i * d + j] as f64 - means[i];
+                i += 1;
+            }
+        }
         rot.right_apply(&mut r);
-        for i in 0..n {
-            for j in 0..d {
-                rows[i * d + j] = r[(i, j)] as f32;
+        for j in 0..d {
+            let col = r.col_as_slice(j);
+            let mut i = 0;
+            while i < n {
+                rows[i * d + j] = col[i] as f32;
+                i += 1;
             }
         }
     }

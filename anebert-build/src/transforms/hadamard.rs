@@ -117,11 +117,6 @@ pub struct Factors {
 }
 
 impl Factors {
-    /// Order `d = m · k`.
-    pub fn order(&self) -> usize {
-        self.m * self.k
-    }
-
     /// The dense matrix, row-major.
     pub fn dense(&self) -> Vec<i8> {
         kron(&self.core, self.m, &sylvester(self.k), self.k)

@@ -118,9 +118,9 @@ impl Rotation {
         true
     }
 
-    /// `Qᵀ` applied to `count` vectors read by `get(vector, element)`, in parallel blocks of
-    /// [`LANES`] vectors (a block's working set stays in cache); returns each block's result,
-    /// interleaved as in [`Self::apply_t_fast`].
+    /// `Qᵀ` applied to `count` vectors in parallel blocks of [`LANES`] vectors (a block's working
+    /// set stays in cache). `get(first, buf, lanes)` fills `buf` with vectors `first..first +
+    /// lanes`, interleaved as in [`Self::apply_t_fast`]; returns each block's result so.
     fn apply_t_blocks(
         &self,
         count: usize,
@@ -130,11 +130,11 @@ impl Rotation {
         let d = self.dim();
         (0..count.div_ceil(LANES))
             .into_par_iter()
-            .map(|b| {
+            .map_init(Vec::new, |scratch, b| {
                 let lanes = LANES.min(count - b * LANES);
                 let mut buf = vec![0.0; d * lanes];
                 get(b * LANES, &mut buf, lanes);
-                self.apply_t_fast(&mut buf, lanes, &mut Vec::new());
+                self.apply_t_fast(&mut buf, lanes, scratch);
                 buf
             })
             .collect()

@@ -2,6 +2,7 @@
 //! snapshot links that point at blobs.
 
 use super::error::{io_err, HubError};
+use crate::checkpoint::is_hex;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 use std::fs::{self, File};
@@ -14,10 +15,6 @@ pub(super) fn normalize_etag(e: &str) -> String {
         .trim_start_matches("W/")
         .trim_matches('"')
         .to_string()
-}
-
-pub(super) fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 pub(super) fn is_commit(s: &str) -> bool {
