@@ -94,6 +94,28 @@ pub(crate) fn gemm(a: &[f32], am: Mat, b: &[f32], bm: Mat, c: &mut [f32], cm: Ma
         );
         faer::linalg::matmul::matmul(cv, Accum::Replace, av, bv, 1.0f32, par);
     }
+    if matches!(par, Par::Seq) {
+        clean_vector_state();
+    } else {
+        rayon::broadcast(|_| clean_vector_state());
+    }
+}
+
+/// faer's AVX / AVX-512 kernels may return with the upper halves of the vector registers dirty.
+/// On Intel cores every later legacy-SSE instruction on that thread — all code built for baseline
+/// x86-64, ours and libm's — then pays a state-transition penalty until the next `vzeroupper`
+/// (measured: the softmax after an attention GEMM ran 5× slower). So each thread that took part in
+/// a product clears the state afterwards. A no-op elsewhere and on CPUs without AVX.
+fn clean_vector_state() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        #[target_feature(enable = "avx")]
+        fn zero_upper() {
+            std::arch::x86_64::_mm256_zeroupper()
+        }
+        // SAFETY: the CPU supports AVX (checked above).
+        unsafe { zero_upper() }
+    }
 }
 
 fn add_bias(out: &mut [f32], bias: &[f32], channels: usize, inner: usize) {
