@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// Write an SVG plot of latency and tokens/s against sequence length.
     #[arg(long)]
     plot: Option<PathBuf>,
+    /// CPU backends: after the timed runs, run as many again with per-op timing and print where
+    /// the time goes, per op type.
+    #[arg(long)]
+    profile: bool,
 }
 
 /// One measured point.
@@ -162,6 +166,9 @@ fn measure(label: &str, package: &Path, backend: &str, a: &BenchArgs) -> Result<
         samples.push(t.elapsed().as_secs_f64() * 1e3);
     }
     samples.sort_by(f64::total_cmp);
+    if a.profile && model.backend() == Backend::Cpu {
+        print_profile(package, &options, &inputs, a.runs.max(1))?;
+    }
     let p50 = percentile(&samples, 50.0);
     Ok(Point {
         model: label.to_string(),
@@ -184,6 +191,42 @@ fn measure(label: &str, package: &Path, backend: &str, a: &BenchArgs) -> Result<
         peak_rss_bytes: peak_rss(),
         ane_share,
     })
+}
+
+/// Per-op-type wall time of `runs` CPU runs, largest first (the model loaded once more, so the
+/// timed runs above are not slowed by the timer).
+fn print_profile(
+    package: &Path,
+    options: &Options,
+    inputs: &BTreeMap<String, anebert::Tensor>,
+    runs: usize,
+) -> Result<()> {
+    let pkg = Package::open(package)?;
+    let m = anebert::cpu::CpuModel::load(&pkg, options.get_function(), options.get_precision())?;
+    let inputs = inputs
+        .iter()
+        .map(|(k, v)| (k.clone(), std::sync::Arc::new(v.clone())))
+        .collect();
+    let mut prof = anebert::cpu::OpProfile::new();
+    for _ in 0..runs {
+        m.predict_profiled(&inputs, &mut prof)?;
+    }
+    let total: f64 = prof.values().map(|(_, d)| d.as_secs_f64()).sum();
+    let mut rows: Vec<_> = prof.into_iter().collect();
+    rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
+    println!(
+        "  per-op time over {runs} run(s), {:.2} ms per run:",
+        total * 1e3 / runs as f64
+    );
+    for (op, (n, d)) in rows {
+        let ms = d.as_secs_f64() * 1e3 / runs as f64;
+        println!(
+            "    {op:<22} {:>6} steps/run {ms:>9.2} ms/run {:>5.1} %",
+            n / runs,
+            100.0 * d.as_secs_f64() / total.max(1e-12)
+        );
+    }
+    Ok(())
 }
 
 pub fn run(mut a: BenchArgs) -> Result<()> {

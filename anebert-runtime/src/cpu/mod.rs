@@ -21,8 +21,10 @@
 
 mod ops;
 mod plan;
+mod pool;
 
 pub use ops::SUPPORTED;
+pub use plan::OpProfile;
 
 use crate::package::Package;
 use crate::tensor::Tensor;
@@ -176,6 +178,16 @@ impl CpuModel {
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<BTreeMap<String, Tensor>, CpuError> {
         self.plan.run(inputs, self.precision)
+    }
+
+    /// Run like [`predict_arc`](Self::predict_arc), adding each op's wall time to `profile` (per op
+    /// type) — what `cargo anebert bench --profile` prints.
+    pub fn predict_profiled(
+        &self,
+        inputs: &BTreeMap<String, Arc<Tensor>>,
+        profile: &mut OpProfile,
+    ) -> Result<BTreeMap<String, Tensor>, CpuError> {
+        self.plan.run_timed(inputs, self.precision, Some(profile))
     }
 
     /// Run with shared inputs (avoids copying large tensors).

@@ -3,10 +3,11 @@
 //! its last use so peak memory tracks the live set, not the whole graph.
 
 use super::ops::{self, Ctx, Kernel};
+use super::pool::Pool;
 use super::{CpuError, Precision};
 use crate::package::{op_name, BlobStorage};
 use crate::proto::mil_spec as mil;
-use crate::tensor::{round_to_f16, Tensor};
+use crate::tensor::{round_to_f16, Tensor, TensorData};
 use crate::types::TensorType;
 use crate::value;
 use std::collections::{BTreeMap, HashMap};
@@ -21,6 +22,9 @@ pub(crate) struct Step {
     free: Vec<usize>,
 }
 
+/// Time per op type over one or more runs: (steps executed, total wall time).
+pub type OpProfile = BTreeMap<String, (usize, std::time::Duration)>;
+
 pub(crate) struct Plan {
     pub inputs: Vec<(String, TensorType)>,
     input_slots: Vec<usize>,
@@ -28,6 +32,10 @@ pub(crate) struct Plan {
     pub steps: Vec<Step>,
     outputs: Vec<(String, usize, TensorType)>,
     n_slots: usize,
+    /// Which slots hold step outputs (not inputs or constants).
+    computed: Vec<bool>,
+    /// Storage of freed activations, kept across runs (see `pool`).
+    pool: Pool,
 }
 
 fn load_err(op: &mil::Operation, msg: impl Into<String>) -> CpuError {
@@ -246,6 +254,10 @@ impl Plan {
                 steps[i].free.push(s);
             }
         }
+        let mut computed = vec![false; n_slots];
+        for (s, _, _) in steps.iter().flat_map(|st| &st.outputs) {
+            computed[*s] = true;
+        }
         Ok(Plan {
             inputs,
             input_slots,
@@ -253,6 +265,8 @@ impl Plan {
             steps,
             outputs,
             n_slots,
+            computed,
+            pool: Pool::default(),
         })
     }
 
@@ -280,7 +294,24 @@ impl Plan {
         inputs: &BTreeMap<String, Arc<Tensor>>,
         precision: Precision,
     ) -> Result<BTreeMap<String, Tensor>, CpuError> {
+        self.run_timed(inputs, precision, None)
+    }
+
+    /// Run, adding each step's wall time to `profile` (per op type: count, time) when given.
+    pub fn run_timed(
+        &self,
+        inputs: &BTreeMap<String, Arc<Tensor>>,
+        precision: Precision,
+        mut profile: Option<&mut OpProfile>,
+    ) -> Result<BTreeMap<String, Tensor>, CpuError> {
+        // This run's buffers; handed back to the plan when it ends, also on error.
+        let pool = PoolLease {
+            run: self.pool.drain(),
+            home: &self.pool,
+        };
         let mut slots: Vec<Option<Arc<Tensor>>> = vec![None; self.n_slots];
+        // Float values computed by the steps and still alive, and their maximum: the pool's limit.
+        let (mut live, mut peak) = (0usize, 0usize);
         for (s, t) in &self.consts {
             slots[*s] = Some(t.clone());
         }
@@ -307,6 +338,7 @@ impl Plan {
             slots[s] = Some(prepare_input(name, t, ty, precision)?);
         }
         for st in &self.steps {
+            let started = profile.as_ref().map(|_| std::time::Instant::now());
             let mut args: BTreeMap<&str, Vec<Arc<Tensor>>> = BTreeMap::new();
             for (k, ss) in &st.args {
                 args.insert(
@@ -323,7 +355,13 @@ impl Plan {
                 output: first_out.clone(),
                 msg,
             };
-            let ctx = Ctx::new(&st.op_type, &args, precision == Precision::Fp16Ane).map_err(err)?;
+            let ctx = Ctx::new(
+                &st.op_type,
+                &args,
+                precision == Precision::Fp16Ane,
+                &pool.run,
+            )
+            .map_err(err)?;
             let results = (st.kernel)(&ctx).map_err(err)?;
             drop(ctx);
             drop(args);
@@ -364,10 +402,28 @@ impl Plan {
                         round_to_f16(v);
                     }
                 }
+                if let Some(v) = t.as_f32() {
+                    live += v.len();
+                }
                 slots[*s] = Some(Arc::new(t));
             }
+            peak = peak.max(live);
+            pool.run.raise_limit(peak);
             for &s in &st.free {
-                slots[s] = None;
+                let Some(a) = slots[s].take() else { continue };
+                if self.computed[s] {
+                    live -= a.as_f32().map_or(0, <[f32]>::len);
+                }
+                if let Ok(t) = Arc::try_unwrap(a) {
+                    if let (_, _, TensorData::Float(v)) = t.into_parts() {
+                        pool.run.give(v);
+                    }
+                }
+            }
+            if let (Some(p), Some(t)) = (profile.as_deref_mut(), started) {
+                let e = p.entry(st.op_type.clone()).or_default();
+                e.0 += 1;
+                e.1 += t.elapsed();
             }
         }
         Ok(self
@@ -381,6 +437,18 @@ impl Plan {
                 )
             })
             .collect())
+    }
+}
+
+/// A run's pool, returned to the plan's when the run ends (even on an error).
+struct PoolLease<'a> {
+    run: Pool,
+    home: &'a Pool,
+}
+
+impl Drop for PoolLease<'_> {
+    fn drop(&mut self) {
+        self.home.absorb(std::mem::take(&mut self.run));
     }
 }
 

@@ -13,22 +13,39 @@ pub(crate) fn broadcast_map<A: Copy, B: Copy, O>(
     bsh: &[usize],
     f: impl Fn(A, B) -> O,
 ) -> Result<(Vec<O>, Vec<usize>), String> {
+    let mut v = Vec::new();
+    let sh = broadcast_into(a, ash, b, bsh, &mut v, f)?;
+    Ok((v, sh))
+}
+
+/// [`broadcast_map`] appending to a given (empty, possibly recycled) buffer; returns the shape.
+pub(crate) fn broadcast_into<A: Copy, B: Copy, O>(
+    a: &[A],
+    ash: &[usize],
+    b: &[B],
+    bsh: &[usize],
+    v: &mut Vec<O>,
+    f: impl Fn(A, B) -> O,
+) -> Result<Vec<usize>, String> {
     let out = broadcast_shapes(ash, bsh)?;
-    if ash == bsh {
-        return Ok((a.iter().zip(b).map(|(&x, &y)| f(x, y)).collect(), out));
-    }
     let total: usize = out.iter().product();
+    v.reserve(total);
+    if ash == bsh {
+        v.extend(a.iter().zip(b).map(|(&x, &y)| f(x, y)));
+        return Ok(out);
+    }
     if b.len() == 1 && a.len() == total {
         let y = b[0];
-        return Ok((a.iter().map(|&x| f(x, y)).collect(), out));
+        v.extend(a.iter().map(|&x| f(x, y)));
+        return Ok(out);
     }
     if a.len() == 1 && b.len() == total {
         let x = a[0];
-        return Ok((b.iter().map(|&y| f(x, y)).collect(), out));
+        v.extend(b.iter().map(|&y| f(x, y)));
+        return Ok(out);
     }
-    let mut v = Vec::with_capacity(total);
     if total == 0 {
-        return Ok((v, out));
+        return Ok(out);
     }
     let r = out.len();
     let bstr = |sh: &[usize]| {
@@ -50,8 +67,23 @@ pub(crate) fn broadcast_map<A: Copy, B: Copy, O>(
     let mut idx = vec![0usize; r - 1];
     let (mut oa, mut ob) = (0usize, 0usize);
     for _ in 0..total / inner {
-        for j in 0..inner {
-            v.push(f(a[oa + j * ia], b[ob + j * ib]));
+        // Contiguous or broadcast rows get loops without index arithmetic (vectorizable).
+        match (ia, ib) {
+            (1, 1) => v.extend(
+                a[oa..oa + inner]
+                    .iter()
+                    .zip(&b[ob..ob + inner])
+                    .map(|(&x, &y)| f(x, y)),
+            ),
+            (1, 0) => {
+                let y = b[ob];
+                v.extend(a[oa..oa + inner].iter().map(|&x| f(x, y)))
+            }
+            (0, 1) => {
+                let x = a[oa];
+                v.extend(b[ob..ob + inner].iter().map(|&y| f(x, y)))
+            }
+            _ => v.extend((0..inner).map(|j| f(a[oa + j * ia], b[ob + j * ib]))),
         }
         for d in (0..r - 1).rev() {
             idx[d] += 1;
@@ -65,7 +97,7 @@ pub(crate) fn broadcast_map<A: Copy, B: Copy, O>(
             idx[d] = 0;
         }
     }
-    Ok((v, out))
+    Ok(out)
 }
 
 /// Copy `data` of shape `sh` broadcast to `out`.
@@ -81,7 +113,8 @@ fn arith(c: &Ctx, ff: fn(f32, f32) -> f32, fi: Option<IntOp>) -> OpResult {
     let (x, y) = (c.t("x")?, c.t("y")?);
     match (x.data(), y.data()) {
         (TensorData::Float(a), TensorData::Float(b)) => {
-            let (v, sh) = broadcast_map(a, x.shape(), b, y.shape(), ff)?;
+            let mut v = c.buf(a.len().max(b.len()));
+            let sh = broadcast_into(a, x.shape(), b, y.shape(), &mut v, ff)?;
             Ok(vec![float_out(x.dtype(), sh, v)?])
         }
         (TensorData::Int(a), TensorData::Int(b)) => {
@@ -266,48 +299,51 @@ fn erf(x: f32) -> f32 {
 }
 
 pub fn float_unary(c: &Ctx) -> OpResult {
+    use super::fast_math;
     let x = c.t("x")?;
     let v = x
         .as_f32()
         .ok_or_else(|| format!("`{}` takes fp16/fp32, got {}", c.op, x.dtype()))?;
-    let out: Vec<f32> = match c.op {
-        "sqrt" => v.iter().map(|x| x.sqrt()).collect(),
+    let mut out = c.buf(v.len());
+    // One monomorphic loop per op (vectorizable where the body is plain arithmetic).
+    macro_rules! each {
+        (|$x:ident| $body:expr) => {
+            out.extend(v.iter().map(|&$x| $body))
+        };
+    }
+    match c.op {
+        "sqrt" => each!(|x| x.sqrt()),
         "rsqrt" => {
             let e = c.scalar_f32("epsilon")?;
-            v.iter().map(|x| 1.0 / (x + e).sqrt()).collect()
+            each!(|x| 1.0 / (x + e).sqrt())
         }
-        "exp" => v.iter().map(|x| x.exp()).collect(),
+        "exp" => each!(|x| x.exp()),
         "log" => {
             let e = c.scalar_f32("epsilon")?;
-            v.iter().map(|x| (x + e).ln()).collect()
+            each!(|x| (x + e).ln())
         }
-        "erf" => v.iter().map(|&x| erf(x)).collect(),
-        "tanh" => v.iter().map(|x| x.tanh()).collect(),
-        "sigmoid" => v.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect(),
-        "sin" => v.iter().map(|x| x.sin()).collect(),
-        "cos" => v.iter().map(|x| x.cos()).collect(),
+        "erf" => each!(|x| erf(x)),
+        "tanh" => each!(|x| x.tanh()),
+        "sigmoid" => each!(|x| fast_math::sigmoid(x)),
+        "sin" => each!(|x| x.sin()),
+        "cos" => each!(|x| x.cos()),
         "inverse" => {
             let e = c.scalar_f32("epsilon")?;
-            v.iter().map(|x| 1.0 / (x + e)).collect()
+            each!(|x| 1.0 / (x + e))
         }
-        "silu" => v.iter().map(|&x| x / (1.0 + (-x).exp())).collect(),
+        "silu" => each!(|x| x * fast_math::sigmoid(x)),
         "gelu" => match c.string("mode")?.as_str() {
-            "EXACT" => v
-                .iter()
-                .map(|&x| 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2)))
-                .collect(),
+            "EXACT" => each!(|x| fast_math::gelu_exact(x)),
             "TANH_APPROXIMATION" => {
                 let k = (2.0f32 / std::f32::consts::PI).sqrt();
-                v.iter()
-                    .map(|&x| 0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh()))
-                    .collect()
+                each!(|x| 0.5 * x * (1.0 + (k * (x + 0.044715 * x * x * x)).tanh()))
             }
-            "SIGMOID_APPROXIMATION" => v.iter().map(|&x| x / (1.0 + (-1.702 * x).exp())).collect(),
+            "SIGMOID_APPROXIMATION" => each!(|x| x * fast_math::sigmoid(1.702 * x)),
             m => return Err(format!("unknown gelu mode {m:?}")),
         },
-        "floor" => v.iter().map(|x| x.floor()).collect(),
-        "ceil" => v.iter().map(|x| x.ceil()).collect(),
-        "round" => v.iter().map(|x| x.round_ties_even()).collect(),
+        "floor" => each!(|x| x.floor()),
+        "ceil" => each!(|x| x.ceil()),
+        "round" => each!(|x| x.round_ties_even()),
         op => return Err(format!("no float kernel for `{op}`")),
     };
     Ok(vec![float_out(x.dtype(), x.shape().to_vec(), out)?])

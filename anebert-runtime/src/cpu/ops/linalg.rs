@@ -180,7 +180,7 @@ pub fn conv(c: &Ctx) -> OpResult {
     let (oh, ow) = (gh.out, gw.out);
     let (ip, op) = (ih * iw, oh * ow);
     let kk = cin_g * kh * kw;
-    let mut out = vec![0f32; n * cout * op];
+    let mut out = c.zeros(n * cout * op);
     let pointwise = kh == 1
         && kw == 1
         && sh == 1
@@ -252,7 +252,7 @@ pub fn linear(c: &Ctx) -> OpResult {
     let ws = w.shape();
     let (din, dout) = (ws[1], ws[0]);
     let m = xv.len() / din.max(1);
-    let mut out = vec![0f32; m * dout];
+    let mut out = c.zeros(m * dout);
     gemm(
         xv,
         Mat::row_major(m, din),
@@ -301,7 +301,7 @@ pub fn matmul(c: &Ctx) -> OpResult {
     let batch = dims::broadcast_shapes(xb, yb)?;
     let nb: usize = batch.iter().product();
     let (m, n) = (xm.rows, ym.cols);
-    let mut out = vec![0f32; nb * m * n];
+    let mut out = c.zeros(nb * m * n);
     let bstrides = |sh: &[usize], mat: usize| {
         let s = strides(sh);
         let pad = batch.len() - sh.len();
@@ -370,7 +370,7 @@ pub fn einsum(c: &Ctx) -> OpResult {
     };
     let (nn, hh) = (a4[0].max(b4[0]), a4[2].max(b4[2]));
     let (cc, ww, uu) = (a4[1], a4[3], b4[3]);
-    let mut out = vec![0f32; nn * cc * hh * uu];
+    let mut out = c.zeros(nn * cc * hh * uu);
     for n in 0..nn {
         for h in 0..hh {
             let (an, ah) = (

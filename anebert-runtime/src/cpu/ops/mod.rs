@@ -14,11 +14,13 @@ macro_rules! map_data {
 }
 
 mod elementwise;
+mod fast_math;
 mod linalg;
 mod reduce;
 mod select;
 mod shape;
 
+use super::pool::Pool;
 use crate::dtype::DType;
 use crate::op_table::{self, OpInputs, View};
 use crate::tensor::Tensor;
@@ -38,6 +40,7 @@ pub(crate) struct Ctx<'a> {
     /// fp16 ANE simulation: kernels with internal fp16 steps (layer_norm, softmax, ...) use it.
     pub fp16: bool,
     out: Vec<Vec<usize>>,
+    pool: &'a Pool,
 }
 
 impl OpInputs for Ctx<'_> {
@@ -68,12 +71,14 @@ impl<'a> Ctx<'a> {
         op: &'a str,
         args: &'a BTreeMap<&'a str, Vec<Arc<Tensor>>>,
         fp16: bool,
+        pool: &'a Pool,
     ) -> Result<Self, String> {
         let mut c = Ctx {
             op,
             args,
             fp16,
             out: Vec::new(),
+            pool,
         };
         c.out = op_table::output_types(op, &c)?
             .iter()
@@ -87,6 +92,16 @@ impl<'a> Ctx<'a> {
 
     fn view(&self) -> View<'_> {
         View::new(self.op, self)
+    }
+
+    /// An empty float buffer with room for `n` values, recycled when possible: output storage.
+    pub fn buf(&self, n: usize) -> Vec<f32> {
+        self.pool.take(n)
+    }
+
+    /// `n` zeros in a recycled buffer.
+    pub fn zeros(&self, n: usize) -> Vec<f32> {
+        self.pool.zeros(n)
     }
 
     /// How many outputs the rule gives.

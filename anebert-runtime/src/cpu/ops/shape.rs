@@ -128,10 +128,11 @@ pub fn concat(c: &Ctx) -> OpResult {
     let interleave = c.boolean("interleave")?;
     let oshape = c.out_shape(0).to_vec();
     let (outer, _, inner) = split3(first.shape(), a, a);
+    let total: usize = oshape.iter().product();
     macro_rules! cat {
-        ($get:ident) => {{
+        ($get:ident, $buf:expr) => {{
             let parts: Vec<&[_]> = vals.iter().map(|v| v.$get().unwrap()).collect();
-            let mut o = Vec::with_capacity(oshape.iter().product());
+            let mut o = $buf;
             if interleave {
                 let n = first.shape()[a];
                 for oi in 0..outer {
@@ -153,9 +154,9 @@ pub fn concat(c: &Ctx) -> OpResult {
         }};
     }
     let data = match first.data() {
-        TensorData::Float(_) => TensorData::Float(cat!(as_f32)),
-        TensorData::Int(_) => TensorData::Int(cat!(as_i32)),
-        TensorData::Bool(_) => TensorData::Bool(cat!(as_bool)),
+        TensorData::Float(_) => TensorData::Float(cat!(as_f32, c.buf(total))),
+        TensorData::Int(_) => TensorData::Int(cat!(as_i32, Vec::with_capacity(total))),
+        TensorData::Bool(_) => TensorData::Bool(cat!(as_bool, Vec::with_capacity(total))),
         TensorData::Str(_) => return Err("cannot concat strings".into()),
     };
     Ok(vec![out(first.dtype(), oshape, data)?])
@@ -172,13 +173,24 @@ pub fn split(c: &Ctx) -> OpResult {
     for &s in &sizes {
         let mut shape = x.shape().to_vec();
         shape[a] = s;
-        let data = map_data!(x.data(), v => {
-            let mut o = Vec::with_capacity(outer * s * inner);
-            for oi in 0..outer {
-                o.extend_from_slice(&v[(oi * n + start) * inner..(oi * n + start + s) * inner]);
-            }
-            o
-        });
+        macro_rules! part {
+            ($v:expr, $buf:expr) => {{
+                let mut o = $buf;
+                for oi in 0..outer {
+                    o.extend_from_slice(
+                        &$v[(oi * n + start) * inner..(oi * n + start + s) * inner],
+                    );
+                }
+                o
+            }};
+        }
+        let len = outer * s * inner;
+        let data = match x.data() {
+            TensorData::Float(v) => TensorData::Float(part!(v, c.buf(len))),
+            TensorData::Int(v) => TensorData::Int(part!(v, Vec::with_capacity(len))),
+            TensorData::Bool(v) => TensorData::Bool(part!(v, Vec::with_capacity(len))),
+            TensorData::Str(_) => return Err("cannot split strings".into()),
+        };
         outs.push(out(x.dtype(), shape, data)?);
         start += s;
     }
