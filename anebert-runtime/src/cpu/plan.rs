@@ -47,7 +47,8 @@ fn load_err(op: &mil::Operation, msg: impl Into<String>) -> CpuError {
 }
 
 fn prepare_const(mut t: Tensor, precision: Precision) -> Tensor {
-    if precision == Precision::Fp16Ane {
+    // An fp16 constant already holds exactly representable values: no second pass over it.
+    if precision == Precision::Fp16Ane && t.dtype() != crate::dtype::DType::F16 {
         if let Some(v) = t.as_f32_mut() {
             round_to_f16(v);
         }

@@ -128,6 +128,8 @@ fn immediate_to_tensor(
             DType::Str => TensorData::Str(vec![]),
             _ => TensorData::Int(vec![]),
         },
+        // An fp16 value holds exactly representable values, whichever field carried it (the CPU
+        // backend relies on it and does not round fp16 constants again).
         Some(V::Floats(f)) if dtype.is_float() => {
             let mut v = f.values.clone();
             if dtype == DType::F16 {
@@ -136,7 +138,11 @@ fn immediate_to_tensor(
             TensorData::Float(v)
         }
         Some(V::Doubles(f)) if dtype.is_float() => {
-            TensorData::Float(f.values.iter().map(|&x| x as f32).collect())
+            let mut v: Vec<f32> = f.values.iter().map(|&x| x as f32).collect();
+            if dtype == DType::F16 {
+                crate::tensor::round_to_f16(&mut v);
+            }
+            TensorData::Float(v)
         }
         Some(V::Ints(i)) if dtype.is_int() => TensorData::Int(i.values.clone()),
         Some(V::LongInts(i)) if dtype.is_int() => TensorData::Int(
