@@ -573,7 +573,7 @@ mod tests {
 
     #[test]
     fn bulk_fp32_decode_round_trips() {
-        let v = vec![1.5f32, -0.0, f32::INFINITY, 3.25e-39, 7.0];
+        let v = [1.5f32, -0.0, f32::INFINITY, 3.25e-39, 7.0];
         let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
         let t = Tensor::from_le_bytes(DType::F32, vec![5], &bytes).unwrap();
         assert_eq!(

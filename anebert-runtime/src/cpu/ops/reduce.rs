@@ -298,46 +298,82 @@ pub fn layer_norm(c: &Ctx) -> OpResult {
     Ok(vec![float_out(x.dtype(), x.shape().to_vec(), out)?])
 }
 
+/// Softmax over one axis, max-subtracted. Viewed as `outer` slabs of `n` rows × `inner` columns
+/// (the attention softmax over keys is one slab of S rows × S queries), each slab in three
+/// passes over fixed blocks of rows — column maxima, exp with per-block partial sums, scale —
+/// each block a contiguous slice processed in parallel with vectorizable loops. The partial sums
+/// are combined in block order, so results do not depend on the thread count. In fp16 mode the
+/// exponentials are rounded to fp16 before they are summed, as before.
 pub fn softmax(c: &Ctx) -> OpResult {
     use rayon::prelude::*;
     let x = c.t("x")?;
     let v = c.f32s("x")?;
     let a = axis(c.int("axis")?, x.rank())?;
-    let (outer, n, inner) = split3(x.shape(), a, a);
-    let max = fold(v, outer, n, inner, f32::NEG_INFINITY, f32::max);
+    let (_, n, inner) = split3(x.shape(), a, a);
     let mut out = c.zeros(v.len());
-    if !out.is_empty() {
-        let fp16 = c.fp16;
-        // Rows of `inner` values, one per (outer, k); the attention softmax over keys is
-        // (1, S, 1, S), i.e. S rows of S values, worth spreading over threads.
-        let rows_per_task = (16384 / inner.max(1)).max(1);
-        out.par_chunks_mut(inner)
-            .zip(v.par_chunks(inner))
-            .enumerate()
-            .with_min_len(rows_per_task)
-            .for_each(|(r, (dst, src))| {
-                let m = &max[(r / n) * inner..(r / n + 1) * inner];
-                for ((d, &x), &m) in dst.iter_mut().zip(src).zip(m) {
-                    // Vectorizable exp; masked scores (−1e4) flush to exactly 0.
-                    let e = super::fast_math::exp(x - m);
-                    *d = if fp16 {
-                        half::f16::from_f32(e).to_f32()
-                    } else {
-                        e
-                    };
+    if out.is_empty() {
+        return Ok(vec![float_out(x.dtype(), x.shape().to_vec(), out)?]);
+    }
+    let fp16 = c.fp16;
+    // ~16k values per block (rows of `inner`); at least one row.
+    let rows = (16384 / inner.max(1)).clamp(1, n.max(1));
+    let block = rows * inner;
+    for (src, dst) in v.chunks(n * inner).zip(out.chunks_mut(n * inner)) {
+        let maxima: Vec<Vec<f32>> = src
+            .par_chunks(block)
+            .map(|b| {
+                let mut m = vec![f32::NEG_INFINITY; inner];
+                for row in b.chunks(inner) {
+                    for (m, &x) in m.iter_mut().zip(row) {
+                        *m = m.max(x);
+                    }
                 }
-            });
-        // Sums over the axis in order (k = 0, 1, …), as before.
-        let sum = fold(&out, outer, n, inner, 0.0, |acc, e| acc + e);
-        out.par_chunks_mut(inner)
-            .enumerate()
-            .with_min_len(rows_per_task)
-            .for_each(|(r, dst)| {
-                let s = &sum[(r / n) * inner..(r / n + 1) * inner];
-                for (d, &s) in dst.iter_mut().zip(s) {
-                    *d /= s;
+                m
+            })
+            .collect();
+        let mut max = vec![f32::NEG_INFINITY; inner];
+        for m in &maxima {
+            for (a, &b) in max.iter_mut().zip(m) {
+                *a = a.max(b);
+            }
+        }
+        let partial: Vec<Vec<f32>> = dst
+            .par_chunks_mut(block)
+            .zip(src.par_chunks(block))
+            .map(|(d, s)| {
+                for (drow, srow) in d.chunks_mut(inner).zip(s.chunks(inner)) {
+                    for ((o, &x), &m) in drow.iter_mut().zip(srow).zip(&max) {
+                        *o = super::fast_math::exp(x - m);
+                    }
                 }
-            });
+                if fp16 {
+                    crate::tensor::round_to_f16(d);
+                }
+                let mut sum = vec![0f32; inner];
+                for drow in d.chunks(inner) {
+                    for (acc, &e) in sum.iter_mut().zip(drow) {
+                        *acc += e;
+                    }
+                }
+                sum
+            })
+            .collect();
+        let mut scale = vec![0f32; inner];
+        for p in &partial {
+            for (a, &b) in scale.iter_mut().zip(p) {
+                *a += b;
+            }
+        }
+        for s in scale.iter_mut() {
+            *s = 1.0 / *s;
+        }
+        dst.par_chunks_mut(block).for_each(|d| {
+            for drow in d.chunks_mut(inner) {
+                for (o, &s) in drow.iter_mut().zip(&scale) {
+                    *o *= s;
+                }
+            }
+        });
     }
     Ok(vec![float_out(x.dtype(), x.shape().to_vec(), out)?])
 }
