@@ -109,7 +109,9 @@ pub(crate) fn expand<T: Copy>(data: &[T], sh: &[usize], out: &[usize]) -> Result
 /// An integer kernel of a binary op (may fail, e.g. on division by zero).
 type IntOp = fn(i32, i32) -> Result<i32, String>;
 
-fn arith(c: &Ctx, ff: fn(f32, f32) -> f32, fi: Option<IntOp>) -> OpResult {
+/// `ff` is generic (not a `fn` pointer) so that each op's float loop is its own monomorphic,
+/// vectorizable loop instead of an indirect call per element.
+fn arith(c: &Ctx, ff: impl Fn(f32, f32) -> f32, fi: Option<IntOp>) -> OpResult {
     let (x, y) = (c.t("x")?, c.t("y")?);
     match (x.data(), y.data()) {
         (TensorData::Float(a), TensorData::Float(b)) => {
