@@ -454,3 +454,46 @@ fn chunked_vocabulary_matches_huggingface() {
         );
     }
 }
+
+/// The CPU backend's fused attention (one kernel per head for einsum → add → softmax → einsum)
+/// gives the unfused ops' outputs within f32 rounding, and in the fp16 simulation within the
+/// rounding of fp16, on padded rows, local (banded) and global layers.
+#[test]
+fn fused_attention_matches_the_unfused_ops() {
+    use anebert::cpu::CpuModel;
+    for (fixture, weights) in [
+        ("modernbert-tiny", WeightPrecision::Fp32),
+        ("modernbert-tiny-outliers", WeightPrecision::Fp16),
+    ] {
+        let path = package(fixture, HeadKind::MaskedLm, true, weights, SEQ);
+        let pkg = anebert::Package::open(&path).unwrap();
+        for (precision, tol) in [(Precision::F32, 5e-6), (Precision::Fp16Ane, 1e-2)] {
+            let fused = CpuModel::load(&pkg, None, precision).unwrap();
+            let plain = CpuModel::load_unfused(&pkg, None, precision).unwrap();
+            assert!(
+                fused.op_count() + 3 * 4 <= plain.op_count(),
+                "{fixture}: nothing fused ({} vs {} steps)",
+                fused.op_count(),
+                plain.op_count()
+            );
+            let (mut worst, mut scale) = (0f64, 0f64);
+            for row in fixtures::rows(&fixtures::fixture(fixture)) {
+                // The text's tokens (outputs at padding positions are not part of the contract).
+                let run = |m: &CpuModel| {
+                    fixtures::per_token(&fixtures::run(m, SEQ, PAD, &row.ids), row.len())
+                };
+                for (a, b) in run(&fused).iter().zip(&run(&plain)) {
+                    worst = metrics::nan_max(worst, metrics::max_abs_diff(b, a));
+                    scale = b
+                        .iter()
+                        .fold(scale, |m, &v| metrics::nan_max(m, v.abs() as f64));
+                }
+            }
+            println!("{fixture} {precision}: fused vs unfused max |Δ| {worst:.3e} (max |out| {scale:.3})");
+            assert!(
+                worst.is_finite() && worst <= tol * scale.max(1.0),
+                "{fixture} {precision}: fused attention differs by {worst} (scale {scale})"
+            );
+        }
+    }
+}

@@ -151,11 +151,7 @@ fn measure(label: &str, package: &Path, backend: &str, a: &BenchArgs) -> Result<
     };
     let info = model.info().clone();
     let s = info.seq_len;
-    // A full-length sequence of ordinary tokens.
-    let ids: Vec<i32> = (0..s)
-        .map(|i| ((i * 7919 + 13) % info.vocab_size) as i32)
-        .collect();
-    let inputs = anebert::contract::encoder_inputs(&ids, s, 0)?;
+    let inputs = bench_inputs(&info)?;
     for _ in 0..a.warmup {
         model.predict(&inputs)?;
     }
@@ -166,9 +162,6 @@ fn measure(label: &str, package: &Path, backend: &str, a: &BenchArgs) -> Result<
         samples.push(t.elapsed().as_secs_f64() * 1e3);
     }
     samples.sort_by(f64::total_cmp);
-    if a.profile && model.backend() == Backend::Cpu {
-        print_profile(package, &options, &inputs, a.runs.max(1))?;
-    }
     let p50 = percentile(&samples, 50.0);
     Ok(Point {
         model: label.to_string(),
@@ -193,16 +186,25 @@ fn measure(label: &str, package: &Path, backend: &str, a: &BenchArgs) -> Result<
     })
 }
 
+/// The benched input: a full-length sequence of ordinary tokens (the same ids as
+/// benches/hf_pytorch.py).
+fn bench_inputs(info: &anebert::ModelInfo) -> Result<BTreeMap<String, anebert::Tensor>> {
+    let ids: Vec<i32> = (0..info.seq_len)
+        .map(|i| ((i * 7919 + 13) % info.vocab_size) as i32)
+        .collect();
+    Ok(anebert::contract::encoder_inputs(&ids, info.seq_len, 0)?)
+}
+
 /// Per-op-type wall time of `runs` CPU runs, largest first (the model loaded once more, so the
 /// timed runs above are not slowed by the timer).
-fn print_profile(
-    package: &Path,
-    options: &Options,
-    inputs: &BTreeMap<String, anebert::Tensor>,
-    runs: usize,
-) -> Result<()> {
+fn print_profile(package: &Path, backend: &str, runs: usize) -> Result<()> {
+    let options = backend_options(backend)?;
+    if options.get_backend() != Backend::Cpu {
+        return Ok(());
+    }
     let pkg = Package::open(package)?;
     let m = anebert::cpu::CpuModel::load(&pkg, options.get_function(), options.get_precision())?;
+    let inputs = bench_inputs(&anebert::ModelInfo::from_package(&pkg)?)?;
     let inputs = inputs
         .iter()
         .map(|(k, v)| (k.clone(), std::sync::Arc::new(v.clone())))
@@ -301,6 +303,9 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                     .map_or("-".into(), |s| format!("{:.0}%", 100.0 * s))
             );
             points.push(p);
+            if a.profile {
+                print_profile(pkg, b, a.runs.max(1))?;
+            }
         }
     }
     println!(

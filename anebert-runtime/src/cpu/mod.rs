@@ -19,6 +19,7 @@
 //!     `reduce_log_sum_exp` does *not* (the ANE lowering overflows, coremltools #2690);
 //!   - elementwise transcendental functions are evaluated in f32 on fp16 inputs, then rounded.
 
+mod fuse;
 mod ops;
 mod plan;
 mod pool;
@@ -106,6 +107,25 @@ impl CpuModel {
         function: Option<&str>,
         precision: Precision,
     ) -> Result<Self, CpuError> {
+        Self::load_with(package, function, precision, true)
+    }
+
+    /// Like [`load`](Self::load), but every op runs as written: no fused attention. The
+    /// reference the fused plan is checked against.
+    pub fn load_unfused(
+        package: &Package,
+        function: Option<&str>,
+        precision: Precision,
+    ) -> Result<Self, CpuError> {
+        Self::load_with(package, function, precision, false)
+    }
+
+    fn load_with(
+        package: &Package,
+        function: Option<&str>,
+        precision: Precision,
+        fuse: bool,
+    ) -> Result<Self, CpuError> {
         let program = package.program();
         if program.functions.is_empty() {
             return Err(CpuError::NoFunctions);
@@ -147,7 +167,7 @@ impl CpuModel {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-        let plan = Plan::build(&name, func, package.weights.as_ref(), precision)?;
+        let plan = Plan::build(&name, func, package.weights.as_ref(), precision, fuse)?;
         Ok(CpuModel { plan, precision })
     }
 

@@ -16,7 +16,7 @@ pub(crate) struct Mat {
 }
 
 impl Mat {
-    fn row_major(rows: usize, cols: usize) -> Self {
+    pub(crate) fn row_major(rows: usize, cols: usize) -> Self {
         Mat {
             rows,
             cols,
@@ -45,9 +45,18 @@ impl Mat {
 /// Products below this many flops run single-threaded (thread start-up would dominate).
 const PAR_FLOPS: usize = 1 << 21;
 
-/// `c = a · b` (c overwritten). Panics if a view exceeds its slice or the shapes disagree; callers
-/// derive every view from validated tensor shapes.
+/// `c = a · b` (c overwritten), multithreaded for large products. Panics if a view exceeds its
+/// slice or the shapes disagree; callers derive every view from validated tensor shapes.
 pub(crate) fn gemm(a: &[f32], am: Mat, b: &[f32], bm: Mat, c: &mut [f32], cm: Mat) {
+    gemm_with(a, am, b, bm, c, cm, true)
+}
+
+/// [`gemm`] on the calling thread only: for products inside an already parallel loop.
+pub(crate) fn gemm_seq(a: &[f32], am: Mat, b: &[f32], bm: Mat, c: &mut [f32], cm: Mat) {
+    gemm_with(a, am, b, bm, c, cm, false)
+}
+
+fn gemm_with(a: &[f32], am: Mat, b: &[f32], bm: Mat, c: &mut [f32], cm: Mat, threads: bool) {
     assert!(
         am.cols == bm.rows && cm.rows == am.rows && cm.cols == bm.cols,
         "gemm shapes"
@@ -73,7 +82,7 @@ pub(crate) fn gemm(a: &[f32], am: Mat, b: &[f32], bm: Mat, c: &mut [f32], cm: Ma
         return;
     }
     let flops = 2 * am.rows * am.cols * bm.cols;
-    let par = if flops >= PAR_FLOPS && rayon::current_num_threads() > 1 {
+    let par = if threads && flops >= PAR_FLOPS && rayon::current_num_threads() > 1 {
         Par::rayon(rayon::current_num_threads())
     } else {
         Par::Seq

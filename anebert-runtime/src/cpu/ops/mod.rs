@@ -14,8 +14,8 @@ macro_rules! map_data {
 }
 
 mod elementwise;
-mod fast_math;
-mod linalg;
+pub(crate) mod fast_math;
+pub(crate) mod linalg;
 mod reduce;
 mod select;
 mod shape;

@@ -1,0 +1,171 @@
+//! Fused split-einsum attention.
+//!
+//! The converter writes attention per head as four ops (DESIGN: `(1, S_k, 1, S_q)` scores,
+//! softmax over keys): `einsum(bkhc,bchq->bkhq)` of Kᵀ and Q, `add` of the mask, `softmax` on
+//! axis 1, `einsum(bchk,bkhq->bchq)` of V and the weights. Run as written, each head
+//! materializes three S_k × S_q tensors and walks them in separate passes. The plan recognizes the
+//! chain (the three intermediates used by nothing else) and runs one kernel instead: per block of
+//! queries, scores into a scratch block, mask and softmax in place, times V into the output — the
+//! blocks in parallel, memory S_k × block per thread instead of 3 · S_k · S_q.
+//!
+//! An execution detail: the results equal the unfused ops' within f32 rounding (only the order of
+//! the softmax's sum differs), and the fp16-ane simulation rounds at the same points as the
+//! unfused ops do (scores, masked scores, exponentials, weights, output).
+
+use super::ops::linalg::{gemm_seq as gemm, Mat};
+use super::pool::Pool;
+use crate::tensor::{round_to_f16, Tensor};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The scores and output equations of the converter's attention (and of any package using them).
+pub(crate) const SCORES_EQ: &str = "bkhc,bchq->bkhq";
+pub(crate) const OUTPUT_EQ: &str = "bchk,bkhq->bchq";
+
+/// Queries per block: the scratch is S_k × BLOCK values (512 KiB at S_k = 2048).
+const BLOCK: usize = 64;
+
+/// Whether the four operands have the shapes the fused kernel handles: Kᵀ `(1, S_k, 1, d)`,
+/// Q `(1, d, 1, S_q)`, V `(1, d_v, 1, S_k)`, and a mask that broadcasts to `(1, S_k, 1, S_q)`:
+/// `(1, S_k | 1, 1, S_q | 1)` (the key-padding mask of global layers is `(1, S_k, 1, 1)`).
+pub(crate) fn fusable(k: &[usize], q: &[usize], mask: &[usize], v: &[usize]) -> bool {
+    let four = |s: &[usize]| s.len() == 4 && s[0] == 1 && s[2] == 1;
+    four(k)
+        && four(q)
+        && four(mask)
+        && four(v)
+        && k[3] == q[1]
+        && (mask[1] == k[1] || mask[1] == 1)
+        && (mask[3] == q[3] || mask[3] == 1)
+        && v[3] == k[1]
+}
+
+/// The fused kernel: inputs `k` (Kᵀ), `q`, `mask`, `v`; one output `(1, d_v, 1, S_q)`.
+pub(crate) fn attention(
+    args: &BTreeMap<&str, Vec<Arc<Tensor>>>,
+    fp16: bool,
+    pool: &Pool,
+) -> Result<Vec<Tensor>, String> {
+    use rayon::prelude::*;
+    let get = |n: &str| -> Result<(&Tensor, &[f32]), String> {
+        let t = match args.get(n).map(Vec::as_slice) {
+            Some([t]) => t.as_ref(),
+            _ => return Err(format!("fused attention: missing input `{n}`")),
+        };
+        let v = t
+            .as_f32()
+            .ok_or_else(|| format!("fused attention: `{n}` must be fp16/fp32"))?;
+        Ok((t, v))
+    };
+    let ((kt, kv), (qt, qv), (mt, mv), (vt, vv)) = (get("k")?, get("q")?, get("mask")?, get("v")?);
+    if !fusable(kt.shape(), qt.shape(), mt.shape(), vt.shape()) {
+        return Err(format!(
+            "fused attention: unexpected shapes Kᵀ {:?}, Q {:?}, mask {:?}, V {:?}",
+            kt.shape(),
+            qt.shape(),
+            mt.shape(),
+            vt.shape()
+        ));
+    }
+    let (sk, d, sq, dv) = (kt.shape()[1], kt.shape()[3], qt.shape()[3], vt.shape()[1]);
+    // Mask strides over keys and queries (0 where it broadcasts).
+    let (mk, mq) = (
+        if mt.shape()[1] == 1 { 0 } else { mt.shape()[3] },
+        usize::from(mt.shape()[3] != 1),
+    );
+    let mut out = pool.zeros(dv * sq);
+    let blocks: Vec<(usize, Vec<f32>)> = (0..sq.div_ceil(BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let (q0, bq) = (b * BLOCK, BLOCK.min(sq - b * BLOCK));
+            let mut s = vec![0f32; sk * bq];
+            // Scores: Kᵀ (S_k × d) · Q[:, q0..q0+bq] (d × bq).
+            gemm(
+                kv,
+                Mat::row_major(sk, d),
+                &qv[q0..],
+                Mat {
+                    rows: d,
+                    cols: bq,
+                    rs: sq,
+                    cs: 1,
+                },
+                &mut s,
+                Mat::row_major(sk, bq),
+            );
+            if fp16 {
+                round_to_f16(&mut s);
+            }
+            for (k, row) in s.chunks_mut(bq).enumerate() {
+                let base = k * mk + q0 * mq;
+                if mq == 1 {
+                    for (x, &m) in row.iter_mut().zip(&mv[base..base + bq]) {
+                        *x += m;
+                    }
+                } else {
+                    let m = mv[base];
+                    row.iter_mut().for_each(|x| *x += m);
+                }
+            }
+            if fp16 {
+                round_to_f16(&mut s);
+            }
+            softmax_columns(&mut s, bq, fp16);
+            // Output block: V (d_v × S_k) · W (S_k × bq).
+            let mut o = vec![0f32; dv * bq];
+            gemm(
+                vv,
+                Mat::row_major(dv, sk),
+                &s,
+                Mat::row_major(sk, bq),
+                &mut o,
+                Mat::row_major(dv, bq),
+            );
+            (q0, o)
+        })
+        .collect();
+    for (q0, o) in blocks {
+        let bq = o.len() / dv.max(1);
+        for (c, row) in o.chunks(bq.max(1)).enumerate() {
+            out[c * sq + q0..c * sq + q0 + bq].copy_from_slice(row);
+        }
+    }
+    let t = Tensor::new(
+        vt.dtype(),
+        vec![1, dv, 1, sq],
+        crate::tensor::TensorData::Float(out),
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(vec![t])
+}
+
+/// Softmax down each column of a row-major `rows × cols` block (max-subtracted; in fp16 mode the
+/// exponentials and the weights are rounded to fp16, as the softmax op does).
+fn softmax_columns(s: &mut [f32], cols: usize, fp16: bool) {
+    let mut max = vec![f32::NEG_INFINITY; cols];
+    for row in s.chunks(cols) {
+        for (m, &x) in max.iter_mut().zip(row) {
+            *m = m.max(x);
+        }
+    }
+    let mut sum = vec![0f32; cols];
+    for row in s.chunks_mut(cols) {
+        for (x, &m) in row.iter_mut().zip(&max) {
+            *x = super::ops::fast_math::exp(*x - m);
+        }
+        if fp16 {
+            round_to_f16(row);
+        }
+        for (a, &e) in sum.iter_mut().zip(row.iter()) {
+            *a += e;
+        }
+    }
+    for row in s.chunks_mut(cols) {
+        for (x, &t) in row.iter_mut().zip(&sum) {
+            *x /= t;
+        }
+    }
+    if fp16 {
+        round_to_f16(s);
+    }
+}
