@@ -106,15 +106,29 @@ pub fn reduce(c: &Ctx) -> OpResult {
                 "l2_norm" => {
                     // Scaled by the max magnitude: overflow-safe in both modes.
                     let m = fold(&v, outer, n, inner, 0.0, |a, x| a.max(x.abs()));
+                    // Divisors: the max, or +inf where it is 0 (every value 0) or not finite
+                    // (the result is the max itself), so the loop below is branch-free.
+                    let d: Vec<f32> = m
+                        .iter()
+                        .map(|&s| {
+                            if s > 0.0 && s.is_finite() {
+                                s
+                            } else {
+                                f32::INFINITY
+                            }
+                        })
+                        .collect();
                     let mut acc = vec![0f32; outer * inner];
                     for o in 0..outer {
+                        let (acc, d) = (
+                            &mut acc[o * inner..(o + 1) * inner],
+                            &d[o * inner..(o + 1) * inner],
+                        );
                         for k in 0..n {
-                            for i in 0..inner {
-                                let s = m[o * inner + i];
-                                if s > 0.0 && s.is_finite() {
-                                    let q = v[(o * n + k) * inner + i] / s;
-                                    acc[o * inner + i] += q * q;
-                                }
+                            let row = &v[(o * n + k) * inner..(o * n + k + 1) * inner];
+                            for ((a, &x), &s) in acc.iter_mut().zip(row).zip(d) {
+                                let q = x / s;
+                                *a += q * q;
                             }
                         }
                     }
