@@ -15,7 +15,7 @@ import statistics
 import time
 
 import torch
-from transformers import AutoConfig, AutoModelForMaskedLM
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM
 
 
 def percentile(sorted_ms, p):
@@ -33,11 +33,15 @@ def main():
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--attn", default="sdpa", help="attn_implementation: sdpa or eager")
+    ap.add_argument("--head", default="mlm", choices=["mlm", "none"],
+                    help="mlm: AutoModelForMaskedLM (vs anebert's mlm head); none: AutoModel, the "
+                         "encoder alone (vs the embedding and hidden heads)")
     ap.add_argument("--json")
     a = ap.parse_args()
     cfg = AutoConfig.from_pretrained(a.model)
     t = time.perf_counter()
-    model = AutoModelForMaskedLM.from_pretrained(a.model, attn_implementation=a.attn).eval()
+    cls = AutoModelForMaskedLM if a.head == "mlm" else AutoModel
+    model = cls.from_pretrained(a.model, attn_implementation=a.attn).eval()
     load_ms = (time.perf_counter() - t) * 1e3
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, attention {a.attn}, "
           f"load {load_ms:.0f} ms")

@@ -183,7 +183,7 @@ impl<'a> Ctx<'a> {
     #[inline]
     pub fn r(&self, v: f32) -> f32 {
         if self.fp16 {
-            half::f16::from_f32(v).to_f32()
+            fast_math::round_f16(v)
         } else {
             v
         }

@@ -97,7 +97,7 @@ pub fn reduce(c: &Ctx) -> OpResult {
                     let fp16 = c.fp16;
                     fold(&v, outer, n, inner, 0.0, move |a, x| {
                         a + if fp16 {
-                            half::f16::from_f32(x * x).to_f32()
+                            super::fast_math::round_f16(x * x)
                         } else {
                             x * x
                         }
@@ -145,7 +145,7 @@ pub fn reduce(c: &Ctx) -> OpResult {
                     if c.fp16 {
                         // The ANE lowering does not subtract the max (coremltools #2690): exp overflows past ~11.09.
                         fold(&v, outer, n, inner, 0.0, |a, x| {
-                            a + half::f16::from_f32(x.exp()).to_f32()
+                            a + super::fast_math::round_f16(x.exp())
                         })
                         .into_iter()
                         .map(f32::ln)
@@ -267,9 +267,36 @@ pub fn layer_norm(c: &Ctx) -> OpResult {
     };
     let (gamma, beta) = (param("gamma")?, param("beta")?);
     let eps = c.scalar_f32("epsilon")?;
-    let r = |v: f32| c.r(v);
-    let nf = n as f32;
     let mut out = c.zeros(v.len());
+    let shape = (outer, n, inner);
+    // The fp16 rounding is a compile-time choice, so the f32 loops vectorize.
+    if c.fp16 {
+        layer_norm_into::<true>(v, shape, gamma, beta, eps, &mut out);
+    } else {
+        layer_norm_into::<false>(v, shape, gamma, beta, eps, &mut out);
+    }
+    Ok(vec![float_out(x.dtype(), x.shape().to_vec(), out)?])
+}
+
+/// layer_norm over `(outer, n, inner)`: normalized over `n`, written into `out`. `FP16`: the
+/// fp16 model's rounding of the mean, centred values, squares and scale (see the module docs).
+fn layer_norm_into<const FP16: bool>(
+    v: &[f32],
+    shape: (usize, usize, usize),
+    gamma: Option<&[f32]>,
+    beta: Option<&[f32]>,
+    eps: f32,
+    out: &mut [f32],
+) {
+    let (outer, n, inner) = shape;
+    let r = |v: f32| {
+        if FP16 {
+            super::fast_math::round_f16(v)
+        } else {
+            v
+        }
+    };
+    let nf = n as f32;
     let (mut mean, mut var) = (vec![0f32; inner], vec![0f32; inner]);
     for o in 0..outer {
         let base = o * n * inner;
@@ -309,7 +336,6 @@ pub fn layer_norm(c: &Ctx) -> OpResult {
             }
         }
     }
-    Ok(vec![float_out(x.dtype(), x.shape().to_vec(), out)?])
 }
 
 /// Softmax over one axis, max-subtracted. Viewed as `outer` slabs of `n` rows × `inner` columns
