@@ -183,7 +183,7 @@ impl<'a> Ctx<'a> {
     #[inline]
     pub fn r(&self, v: f32) -> f32 {
         if self.fp16 {
-            fast_math::round_f16(v)
+            crate::tensor::round_f16(v)
         } else {
             v
         }

@@ -97,7 +97,7 @@ pub fn reduce(c: &Ctx) -> OpResult {
                     let fp16 = c.fp16;
                     fold(&v, outer, n, inner, 0.0, move |a, x| {
                         a + if fp16 {
-                            super::fast_math::round_f16(x * x)
+                            crate::tensor::round_f16(x * x)
                         } else {
                             x * x
                         }
@@ -145,7 +145,7 @@ pub fn reduce(c: &Ctx) -> OpResult {
                     if c.fp16 {
                         // The ANE lowering does not subtract the max (coremltools #2690): exp overflows past ~11.09.
                         fold(&v, outer, n, inner, 0.0, |a, x| {
-                            a + super::fast_math::round_f16(x.exp())
+                            a + crate::tensor::round_f16(x.exp())
                         })
                         .into_iter()
                         .map(f32::ln)
@@ -291,7 +291,7 @@ fn layer_norm_into<const FP16: bool>(
     let (outer, n, inner) = shape;
     let r = |v: f32| {
         if FP16 {
-            super::fast_math::round_f16(v)
+            crate::tensor::round_f16(v)
         } else {
             v
         }

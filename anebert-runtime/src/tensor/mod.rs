@@ -1,6 +1,13 @@
 //! A dense, row-major tensor: the unit of data the package reader, the CPU backend and the model
 //! API exchange.
 
+mod float_codec;
+
+#[cfg(test)]
+pub(crate) use float_codec::same_value;
+use float_codec::{decode_f16, decode_f32};
+pub use float_codec::{round_f16, round_to_f16};
+
 use crate::dtype::DType;
 use half::{bf16, f16};
 
@@ -425,140 +432,6 @@ impl Tensor {
     }
 }
 
-/// fp16 little-endian bytes (`2·n` of them) → f32, in bulk. Decoding element by element cost
-/// ~200 ns per weight in a user's unoptimized (debug) build — 33 s to load a base-sized model —
-/// and even `half`'s slice conversion spends most of its time in per-chunk checks there (7 s), so
-/// x86-64 CPUs with F16C take a loop of 16 values per step over raw pointers (a handful of calls
-/// per step, fast unoptimized too); elsewhere the bit patterns are copied in blocks and widened by
-/// `half` (NEON on aarch64).
-fn decode_f16(bytes: &[u8], n: usize) -> Vec<f32> {
-    use half::slice::HalfFloatSliceExt;
-    let mut out = vec![0f32; n];
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx") {
-        // Large weights are spread over the threads (each also takes its pages' first-touch
-        // faults); chunks are large enough that rayon's own unoptimized overhead does not count.
-        use rayon::prelude::*;
-        const CHUNK: usize = 1 << 18;
-        out.par_chunks_mut(CHUNK)
-            .zip(bytes.par_chunks(2 * CHUNK))
-            // SAFETY: the CPU has F16C and AVX (checked); each byte chunk is twice its output
-            // chunk (the caller checked bytes.len() == 2n).
-            .for_each(|(o, b)| unsafe { f16c_decode(b, o) });
-        return out;
-    }
-    const BLOCK: usize = 4096;
-    let mut bits = vec![f16::ZERO; BLOCK.min(n)];
-    for (src, dst) in bytes.chunks(2 * BLOCK).zip(out.chunks_mut(BLOCK)) {
-        let b = &mut bits[..dst.len()];
-        for (h, c) in b.iter_mut().zip(src.chunks_exact(2)) {
-            *h = f16::from_le_bytes([c[0], c[1]]);
-        }
-        b.convert_to_f32_slice(dst);
-    }
-    out
-}
-
-/// `out[i] = f16(bytes[2i..2i+2])` with F16C, 16 values per step.
-///
-/// # Safety
-/// The CPU must support F16C and AVX, and `bytes.len() == 2 * out.len()`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,f16c")]
-unsafe fn f16c_decode(bytes: &[u8], out: &mut [f32]) {
-    use std::arch::x86_64::{__m128i, _mm256_cvtph_ps, _mm256_storeu_ps, _mm_loadu_si128};
-    let n = out.len();
-    let (src, dst) = (bytes.as_ptr(), out.as_mut_ptr());
-    let mut i = 0;
-    while i + 16 <= n {
-        // SAFETY: i + 16 ≤ n keeps both 16-value reads (32 bytes) and writes in bounds;
-        // unaligned loads and stores are used.
-        unsafe {
-            let a = _mm_loadu_si128(src.add(2 * i).cast::<__m128i>());
-            let b = _mm_loadu_si128(src.add(2 * i + 16).cast::<__m128i>());
-            _mm256_storeu_ps(dst.add(i), _mm256_cvtph_ps(a));
-            _mm256_storeu_ps(dst.add(i + 8), _mm256_cvtph_ps(b));
-        }
-        i += 16;
-    }
-    for (j, o) in out.iter_mut().enumerate().skip(i) {
-        *o = f16::from_le_bytes([bytes[2 * j], bytes[2 * j + 1]]).to_f32();
-    }
-}
-
-/// f32 little-endian bytes (`4·n`) → f32: one block copy on little-endian targets.
-fn decode_f32(bytes: &[u8], n: usize) -> Vec<f32> {
-    let mut out = vec![0f32; n];
-    if cfg!(target_endian = "little") {
-        // SAFETY: `out` holds n f32 = 4n bytes = bytes.len() (checked by the caller); any bit
-        // pattern is a valid f32.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), out.as_mut_ptr().cast::<u8>(), 4 * n)
-        };
-    } else {
-        for (v, c) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-            *v = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-        }
-    }
-    out
-}
-
-/// Round every value to the nearest fp16 (IEEE round-to-nearest-even, ±inf on overflow), kept as
-/// f32. The fp16-ane simulation calls this on every op's output, so x86-64 CPUs with F16C take a
-/// loop converting 8 values to fp16 and back per step (large slices spread over the threads);
-/// other CPUs use `half`'s bulk conversion (NEON on aarch64).
-pub fn round_to_f16(values: &mut [f32]) {
-    use half::slice::HalfFloatSliceExt;
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("f16c") && std::arch::is_x86_feature_detected!("avx") {
-        use rayon::prelude::*;
-        const CHUNK: usize = 1 << 16;
-        if values.len() > CHUNK {
-            // SAFETY: the CPU has F16C and AVX (checked).
-            values
-                .par_chunks_mut(CHUNK)
-                .for_each(|c| unsafe { f16c_round(c) });
-        } else {
-            // SAFETY: as above.
-            unsafe { f16c_round(values) };
-        }
-        return;
-    }
-    let mut buf = [f16::ZERO; 256];
-    for chunk in values.chunks_mut(256) {
-        let b = &mut buf[..chunk.len()];
-        b.convert_from_f32_slice(chunk);
-        b.convert_to_f32_slice(chunk);
-    }
-}
-
-/// `v[i] = f32(f16(v[i]))` with F16C, 8 values per step (round to nearest even).
-///
-/// # Safety
-/// The CPU must support F16C and AVX.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx,f16c")]
-unsafe fn f16c_round(v: &mut [f32]) {
-    use std::arch::x86_64::{
-        _mm256_cvtph_ps, _mm256_cvtps_ph, _mm256_loadu_ps, _mm256_storeu_ps,
-        _MM_FROUND_TO_NEAREST_INT,
-    };
-    let n = v.len();
-    let p = v.as_mut_ptr();
-    let mut i = 0;
-    while i + 8 <= n {
-        // SAFETY: i + 8 ≤ n keeps the 8-value load and store in bounds (unaligned access).
-        unsafe {
-            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm256_loadu_ps(p.add(i)));
-            _mm256_storeu_ps(p.add(i), _mm256_cvtph_ps(h));
-        }
-        i += 8;
-    }
-    for x in v.iter_mut().skip(i) {
-        *x = f16::from_f32(*x).to_f32();
-    }
-}
-
 /// Bit-pack values of `bits` bits each, LSB-first: element i starts at bit `bits·i` of the stream.
 pub fn pack_bits(values: &[u8], bits: u32) -> Vec<u8> {
     let bits = bits as usize;
@@ -593,71 +466,6 @@ pub fn unpack_bits(bytes: &[u8], bits: u32, n: usize) -> Vec<u8> {
 
 #[cfg(test)]
 mod tests {
-
-    #[test]
-    fn bulk_fp16_decode_is_exact_for_every_bit_pattern_and_tail() {
-        // Every fp16 bit pattern, then an odd length (a tail shorter than one 16-value step), and
-        // enough values to span several parallel chunks.
-        let all: Vec<u16> = (0..=u16::MAX).collect();
-        let many: Vec<u16> = (0..(1u32 << 19) + 7)
-            .map(|i| i.wrapping_mul(40503) as u16)
-            .collect();
-        for bits in [&all[..], &all[..37], &many[..]] {
-            let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
-            let t = Tensor::from_le_bytes(DType::F16, vec![bits.len()], &bytes).unwrap();
-            for (&b, &v) in bits.iter().zip(t.as_f32().unwrap()) {
-                let want = f16::from_bits(b).to_f32();
-                assert!(
-                    v.to_bits() == want.to_bits() || (v.is_nan() && want.is_nan()),
-                    "{b:#06x}: {v} vs {want}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn bulk_fp16_rounding_matches_scalar_rounding() {
-        // Values around every fp16 rounding boundary, specials, overflow, an odd tail, and a
-        // length spanning several parallel chunks.
-        let mut v: Vec<f32> = (0..200_003u32)
-            .map(|i| f32::from_bits(i.wrapping_mul(2_654_435_761)))
-            .collect();
-        v.extend([
-            65504.0,
-            65520.0,
-            1e6,
-            -1e6,
-            5.96e-8,
-            2.98e-8,
-            f32::NAN,
-            f32::INFINITY,
-        ]);
-        let mut r = v.clone();
-        round_to_f16(&mut r);
-        for (&x, &y) in v.iter().zip(&r) {
-            let want = f16::from_f32(x).to_f32();
-            assert!(
-                y.to_bits() == want.to_bits() || (y.is_nan() && want.is_nan()),
-                "{x:e}: {y:e} vs {want:e}"
-            );
-        }
-    }
-
-    #[test]
-    fn bulk_fp32_decode_round_trips() {
-        let v = [1.5f32, -0.0, f32::INFINITY, 3.25e-39, 7.0];
-        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        let t = Tensor::from_le_bytes(DType::F32, vec![5], &bytes).unwrap();
-        assert_eq!(
-            t.as_f32()
-                .unwrap()
-                .iter()
-                .map(|x| x.to_bits())
-                .collect::<Vec<_>>(),
-            v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()
-        );
-    }
-
     use super::*;
 
     #[test]
