@@ -19,7 +19,7 @@
 //!     `reduce_log_sum_exp` does *not* (the ANE lowering overflows, coremltools #2690);
 //!   - elementwise transcendental functions are evaluated in f32 on fp16 inputs, then rounded.
 
-mod fuse;
+mod attention;
 mod ops;
 mod plan;
 mod pool;

@@ -16,7 +16,7 @@ macro_rules! map_data {
 mod elementwise;
 pub(crate) mod fast_math;
 pub(crate) mod linalg;
-mod reduce;
+pub(crate) mod reduce;
 mod select;
 mod shape;
 

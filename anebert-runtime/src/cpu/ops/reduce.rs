@@ -43,7 +43,7 @@ fn reduced_shape(shape: &[usize], axes: &[usize], keep: bool) -> Vec<usize> {
 }
 
 /// Fold over n for every (outer, inner) position; `acc` starts at `init`.
-fn fold(
+pub(crate) fn fold(
     v: &[f32],
     outer: usize,
     n: usize,
@@ -338,6 +338,15 @@ fn layer_norm_into<const FP16: bool>(
     }
 }
 
+/// Divide every row of a row-major block by `sum` (one value per column): a softmax's last step.
+pub(crate) fn divide_columns(block: &mut [f32], sum: &[f32]) {
+    for row in block.chunks_mut(sum.len().max(1)) {
+        for (x, &t) in row.iter_mut().zip(sum) {
+            *x /= t;
+        }
+    }
+}
+
 /// Softmax over one axis, max-subtracted. Viewed as `outer` slabs of `n` rows × `inner` columns
 /// (the attention softmax over keys is one slab of S rows × S queries), each slab in three
 /// passes over fixed blocks of rows — column maxima, exp with per-block partial sums, scale —
@@ -358,29 +367,24 @@ pub fn softmax(c: &Ctx) -> OpResult {
     // ~16k values per block (rows of `inner`); at least one row.
     let rows = (16384 / inner.max(1)).clamp(1, n.max(1));
     let block = rows * inner;
+    let rows_of = |b: &[f32]| b.len() / inner;
     for (src, dst) in v.chunks(n * inner).zip(out.chunks_mut(n * inner)) {
-        let maxima: Vec<Vec<f32>> = src
+        let maxima: Vec<f32> = src
             .par_chunks(block)
-            .map(|b| {
-                let mut m = vec![f32::NEG_INFINITY; inner];
-                for row in b.chunks(inner) {
-                    for (m, &x) in m.iter_mut().zip(row) {
-                        *m = m.max(x);
-                    }
-                }
-                m
-            })
+            .flat_map_iter(|b| fold(b, 1, rows_of(b), inner, f32::NEG_INFINITY, f32::max))
             .collect();
-        let mut max = vec![f32::NEG_INFINITY; inner];
-        for m in &maxima {
-            for (a, &b) in max.iter_mut().zip(m) {
-                *a = a.max(b);
-            }
-        }
-        let partial: Vec<Vec<f32>> = dst
+        let max = fold(
+            &maxima,
+            1,
+            rows_of(&maxima),
+            inner,
+            f32::NEG_INFINITY,
+            f32::max,
+        );
+        let partial: Vec<f32> = dst
             .par_chunks_mut(block)
             .zip(src.par_chunks(block))
-            .map(|(d, s)| {
+            .flat_map_iter(|(d, s)| {
                 for (drow, srow) in d.chunks_mut(inner).zip(s.chunks(inner)) {
                     for ((o, &x), &m) in drow.iter_mut().zip(srow).zip(&max) {
                         *o = super::fast_math::exp(x - m);
@@ -389,31 +393,12 @@ pub fn softmax(c: &Ctx) -> OpResult {
                 if fp16 {
                     crate::tensor::round_to_f16(d);
                 }
-                let mut sum = vec![0f32; inner];
-                for drow in d.chunks(inner) {
-                    for (acc, &e) in sum.iter_mut().zip(drow) {
-                        *acc += e;
-                    }
-                }
-                sum
+                fold(d, 1, rows_of(d), inner, 0.0, |a, e| a + e)
             })
             .collect();
-        let mut scale = vec![0f32; inner];
-        for p in &partial {
-            for (a, &b) in scale.iter_mut().zip(p) {
-                *a += b;
-            }
-        }
-        for s in scale.iter_mut() {
-            *s = 1.0 / *s;
-        }
-        dst.par_chunks_mut(block).for_each(|d| {
-            for drow in d.chunks_mut(inner) {
-                for (o, &s) in drow.iter_mut().zip(&scale) {
-                    *o *= s;
-                }
-            }
-        });
+        let sum = fold(&partial, 1, rows_of(&partial), inner, 0.0, |a, e| a + e);
+        dst.par_chunks_mut(block)
+            .for_each(|d| divide_columns(d, &sum));
     }
     Ok(vec![float_out(x.dtype(), x.shape().to_vec(), out)?])
 }

@@ -12,7 +12,9 @@
 //! the softmax's sum differs), and the fp16-ane simulation rounds at the same points as the
 //! unfused ops do (scores, masked scores, exponentials, weights, output).
 
+use super::ops::fast_math::exp;
 use super::ops::linalg::{gemm_seq as gemm, Mat};
+use super::ops::reduce::{divide_columns, fold};
 use super::pool::Pool;
 use crate::tensor::{round_to_f16, Tensor};
 use std::collections::BTreeMap;
@@ -142,29 +144,18 @@ pub(crate) fn attention(
 /// Softmax down each column of a row-major `rows × cols` block (max-subtracted; in fp16 mode the
 /// exponentials and the weights are rounded to fp16, as the softmax op does).
 fn softmax_columns(s: &mut [f32], cols: usize, fp16: bool) {
-    let mut max = vec![f32::NEG_INFINITY; cols];
-    for row in s.chunks(cols) {
-        for (m, &x) in max.iter_mut().zip(row) {
-            *m = m.max(x);
-        }
-    }
-    let mut sum = vec![0f32; cols];
+    let rows = s.len() / cols.max(1);
+    let max = fold(s, 1, rows, cols, f32::NEG_INFINITY, f32::max);
     for row in s.chunks_mut(cols) {
         for (x, &m) in row.iter_mut().zip(&max) {
-            *x = super::ops::fast_math::exp(*x - m);
-        }
-        if fp16 {
-            round_to_f16(row);
-        }
-        for (a, &e) in sum.iter_mut().zip(row.iter()) {
-            *a += e;
+            *x = exp(*x - m);
         }
     }
-    for row in s.chunks_mut(cols) {
-        for (x, &t) in row.iter_mut().zip(&sum) {
-            *x /= t;
-        }
+    if fp16 {
+        round_to_f16(s);
     }
+    let sum = fold(s, 1, rows, cols, 0.0, |a, e| a + e);
+    divide_columns(s, &sum);
     if fp16 {
         round_to_f16(s);
     }
