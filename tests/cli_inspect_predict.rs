@@ -352,6 +352,29 @@ fn prepare_fills_dot_anebert_and_check_detects_staleness() {
 }
 
 #[test]
+fn bench_profile_lists_time_per_op_type_of_the_benched_model() {
+    let (ok, stdout, stderr) = cargo_anebert(&[
+        "bench",
+        "--model",
+        fixture("modernbert-tiny").to_str().unwrap(),
+        "--seqs",
+        "32",
+        "--backends",
+        "cpu-f32",
+        "--runs",
+        "3",
+        "--profile",
+    ]);
+    assert!(ok, "{stderr}");
+    let at = stdout.find("per-op time over 3 run(s)").expect(&stdout);
+    // After the point's row; the fused attention and the projections are listed.
+    assert!(stdout[..at].contains("cpu-f32"), "{stdout}");
+    for op in ["attention (fused)", "conv ", "steps/run"] {
+        assert!(stdout[at..].contains(op), "{op}: {stdout}");
+    }
+}
+
+#[test]
 fn bench_writes_schema_valid_json_and_an_svg_with_both_series() {
     let dir = tempfile::tempdir().unwrap();
     let (json, svg) = (dir.path().join("bench.json"), dir.path().join("bench.svg"));

@@ -302,6 +302,16 @@ impl Model {
         }
     }
 
+    /// The CPU backend's model when this model runs on it (for what only the CPU backend offers,
+    /// such as [`CpuModel::predict_profiled`]).
+    pub fn cpu_model(&self) -> Option<&CpuModel> {
+        match &self.engine {
+            Engine::Cpu(m) => Some(m),
+            #[cfg(target_vendor = "apple")]
+            Engine::CoreMl(_) => None,
+        }
+    }
+
     /// Where Core ML runs each op (its `MLComputePlan`, macOS 14.4 / iOS 17.4), for the compute
     /// units the model was loaded with. The CPU backend has no placement to report.
     pub fn placement(&self) -> Result<Placement, Error> {

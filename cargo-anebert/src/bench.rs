@@ -6,7 +6,7 @@
 
 use crate::select::Select;
 use anebert::coreml::placement::ComputeDevice;
-use anebert::cpu::Precision;
+use anebert::cpu::{OpProfile, Precision};
 use anebert::{Backend, ComputeUnits, Model, Options, Package};
 use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
@@ -130,7 +130,14 @@ fn backend_options(b: &str) -> Result<Options> {
     }
 }
 
-fn measure(label: &str, package: &Path, backend: &str, a: &BenchArgs) -> Result<Point> {
+/// One point, and with `--profile` on the CPU backend the per-op times of as many runs again
+/// (after the timed runs and the peak-RSS reading, on the same loaded model).
+fn measure(
+    label: &str,
+    package: &Path,
+    backend: &str,
+    a: &BenchArgs,
+) -> Result<(Point, Option<OpProfile>)> {
     let options = backend_options(backend)?;
     let flops = anebert::cost::flops(&Package::open(package)?, None)
         .map_err(anyhow::Error::msg)?
@@ -163,7 +170,7 @@ fn measure(label: &str, package: &Path, backend: &str, a: &BenchArgs) -> Result<
     }
     samples.sort_by(f64::total_cmp);
     let p50 = percentile(&samples, 50.0);
-    Ok(Point {
+    let point = Point {
         model: label.to_string(),
         seq_len: s,
         backend: backend.to_string(),
@@ -183,7 +190,22 @@ fn measure(label: &str, package: &Path, backend: &str, a: &BenchArgs) -> Result<
         tflops: flops as f64 / (p50 / 1e3) / 1e12,
         peak_rss_bytes: peak_rss(),
         ane_share,
-    })
+    };
+    let profile = match (a.profile, model.cpu_model()) {
+        (true, Some(m)) => {
+            let inputs = inputs
+                .into_iter()
+                .map(|(k, v)| (k, std::sync::Arc::new(v)))
+                .collect();
+            let mut prof = OpProfile::new();
+            for _ in 0..samples.len() {
+                m.predict_profiled(&inputs, &mut prof)?;
+            }
+            Some(prof)
+        }
+        _ => None,
+    };
+    Ok((point, profile))
 }
 
 /// The benched input: a full-length sequence of ordinary tokens (the same ids as
@@ -195,24 +217,8 @@ fn bench_inputs(info: &anebert::ModelInfo) -> Result<BTreeMap<String, anebert::T
     Ok(anebert::contract::encoder_inputs(&ids, info.seq_len, 0)?)
 }
 
-/// Per-op-type wall time of `runs` CPU runs, largest first (the model loaded once more, so the
-/// timed runs above are not slowed by the timer).
-fn print_profile(package: &Path, backend: &str, runs: usize) -> Result<()> {
-    let options = backend_options(backend)?;
-    if options.get_backend() != Backend::Cpu {
-        return Ok(());
-    }
-    let pkg = Package::open(package)?;
-    let m = anebert::cpu::CpuModel::load(&pkg, options.get_function(), options.get_precision())?;
-    let inputs = bench_inputs(&anebert::ModelInfo::from_package(&pkg)?)?;
-    let inputs = inputs
-        .iter()
-        .map(|(k, v)| (k.clone(), std::sync::Arc::new(v.clone())))
-        .collect();
-    let mut prof = anebert::cpu::OpProfile::new();
-    for _ in 0..runs {
-        m.predict_profiled(&inputs, &mut prof)?;
-    }
+/// Per-op-type wall time of `runs` CPU runs, largest first.
+fn print_profile(prof: OpProfile, runs: usize) {
     let total: f64 = prof.values().map(|(_, d)| d.as_secs_f64()).sum();
     let mut rows: Vec<_> = prof.into_iter().collect();
     rows.sort_by_key(|r| std::cmp::Reverse(r.1 .1));
@@ -228,7 +234,6 @@ fn print_profile(package: &Path, backend: &str, runs: usize) -> Result<()> {
             100.0 * d.as_secs_f64() / total.max(1e-12)
         );
     }
-    Ok(())
 }
 
 pub fn run(mut a: BenchArgs) -> Result<()> {
@@ -283,7 +288,7 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     );
     for (label, pkg) in &targets {
         for b in &a.backends {
-            let p = measure(label, pkg, b, &a)
+            let (p, profile) = measure(label, pkg, b, &a)
                 .with_context(|| format!("benchmarking {label} on {b}"))?;
             println!(
                 "{:<40} {:>6} {:<14} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>10.0} {:>8.4} {:>10.3} {:>9} {:>6}",
@@ -302,10 +307,10 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                 p.ane_share
                     .map_or("-".into(), |s| format!("{:.0}%", 100.0 * s))
             );
-            points.push(p);
-            if a.profile {
-                print_profile(pkg, b, a.runs.max(1))?;
+            if let Some(prof) = profile {
+                print_profile(prof, p.runs);
             }
+            points.push(p);
         }
     }
     println!(
