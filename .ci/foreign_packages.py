@@ -70,14 +70,53 @@ case("layer_norm_fp16_compute", [mb.TensorSpec(shape=(1, 8, 1, 5))], {"x": XL},
     lambda x: mb.layer_norm(x=x, axes=[1], gamma=G, beta=BE, epsilon=1e-5))
 
 
+# Compressed weights written by coremltools' own optimize passes (uniform palettes: k-means needs scikit-learn) (the constexpr_* ops in both
+# serializations: iOS16/17 attributes, iOS18 inputs); expected = the conv over the weights
+# coremltools itself decompresses.
+OPT = ct.optimize.coreml
+WC, XC = r(64, 32, 1, 1), r(1, 32, 1, 8)
+COMPRESSED = [
+    ("int8_affine_ios17", ct.target.iOS17, lambda m: OPT.linear_quantize_weights(m, OPT.OptimizationConfig(
+        OPT.OpLinearQuantizerConfig(mode="linear_symmetric", weight_threshold=100)))),
+    ("lut4_per_tensor_ios17", ct.target.iOS17, lambda m: OPT.palettize_weights(m, OPT.OptimizationConfig(
+        OPT.OpPalettizerConfig(mode="uniform", nbits=4, weight_threshold=100)))),
+    ("lut6_grouped_ios18", ct.target.iOS18, lambda m: OPT.palettize_weights(m, OPT.OptimizationConfig(
+        OPT.OpPalettizerConfig(mode="uniform", nbits=6, granularity="per_grouped_channel", group_size=16, weight_threshold=100)))),
+    ("lut3_grouped_ios18", ct.target.iOS18, lambda m: OPT.palettize_weights(m, OPT.OptimizationConfig(
+        OPT.OpPalettizerConfig(mode="uniform", nbits=3, granularity="per_grouped_channel", group_size=8, weight_threshold=100)))),
+    ("uint8_offset_ios18", ct.target.iOS18, lambda m: OPT.linear_quantize_weights(m, OPT.OptimizationConfig(
+        OPT.OpLinearQuantizerConfig(mode="linear", dtype="uint8", weight_threshold=100)))),
+    ("int4_per_block_ios18", ct.target.iOS18, lambda m: OPT.linear_quantize_weights(m, OPT.OptimizationConfig(
+        OPT.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=8, weight_threshold=100)))),
+]
+
+
+def compressed_models():
+    for name, target, compress in COMPRESSED:
+        prog = mb.program(input_specs=[mb.TensorSpec(shape=(1, 32, 1, 8))], opset_version=target)(
+            lambda x: mb.conv(x=x, weight=WC))
+        model = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=target,
+                           compute_precision=ct.precision.FLOAT32, skip_model_load=True)
+        model = compress(model)
+        ops = {op.op_type for op in model._mil_program.functions["main"].operations}
+        assert any(o.startswith("constexpr_") for o in ops), f"{name}: not compressed ({ops})"
+        dense = OPT.decompress_weights(model)
+        w = dense._mil_program.functions["main"].find_ops(op_type="conv")[0].weight.val
+        want = np.einsum("oc,ncs->nos", w[:, :, 0, 0].astype(np.float32), XC[:, :, 0, :])[:, :, None, :]
+        yield name, model, {"x": XC}, want, 1e-4
+
+
 def main():
     binary, outdir = sys.argv[1], sys.argv[2]
     os.makedirs(outdir, exist_ok=True)
     failed = 0
+    converted = []
     for name, prog, inputs, expected, atol, precision in CASES:
-        pkg = os.path.join(outdir, f"{name}.mlpackage")
         model = ct.convert(prog, convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
                            compute_precision=precision, skip_model_load=True)
+        converted.append((name, model, inputs, expected, atol))
+    for name, model, inputs, expected, atol in converted + list(compressed_models()):
+        pkg = os.path.join(outdir, f"{name}.mlpackage")
         model.save(pkg)
         out_name = model.get_spec().description.output[0].name
         fin, fout = os.path.join(outdir, f"{name}.in.safetensors"), os.path.join(outdir, f"{name}.out.safetensors")
@@ -93,7 +132,7 @@ def main():
         ok = got.size == want.size and err <= atol
         failed += not ok
         print(f"{'ok  ' if ok else 'FAIL'} {name}: max abs err {err:.2e} (atol {atol:g}), ops: {sorted(set(op.op_type for op in model._mil_program.functions['main'].operations)) if model._mil_program else ''}")
-    print(f"foreign packages: {len(CASES)} run, {failed} failed")
+    print(f"foreign packages: {len(CASES) + len(COMPRESSED)} run, {failed} failed")
     return 1 if failed else 0
 
 

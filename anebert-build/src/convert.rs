@@ -1,6 +1,8 @@
 //! The converter entry point: checkpoint directory + options → `.mlpackage`.
 
 use crate::checkpoint::{bert::Bert, modernbert::ModernBert, Checkpoint};
+use crate::compress::Compression;
+use crate::gate::{self, GateReport};
 use crate::graph::{Emitter, GraphOptions};
 use crate::ir::{EncoderSource, HeadKind, Pooling, Step};
 use crate::mil::{BuiltProgram, MilError, ProgramBuilder, SpecVersion};
@@ -26,8 +28,10 @@ pub const CONVERTER_KEY: &str = concat!(
     env!("ANEBERT_SOURCE_HASH")
 );
 
-/// Precision of the stored weights (and of the computation in the graph): `fp16` (alias
-/// `float16`) or `fp32` (alias `float32`).
+/// Precision of the stored weights: `fp16` (alias `float16`, what the ANE runs), `fp32` (alias
+/// `float32`, reference packages), or compressed — `int8` (per-channel symmetric), `lut8`,
+/// `lut6`, `lut4` (k-means palettes) — which compute in fp16 and pass the fidelity gate
+/// (docs/design.md §9) or fail the conversion.
 #[derive(
     Clone,
     Copy,
@@ -48,6 +52,18 @@ pub enum WeightPrecision {
     /// fp32: reference packages.
     #[strum(to_string = "fp32", serialize = "float32")]
     Fp32,
+    /// int8 weights, one fp16 scale per output channel (≈ 0.5× the fp16 size).
+    #[strum(to_string = "int8")]
+    Int8,
+    /// 8-bit palettes (256 fp16 values per palette).
+    #[strum(to_string = "lut8")]
+    Lut8,
+    /// 6-bit palettes.
+    #[strum(to_string = "lut6")]
+    Lut6,
+    /// 4-bit palettes: the most lossy; needs `allow_lossy`.
+    #[strum(to_string = "lut4")]
+    Lut4,
 }
 
 fn unknown_weights(s: &str) -> String {
@@ -59,15 +75,27 @@ fn unknown_weights(s: &str) -> String {
 }
 
 impl WeightPrecision {
-    /// `"fp16"` / `"fp32"`.
+    /// `"fp16"`, `"fp32"`, `"int8"`, `"lut8"`, ...
     pub fn name(self) -> &'static str {
         self.into()
     }
 
-    fn dtype(self) -> DType {
+    /// The dtype the graph computes in (compressed weights decompress to fp16).
+    pub(crate) fn dtype(self) -> DType {
         match self {
-            WeightPrecision::Fp16 => DType::F16,
             WeightPrecision::Fp32 => DType::F32,
+            _ => DType::F16,
+        }
+    }
+
+    /// How conv weights are compressed, if at all.
+    pub fn compression(self) -> Option<Compression> {
+        match self {
+            WeightPrecision::Fp16 | WeightPrecision::Fp32 => None,
+            WeightPrecision::Int8 => Some(Compression::Int8),
+            WeightPrecision::Lut8 => Some(Compression::Palette(8)),
+            WeightPrecision::Lut6 => Some(Compression::Palette(6)),
+            WeightPrecision::Lut4 => Some(Compression::Palette(4)),
         }
     }
 }
@@ -88,8 +116,16 @@ pub struct ConvertOptions {
     pub rotation_seed: u64,
     /// Hadamard (default) or random orthogonal.
     pub rotation_method: RotationMethod,
-    /// Weight precision.
+    /// Weight precision (and compression).
     pub weights: WeightPrecision,
+    /// The oldest OS the package must load on: spec 8 (iOS 17 / macOS 14, default) or spec 9
+    /// (iOS 18 / macOS 15), which stores compressed weights with a palette per 16 channels.
+    pub target: SpecVersion,
+    /// Texts the fidelity gate of compressed weights runs (`None`: the built-in set).
+    pub calibration: Option<Vec<String>>,
+    /// Keep a compressed package that misses the fidelity gate (the report still says so); also
+    /// what `lut4` needs.
+    pub allow_lossy: bool,
     /// Pooling of the `embedding` head (`None`: the checkpoint's sentence-transformers pooling,
     /// else masked mean).
     pub embedding_pooling: Option<Pooling>,
@@ -114,6 +150,9 @@ impl ConvertOptions {
             rotation_seed: DEFAULT_ROTATION_SEED,
             rotation_method: RotationMethod::Hadamard,
             weights: WeightPrecision::Fp16,
+            target: SpecVersion::Ios17,
+            calibration: None,
+            allow_lossy: false,
             embedding_pooling: None,
             normalize: None,
             vocab_chunk: crate::graph::MAX_CHUNK,
@@ -137,6 +176,8 @@ pub struct Summary {
     pub notes: Vec<String>,
     /// What the package's metadata records (architecture, sizes, rotation, head, length, labels).
     pub metadata: PackageMetadata,
+    /// The fidelity gate's result, for compressed weights.
+    pub fidelity: Option<GateReport>,
 }
 
 impl Summary {
@@ -196,7 +237,15 @@ impl std::fmt::Display for Summary {
             self.ops.get("const").copied().unwrap_or(0),
             hist.join(", ")
         )?;
-        writeln!(f, "weights: {:.1} MB", self.weight_bytes as f64 / 1e6)?;
+        writeln!(
+            f,
+            "weights: {} · {:.1} MB",
+            self.metadata.weights,
+            self.weight_bytes as f64 / 1e6
+        )?;
+        if let Some(g) = &self.fidelity {
+            writeln!(f, "{g}")?;
+        }
         for n in &self.notes {
             writeln!(f, "note: {n}")?;
         }
@@ -251,6 +300,14 @@ fn check_options(src: &dyn EncoderSource, o: &ConvertOptions) -> Result<(), Conv
             o.vocab_chunk,
             crate::graph::MAX_CHUNK
         )));
+    }
+    if o.weights == WeightPrecision::Lut4 && !o.allow_lossy {
+        return Err(ConvertError::Options(
+            "`lut4` (4-bit palettes) loses accuracy on every model measured and is opt-in: pass \
+             `--allow-lossy` (Config::allow_lossy(true)) to accept it — the fidelity report still \
+             shows the numbers — or use `lut6` / `lut8` / `int8`"
+                .into(),
+        ));
     }
     let heads = src.available_heads();
     if !heads.contains(&o.head) {
@@ -359,13 +416,14 @@ pub fn convert_dir_with(
     let labels = head.labels.clone();
     let pooling = head.pooling;
 
-    let mut pb = ProgramBuilder::new(SpecVersion::Ios17);
+    let mut pb = ProgramBuilder::new(o.target);
     let mut failure: Option<ConvertError> = None;
     let mut output = (String::new(), Vec::new());
     let gopts = GraphOptions {
         seq_len: o.seq_len,
         dtype: o.weights.dtype(),
         chunk: o.vocab_chunk,
+        compression: o.weights.compression(),
     };
     let res = pb.function("main", |f| {
         let run = || -> Result<(), ConvertError> {
@@ -461,6 +519,31 @@ pub fn convert_dir_with(
     pb.metadata(METADATA_KEY, &md.to_json());
     let mut built = pb.build()?;
     built.tokenizer = tokenizer;
+    let fidelity = match o.weights.compression() {
+        Some(c) => gate::check(
+            &built,
+            c,
+            o.weights.name(),
+            o.calibration.as_deref(),
+            meta.vocab,
+        )?,
+        None => None,
+    };
+    if let Some(report) = &fidelity {
+        if !report.misses().is_empty() && !o.allow_lossy {
+            let fix =
+                format!(
+                "nothing was written. Fixes: fewer bits lost (`--weights {}`), a spec 9 target \
+                 with a palette per 16 channels (`--target ios18`, Config::target), or keep it \
+                 anyway with `--allow-lossy` (Config::allow_lossy(true))",
+                if o.weights == WeightPrecision::Int8 { "lut8" } else { "int8" }
+            );
+            return Err(ConvertError::Fidelity {
+                report: Box::new(report.clone()),
+                fix,
+            });
+        }
+    }
     let mut ops = BTreeMap::new();
     if let Some(anebert_runtime::proto::model::Type::MlProgram(p)) = &built.spec.r#type {
         for op in anebert_runtime::package::all_ops(p) {
@@ -474,6 +557,7 @@ pub fn convert_dir_with(
         output,
         seconds: start.elapsed().as_secs_f64(),
         metadata: md,
+        fidelity,
     };
     Ok((built, summary))
 }

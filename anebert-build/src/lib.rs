@@ -18,9 +18,11 @@
 
 pub mod artifact;
 pub mod checkpoint;
+pub mod compress;
 pub mod config;
 pub mod convert;
 mod fsx;
+pub mod gate;
 pub mod graph;
 pub mod ir;
 pub mod mil;
@@ -51,4 +53,12 @@ pub enum ConvertError {
     /// The options do not fit the checkpoint.
     #[error("{0}")]
     Options(String),
+    /// Compressed weights missed the fidelity gate; nothing was written.
+    #[error("{report}\n{fix}")]
+    Fidelity {
+        /// What the gate measured.
+        report: Box<gate::GateReport>,
+        /// What to do about it.
+        fix: String,
+    },
 }

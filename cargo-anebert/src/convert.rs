@@ -19,9 +19,20 @@ pub struct ConvertArgs {
     /// Keep plain layer_norm ops (no folding or rotation).
     #[arg(long)]
     no_rotate: bool,
-    /// Weight (and compute) precision: fp16 (ships to the ANE) or fp32 (reference).
+    /// Weight precision: fp16 (ships to the ANE), fp32 (reference), or compressed — int8, lut8,
+    /// lut6, lut4 (palettes) — checked by the fidelity gate.
     #[arg(long, default_value = "fp16")]
     weights: WeightPrecision,
+    /// Oldest OS the package loads on: ios17 (= macos14, spec 8) or ios18 (= macos15, spec 9:
+    /// compressed weights get a palette per 16 channels).
+    #[arg(long, default_value = "ios17")]
+    target: anebert_build::mil::SpecVersion,
+    /// Calibration texts for the fidelity gate, one per line [default: a built-in set].
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// Keep a compressed package that misses the fidelity gate (the report says by how much).
+    #[arg(long)]
+    allow_lossy: bool,
     /// hadamard (randomized Hadamard; random orthogonal when d has no construction) or orthogonal.
     #[arg(long, default_value = "hadamard")]
     rotation: anebert_build::RotationMethod,
@@ -50,6 +61,11 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     let mut o = ConvertOptions::new(a.head, a.seq);
     o.rotate = !a.no_rotate;
     o.weights = a.weights;
+    o.target = a.target;
+    o.allow_lossy = a.allow_lossy;
+    if let Some(path) = &a.calibration {
+        o.calibration = Some(anebert_build::gate::read_calibration(path)?);
+    }
     o.rotation_method = a.rotation;
     if let Some(s) = a.rotation_seed {
         o.rotation_seed = s;
@@ -86,7 +102,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     let size: u64 = walk_size(&a.out);
     println!("{summary}");
     println!("package: {} ({:.1} MB)", a.out.display(), size as f64 / 1e6);
-    let violations = ane_rules::check(&pkg, a.weights == WeightPrecision::Fp16);
+    let violations = ane_rules::check(&pkg, a.weights != WeightPrecision::Fp32);
     if violations.is_empty() {
         println!("ANE rules: ok");
     } else {

@@ -6,6 +6,7 @@
 
 pub mod ane_rules;
 
+use crate::compress::{self, Compression};
 use crate::ir::*;
 use crate::mil::{FunctionBuilder, InputShape, MilError, Var};
 use anebert_runtime::{DType, Tensor};
@@ -26,6 +27,9 @@ pub struct GraphOptions {
     pub dtype: DType,
     /// Most output channels of one conv / rows of one embedding-table chunk (≤ [`MAX_CHUNK`]).
     pub chunk: usize,
+    /// Compression of conv weights with at least [`compress::MIN_ELEMENTS`] elements (the
+    /// embedding table, norms and biases stay fp16).
+    pub compression: Option<Compression>,
 }
 
 /// Emits one encoder into a function, piece by piece.
@@ -78,6 +82,26 @@ impl<'f, 'a> Emitter<'f, 'a> {
     /// hold (|w| > 65504 becomes ∞ on the ANE), naming the constant: the converter never writes a
     /// package that computes garbage.
     fn weight(&mut self, hint: &str, shape: Vec<usize>, v: Vec<f32>) -> Result<Var, MilError> {
+        let t = self.checked(hint, shape, v)?;
+        self.f.constant(hint, t)
+    }
+
+    /// A conv weight: compressed when asked for and large enough, else as [`Self::weight`].
+    fn conv_weight(&mut self, hint: &str, shape: Vec<usize>, v: Vec<f32>) -> Result<Var, MilError> {
+        let t = self.checked(hint, shape, v)?;
+        match self.opts.compression {
+            Some(c) if t.len() >= compress::MIN_ELEMENTS => {
+                let values = t.as_f32().expect("float weights");
+                let spec = self.f.spec_version();
+                let e = compress::encode(values, t.shape(), c, spec);
+                self.f.compressed_constant(hint, e.op_type, e.params, t)
+            }
+            _ => self.f.constant(hint, t),
+        }
+    }
+
+    /// The weight as a tensor of the graph's precision, after the checks of [`Self::weight`].
+    fn checked(&mut self, hint: &str, shape: Vec<usize>, v: Vec<f32>) -> Result<Tensor, MilError> {
         let limit = if self.opts.dtype == DType::F16 {
             half::f16::MAX.to_f32()
         } else {
@@ -105,11 +129,10 @@ impl<'f, 'a> Emitter<'f, 'a> {
                 msg,
             });
         }
-        let t = match self.opts.dtype {
+        Ok(match self.opts.dtype {
             DType::F16 => Tensor::f16(shape, v)?,
             _ => Tensor::f32(shape, v)?,
-        };
-        self.f.constant(hint, t)
+        })
     }
 
     fn scalar(&mut self, hint: &str, v: f32) -> Result<Var, MilError> {
@@ -137,7 +160,7 @@ impl<'f, 'a> Emitter<'f, 'a> {
                             v[i * cols + j] = col[i] as f32;
                         }
                     }
-                    self.weight(&format!("{hint}_weight"), vec![n, cols, 1, 1], v)?
+                    self.conv_weight(&format!("{hint}_weight"), vec![n, cols, 1, 1], v)?
                 }
                 Weight::EmbeddingTable => {
                     // A view of the gather table chunk: the weight file stores it once.

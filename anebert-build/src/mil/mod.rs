@@ -23,6 +23,7 @@
 //! # Ok::<(), anebert_build::mil::MilError>(())
 //! ```
 
+mod constexpr;
 mod helpers;
 pub mod names;
 mod op_view;
@@ -33,6 +34,7 @@ use anebert_runtime::package::{BlobError, BlobWriter, Package, PackageError};
 use anebert_runtime::proto::{self, mil_spec as mil};
 use anebert_runtime::tensor::TensorError;
 use anebert_runtime::{value, DType, Dim, Tensor, TensorType};
+pub use constexpr::Uncompressed;
 use names::NameScope;
 pub use op_view::Arg;
 use program::FunctionDef;
@@ -95,12 +97,43 @@ impl SpecVersion {
         }
     }
 
+    /// The deployment target's name: `ios17` or `ios18`.
+    pub fn name(self) -> &'static str {
+        match self {
+            SpecVersion::Ios17 => "ios17",
+            SpecVersion::Ios18 => "ios18",
+        }
+    }
+
     /// May a constant of this dtype and size go to the blob file (coremltools' `should_use_weight_file`)?
+    /// Sub-byte types count as uint8 there (numpy holds them so).
     pub fn blob_eligible(self, dtype: DType, numel: usize) -> bool {
         numel >= 10
             && (matches!(dtype, DType::F16 | DType::F32 | DType::U8 | DType::I8)
+                || (dtype.is_int() && dtype.bits() < 8)
                 || (self >= SpecVersion::Ios18
                     && matches!(dtype, DType::I16 | DType::U16 | DType::I32 | DType::U32)))
+    }
+}
+
+impl std::str::FromStr for SpecVersion {
+    type Err = String;
+
+    /// `ios17` / `macos14` (spec 8) or `ios18` / `macos15` (spec 9), any case.
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ios17" | "macos14" => Ok(SpecVersion::Ios17),
+            "ios18" | "macos15" => Ok(SpecVersion::Ios18),
+            _ => Err(format!(
+                "unknown deployment target {s:?}; expected ios17 (= macos14, spec 8) or ios18 (= macos15, spec 9)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for SpecVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -147,6 +180,8 @@ pub const MAX_ENUMERATED_SHAPES: usize = 128;
 pub struct FunctionBuilder<'a> {
     spec: SpecVersion,
     weights: &'a mut BlobWriter,
+    uncompressed: &'a mut Vec<Uncompressed>,
+    function_name: String,
     names: NameScope,
     inputs: Vec<(mil::NamedValueType, proto::FeatureDescription)>,
     ops: Vec<mil::Operation>,

@@ -17,6 +17,7 @@ pub struct ProgramBuilder {
     order: Vec<String>,
     default_function: Option<String>,
     metadata: proto::Metadata,
+    uncompressed: Vec<Uncompressed>,
 }
 
 /// A finished program: the spec and the `weight.bin` content.
@@ -28,6 +29,9 @@ pub struct BuiltProgram {
     pub weights: Option<Vec<u8>>,
     /// The model's `tokenizer.json`, written into the package as an item of its own.
     pub tokenizer: Option<Vec<u8>>,
+    /// The weights that compressed constants replace, as they were before compression (kept in
+    /// memory for the fidelity gate; never written).
+    pub uncompressed: Vec<Uncompressed>,
 }
 
 impl BuiltProgram {
@@ -53,6 +57,7 @@ impl ProgramBuilder {
             order: Vec::new(),
             default_function: None,
             metadata: proto::Metadata::default(),
+            uncompressed: Vec::new(),
         }
     }
 
@@ -78,6 +83,8 @@ impl ProgramBuilder {
         let mut f = FunctionBuilder {
             spec: self.spec,
             weights: &mut self.weights,
+            uncompressed: &mut self.uncompressed,
+            function_name: name.to_string(),
             names: NameScope::default(),
             inputs: Vec::new(),
             ops: Vec::new(),
@@ -186,6 +193,7 @@ impl ProgramBuilder {
             spec,
             weights,
             tokenizer: None,
+            uncompressed: self.uncompressed,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! Adding an op = one entry here + one CPU kernel; a test walks the table and checks the builder,
 //! the interpreter and the cost model agree on every op (tests/op_cases.rs).
 
+pub mod constexpr;
 pub mod dims;
 pub mod flops;
 pub mod params;

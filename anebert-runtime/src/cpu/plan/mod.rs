@@ -7,6 +7,7 @@ mod fusion;
 use super::ops::{self, Ctx, Kernel};
 use super::pool::Pool;
 use super::{CpuError, Precision};
+use crate::op_table::constexpr;
 use crate::package::{op_name, BlobStorage};
 use crate::proto::mil_spec as mil;
 use crate::tensor::{round_to_f16, Tensor, TensorData};
@@ -65,6 +66,45 @@ fn prepare_const(mut t: Tensor, precision: Precision) -> Tensor {
         }
     }
     t
+}
+
+/// A compressed constant, decoded once (op_table::constexpr). Its parameters are attributes
+/// (iOS16/17 ops) or inputs: values, or names of constants defined earlier (iOS18 chains).
+fn decode_constexpr(
+    op: &mil::Operation,
+    weights: Option<&BlobStorage>,
+    slots: &HashMap<String, usize>,
+    consts: &[(usize, Arc<Tensor>)],
+) -> Result<Tensor, CpuError> {
+    let mut params = constexpr::Params::new();
+    for (k, v) in op.attributes.iter().filter(|(k, _)| *k != "name") {
+        let t = value::to_tensor(v, weights).map_err(|e| load_err(op, format!("`{k}`: {e}")))?;
+        params.insert(k.clone(), t);
+    }
+    for (k, arg) in &op.inputs {
+        let [b] = arg.arguments.as_slice() else {
+            return Err(load_err(op, format!("input `{k}` must bind one value")));
+        };
+        let t = match &b.binding {
+            Some(mil::argument::binding::Binding::Value(v)) => {
+                value::to_tensor(v, weights).map_err(|e| load_err(op, format!("`{k}`: {e}")))?
+            }
+            Some(mil::argument::binding::Binding::Name(n)) => {
+                let slot = slots.get(n);
+                let c = consts.iter().rev().find(|(s, _)| Some(s) == slot);
+                let Some((_, t)) = c else {
+                    return Err(load_err(
+                        op,
+                        format!("input `{k}` uses `{n}`, which is not a constant defined before this op"),
+                    ));
+                };
+                t.as_ref().clone()
+            }
+            None => return Err(load_err(op, format!("input `{k}` has an empty binding"))),
+        };
+        params.insert(k.clone(), t);
+    }
+    constexpr::decode(&op.r#type, &params).map_err(|msg| load_err(op, msg))
 }
 
 impl Plan {
@@ -138,14 +178,18 @@ impl Plan {
                     Ok((o.name.clone(), ty))
                 })
                 .collect::<Result<_, CpuError>>()?;
-            if op.r#type == "const" {
-                let v = op
-                    .attributes
-                    .get("val")
-                    .ok_or_else(|| load_err(op, "const has no `val` attribute"))?;
-                let t = value::to_tensor(v, weights).map_err(|e| load_err(op, e.to_string()))?;
+            if op.r#type == "const" || constexpr::is_constexpr(&op.r#type) {
+                let t = if op.r#type == "const" {
+                    let v = op
+                        .attributes
+                        .get("val")
+                        .ok_or_else(|| load_err(op, "const has no `val` attribute"))?;
+                    value::to_tensor(v, weights).map_err(|e| load_err(op, e.to_string()))?
+                } else {
+                    decode_constexpr(op, weights, &slots, &consts)?
+                };
                 let [(out, ty)] = declared.as_slice() else {
-                    return Err(load_err(op, "const must have exactly one output"));
+                    return Err(load_err(op, "must have exactly one output"));
                 };
                 if ty.dtype != t.dtype() || !ty.admits(t.shape()) {
                     return Err(load_err(

@@ -1,0 +1,335 @@
+//! The fidelity gate of compressed weights (docs/design.md §9): the converter runs the compressed
+//! program and the same program with its fp16 weights on calibration text, both on the CPU
+//! backend in fp16 ANE simulation, and refuses the compression when the outputs drift past the
+//! gate — with the numbers and the fix — unless the user allows a lossy package.
+
+use crate::compress::Compression;
+use crate::mil::BuiltProgram;
+use crate::ConvertError;
+use anebert_runtime::cpu::Precision;
+use anebert_runtime::metrics::{self, falls_below};
+use anebert_runtime::package::BlobStorage;
+use anebert_runtime::{Backend, Model, Options, Package};
+use std::path::Path;
+use std::time::Instant;
+
+/// The built-in calibration texts: prose, questions, lists, numbers, code, quotes, non-English
+/// names and stray punctuation — the token mix the outlier channels react to.
+pub const BUILT_IN: &[&str] = &[
+    "The capital of France is Paris.",
+    "A man is eating food.",
+    "Is it going to rain tomorrow, or will the sun come out after all?",
+    "In 1969, Apollo 11 landed on the Moon; Neil Armstrong stepped out at 02:56 UTC.",
+    "Preheat the oven to 220 °C, then bake for 25–30 minutes until golden.",
+    "fn main() { println!(\"hello, world\"); }",
+    "SELECT name, email FROM users WHERE created_at > '2024-01-01' ORDER BY name;",
+    "The mitochondria is the powerhouse of the cell.",
+    "\"I'm not sure,\" she said, \"but I think we should leave now.\"",
+    "Revenue grew 12.5% year over year to $4.2 billion, beating estimates.",
+    "Tokyo, São Paulo, Zürich and Reykjavík all host international film festivals.",
+    "!!! ??? ... --- ***",
+    "The patient presented with acute chest pain radiating to the left arm.",
+    "Photosynthesis converts light energy into chemical energy stored in glucose.",
+    "Please reset your password using the link we sent to your email address.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Section 3(b) of the agreement shall survive termination for a period of two years.",
+    "She plays the violin, he plays the cello, and they both sing.",
+    "Error: connection refused (errno 111) while contacting 127.0.0.1:8080",
+    "Machine learning models can inherit biases present in their training data.",
+    "The river flooded the valley after three days of heavy rain.",
+    "Shares fell sharply in early trading.",
+    "What is the boiling point of water at sea level?",
+    "A B C D E F G 1 2 3 4 5 6 7 8 9 0",
+];
+
+/// Sequences the gate runs per program at most (each runs twice: compressed and fp16).
+pub const MAX_SEQUENCES: usize = 16;
+
+/// Read calibration texts: one per non-empty line of a UTF-8 file.
+pub fn read_calibration(path: &Path) -> Result<Vec<String>, ConvertError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConvertError::Options(format!(
+            "calibration file {}: {e} (give a UTF-8 text file, one text per line)",
+            path.display()
+        ))
+    })?;
+    let texts: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    if texts.is_empty() {
+        return Err(ConvertError::Options(format!(
+            "calibration file {} has no text (one text per line)",
+            path.display()
+        )));
+    }
+    Ok(texts)
+}
+
+/// What a compression must keep, against the same program with fp16 weights.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Gate {
+    /// Smallest cosine similarity of any output row (a token's logits, an embedding).
+    pub min_cosine: f64,
+    /// Smallest share of rows whose argmax agrees (MLM top-1, classifier labels).
+    pub min_agreement: f64,
+}
+
+impl Gate {
+    /// The default gate of a compression. 8 bits: min cosine 0.999 and 99.5 % agreement (the
+    /// published int8 anchors: fastembed's dynamic-int8 MiniLM reaches a mean cosine of only
+    /// 0.9897, which this gate refuses); 6 bits: 0.995 and 99 %; 4 bits: 0.98 and 95 %, and
+    /// only with `allow_lossy` (every 4-bit result we know of loses accuracy somewhere).
+    pub fn default_for(c: Compression) -> Gate {
+        match c.bits() {
+            8 => Gate {
+                min_cosine: 0.999,
+                min_agreement: 0.995,
+            },
+            6 => Gate {
+                min_cosine: 0.995,
+                min_agreement: 0.99,
+            },
+            _ => Gate {
+                min_cosine: 0.98,
+                min_agreement: 0.95,
+            },
+        }
+    }
+}
+
+/// What the gate measured.
+#[derive(Clone, Debug)]
+pub struct GateReport {
+    /// The weights checked (`int8`, `lut6`, ...).
+    pub weights: String,
+    /// Where the token ids came from (`tokenizer`, or synthetic ids and why).
+    pub source: String,
+    /// Sequences run (per program) and output rows compared.
+    pub sequences: usize,
+    /// Rows compared: tokens for per-token heads, sequences for pooled heads.
+    pub rows: usize,
+    /// Cosine similarity of the rows: smallest and mean.
+    pub min_cosine: f64,
+    /// Mean cosine similarity.
+    pub mean_cosine: f64,
+    /// Share of rows whose argmax agrees (`None` for embedding and hidden heads).
+    pub agreement: Option<f64>,
+    /// MLM only: KL(fp16 ‖ compressed) per token, mean and worst.
+    pub kl: Option<(f64, f64)>,
+    /// The gate applied.
+    pub gate: Gate,
+    /// Wall time of the gate.
+    pub seconds: f64,
+}
+
+impl GateReport {
+    /// What missed the gate (empty: passed). A NaN anywhere misses.
+    pub fn misses(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if falls_below(self.min_cosine, self.gate.min_cosine) {
+            out.push(format!(
+                "min cosine {:.5} < {}",
+                self.min_cosine, self.gate.min_cosine
+            ));
+        }
+        if let Some(a) = self.agreement {
+            if falls_below(a, self.gate.min_agreement) {
+                out.push(format!(
+                    "argmax agreement {:.2} % < {} %",
+                    a * 100.0,
+                    self.gate.min_agreement * 100.0
+                ));
+            }
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for GateReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "fidelity gate ({} vs fp16 weights, fp16-ane simulation, {} sequence(s), {} rows, {}): \
+             cosine min {:.5} mean {:.6}",
+            self.weights,
+            self.sequences,
+            self.rows,
+            self.source,
+            self.min_cosine,
+            self.mean_cosine
+        )?;
+        if let Some(a) = self.agreement {
+            write!(f, " · argmax agreement {:.2} %", a * 100.0)?;
+        }
+        if let Some((mean, worst)) = self.kl {
+            write!(f, " · KL per token mean {mean:.3e} worst {worst:.3e}")?;
+        }
+        let misses = self.misses();
+        write!(
+            f,
+            " — gate: min cosine ≥ {}, agreement ≥ {} %: {} ({:.1} s)",
+            self.gate.min_cosine,
+            self.gate.min_agreement * 100.0,
+            if misses.is_empty() {
+                "passed".to_string()
+            } else {
+                format!("MISSED ({})", misses.join("; "))
+            },
+            self.seconds
+        )
+    }
+}
+
+/// Token-id sequences for the gate: calibration texts through the checkpoint's tokenizer (packed
+/// several to a sequence for per-token heads, one per sequence for pooled heads), or synthetic
+/// ids when there is no tokenizer. Also says where the ids came from.
+fn sequences(
+    built: &BuiltProgram,
+    texts: &[String],
+    seq_len: usize,
+    vocab: usize,
+    pooled: bool,
+) -> (Vec<Vec<i32>>, String) {
+    let (encoded, source) = match tokenize(built.tokenizer.as_deref(), texts) {
+        Ok(e) => (e, format!("{} calibration texts", texts.len())),
+        Err(why) => {
+            // Deterministic ids over the vocabulary, away from the special tokens at its start.
+            let lo = vocab.min(1000) as u64;
+            let mut state = 0x9e37_79b9_7f4a_7c15u64;
+            let seqs = (0..MAX_SEQUENCES.min(8))
+                .map(|_| {
+                    (0..seq_len.min(64))
+                        .map(|_| {
+                            state ^= state << 13;
+                            state ^= state >> 7;
+                            state ^= state << 17;
+                            (lo + state % (vocab as u64 - lo).max(1)) as i32
+                        })
+                        .collect()
+                })
+                .collect();
+            (seqs, format!("synthetic token ids: {why}"))
+        }
+    };
+    let mut out: Vec<Vec<i32>> = Vec::new();
+    for mut ids in encoded {
+        ids.truncate(seq_len);
+        match out.last_mut() {
+            Some(last) if !pooled && last.len() + ids.len() <= seq_len => last.extend(ids),
+            _ => out.push(ids),
+        }
+    }
+    out.truncate(MAX_SEQUENCES);
+    (out, source)
+}
+
+#[cfg(feature = "text")]
+fn tokenize(tokenizer: Option<&[u8]>, texts: &[String]) -> Result<Vec<Vec<i32>>, String> {
+    let bytes = tokenizer.ok_or("the checkpoint has no tokenizer.json")?;
+    let mut t = tokenizers::Tokenizer::from_bytes(bytes)
+        .map_err(|e| format!("tokenizer.json does not load ({e})"))?;
+    t.with_padding(None);
+    texts
+        .iter()
+        .map(|s| {
+            t.encode(s.as_str(), true)
+                .map(|e| e.get_ids().iter().map(|&i| i as i32).collect())
+                .map_err(|e| format!("tokenizing {s:?}: {e}"))
+        })
+        .collect()
+}
+
+#[cfg(not(feature = "text"))]
+fn tokenize(_: Option<&[u8]>, _: &[String]) -> Result<Vec<Vec<i32>>, String> {
+    Err(
+        "anebert-build was compiled without its `text` feature (enable it to calibrate on text)"
+            .into(),
+    )
+}
+
+fn cpu_model(pkg: &Package) -> Result<Model, ConvertError> {
+    let opts = Options::default()
+        .backend(Backend::Cpu)
+        .precision(Precision::Fp16Ane);
+    Model::from_package(pkg, None, &opts)
+        .map_err(|e| ConvertError::Options(format!("fidelity gate: the program does not run: {e}")))
+}
+
+/// Run the gate on a built (compressed) program. `None` when nothing in it is compressed.
+pub fn check(
+    built: &BuiltProgram,
+    compression: Compression,
+    weights_name: &str,
+    texts: Option<&[String]>,
+    vocab: usize,
+) -> Result<Option<GateReport>, ConvertError> {
+    let start = Instant::now();
+    let Some(reference) = built.uncompressed_package()? else {
+        return Ok(None);
+    };
+    let compressed = Package {
+        spec: built.spec.clone(),
+        weights: match &built.weights {
+            Some(w) => Some(BlobStorage::parse(w.clone()).map_err(crate::mil::MilError::from)?),
+            None => None,
+        },
+        path: "compressed".into(),
+    };
+    let (reference, compressed) = (cpu_model(&reference)?, cpu_model(&compressed)?);
+    let info = reference.info().clone();
+    let built_in: Vec<String>;
+    let texts = match texts {
+        Some(t) => t,
+        None => {
+            built_in = BUILT_IN.iter().map(|s| s.to_string()).collect();
+            &built_in
+        }
+    };
+    let (seqs, source) = sequences(built, texts, info.seq_len, vocab, info.head.pooled());
+    let argmax = !matches!(
+        info.head,
+        anebert_runtime::contract::HeadKind::Embedding
+            | anebert_runtime::contract::HeadKind::Hidden
+    );
+    let mlm = info.head == anebert_runtime::contract::HeadKind::MaskedLm;
+    let (mut rows, mut agree, mut cos_sum) = (0usize, 0usize, 0.0f64);
+    let mut min_cos = f64::INFINITY;
+    let (mut kl_sum, mut kl_worst) = (0.0f64, 0.0f64);
+    let fail = |e: anebert_runtime::Error| {
+        ConvertError::Options(format!("fidelity gate: a calibration run failed: {e}"))
+    };
+    for ids in &seqs {
+        let r = reference.run_ids(ids, 0).map_err(fail)?;
+        let c = compressed.run_ids(ids, 0).map_err(fail)?;
+        for (a, b) in r.rows.iter().zip(&c.rows) {
+            let cos = metrics::cosine(a, b);
+            min_cos = metrics::nan_min(min_cos, cos);
+            cos_sum += cos;
+            rows += 1;
+            if argmax && metrics::argmax(a) == metrics::argmax(b) && metrics::non_finite(b) == 0 {
+                agree += 1;
+            }
+            if mlm {
+                let kl = metrics::kl_divergence(a, b);
+                kl_sum += kl;
+                kl_worst = metrics::nan_max(kl_worst, kl);
+            }
+        }
+    }
+    let n = rows.max(1) as f64;
+    Ok(Some(GateReport {
+        weights: weights_name.to_string(),
+        source,
+        sequences: seqs.len(),
+        rows,
+        min_cosine: if rows == 0 { f64::NAN } else { min_cos },
+        mean_cosine: cos_sum / n,
+        agreement: argmax.then(|| agree as f64 / n),
+        kl: mlm.then(|| (kl_sum / n, kl_worst)),
+        gate: Gate::default_for(compression),
+        seconds: start.elapsed().as_secs_f64(),
+    }))
+}

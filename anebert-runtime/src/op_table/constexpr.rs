@@ -1,0 +1,464 @@
+//! The `constexpr_*` ops: compressed weights that Core ML decompresses at load (or just in time on
+//! the ANE). One definition of what each op computes — the CPU backend decodes them once at load
+//! into the same dense weights the ANE sees, and the converter checks its encodings against it.
+//!
+//! Parameters come by name, whether the program stored them as attributes (iOS16/17 ops) or as
+//! inputs (iOS18 ops); see docs/coreml-format.md §8 for the layouts.
+
+use crate::dtype::DType;
+use crate::tensor::{round_to_f16, unpack_bits, Tensor, TensorData};
+use std::collections::BTreeMap;
+
+/// Every `constexpr_*` op the CPU backend decodes.
+pub const DECODED: &[&str] = &[
+    "constexpr_affine_dequantize",
+    "constexpr_blockwise_shift_scale",
+    "constexpr_cast",
+    "constexpr_lut_to_dense",
+];
+
+/// Is `op_type` a compressed-constant op (decoded at load, never run per call)?
+pub fn is_constexpr(op_type: &str) -> bool {
+    op_type.starts_with("constexpr_")
+}
+
+/// A `constexpr_*` op's parameters by name.
+pub type Params = BTreeMap<String, Tensor>;
+
+fn get<'a>(p: &'a Params, name: &str) -> Result<&'a Tensor, String> {
+    p.get(name)
+        .ok_or_else(|| format!("parameter `{name}` is missing"))
+}
+
+fn ints<'a>(t: &'a Tensor, name: &str) -> Result<&'a [i32], String> {
+    t.as_i32()
+        .ok_or_else(|| format!("`{name}` must be an integer tensor, not {}", t.dtype()))
+}
+
+/// Values of an integer or float tensor as f32 (an int8 zero point, an fp16 scale).
+fn as_f32(t: &Tensor) -> Vec<f32> {
+    match t.data() {
+        TensorData::Float(v) => v.clone(),
+        TensorData::Int(v) => v.iter().map(|&x| x as f32).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A float result of `dtype` (fp16 values rounded, as the ANE stores them).
+fn float_out(dtype: DType, shape: Vec<usize>, mut v: Vec<f32>) -> Result<Tensor, String> {
+    if dtype == DType::F16 {
+        round_to_f16(&mut v);
+    }
+    Tensor::new(dtype, shape, TensorData::Float(v)).map_err(|e| e.to_string())
+}
+
+/// Decode a `constexpr_*` op into its dense value.
+pub fn decode(op_type: &str, p: &Params) -> Result<Tensor, String> {
+    match op_type {
+        "constexpr_affine_dequantize" => affine_dequantize(p),
+        "constexpr_blockwise_shift_scale" => blockwise_shift_scale(p),
+        "constexpr_cast" => cast(p),
+        "constexpr_lut_to_dense" if p.contains_key("shape") => lut_ios16(p),
+        "constexpr_lut_to_dense" => lut_ios18(p),
+        other => Err(format!(
+            "`{other}` is not decoded by the CPU backend (decoded: {})",
+            DECODED.join(", ")
+        )),
+    }
+}
+
+/// `axis` normalized into `0..rank`.
+fn axis_of(p: &Params, rank: usize) -> Result<usize, String> {
+    let a = *ints(get(p, "axis")?, "axis")?
+        .first()
+        .ok_or("`axis` is empty")? as i64;
+    let r = rank as i64;
+    if a < -r || a >= r {
+        return Err(format!("axis {a} is out of range for rank {rank}"));
+    }
+    Ok(a.rem_euclid(r) as usize)
+}
+
+/// iOS16: `(q − zero_point) · scale`, per tensor or along `axis`; the result has `scale`'s dtype.
+fn affine_dequantize(p: &Params) -> Result<Tensor, String> {
+    let q = get(p, "quantized_data")?;
+    if !matches!(q.dtype(), DType::I8 | DType::U8) {
+        return Err(format!(
+            "`quantized_data` must be int8 or uint8, not {}",
+            q.dtype()
+        ));
+    }
+    let (zp, scale) = (get(p, "zero_point")?, get(p, "scale")?);
+    if !matches!(scale.dtype(), DType::F16 | DType::F32) {
+        return Err(format!(
+            "`scale` must be fp16 or fp32, not {}",
+            scale.dtype()
+        ));
+    }
+    let shape = q.shape().to_vec();
+    let axis = axis_of(p, shape.len())?;
+    let channels = shape[axis];
+    for (name, t) in [("zero_point", zp), ("scale", scale)] {
+        if t.rank() > 1 || (t.rank() == 1 && t.len() != channels && t.len() != 1) {
+            return Err(format!(
+                "`{name}` has shape {:?}; it must be a scalar or have shape[axis] = {channels} values",
+                t.shape()
+            ));
+        }
+    }
+    let (zv, sv) = (as_f32(zp), as_f32(scale));
+    let qv = ints(q, "quantized_data")?;
+    let inner: usize = shape[axis + 1..].iter().product();
+    let out = qv
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| {
+            let c = (i / inner.max(1)) % channels.max(1);
+            let pick = |v: &[f32]| if v.len() == 1 { v[0] } else { v[c] };
+            (x as f32 - pick(&zv)) * pick(&sv)
+        })
+        .collect();
+    float_out(scale.dtype(), shape, out)
+}
+
+/// Index into `small` (same rank as `shape`, each axis dividing it) of the block holding element
+/// `flat` of `shape`: blocks are `shape[i] / small[i]` long on axis i.
+struct Blocks {
+    /// Per axis: (dim, block length, stride in the small tensor).
+    axes: Vec<(usize, usize, usize)>,
+}
+
+impl Blocks {
+    fn new(shape: &[usize], small: &[usize], what: &str) -> Result<Blocks, String> {
+        if shape.len() != small.len() {
+            return Err(format!(
+                "{what} has rank {} but the data has rank {}",
+                small.len(),
+                shape.len()
+            ));
+        }
+        let mut axes = Vec::with_capacity(shape.len());
+        let mut stride = 1;
+        for i in (0..shape.len()).rev() {
+            if small[i] == 0 || !shape[i].is_multiple_of(small[i]) {
+                return Err(format!(
+                    "{what} shape {small:?} does not divide the data shape {shape:?} on axis {i}"
+                ));
+            }
+            axes.push((shape[i], shape[i] / small[i], stride));
+            stride *= small[i];
+        }
+        axes.reverse();
+        Ok(Blocks { axes })
+    }
+
+    /// Block index of every element of the data, in row-major order.
+    fn indices(&self) -> Vec<usize> {
+        let n: usize = self.axes.iter().map(|a| a.0).product();
+        let mut out = Vec::with_capacity(n);
+        let mut pos = vec![0usize; self.axes.len()];
+        for _ in 0..n {
+            out.push(
+                self.axes
+                    .iter()
+                    .zip(&pos)
+                    .map(|(&(_, blk, stride), &p)| (p / blk) * stride)
+                    .sum(),
+            );
+            for ax in (0..pos.len()).rev() {
+                pos[ax] += 1;
+                if pos[ax] < self.axes[ax].0 {
+                    break;
+                }
+                pos[ax] = 0;
+            }
+        }
+        out
+    }
+}
+
+/// iOS18: `scale · (data − offset)` with `scale`/`offset` blocks tiling `data`.
+fn blockwise_shift_scale(p: &Params) -> Result<Tensor, String> {
+    let data = get(p, "data")?;
+    let scale = get(p, "scale")?;
+    if !matches!(
+        data.dtype(),
+        DType::I4 | DType::U4 | DType::I8 | DType::U8 | DType::F16 | DType::F32
+    ) {
+        return Err(format!(
+            "`data` must be int4/uint4/int8/uint8/fp16/fp32, not {}",
+            data.dtype()
+        ));
+    }
+    if !matches!(scale.dtype(), DType::F16 | DType::F32) {
+        return Err(format!(
+            "`scale` must be fp16 or fp32, not {}",
+            scale.dtype()
+        ));
+    }
+    let blocks = Blocks::new(data.shape(), scale.shape(), "`scale`")?;
+    let offset = match p.get("offset") {
+        Some(o) if o.shape() != scale.shape() => {
+            return Err(format!(
+                "`offset` has shape {:?}, `scale` {:?}; they must match",
+                o.shape(),
+                scale.shape()
+            ))
+        }
+        Some(o) => as_f32(o),
+        None => Vec::new(),
+    };
+    let (dv, sv) = (as_f32(data), as_f32(scale));
+    let out = blocks
+        .indices()
+        .into_iter()
+        .zip(dv)
+        .map(|(b, x)| sv[b] * (x - offset.get(b).copied().unwrap_or(0.0)))
+        .collect();
+    float_out(scale.dtype(), data.shape().to_vec(), out)
+}
+
+/// iOS16 `constexpr_cast`: fp16 source widened to `output_dtype`.
+fn cast(p: &Params) -> Result<Tensor, String> {
+    let src = get(p, "source")?;
+    let to = get(p, "output_dtype")?
+        .as_str()
+        .and_then(|s| s.first())
+        .ok_or("`output_dtype` must be a string")?;
+    let dtype = match to.as_str() {
+        "fp16" => DType::F16,
+        "fp32" => DType::F32,
+        other => return Err(format!("`output_dtype` {other:?} must be fp16 or fp32")),
+    };
+    if src.dtype() != DType::F16 {
+        return Err(format!("`source` must be fp16, not {}", src.dtype()));
+    }
+    float_out(dtype, src.shape().to_vec(), as_f32(src))
+}
+
+/// A palette lookup result of the lut's dtype.
+fn lut_out(
+    lut: &Tensor,
+    shape: Vec<usize>,
+    pick: impl Iterator<Item = usize>,
+) -> Result<Tensor, String> {
+    match lut.data() {
+        TensorData::Float(v) => float_out(lut.dtype(), shape, pick.map(|i| v[i]).collect()),
+        TensorData::Int(v) => Tensor::new(
+            lut.dtype(),
+            shape,
+            TensorData::Int(pick.map(|i| v[i]).collect()),
+        )
+        .map_err(|e| e.to_string()),
+        _ => Err(format!("`lut` must be numeric, not {}", lut.dtype())),
+    }
+}
+
+fn palette_bits(entries: usize) -> Result<u32, String> {
+    match entries {
+        2 => Ok(1),
+        4 => Ok(2),
+        8 => Ok(3),
+        16 => Ok(4),
+        64 => Ok(6),
+        256 => Ok(8),
+        n => Err(format!(
+            "a palette of {n} entries is not one of 2, 4, 8, 16, 64, 256 (1, 2, 3, 4, 6, 8 bits)"
+        )),
+    }
+}
+
+/// iOS16: one palette; `indices` is the LSB-first bit stream packed into uint8 bytes.
+fn lut_ios16(p: &Params) -> Result<Tensor, String> {
+    let (indices, lut) = (get(p, "indices")?, get(p, "lut")?);
+    let shape: Vec<usize> = ints(get(p, "shape")?, "shape")?
+        .iter()
+        .map(|&d| d as u32 as usize)
+        .collect();
+    if lut.rank() != 1 {
+        return Err(format!("`lut` must be 1-D, not {:?}", lut.shape()));
+    }
+    let bits = palette_bits(lut.len())?;
+    if bits == 3 {
+        return Err("3-bit palettes need the iOS18 form of the op".into());
+    }
+    let n = crate::tensor::checked_numel(&shape).ok_or("`shape` overflows")?;
+    if indices.dtype() != DType::U8 || indices.rank() != 1 {
+        return Err("`indices` must be a 1-D uint8 tensor of packed bits".into());
+    }
+    let want = (n * bits as usize).div_ceil(8);
+    if indices.len() != want {
+        return Err(format!(
+            "`indices` holds {} bytes; {n} indices of {bits} bits need {want}",
+            indices.len()
+        ));
+    }
+    let bytes: Vec<u8> = ints(indices, "indices")?.iter().map(|&b| b as u8).collect();
+    let idx = unpack_bits(&bytes, bits, n);
+    lut_out(lut, shape, idx.into_iter().map(usize::from))
+}
+
+/// iOS18: typed indices of the weight's shape, a palette per block (`lut` = [blocks…, P, V]).
+fn lut_ios18(p: &Params) -> Result<Tensor, String> {
+    let (indices, lut) = (get(p, "indices")?, get(p, "lut")?);
+    let rank = indices.rank();
+    if lut.rank() != rank + 2 {
+        return Err(format!(
+            "`lut` has shape {:?}; for {rank}-D indices it must have rank {}",
+            lut.shape(),
+            rank + 2
+        ));
+    }
+    let (palettes, vector) = (lut.shape()[rank], lut.shape()[rank + 1]);
+    let bits = palette_bits(palettes)?;
+    if indices.dtype().bits() != bits || !indices.dtype().is_int() {
+        return Err(format!(
+            "`indices` are {} but a palette of {palettes} entries needs uint{bits}",
+            indices.dtype()
+        ));
+    }
+    if vector != 1 {
+        return Err(format!(
+            "vector palettes (VECTOR_SIZE {vector}) are not decoded by the CPU backend"
+        ));
+    }
+    let blocks = Blocks::new(indices.shape(), &lut.shape()[..rank], "`lut`")?;
+    let idx = ints(indices, "indices")?;
+    if let Some(bad) = idx.iter().find(|&&i| i < 0 || i as usize >= palettes) {
+        return Err(format!("index {bad} is past the palette of {palettes}"));
+    }
+    let picks = blocks
+        .indices()
+        .into_iter()
+        .zip(idx)
+        .map(|(b, &i)| b * palettes + i as usize);
+    lut_out(lut, indices.shape().to_vec(), picks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::pack_bits;
+
+    fn params(list: Vec<(&str, Tensor)>) -> Params {
+        list.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    }
+
+    fn int(dtype: DType, shape: Vec<usize>, v: Vec<i32>) -> Tensor {
+        Tensor::new(dtype, shape, TensorData::Int(v)).unwrap()
+    }
+
+    #[test]
+    fn affine_dequantize_per_channel_on_axis_0() {
+        let p = params(vec![
+            (
+                "quantized_data",
+                int(DType::I8, vec![2, 3], vec![1, -2, 3, 4, 5, -6]),
+            ),
+            ("zero_point", int(DType::I8, vec![2], vec![0, 1])),
+            ("scale", Tensor::f16(vec![2], vec![0.5, 2.0]).unwrap()),
+            ("axis", Tensor::scalar_i32(0)),
+        ]);
+        let t = decode("constexpr_affine_dequantize", &p).unwrap();
+        assert_eq!(t.dtype(), DType::F16);
+        assert_eq!(t.as_f32().unwrap(), &[0.5, -1.0, 1.5, 6.0, 8.0, -14.0]);
+    }
+
+    #[test]
+    fn ios16_lut_unpacks_lsb_first_bits() {
+        // 4-bit indices 1, 2, 15 packed LSB-first: byte 0 = 0x21, byte 1 = 0x0F.
+        let lut: Vec<f32> = (0..16).map(|i| i as f32 * 0.25).collect();
+        let packed = pack_bits(&[1, 2, 15], 4);
+        assert_eq!(packed, vec![0x21, 0x0F]);
+        let p = params(vec![
+            (
+                "indices",
+                int(
+                    DType::U8,
+                    vec![2],
+                    packed.iter().map(|&b| b as i32).collect(),
+                ),
+            ),
+            ("lut", Tensor::f16(vec![16], lut).unwrap()),
+            ("shape", int(DType::U32, vec![2], vec![3, 1])),
+        ]);
+        let t = decode("constexpr_lut_to_dense", &p).unwrap();
+        assert_eq!(t.shape(), &[3, 1]);
+        assert_eq!(t.as_f32().unwrap(), &[0.25, 0.5, 3.75]);
+    }
+
+    #[test]
+    fn ios18_lut_uses_one_palette_per_group_of_rows() {
+        // 4 rows × 2 columns, 1-bit indices, a palette per 2 rows: lut [2, 1, 2, 1].
+        let p = params(vec![
+            (
+                "indices",
+                int(DType::U1, vec![4, 2], vec![0, 1, 1, 0, 0, 0, 1, 1]),
+            ),
+            (
+                "lut",
+                Tensor::f16(vec![2, 1, 2, 1], vec![-1.0, 1.0, 10.0, 20.0]).unwrap(),
+            ),
+        ]);
+        let t = decode("constexpr_lut_to_dense", &p).unwrap();
+        assert_eq!(
+            t.as_f32().unwrap(),
+            &[-1.0, 1.0, 1.0, -1.0, 10.0, 10.0, 20.0, 20.0]
+        );
+    }
+
+    #[test]
+    fn blockwise_shift_scale_tiles_scale_and_offset() {
+        let p = params(vec![
+            (
+                "data",
+                int(DType::I8, vec![2, 4], vec![1, 2, 3, 4, -1, -2, -3, -4]),
+            ),
+            (
+                "scale",
+                Tensor::f32(vec![2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap(),
+            ),
+            ("offset", int(DType::I8, vec![2, 2], vec![0, 1, 0, -1])),
+        ]);
+        let t = decode("constexpr_blockwise_shift_scale", &p).unwrap();
+        assert_eq!(
+            t.as_f32().unwrap(),
+            &[1.0, 2.0, 4.0, 6.0, -3.0, -6.0, -8.0, -12.0]
+        );
+    }
+
+    #[test]
+    fn malformed_parameters_are_errors_not_panics() {
+        let lut = Tensor::f16(vec![16], vec![0.0; 16]).unwrap();
+        // Too few index bytes for the shape.
+        let short = params(vec![
+            ("indices", int(DType::U8, vec![1], vec![0])),
+            ("lut", lut.clone()),
+            ("shape", int(DType::U32, vec![1], vec![3])),
+        ]);
+        let e = decode("constexpr_lut_to_dense", &short).unwrap_err();
+        assert!(e.contains("need 2"), "{e}");
+        // A palette size that is no bit width.
+        let odd = params(vec![
+            ("indices", int(DType::U4, vec![2], vec![0, 1])),
+            ("lut", Tensor::f16(vec![1, 5, 1], vec![0.0; 5]).unwrap()),
+        ]);
+        assert!(decode("constexpr_lut_to_dense", &odd)
+            .unwrap_err()
+            .contains("5 entries"));
+        // A scale that does not tile the data.
+        let tiles = params(vec![
+            ("data", int(DType::I8, vec![3], vec![1, 2, 3])),
+            ("scale", Tensor::f16(vec![2], vec![1.0, 1.0]).unwrap()),
+        ]);
+        assert!(decode("constexpr_blockwise_shift_scale", &tiles)
+            .unwrap_err()
+            .contains("does not divide"));
+        assert!(decode("constexpr_sparse_to_dense", &Params::new())
+            .unwrap_err()
+            .contains("not decoded"));
+        assert!(decode("constexpr_affine_dequantize", &Params::new())
+            .unwrap_err()
+            .contains("missing"));
+    }
+}
