@@ -6,6 +6,7 @@ mod common;
 mod build_integration;
 mod cli_convert;
 mod cli_inspect_predict;
+mod compression;
 mod convert_bert;
 mod convert_inputs;
 mod convert_modernbert;

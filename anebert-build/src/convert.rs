@@ -64,6 +64,10 @@ pub enum WeightPrecision {
     /// 4-bit palettes: the most lossy; needs `allow_lossy`.
     #[strum(to_string = "lut4")]
     Lut4,
+    /// Per weight the fewest bits (6-bit palette, 8-bit palette, fp16) that keep the gate:
+    /// the fidelity simulator measures the choice (docs/design.md §9).
+    #[strum(to_string = "mixed")]
+    Mixed,
 }
 
 fn unknown_weights(s: &str) -> String {
@@ -88,6 +92,19 @@ impl WeightPrecision {
         }
     }
 
+    /// Parse a precision, or `mixed:MIN_COSINE` (the mixed search's gate target).
+    pub fn parse_with_target(s: &str) -> Result<(WeightPrecision, Option<f64>), String> {
+        match s.trim().split_once(':') {
+            Some(("mixed", t)) => match t.trim().parse::<f64>() {
+                Ok(v) if v > 0.0 && v <= 1.0 => Ok((WeightPrecision::Mixed, Some(v))),
+                _ => Err(format!(
+                    "weights {s:?}: the target after `mixed:` is a cosine similarity in (0, 1], e.g. mixed:0.999"
+                )),
+            },
+            _ => Ok((s.trim().parse()?, None)),
+        }
+    }
+
     /// How conv weights are compressed, if at all.
     pub fn compression(self) -> Option<Compression> {
         match self {
@@ -96,6 +113,8 @@ impl WeightPrecision {
             WeightPrecision::Lut8 => Some(Compression::Palette(8)),
             WeightPrecision::Lut6 => Some(Compression::Palette(6)),
             WeightPrecision::Lut4 => Some(Compression::Palette(4)),
+            // Emitted at the lowest rung, then raised per weight (gate::mixed).
+            WeightPrecision::Mixed => Some(Compression::Palette(6)),
         }
     }
 }
@@ -126,6 +145,9 @@ pub struct ConvertOptions {
     /// Keep a compressed package that misses the fidelity gate (the report still says so); also
     /// what `lut4` needs.
     pub allow_lossy: bool,
+    /// The gate's smallest cosine similarity of any output row, replacing the default of the
+    /// weights (`mixed`: 0.999).
+    pub min_cosine: Option<f64>,
     /// Pooling of the `embedding` head (`None`: the checkpoint's sentence-transformers pooling,
     /// else masked mean).
     pub embedding_pooling: Option<Pooling>,
@@ -153,11 +175,26 @@ impl ConvertOptions {
             target: SpecVersion::Ios17,
             calibration: None,
             allow_lossy: false,
+            min_cosine: None,
             embedding_pooling: None,
             normalize: None,
             vocab_chunk: crate::graph::MAX_CHUNK,
             source_label: None,
         }
+    }
+}
+
+impl ConvertOptions {
+    /// The fidelity gate the weights must keep.
+    pub fn gate(&self) -> gate::Gate {
+        let mut g = match self.weights.compression() {
+            Some(c) if self.weights != WeightPrecision::Mixed => gate::Gate::default_for(c),
+            _ => gate::Gate::default_for(Compression::Int8),
+        };
+        if let Some(m) = self.min_cosine {
+            g.min_cosine = m;
+        }
+        g
     }
 }
 
@@ -519,15 +556,23 @@ pub fn convert_dir_with(
     pb.metadata(METADATA_KEY, &md.to_json());
     let mut built = pb.build()?;
     built.tokenizer = tokenizer;
-    let fidelity = match o.weights.compression() {
-        Some(c) => gate::check(
+    let fidelity = match o.weights {
+        WeightPrecision::Mixed => {
+            let gate = o.gate();
+            let levels =
+                gate::mixed::choose(&built, gate, o.calibration.as_deref(), meta.vocab, o.target)?;
+            crate::compress::recompress::recompress(&mut built, &levels, o.target)?;
+            let name = gate::mixed::describe(&levels);
+            gate::check(&built, gate, &name, o.calibration.as_deref(), meta.vocab)?
+        }
+        _ if o.weights.compression().is_some() => gate::check(
             &built,
-            c,
+            o.gate(),
             o.weights.name(),
             o.calibration.as_deref(),
             meta.vocab,
         )?,
-        None => None,
+        _ => None,
     };
     if let Some(report) = &fidelity {
         if !report.misses().is_empty() && !o.allow_lossy {

@@ -20,9 +20,14 @@ pub struct ConvertArgs {
     #[arg(long)]
     no_rotate: bool,
     /// Weight precision: fp16 (ships to the ANE), fp32 (reference), or compressed — int8, lut8,
-    /// lut6, lut4 (palettes) — checked by the fidelity gate.
-    #[arg(long, default_value = "fp16")]
-    weights: WeightPrecision,
+    /// lut6, lut4 (palettes), mixed[:MIN_COSINE] (per weight the fewest bits that keep the
+    /// gate) — checked by the fidelity gate.
+    #[arg(long, default_value = "fp16", value_parser = WeightPrecision::parse_with_target)]
+    weights: (WeightPrecision, Option<f64>),
+    /// The fidelity gate's smallest cosine of any output row [default: 0.999 for 8 bits and
+    /// mixed, 0.995 for 6 bits, 0.98 for 4 bits].
+    #[arg(long)]
+    min_cosine: Option<f64>,
     /// Oldest OS the package loads on: ios17 (= macos14, spec 8) or ios18 (= macos15, spec 9:
     /// compressed weights get a palette per 16 channels).
     #[arg(long, default_value = "ios17")]
@@ -60,7 +65,9 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     }
     let mut o = ConvertOptions::new(a.head, a.seq);
     o.rotate = !a.no_rotate;
-    o.weights = a.weights;
+    let (weights, mixed_target) = a.weights;
+    o.weights = weights;
+    o.min_cosine = a.min_cosine.or(mixed_target);
     o.target = a.target;
     o.allow_lossy = a.allow_lossy;
     if let Some(path) = &a.calibration {
@@ -102,7 +109,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     let size: u64 = walk_size(&a.out);
     println!("{summary}");
     println!("package: {} ({:.1} MB)", a.out.display(), size as f64 / 1e6);
-    let violations = ane_rules::check(&pkg, a.weights != WeightPrecision::Fp32);
+    let violations = ane_rules::check(&pkg, weights != WeightPrecision::Fp32);
     if violations.is_empty() {
         println!("ANE rules: ok");
     } else {

@@ -9,7 +9,10 @@
 use half::f16;
 
 /// Largest k·m (palette entries × distinct values) for which k-means++ seeding is also tried.
-const PLUS_PLUS_BUDGET: usize = 1 << 22;
+const PLUS_PLUS_BUDGET: usize = 1 << 16;
+
+/// Lloyd iterations per start at most (1-D Lloyd creeps; the last iterations move little).
+const MAX_ITERATIONS: usize = 40;
 
 /// Sorted distinct values with their counts, and prefix sums over them.
 struct Histogram {
@@ -18,6 +21,26 @@ struct Histogram {
     cum_n: Vec<f64>,
     cum_x: Vec<f64>,
     cum_x2: Vec<f64>,
+}
+
+/// LSD radix sort of 16-bit keys (two byte passes): a palette sorts millions of them.
+fn radix_sort(keys: &mut Vec<u16>) {
+    let mut tmp = vec![0u16; keys.len()];
+    for shift in [0u32, 8] {
+        let mut count = [0usize; 257];
+        for &k in keys.iter() {
+            count[((k >> shift) & 0xff) as usize + 1] += 1;
+        }
+        for i in 0..256 {
+            count[i + 1] += count[i];
+        }
+        for &k in keys.iter() {
+            let slot = &mut count[((k >> shift) & 0xff) as usize];
+            tmp[*slot] = k;
+            *slot += 1;
+        }
+        std::mem::swap(keys, &mut tmp);
+    }
 }
 
 impl Histogram {
@@ -34,7 +57,7 @@ impl Histogram {
                 }
             })
             .collect();
-        keys.sort_unstable();
+        radix_sort(&mut keys);
         let (mut values, mut cum_n, mut cum_x, mut cum_x2) =
             (Vec::new(), vec![0.0], vec![0.0], vec![0.0]);
         let mut i = 0;
@@ -111,7 +134,15 @@ pub fn palette(weights: &[f32], k: usize) -> Vec<f32> {
         .copied()
         .collect();
     mixed.sort_by(f64::total_cmp);
-    let mut starts = vec![quantiles, uniform, mixed];
+    // With many entries the mix of quantiles and grid is the start that wins (it keeps entries
+    // for the tails and the bulk); with few, the starts differ more and all are tried.
+    let mut starts = if k >= 256 {
+        vec![mixed]
+    } else if k >= 64 {
+        vec![quantiles, mixed]
+    } else {
+        vec![quantiles, uniform, mixed]
+    };
     // k-means++ costs k·m: worth it on per-tensor palettes, too slow for thousands of groups.
     if k * m <= PLUS_PLUS_BUDGET {
         starts.push(plus_plus(&h, k));
@@ -164,7 +195,8 @@ fn lloyd(h: &Histogram, mut centers: Vec<f64>) -> (Vec<f64>, f64) {
     centers.dedup();
     let m = h.values.len();
     let mut bounds = Vec::new();
-    for _ in 0..300 {
+    let mut sse = f64::INFINITY;
+    for _ in 0..MAX_ITERATIONS {
         // Cluster i holds values[b_i..b_{i+1}], split at the midpoints between centres.
         let mut nb = Vec::with_capacity(centers.len() + 1);
         nb.push(0);
@@ -182,8 +214,14 @@ fn lloyd(h: &Histogram, mut centers: Vec<f64>) -> (Vec<f64>, f64) {
                 *c = mean;
             }
         }
+        // Late iterations trade a few values between neighbours for little gain: stop there.
+        let e: f64 = bounds.windows(2).map(|b| h.sse(b[0], b[1])).sum();
+        if e >= sse * (1.0 - 1e-3) {
+            sse = e;
+            break;
+        }
+        sse = e;
     }
-    let sse = bounds.windows(2).map(|b| h.sse(b[0], b[1])).sum();
     (centers, sse)
 }
 

@@ -10,6 +10,7 @@
 //!   at little cost on the ANE.
 
 pub mod kmeans;
+pub mod recompress;
 
 use crate::mil::SpecVersion;
 use anebert_runtime::{DType, Tensor, TensorData};
@@ -49,6 +50,32 @@ pub struct Encoded {
     pub op_type: &'static str,
     /// Parameter name and value.
     pub params: Vec<(&'static str, Tensor)>,
+}
+
+/// What `c` makes of `dense` once decoded: the weights the ANE (and the CPU backend) computes with.
+pub fn roundtrip(dense: &Tensor, c: Compression, spec: SpecVersion) -> Result<Tensor, String> {
+    let values = dense.as_f32().ok_or("not a float weight")?;
+    let e = encode(values, dense.shape(), c, spec);
+    let params = e
+        .params
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    anebert_runtime::op_table::constexpr::decode(e.op_type, &params)
+}
+
+/// ‖a − b‖ / ‖a‖ (0 for an all-zero `a` equal to `b`).
+pub fn relative_error(a: &[f32], b: &[f32]) -> f64 {
+    let (mut e, mut n) = (0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        e += ((x - y) as f64).powi(2);
+        n += (x as f64).powi(2);
+    }
+    if e == 0.0 {
+        0.0
+    } else {
+        (e / n).sqrt()
+    }
 }
 
 fn int_tensor(dtype: DType, shape: Vec<usize>, v: Vec<i32>) -> Tensor {
@@ -118,15 +145,20 @@ fn int8(w: &[f32], shape: &[usize], spec: SpecVersion) -> Encoded {
 }
 
 /// Palettes of one tensor: one per tensor (spec 8) or per [`GROUP`] output channels (spec 9;
-/// per tensor when the channels do not divide into groups of 16 or 8).
+/// per tensor when the channels do not divide into groups of 16 or 8, or when the palettes would
+/// outweigh an eighth of the indices).
 fn palette(w: &[f32], shape: &[usize], bits: u32, spec: SpecVersion) -> Encoded {
     let k = 1usize << bits;
     let rows = shape[0];
+    let cols = w.len() / rows.max(1);
+    // A group's palette (2^bits fp16 values) must stay small beside its indices (≤ 1/8 of them):
+    // narrow weights — a tiny model's — share one palette instead.
+    let affordable = |g: usize| k * 2 * 8 <= g * cols * bits as usize / 8;
     let group = match spec {
         SpecVersion::Ios17 => rows,
         SpecVersion::Ios18 => [GROUP, 8]
             .into_iter()
-            .find(|&g| rows.is_multiple_of(g))
+            .find(|&g| rows.is_multiple_of(g) && affordable(g))
             .unwrap_or(rows),
     };
     let per_group = group * (w.len() / rows.max(1));

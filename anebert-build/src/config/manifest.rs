@@ -7,6 +7,7 @@
 use super::error::{io_err, BuildError};
 use super::out_dir::IndexEntry;
 use super::Config;
+use crate::convert::WeightPrecision;
 use crate::ir::Pooling;
 use serde::Deserialize;
 use std::fs;
@@ -34,10 +35,14 @@ struct ModelMeta {
     rotation: Option<String>,
     pooling: Option<String>,
     normalize: Option<bool>,
+    target: Option<String>,
+    allow_lossy: Option<bool>,
+    min_cosine: Option<f64>,
+    calibration: Option<String>,
 }
 
 impl ModelMeta {
-    fn config(self, name: Option<String>, at: &str) -> Result<Config, BuildError> {
+    fn config(self, name: Option<String>, at: &str, dir: &Path) -> Result<Config, BuildError> {
         let bad = |what: String| {
             BuildError::config(
                 format!("Cargo.toml [{at}]: {what}"),
@@ -58,7 +63,25 @@ impl ModelMeta {
             None => &mut c,
         };
         if let Some(w) = self.weights {
-            c.weights(w.parse().map_err(bad)?);
+            let (w, target) = WeightPrecision::parse_with_target(&w).map_err(bad)?;
+            c.weights(w);
+            if let Some(t) = target {
+                c.min_cosine(t);
+            }
+        }
+        if let Some(t) = self.target {
+            c.target(t.parse().map_err(bad)?);
+        }
+        if let Some(a) = self.allow_lossy {
+            c.allow_lossy(a);
+        }
+        if let Some(m) = self.min_cosine {
+            c.min_cosine(m);
+        }
+        if let Some(path) = self.calibration {
+            let texts = crate::gate::read_calibration(&dir.join(&path))
+                .map_err(|e| bad(format!("calibration: {e}")))?;
+            c.calibration(texts);
         }
         if let Some(r) = self.rotate {
             c.rotate(r);
@@ -94,8 +117,11 @@ impl ModelMeta {
 /// seq = 128
 /// ```
 ///
-/// Keys: `model` (required), `head`, `seq`, `name`, `weights` (`fp16`/`fp32`), `rotate`,
-/// `rotation_seed`, `rotation` (`hadamard`/`orthogonal`), `pooling` (`mean`/`cls`), `normalize`.
+/// Keys: `model` (required), `head`, `seq`, `name`, `weights` (`fp16`, `fp32`, `int8`, `lut8`,
+/// `lut6`, `lut4`, `mixed[:MIN_COSINE]`), `target` (`ios17`/`ios18`), `allow_lossy`,
+/// `min_cosine`, `calibration` (a text file, one text per line, relative to Cargo.toml),
+/// `rotate`, `rotation_seed`, `rotation` (`hadamard`/`orthogonal`), `pooling` (`mean`/`cls`),
+/// `normalize`.
 pub fn configs_from_manifest(manifest: &Path) -> Result<Vec<Config>, BuildError> {
     let text = fs::read_to_string(manifest).map_err(io_err(manifest))?;
     let doc: toml::Table = toml::from_str(&text).map_err(|e| {
@@ -133,7 +159,7 @@ pub fn configs_from_manifest(manifest: &Path) -> Result<Vec<Config>, BuildError>
                     "fix the entry",
                 )
             })?;
-            out.push(mm.config(Some(name.clone()), &at)?);
+            out.push(mm.config(Some(name.clone()), &at, &base)?);
         }
     }
     if !single.is_empty() {
@@ -147,7 +173,7 @@ pub fn configs_from_manifest(manifest: &Path) -> Result<Vec<Config>, BuildError>
                         "fix the entry",
                     )
                 })?;
-        out.push(mm.config(None, at)?);
+        out.push(mm.config(None, at, &base)?);
     }
     if out.is_empty() {
         return Err(BuildError::config(

@@ -20,6 +20,7 @@ pub use out_dir::{read_index, write_file_if_changed, IndexEntry};
 use crate::artifact::{self, Artifact};
 use crate::convert::{ConvertOptions, WeightPrecision, DEFAULT_ROTATION_SEED};
 use crate::ir::Pooling;
+use crate::mil::SpecVersion;
 use crate::source::hub::{self, Hub, HubConfig};
 use crate::source::{self, Source};
 use crate::transforms::RotationMethod;
@@ -48,6 +49,10 @@ struct ModelSpec {
     rotation_method: RotationMethod,
     pooling: Option<Pooling>,
     normalize: Option<bool>,
+    target: SpecVersion,
+    allow_lossy: bool,
+    min_cosine: Option<f64>,
+    calibration: Option<Vec<String>>,
 }
 
 /// The opt-level anebert-build was compiled at (`OPT_LEVEL` of its build script).
@@ -122,6 +127,10 @@ impl Config {
                 rotation_method: RotationMethod::Hadamard,
                 pooling: None,
                 normalize: None,
+                target: SpecVersion::Ios17,
+                allow_lossy: false,
+                min_cosine: None,
+                calibration: None,
             },
             out_dir: None,
             cache_dir: None,
@@ -165,6 +174,36 @@ impl Config {
     /// Weight precision (default fp16, what the ANE runs).
     pub fn weights(&mut self, weights: WeightPrecision) -> &mut Self {
         self.spec.weights = weights;
+        self
+    }
+
+    /// The oldest OS the package loads on (default [`SpecVersion::Ios17`], spec 8);
+    /// [`SpecVersion::Ios18`] (spec 9) stores compressed weights with a palette per 16 channels.
+    pub fn target(&mut self, target: SpecVersion) -> &mut Self {
+        self.spec.target = target;
+        self
+    }
+
+    /// Keep compressed weights that miss the fidelity gate (and allow `lut4`); the conversion
+    /// still reports the numbers.
+    pub fn allow_lossy(&mut self, allow: bool) -> &mut Self {
+        self.spec.allow_lossy = allow;
+        self
+    }
+
+    /// The fidelity gate's smallest cosine of any output row (default: by the weights' bits;
+    /// `mixed`: 0.999).
+    pub fn min_cosine(&mut self, min_cosine: f64) -> &mut Self {
+        self.spec.min_cosine = Some(min_cosine);
+        self
+    }
+
+    /// Texts the fidelity gate runs (default: a built-in set).
+    pub fn calibration<S: Into<String>>(
+        &mut self,
+        texts: impl IntoIterator<Item = S>,
+    ) -> &mut Self {
+        self.spec.calibration = Some(texts.into_iter().map(Into::into).collect());
         self
     }
 
@@ -312,6 +351,10 @@ impl Config {
         o.rotation_method = s.rotation_method;
         o.embedding_pooling = s.pooling;
         o.normalize = s.normalize;
+        o.target = s.target;
+        o.allow_lossy = s.allow_lossy;
+        o.min_cosine = s.min_cosine;
+        o.calibration = s.calibration.clone();
         o
     }
 

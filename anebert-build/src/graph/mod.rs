@@ -86,8 +86,14 @@ impl<'f, 'a> Emitter<'f, 'a> {
         self.f.constant(hint, t)
     }
 
-    /// A conv weight: compressed when asked for and large enough, else as [`Self::weight`].
-    fn conv_weight(&mut self, hint: &str, shape: Vec<usize>, v: Vec<f32>) -> Result<Var, MilError> {
+    /// A conv weight or embedding table: compressed when asked for and large enough, else as
+    /// [`Self::weight`].
+    fn large_weight(
+        &mut self,
+        hint: &str,
+        shape: Vec<usize>,
+        v: Vec<f32>,
+    ) -> Result<Var, MilError> {
         let t = self.checked(hint, shape, v)?;
         match self.opts.compression {
             Some(c) if t.len() >= compress::MIN_ELEMENTS => {
@@ -160,14 +166,20 @@ impl<'f, 'a> Emitter<'f, 'a> {
                             v[i * cols + j] = col[i] as f32;
                         }
                     }
-                    self.conv_weight(&format!("{hint}_weight"), vec![n, cols, 1, 1], v)?
+                    self.large_weight(&format!("{hint}_weight"), vec![n, cols, 1, 1], v)?
                 }
                 Weight::EmbeddingTable => {
                     // A view of the gather table chunk: the weight file stores it once.
                     let (rows, table) = self.table[chunk_idx].clone();
                     debug_assert_eq!(rows, n);
-                    self.f
-                        .constant_view(&format!("{hint}_weight"), &table, &[n, cols, 1, 1])?
+                    let shape = [n, cols, 1, 1];
+                    if self.f.is_compressed(&table) {
+                        self.f
+                            .compressed_view(&format!("{hint}_weight"), &table, &shape)?
+                    } else {
+                        self.f
+                            .constant_view(&format!("{hint}_weight"), &table, &shape)?
+                    }
                 }
             };
             let bv = match &lin.bias {
@@ -251,7 +263,7 @@ impl<'f, 'a> Emitter<'f, 'a> {
             let a = k * chunk;
             let n = chunk.min(v - a);
             let rows = e.table.data[a * d..(a + n) * d].to_vec();
-            let tv = self.weight("embeddings_table", vec![n, d], rows)?;
+            let tv = self.large_weight("embeddings_table", vec![n, d], rows)?;
             self.table.push((n, tv.clone()));
             if chunks == 1 {
                 gathered = Some(

@@ -34,7 +34,7 @@ use anebert_runtime::package::{BlobError, BlobWriter, Package, PackageError};
 use anebert_runtime::proto::{self, mil_spec as mil};
 use anebert_runtime::tensor::TensorError;
 use anebert_runtime::{value, DType, Dim, Tensor, TensorType};
-pub use constexpr::Uncompressed;
+pub use constexpr::{const_operation, constexpr_operation, Uncompressed};
 use names::NameScope;
 pub use op_view::Arg;
 use program::FunctionDef;

@@ -25,7 +25,7 @@ mod plan;
 mod pool;
 
 pub use ops::SUPPORTED;
-pub use plan::OpProfile;
+pub use plan::{Constants, OpProfile};
 
 use crate::package::Package;
 use crate::tensor::Tensor;
@@ -120,11 +120,34 @@ impl CpuModel {
         Self::load_with(package, function, precision, false)
     }
 
+    /// Like [`load`](Self::load), with the values of some constants (`const` or `constexpr_*`
+    /// ops, by the name of the value they define) replaced — each must have the declared dtype
+    /// and shape. A weight under evaluation, without writing a package: the converter's fidelity
+    /// gate runs a compressed program with its fp16 weights this way.
+    pub fn load_with_constants(
+        package: &Package,
+        function: Option<&str>,
+        precision: Precision,
+        constants: &Constants,
+    ) -> Result<Self, CpuError> {
+        Self::load_inner(package, function, precision, true, constants)
+    }
+
     fn load_with(
         package: &Package,
         function: Option<&str>,
         precision: Precision,
         fuse: bool,
+    ) -> Result<Self, CpuError> {
+        Self::load_inner(package, function, precision, fuse, &Constants::new())
+    }
+
+    fn load_inner(
+        package: &Package,
+        function: Option<&str>,
+        precision: Precision,
+        fuse: bool,
+        constants: &Constants,
     ) -> Result<Self, CpuError> {
         let program = package.program();
         if program.functions.is_empty() {
@@ -167,7 +190,14 @@ impl CpuModel {
                     .collect::<Vec<_>>()
                     .join(", "),
             })?;
-        let plan = Plan::build(&name, func, package.weights.as_ref(), precision, fuse)?;
+        let plan = Plan::build(
+            &name,
+            func,
+            package.weights.as_ref(),
+            precision,
+            fuse,
+            constants,
+        )?;
         Ok(CpuModel { plan, precision })
     }
 

@@ -152,28 +152,46 @@ impl Blocks {
         Ok(Blocks { axes })
     }
 
-    /// Block index of every element of the data, in row-major order.
-    fn indices(&self) -> Vec<usize> {
+    /// `f(flat index, block index)` for every element, in row-major order, slices of the
+    /// leading axis in parallel (decoding a large model's weights is the bulk of loading it).
+    fn map<T: Copy + Default + Send>(&self, f: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
+        use rayon::prelude::*;
         let n: usize = self.axes.iter().map(|a| a.0).product();
-        let mut out = Vec::with_capacity(n);
-        let mut pos = vec![0usize; self.axes.len()];
-        for _ in 0..n {
-            out.push(
-                self.axes
-                    .iter()
-                    .zip(&pos)
-                    .map(|(&(_, blk, stride), &p)| (p / blk) * stride)
-                    .sum(),
-            );
-            for ax in (0..pos.len()).rev() {
-                pos[ax] += 1;
-                if pos[ax] < self.axes[ax].0 {
-                    break;
+        let mut out = vec![T::default(); n];
+        let Some(&(rows, blk, stride)) = self.axes.first() else {
+            return out;
+        };
+        let inner = n / rows.max(1);
+        out.par_chunks_mut(inner.max(1))
+            .enumerate()
+            .for_each(|(r, chunk)| {
+                let mut blocks = Vec::with_capacity(inner);
+                self.fill(1, (r / blk) * stride, &mut blocks);
+                for (j, (o, b)) in chunk.iter_mut().zip(blocks).enumerate() {
+                    *o = f(r * inner + j, b);
                 }
-                pos[ax] = 0;
+            });
+        out
+    }
+
+    /// Block indices of one slice, row-major from `axis` on: O(1) per element.
+    fn fill(&self, axis: usize, base: usize, out: &mut Vec<usize>) {
+        let rest = &self.axes[axis.min(self.axes.len())..];
+        // Axes that are one block each all map to `base` (a weight's trailing 1×1 kernel axes,
+        // the input axis of a per-channel palette).
+        if rest.iter().all(|&(dim, blk, _)| blk == dim) {
+            let n: usize = rest.iter().map(|a| a.0).product();
+            out.resize(out.len() + n, base);
+            return;
+        }
+        let (dim, blk, stride) = rest[0];
+        if axis + 1 == self.axes.len() {
+            out.extend((0..dim).map(|p| base + (p / blk) * stride));
+        } else {
+            for p in 0..dim {
+                self.fill(axis + 1, base + (p / blk) * stride, out);
             }
         }
-        out
     }
 }
 
@@ -209,12 +227,7 @@ fn blockwise_shift_scale(p: &Params) -> Result<Tensor, String> {
         None => Vec::new(),
     };
     let (dv, sv) = (as_f32(data), as_f32(scale));
-    let out = blocks
-        .indices()
-        .into_iter()
-        .zip(dv)
-        .map(|(b, x)| sv[b] * (x - offset.get(b).copied().unwrap_or(0.0)))
-        .collect();
+    let out = blocks.map(|i, b| sv[b] * (dv[i] - offset.get(b).copied().unwrap_or(0.0)));
     float_out(scale.dtype(), data.shape().to_vec(), out)
 }
 
@@ -243,7 +256,13 @@ fn lut_out(
     pick: impl Iterator<Item = usize>,
 ) -> Result<Tensor, String> {
     match lut.data() {
-        TensorData::Float(v) => float_out(lut.dtype(), shape, pick.map(|i| v[i]).collect()),
+        // Picks from an fp16 palette are fp16 values already: no rounding pass.
+        TensorData::Float(v) => Tensor::new(
+            lut.dtype(),
+            shape,
+            TensorData::Float(pick.map(|i| v[i]).collect()),
+        )
+        .map_err(|e| e.to_string()),
         TensorData::Int(v) => Tensor::new(
             lut.dtype(),
             shape,
@@ -327,12 +346,8 @@ fn lut_ios18(p: &Params) -> Result<Tensor, String> {
     if let Some(bad) = idx.iter().find(|&&i| i < 0 || i as usize >= palettes) {
         return Err(format!("index {bad} is past the palette of {palettes}"));
     }
-    let picks = blocks
-        .indices()
-        .into_iter()
-        .zip(idx)
-        .map(|(b, &i)| b * palettes + i as usize);
-    lut_out(lut, indices.shape().to_vec(), picks)
+    let picks = blocks.map(|i, b| b * palettes + idx[i] as usize);
+    lut_out(lut, indices.shape().to_vec(), picks.into_iter())
 }
 
 #[cfg(test)]

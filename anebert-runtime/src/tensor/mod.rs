@@ -434,34 +434,41 @@ impl Tensor {
 
 /// Bit-pack values of `bits` bits each, LSB-first: element i starts at bit `bits·i` of the stream.
 pub fn pack_bits(values: &[u8], bits: u32) -> Vec<u8> {
-    let bits = bits as usize;
-    let mut out = vec![0u8; (values.len() * bits).div_ceil(8)];
-    for (i, &v) in values.iter().enumerate() {
-        for b in 0..bits {
-            if (v >> b) & 1 == 1 {
-                let pos = i * bits + b;
-                out[pos / 8] |= 1 << (pos % 8);
-            }
+    let mut out = Vec::with_capacity((values.len() * bits as usize).div_ceil(8));
+    let mask = ((1u32 << bits) - 1) as u64;
+    // A bit accumulator: whole bytes leave it as they fill.
+    let (mut acc, mut have) = (0u64, 0u32);
+    for &v in values {
+        acc |= (v as u64 & mask) << have;
+        have += bits;
+        while have >= 8 {
+            out.push(acc as u8);
+            acc >>= 8;
+            have -= 8;
         }
+    }
+    if have > 0 {
+        out.push(acc as u8);
     }
     out
 }
 
 /// Inverse of [`pack_bits`]: read `n` values of `bits` bits each. `bytes` must hold ≥ ceil(n·bits/8).
 pub fn unpack_bits(bytes: &[u8], bits: u32, n: usize) -> Vec<u8> {
-    let bits = bits as usize;
-    (0..n)
-        .map(|i| {
-            let mut v = 0u8;
-            for b in 0..bits {
-                let pos = i * bits + b;
-                if (bytes[pos / 8] >> (pos % 8)) & 1 == 1 {
-                    v |= 1 << b;
-                }
-            }
-            v
-        })
-        .collect()
+    let mut out = Vec::with_capacity(n);
+    let mask = (1u64 << bits) - 1;
+    let (mut acc, mut have) = (0u64, 0u32);
+    let mut next = bytes.iter();
+    while out.len() < n {
+        while have < bits {
+            acc |= (*next.next().unwrap_or(&0) as u64) << have;
+            have += 8;
+        }
+        out.push((acc & mask) as u8);
+        acc >>= bits;
+        have -= bits;
+    }
+    out
 }
 
 #[cfg(test)]

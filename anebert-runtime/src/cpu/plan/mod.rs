@@ -7,6 +7,7 @@ mod fusion;
 use super::ops::{self, Ctx, Kernel};
 use super::pool::Pool;
 use super::{CpuError, Precision};
+use crate::dtype::DType;
 use crate::op_table::constexpr;
 use crate::package::{op_name, BlobStorage};
 use crate::proto::mil_spec as mil;
@@ -34,6 +35,9 @@ enum Exec {
     Attention,
 }
 
+/// Constants replacing the values of `const` / `constexpr_*` ops, by value name.
+pub type Constants = HashMap<String, Arc<Tensor>>;
+
 /// Time per op type over one or more runs: (steps executed, total wall time).
 pub type OpProfile = BTreeMap<String, (usize, std::time::Duration)>;
 
@@ -60,7 +64,7 @@ fn load_err(op: &mil::Operation, msg: impl Into<String>) -> CpuError {
 
 fn prepare_const(mut t: Tensor, precision: Precision) -> Tensor {
     // An fp16 constant already holds exactly representable values: no second pass over it.
-    if precision == Precision::Fp16Ane && t.dtype() != crate::dtype::DType::F16 {
+    if precision == Precision::Fp16Ane && t.dtype() != DType::F16 {
         if let Some(v) = t.as_f32_mut() {
             round_to_f16(v);
         }
@@ -114,6 +118,7 @@ impl Plan {
         weights: Option<&BlobStorage>,
         precision: Precision,
         fuse: bool,
+        replace: &Constants,
     ) -> Result<Plan, CpuError> {
         let block = func
             .block_specializations
@@ -179,14 +184,24 @@ impl Plan {
                 })
                 .collect::<Result<_, CpuError>>()?;
             if op.r#type == "const" || constexpr::is_constexpr(&op.r#type) {
-                let t = if op.r#type == "const" {
-                    let v = op
-                        .attributes
-                        .get("val")
-                        .ok_or_else(|| load_err(op, "const has no `val` attribute"))?;
-                    value::to_tensor(v, weights).map_err(|e| load_err(op, e.to_string()))?
-                } else {
-                    decode_constexpr(op, weights, &slots, &consts)?
+                let replaced = declared.first().and_then(|(n, _)| replace.get(n));
+                let t = match replaced {
+                    // Shared as given (an fp16 replacement holds fp16 values already).
+                    Some(t) if t.dtype() == DType::F16 || precision == Precision::F32 => t.clone(),
+                    Some(t) => Arc::new(prepare_const(t.as_ref().clone(), precision)),
+                    None if op.r#type == "const" => {
+                        let v = op
+                            .attributes
+                            .get("val")
+                            .ok_or_else(|| load_err(op, "const has no `val` attribute"))?;
+                        let t = value::to_tensor(v, weights)
+                            .map_err(|e| load_err(op, e.to_string()))?;
+                        Arc::new(prepare_const(t, precision))
+                    }
+                    None => Arc::new(prepare_const(
+                        decode_constexpr(op, weights, &slots, &consts)?,
+                        precision,
+                    )),
                 };
                 let [(out, ty)] = declared.as_slice() else {
                     return Err(load_err(op, "must have exactly one output"));
@@ -206,7 +221,7 @@ impl Plan {
                     return Err(load_err(op, format!("value `{out}` is defined twice")));
                 }
                 const_slots.insert(s);
-                consts.push((s, Arc::new(prepare_const(t, precision))));
+                consts.push((s, t));
                 continue;
             }
             let kernel = ops::kernel(&op.r#type).ok_or_else(|| {

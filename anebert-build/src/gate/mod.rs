@@ -4,12 +4,15 @@
 //! gate — with the numbers and the fix — unless the user allows a lossy package.
 
 use crate::compress::Compression;
+
+pub mod mixed;
 use crate::mil::BuiltProgram;
 use crate::ConvertError;
-use anebert_runtime::cpu::Precision;
+use anebert_runtime::contract::{self, HeadKind};
+use anebert_runtime::cpu::{Constants, CpuModel, Precision};
 use anebert_runtime::metrics::{self, falls_below};
 use anebert_runtime::package::BlobStorage;
-use anebert_runtime::{Backend, Model, Options, Package};
+use anebert_runtime::{ModelInfo, Package};
 use std::path::Path;
 use std::time::Instant;
 
@@ -100,18 +103,12 @@ impl Gate {
     }
 }
 
-/// What the gate measured.
+/// What a comparison against the fp16 weights measured.
 #[derive(Clone, Debug)]
-pub struct GateReport {
-    /// The weights checked (`int8`, `lut6`, ...).
-    pub weights: String,
-    /// Where the token ids came from (`tokenizer`, or synthetic ids and why).
-    pub source: String,
-    /// Sequences run (per program) and output rows compared.
-    pub sequences: usize,
+pub struct Measured {
     /// Rows compared: tokens for per-token heads, sequences for pooled heads.
     pub rows: usize,
-    /// Cosine similarity of the rows: smallest and mean.
+    /// Smallest cosine similarity of a row (NaN when a row held NaN/Inf, or none was compared).
     pub min_cosine: f64,
     /// Mean cosine similarity.
     pub mean_cosine: f64,
@@ -119,6 +116,19 @@ pub struct GateReport {
     pub agreement: Option<f64>,
     /// MLM only: KL(fp16 ‖ compressed) per token, mean and worst.
     pub kl: Option<(f64, f64)>,
+}
+
+/// What the gate measured.
+#[derive(Clone, Debug)]
+pub struct GateReport {
+    /// The weights checked (`int8`, `lut6`, ...).
+    pub weights: String,
+    /// Where the token ids came from (calibration texts, or synthetic ids and why).
+    pub source: String,
+    /// Sequences run per program.
+    pub sequences: usize,
+    /// The numbers.
+    pub measured: Measured,
     /// The gate applied.
     pub gate: Gate,
     /// Wall time of the gate.
@@ -128,19 +138,26 @@ pub struct GateReport {
 impl GateReport {
     /// What missed the gate (empty: passed). A NaN anywhere misses.
     pub fn misses(&self) -> Vec<String> {
+        self.gate.misses(&self.measured)
+    }
+}
+
+impl Gate {
+    /// What of `m` misses this gate (empty: passed). A NaN anywhere misses.
+    pub fn misses(&self, m: &Measured) -> Vec<String> {
         let mut out = Vec::new();
-        if falls_below(self.min_cosine, self.gate.min_cosine) {
+        if falls_below(m.min_cosine, self.min_cosine) {
             out.push(format!(
                 "min cosine {:.5} < {}",
-                self.min_cosine, self.gate.min_cosine
+                m.min_cosine, self.min_cosine
             ));
         }
-        if let Some(a) = self.agreement {
-            if falls_below(a, self.gate.min_agreement) {
+        if let Some(a) = m.agreement {
+            if falls_below(a, self.min_agreement) {
                 out.push(format!(
                     "argmax agreement {:.2} % < {} %",
                     a * 100.0,
-                    self.gate.min_agreement * 100.0
+                    self.min_agreement * 100.0
                 ));
             }
         }
@@ -156,15 +173,15 @@ impl std::fmt::Display for GateReport {
              cosine min {:.5} mean {:.6}",
             self.weights,
             self.sequences,
-            self.rows,
+            self.measured.rows,
             self.source,
-            self.min_cosine,
-            self.mean_cosine
+            self.measured.min_cosine,
+            self.measured.mean_cosine
         )?;
-        if let Some(a) = self.agreement {
+        if let Some(a) = self.measured.agreement {
             write!(f, " · argmax agreement {:.2} %", a * 100.0)?;
         }
-        if let Some((mean, worst)) = self.kl {
+        if let Some((mean, worst)) = self.measured.kl {
             write!(f, " · KL per token mean {mean:.3e} worst {worst:.3e}")?;
         }
         let misses = self.misses();
@@ -250,61 +267,71 @@ fn tokenize(_: Option<&[u8]>, _: &[String]) -> Result<Vec<Vec<i32>>, String> {
     )
 }
 
-fn cpu_model(pkg: &Package) -> Result<Model, ConvertError> {
-    let opts = Options::default()
-        .backend(Backend::Cpu)
-        .precision(Precision::Fp16Ane);
-    Model::from_package(pkg, None, &opts)
-        .map_err(|e| ConvertError::Options(format!("fidelity gate: the program does not run: {e}")))
+/// The program being gated, ready to run on the CPU backend with any of its weights replaced.
+pub struct Runner {
+    package: Package,
+    /// What the program's metadata says (head, length).
+    pub info: ModelInfo,
 }
 
-/// Run the gate on a built (compressed) program. `None` when nothing in it is compressed.
-pub fn check(
-    built: &BuiltProgram,
-    compression: Compression,
-    weights_name: &str,
-    texts: Option<&[String]>,
-    vocab: usize,
-) -> Result<Option<GateReport>, ConvertError> {
-    let start = Instant::now();
-    let Some(reference) = built.uncompressed_package()? else {
-        return Ok(None);
-    };
-    let compressed = Package {
-        spec: built.spec.clone(),
-        weights: match &built.weights {
+/// The head's output rows of every calibration sequence.
+pub type Outputs = Vec<Vec<Vec<f32>>>;
+
+fn gate_err(what: &str, e: impl std::fmt::Display) -> ConvertError {
+    ConvertError::Options(format!("fidelity gate: {what}: {e}"))
+}
+
+impl Runner {
+    /// A runner over a built program (nothing written).
+    pub fn new(built: &BuiltProgram) -> Result<Runner, ConvertError> {
+        let weights = match &built.weights {
             Some(w) => Some(BlobStorage::parse(w.clone()).map_err(crate::mil::MilError::from)?),
             None => None,
-        },
-        path: "compressed".into(),
-    };
-    let (reference, compressed) = (cpu_model(&reference)?, cpu_model(&compressed)?);
-    let info = reference.info().clone();
-    let built_in: Vec<String>;
-    let texts = match texts {
-        Some(t) => t,
-        None => {
-            built_in = BUILT_IN.iter().map(|s| s.to_string()).collect();
-            &built_in
-        }
-    };
-    let (seqs, source) = sequences(built, texts, info.seq_len, vocab, info.head.pooled());
-    let argmax = !matches!(
-        info.head,
-        anebert_runtime::contract::HeadKind::Embedding
-            | anebert_runtime::contract::HeadKind::Hidden
-    );
-    let mlm = info.head == anebert_runtime::contract::HeadKind::MaskedLm;
+        };
+        let package = Package {
+            spec: built.spec.clone(),
+            weights,
+            path: "(being converted)".into(),
+        };
+        let info = ModelInfo::from_package(&package).map_err(|e| gate_err("metadata", e))?;
+        Ok(Runner { package, info })
+    }
+
+    /// Run `seqs` with `constants` replacing weights (fp16-ane simulation).
+    pub fn run(&self, seqs: &[Vec<i32>], constants: &Constants) -> Result<Outputs, ConvertError> {
+        let model =
+            CpuModel::load_with_constants(&self.package, None, Precision::Fp16Ane, constants)
+                .map_err(|e| gate_err("the program does not load", e))?;
+        let name = self.info.head.output_name();
+        seqs.iter()
+            .map(|ids| {
+                let inputs = contract::encoder_inputs(ids, self.info.seq_len, 0)
+                    .map_err(|e| gate_err("calibration input", e))?;
+                let mut out = model
+                    .predict(&inputs)
+                    .map_err(|e| gate_err("a calibration run failed", e))?;
+                let t = out
+                    .remove(name)
+                    .ok_or_else(|| gate_err("output", format!("no `{name}`")))?;
+                if self.info.head.pooled() {
+                    Ok(vec![t.as_f32().unwrap_or_default().to_vec()])
+                } else {
+                    contract::token_vectors(&t, ids.len()).map_err(|e| gate_err("output", e))
+                }
+            })
+            .collect()
+    }
+}
+
+/// Cosine, agreement and KL of `test` against `reference`, under `gate`.
+pub fn compare(head: HeadKind, reference: &Outputs, test: &Outputs) -> Measured {
+    let argmax = !matches!(head, HeadKind::Embedding | HeadKind::Hidden);
+    let mlm = head == HeadKind::MaskedLm;
     let (mut rows, mut agree, mut cos_sum) = (0usize, 0usize, 0.0f64);
     let mut min_cos = f64::INFINITY;
     let (mut kl_sum, mut kl_worst) = (0.0f64, 0.0f64);
-    let fail = |e: anebert_runtime::Error| {
-        ConvertError::Options(format!("fidelity gate: a calibration run failed: {e}"))
-    };
-    for ids in &seqs {
-        let r = reference.run_ids(ids, 0).map_err(fail)?;
-        let c = compressed.run_ids(ids, 0).map_err(fail)?;
-        for (a, b) in r.rows.iter().zip(&c.rows) {
+    for (r, c) in reference.iter().zip(test) {
+        for (a, b) in r.iter().zip(c) {
             let cos = metrics::cosine(a, b);
             min_cos = metrics::nan_min(min_cos, cos);
             cos_sum += cos;
@@ -320,16 +347,110 @@ pub fn check(
         }
     }
     let n = rows.max(1) as f64;
-    Ok(Some(GateReport {
-        weights: weights_name.to_string(),
-        source,
-        sequences: seqs.len(),
+    Measured {
         rows,
         min_cosine: if rows == 0 { f64::NAN } else { min_cos },
         mean_cosine: cos_sum / n,
         agreement: argmax.then(|| agree as f64 / n),
         kl: mlm.then(|| (kl_sum / n, kl_worst)),
-        gate: Gate::default_for(compression),
+    }
+}
+
+/// Calibration token ids for a program, and where they came from.
+pub struct Calibration {
+    /// The sequences (each at most S tokens).
+    pub seqs: Vec<Vec<i32>>,
+    /// Calibration texts, or synthetic ids and why.
+    pub source: String,
+}
+
+impl Calibration {
+    /// `texts` (default: [`BUILT_IN`]) through the program's tokenizer, shaped for its head.
+    pub fn new(
+        built: &BuiltProgram,
+        runner: &Runner,
+        texts: Option<&[String]>,
+        vocab: usize,
+    ) -> Calibration {
+        let built_in: Vec<String>;
+        let texts = match texts {
+            Some(t) => t,
+            None => {
+                built_in = BUILT_IN.iter().map(|s| s.to_string()).collect();
+                &built_in
+            }
+        };
+        let info = &runner.info;
+        let (seqs, source) = sequences(built, texts, info.seq_len, vocab, info.head.pooled());
+        Calibration { seqs, source }
+    }
+}
+
+/// The fp16 weights of every compressed constant, as replacements.
+pub fn fp16_weights(built: &BuiltProgram) -> Constants {
+    built
+        .uncompressed
+        .iter()
+        .map(|u| (u.name.clone(), u.value.clone()))
+        .collect()
+}
+
+/// Run `gate` on a built (compressed) program: its outputs against the same program with fp16
+/// weights. `None` when nothing in it is compressed.
+pub fn check(
+    built: &BuiltProgram,
+    gate: Gate,
+    weights_name: &str,
+    texts: Option<&[String]>,
+    vocab: usize,
+) -> Result<Option<GateReport>, ConvertError> {
+    let start = Instant::now();
+    if built.uncompressed.is_empty() {
+        return Ok(None);
+    }
+    let runner = Runner::new(built)?;
+    let cal = Calibration::new(built, &runner, texts, vocab);
+    let reference = runner.run(&cal.seqs, &fp16_weights(built))?;
+    let compressed = runner.run(&cal.seqs, &Constants::new())?;
+    Ok(Some(GateReport {
+        weights: weights_name.to_string(),
+        source: cal.source,
+        sequences: cal.seqs.len(),
+        measured: compare(runner.info.head, &reference, &compressed),
+        gate,
         seconds: start.elapsed().as_secs_f64(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outputs(rows: Vec<Vec<f32>>) -> Outputs {
+        vec![rows]
+    }
+
+    #[test]
+    fn nan_inf_or_nothing_compared_never_passes() {
+        let gate = Gate::default_for(Compression::Int8);
+        let good = outputs(vec![vec![1.0, 2.0, 3.0], vec![0.5, -1.0, 2.0]]);
+        let m = compare(HeadKind::MaskedLm, &good, &good);
+        assert!(gate.misses(&m).is_empty(), "{m:?}");
+        assert_eq!(m.agreement, Some(1.0));
+        for bad in [f32::NAN, f32::INFINITY] {
+            let test = outputs(vec![vec![1.0, 2.0, 3.0], vec![0.5, bad, 2.0]]);
+            for head in [HeadKind::MaskedLm, HeadKind::Embedding] {
+                let m = compare(head, &good, &test);
+                assert!(!gate.misses(&m).is_empty(), "{head:?} {bad}: {m:?}");
+            }
+        }
+        let none = compare(HeadKind::Embedding, &outputs(vec![]), &outputs(vec![]));
+        assert!(!gate.misses(&none).is_empty(), "{none:?}");
+        // A flipped argmax fails the agreement half even at a high cosine.
+        let close = outputs(vec![vec![1.0, 2.0, 3.0], vec![0.5, 1.99, 2.0]]);
+        let flipped = outputs(vec![vec![1.0, 2.0, 3.0], vec![0.5, 2.0, 1.99]]);
+        let m = compare(HeadKind::MaskedLm, &close, &flipped);
+        assert!(m.min_cosine > 0.999 && m.agreement == Some(0.5), "{m:?}");
+        assert_eq!(gate.misses(&m).len(), 1);
+    }
 }
