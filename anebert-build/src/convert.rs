@@ -31,7 +31,7 @@ pub const CONVERTER_KEY: &str = concat!(
 /// Precision of the stored weights: `fp16` (alias `float16`, what the ANE runs), `fp32` (alias
 /// `float32`, reference packages), or compressed — `int8` (per-channel symmetric), `lut8`,
 /// `lut6`, `lut4` (k-means palettes) — which compute in fp16 and pass the fidelity gate
-/// (docs/design.md §9) or fail the conversion.
+/// (docs/design.md §8) or fail the conversion.
 #[derive(
     Clone,
     Copy,
@@ -65,7 +65,7 @@ pub enum WeightPrecision {
     #[strum(to_string = "lut4")]
     Lut4,
     /// Per weight the fewest bits (6-bit palette, 8-bit palette, fp16) that keep the gate:
-    /// the fidelity simulator measures the choice (docs/design.md §9).
+    /// the fidelity simulator measures the choice (docs/design.md §8).
     #[strum(to_string = "mixed")]
     Mixed,
 }

@@ -97,6 +97,8 @@ fn report(label: &str, pkg: &Package) -> Result<serde_json::Value> {
         .unwrap_or_default();
     let mut ops: BTreeMap<String, usize> = BTreeMap::new();
     let mut groups: BTreeMap<String, u64> = BTreeMap::new();
+    // Compressed constants by group and op: (weights, stored bytes).
+    let mut compressed: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut types: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut small_last_axis = 0usize;
     let mut seen_blobs = std::collections::BTreeSet::new();
@@ -114,7 +116,16 @@ fn report(label: &str, pkg: &Package) -> Result<serde_json::Value> {
                 .and_then(|t| TensorType::from_proto(t).ok());
             if let Some(t) = &t {
                 let shape = t.shape().unwrap_or_default();
-                if op.r#type == "const" {
+                if op.r#type.starts_with("constexpr_") {
+                    let n: u64 = shape.iter().map(|&d| d as u64).product();
+                    let bytes = stored_bytes(pkg, op, &mut seen_blobs);
+                    let e = compressed
+                        .entry(format!("{} {}", group_of(&o.name), op.r#type))
+                        .or_insert((0u64, 0u64));
+                    e.0 += n;
+                    e.1 += bytes;
+                    *groups.entry(group_of(&o.name)).or_insert(0) += bytes;
+                } else if op.r#type == "const" {
                     let n: u64 = shape.iter().map(|&d| d as u64).product();
                     let bytes = n * t.dtype.bits() as u64 / 8;
                     // A constant that views a blob already counted (the tied decoder reads the
@@ -126,15 +137,7 @@ fn report(label: &str, pkg: &Package) -> Result<serde_json::Value> {
                         _ => None,
                     });
                     if n > 64 && blob.is_none_or(|off| seen_blobs.insert(off)) {
-                        let g = o.name.split('_').next().unwrap_or(&o.name);
-                        let g = if g.starts_with("layer")
-                            && g[5..].chars().all(|c| c.is_ascii_digit())
-                        {
-                            "layer*".to_string()
-                        } else {
-                            g.to_string()
-                        };
-                        *groups.entry(g).or_insert(0) += bytes;
+                        *groups.entry(group_of(&o.name)).or_insert(0) += bytes;
                     }
                 } else if shape.len() == 4 && shape[3] < 32 && shape[3] > 1 {
                     small_last_axis += 1;
@@ -149,7 +152,8 @@ fn report(label: &str, pkg: &Package) -> Result<serde_json::Value> {
     let flops = cost::flops(pkg, None).map_err(anyhow::Error::msg)?;
     let info = anebert::ModelInfo::from_package(pkg).ok();
     let seq = info.as_ref().map(|i| i.seq_len).unwrap_or(1).max(1);
-    let fp16 = info.as_ref().is_none_or(|i| i.weights == "fp16");
+    // Compressed weights decompress to fp16: only fp32 packages compute in fp32.
+    let fp16 = info.as_ref().is_none_or(|i| i.weights != "fp32");
     let violations: Vec<serde_json::Value> = ane_rules::check(pkg, fp16)
         .into_iter()
         .map(|v| serde_json::json!({"rule": v.rule, "at": v.at, "detail": v.detail}))
@@ -172,6 +176,14 @@ fn report(label: &str, pkg: &Package) -> Result<serde_json::Value> {
         "outputs": outputs,
         "ops": ops,
         "weight_bytes_by_group": groups,
+        "compressed_weights": compressed
+            .iter()
+            .map(|(k, &(n, b))| (k.clone(), serde_json::json!({
+                "weights": n,
+                "bytes": b,
+                "bits_per_weight": if n > 0 { b as f64 * 8.0 / n as f64 } else { 0.0 },
+            })))
+            .collect::<serde_json::Map<String, serde_json::Value>>(),
         "flops_per_sequence": flops.total(),
         "flops_per_token": flops.total() / seq as u64,
         "flops_by_op": flops.by_op,
@@ -224,6 +236,21 @@ fn print_report(r: &serde_json::Value) {
     println!("  weights: {:.2} MB", wsum as f64 / 1e6);
     for (k, v) in g {
         println!("    {:>10.3} MB  {k}", v as f64 / 1e6);
+    }
+    let comp = r["compressed_weights"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    if !comp.is_empty() {
+        println!("  compressed weights (group, op: weights, stored, bits per weight incl. palettes/scales):");
+        for (k, v) in &comp {
+            println!(
+                "    {k}: {:.2} M, {:.3} MB, {:.2} bits",
+                num(&v["weights"]) as f64 / 1e6,
+                num(&v["bytes"]) as f64 / 1e6,
+                v["bits_per_weight"].as_f64().unwrap_or(0.0)
+            );
+        }
     }
     println!(
         "  FLOPs (conv/linear/matmul/einsum, 2 per MAC): {:.4} G per sequence, {:.3} M per token",
@@ -288,4 +315,56 @@ fn print_report(r: &serde_json::Value) {
         println!("    {k} = {v}");
     }
     println!();
+}
+
+/// The weight group of a constant: its name's first part, with every `layerN` as `layer*`.
+fn group_of(name: &str) -> String {
+    let g = name.split('_').next().unwrap_or(name);
+    if g.starts_with("layer") && g[5..].chars().all(|c| c.is_ascii_digit()) {
+        "layer*".to_string()
+    } else {
+        g.to_string()
+    }
+}
+
+/// Bytes a `constexpr_*` op stores: its parameters' blobs not counted before (a tied decoder
+/// shares the table's) plus inline values.
+fn stored_bytes(
+    pkg: &anebert::Package,
+    op: &anebert::proto::mil_spec::Operation,
+    seen_blobs: &mut std::collections::BTreeSet<u64>,
+) -> u64 {
+    use anebert::proto::mil_spec::{argument::binding::Binding, value::Value};
+    let values = op
+        .attributes
+        .iter()
+        .filter(|(k, _)| *k != "name")
+        .map(|(_, v)| v)
+        .chain(op.inputs.values().flat_map(|a| {
+            a.arguments.iter().filter_map(|b| match &b.binding {
+                Some(Binding::Value(v)) => Some(v),
+                _ => None,
+            })
+        }));
+    let mut bytes = 0;
+    for v in values {
+        match &v.value {
+            Some(Value::BlobFileValue(b)) => {
+                let size = pkg
+                    .weights
+                    .as_ref()
+                    .and_then(|w| w.data(b.offset).ok())
+                    .map_or(0, |(info, _)| info.size);
+                if seen_blobs.insert(b.offset) {
+                    bytes += size;
+                }
+            }
+            _ => {
+                if let Ok(t) = anebert::package::value::to_tensor(v, None) {
+                    bytes += (t.len() as u64 * t.dtype().bits() as u64).div_ceil(8);
+                }
+            }
+        }
+    }
+    bytes
 }

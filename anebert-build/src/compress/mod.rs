@@ -1,5 +1,5 @@
 //! Weight compression: a conv weight → the parameters of the `constexpr_*` op that stores it
-//! (docs/coreml-format.md §8). What the ops compute is defined once, in
+//! (docs/coreml-format.md §9). What the ops compute is defined once, in
 //! `anebert_runtime::op_table::constexpr`; the tests here decode every encoding with it.
 //!
 //! - `int8`: symmetric per output channel, scale = max|w|/127 in fp16 (what the ANE reads as a

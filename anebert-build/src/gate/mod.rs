@@ -1,4 +1,4 @@
-//! The fidelity gate of compressed weights (docs/design.md §9): the converter runs the compressed
+//! The fidelity gate of compressed weights (docs/design.md §8): the converter runs the compressed
 //! program and the same program with its fp16 weights on calibration text, both on the CPU
 //! backend in fp16 ANE simulation, and refuses the compression when the outputs drift past the
 //! gate — with the numbers and the fix — unless the user allows a lossy package.

@@ -1,5 +1,5 @@
 //! Compressed constants: a `constexpr_*` op in place of a `const`, serialized as coremltools does
-//! (docs/coreml-format.md §8): iOS16/17 ops carry every parameter as an attribute, iOS18 ops as
+//! (docs/coreml-format.md §9): iOS16/17 ops carry every parameter as an attribute, iOS18 ops as
 //! inputs bound to values. Large parameter values go to the weight file by the usual rule.
 
 use super::{named_type, string_value, FunctionBuilder, MilError, SpecVersion, Var};

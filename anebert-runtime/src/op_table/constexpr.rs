@@ -3,7 +3,7 @@
 //! into the same dense weights the ANE sees, and the converter checks its encodings against it.
 //!
 //! Parameters come by name, whether the program stored them as attributes (iOS16/17 ops) or as
-//! inputs (iOS18 ops); see docs/coreml-format.md §8 for the layouts.
+//! inputs (iOS18 ops); see docs/coreml-format.md §9 for the layouts.
 
 use crate::dtype::DType;
 use crate::tensor::{round_to_f16, unpack_bits, Tensor, TensorData};
