@@ -241,7 +241,8 @@ fn diff_gates_on_fidelity_and_rotation_rescues_outliers() {
     ]));
     assert!(ok, "{stderr}");
     assert!(
-        stdout.contains("fp16-ane rotation on") && stdout.contains("fp16-ane rotation off"),
+        stdout.contains("fp16-ane fp16 rotation on")
+            && stdout.contains("fp16-ane fp16 rotation off"),
         "{stdout}"
     );
     let v: serde_json::Value =
@@ -254,6 +255,32 @@ fn diff_gates_on_fidelity_and_rotation_rescues_outliers() {
     println!("outliers fp16-ane mean KL: rotation on {on:.3e}, off {off:.3e}");
     assert!(on < 2e-4 && off > 0.1, "on {on}, off {off}");
     assert_eq!(r[0]["mask_top1"], 1.0);
+    // Compressed widths side by side (converted even past their gate): KL grows as bits drop.
+    let (ok, stdout, stderr) = run(args(&[
+        "--compare-weights",
+        "int8,lut8,lut6",
+        "--json",
+        json.to_str().unwrap(),
+    ]));
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let kl: Vec<f64> = (0..4)
+        .map(|i| v[0]["results"][i]["mean_kl"].as_f64().unwrap())
+        .collect();
+    for w in [
+        "fp16 rotation on",
+        "int8 rotation on",
+        "lut8 rotation on",
+        "lut6 rotation on",
+    ] {
+        assert!(stdout.contains(w), "{w}: {stdout}");
+    }
+    println!(
+        "outliers fp16-ane mean KL by width: fp16 {:.3e}, int8 {:.3e}, lut8 {:.3e}, lut6 {:.3e}",
+        kl[0], kl[1], kl[2], kl[3]
+    );
+    assert!(kl.iter().all(|k| k.is_finite()) && kl[0] < kl[3], "{kl:?}");
 
     // Pooled heads: cosine and PSNR gates.
     let (ok, stdout, stderr) = cargo_anebert(&[

@@ -40,6 +40,10 @@ pub struct DiffArgs {
     /// Also show the other rotation setting side by side (gates apply to the selected one).
     #[arg(long)]
     compare_rotation: bool,
+    /// Also show these weight precisions side by side (e.g. `fp16,int8,lut8,lut6`; compressed ones
+    /// are converted even when they miss their gate, to compare; gates apply to the selected one).
+    #[arg(long, value_delimiter = ',', value_parser = WeightPrecision::parse_with_target)]
+    compare_weights: Vec<(WeightPrecision, Option<f64>)>,
     /// Fail when the mean per-token KL exceeds this.
     #[arg(long)]
     max_kl: Option<f64>,
@@ -176,6 +180,14 @@ pub fn run(a: DiffArgs) -> Result<()> {
             other.rotate(!config.get_rotate());
             variants.push(other);
         }
+        for &(w, target) in &a.compare_weights {
+            let mut other = config.clone();
+            other.weights(w).allow_lossy(true);
+            if let Some(t) = target {
+                other.min_cosine(t);
+            }
+            variants.push(other);
+        }
         let mut rows = Vec::new();
         for (i, v) in variants.iter().enumerate() {
             let cand = load(v, &cand_options)?;
@@ -185,7 +197,8 @@ pub fn run(a: DiffArgs) -> Result<()> {
             };
             // What the package actually has: rotation does not apply to post-norm (BERT) blocks.
             let name = format!(
-                "{engine} rotation {}",
+                "{engine} {} rotation {}",
+                cand.info().weights,
                 if cand.info().rotation.is_some() {
                     "on"
                 } else {
@@ -246,7 +259,7 @@ pub fn run(a: DiffArgs) -> Result<()> {
             }
         );
         println!(
-            "  {:<26} {:>10} {:>10} {:>10} {:>9} {:>10} {:>7} {:>11} {:>10} {:>9} {:>9}",
+            "  {:<32} {:>10} {:>10} {:>10} {:>9} {:>10} {:>7} {:>11} {:>10} {:>9} {:>9}",
             "candidate",
             "mean KL",
             "max KL",
@@ -268,7 +281,7 @@ pub fn run(a: DiffArgs) -> Result<()> {
                 }
             };
             println!(
-                "  {:<26} {:>10} {:>10} {:>10} {:>9.2} {:>10.7} {:>7} {:>11} {:>10} {:>9} {:>9}",
+                "  {:<32} {:>10} {:>10} {:>10} {:>9.2} {:>10.7} {:>7} {:>11} {:>10} {:>9} {:>9}",
                 f.variant,
                 sci(f.mean_kl),
                 sci(f.max_kl),
