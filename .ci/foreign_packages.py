@@ -86,6 +86,10 @@ COMPRESSED = [
         OPT.OpPalettizerConfig(mode="uniform", nbits=3, granularity="per_grouped_channel", group_size=8, weight_threshold=100)))),
     ("uint8_offset_ios18", ct.target.iOS18, lambda m: OPT.linear_quantize_weights(m, OPT.OptimizationConfig(
         OPT.OpLinearQuantizerConfig(mode="linear", dtype="uint8", weight_threshold=100)))),
+    ("pruned_ios17", ct.target.iOS17, lambda m: OPT.prune_weights(m, OPT.OptimizationConfig(
+        OPT.OpMagnitudePrunerConfig(target_sparsity=0.6, weight_threshold=100)))),
+    ("pruned_ios18", ct.target.iOS18, lambda m: OPT.prune_weights(m, OPT.OptimizationConfig(
+        OPT.OpMagnitudePrunerConfig(target_sparsity=0.6, weight_threshold=100)))),
     ("int4_per_block_ios18", ct.target.iOS18, lambda m: OPT.linear_quantize_weights(m, OPT.OptimizationConfig(
         OPT.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=8, weight_threshold=100)))),
 ]

@@ -15,6 +15,7 @@ pub const DECODED: &[&str] = &[
     "constexpr_blockwise_shift_scale",
     "constexpr_cast",
     "constexpr_lut_to_dense",
+    "constexpr_sparse_to_dense",
 ];
 
 /// Is `op_type` a compressed-constant op (decoded at load, never run per call)?
@@ -60,6 +61,7 @@ pub fn decode(op_type: &str, p: &Params) -> Result<Tensor, String> {
         "constexpr_cast" => cast(p),
         "constexpr_lut_to_dense" if p.contains_key("shape") => lut_ios16(p),
         "constexpr_lut_to_dense" => lut_ios18(p),
+        "constexpr_sparse_to_dense" => sparse_to_dense(p),
         other => Err(format!(
             "`{other}` is not decoded by the CPU backend (decoded: {})",
             DECODED.join(", ")
@@ -350,6 +352,71 @@ fn lut_ios18(p: &Params) -> Result<Tensor, String> {
     lut_out(lut, indices.shape().to_vec(), picks.into_iter())
 }
 
+/// Zeros with `nonzero_data` scattered, in row-major order, where the mask bit is 1. iOS16: `mask`
+/// is a packed uint8 bit stream and `shape` gives the shape; iOS18: `mask` is uint1 of the shape.
+fn sparse_to_dense(p: &Params) -> Result<Tensor, String> {
+    let (data, mask) = (get(p, "nonzero_data")?, get(p, "mask")?);
+    let (shape, bits): (Vec<usize>, Vec<u8>) = match p.get("shape") {
+        Some(shape) => {
+            let shape: Vec<usize> = ints(shape, "shape")?
+                .iter()
+                .map(|&d| d as u32 as usize)
+                .collect();
+            let n = crate::tensor::checked_numel(&shape).ok_or("`shape` overflows")?;
+            if mask.dtype() != DType::U8 || mask.len() != n.div_ceil(8) {
+                return Err(format!(
+                    "`mask` must be {} packed uint8 bytes for shape {shape:?}",
+                    n.div_ceil(8)
+                ));
+            }
+            let bytes: Vec<u8> = ints(mask, "mask")?.iter().map(|&b| b as u8).collect();
+            (shape, unpack_bits(&bytes, 1, n))
+        }
+        None if mask.dtype() == DType::U1 => (
+            mask.shape().to_vec(),
+            ints(mask, "mask")?.iter().map(|&b| b as u8).collect(),
+        ),
+        None => return Err(format!("`mask` must be uint1, not {}", mask.dtype())),
+    };
+    let set = bits.iter().filter(|&&b| b != 0).count();
+    if set != data.len() {
+        return Err(format!(
+            "`mask` sets {set} elements but `nonzero_data` holds {}",
+            data.len()
+        ));
+    }
+    fn scatter<T: Copy>(bits: &[u8], zero: T, v: &[T]) -> Vec<T> {
+        let mut next = v.iter();
+        bits.iter()
+            .map(|&b| {
+                if b == 0 {
+                    zero
+                } else {
+                    *next.next().unwrap_or(&zero)
+                }
+            })
+            .collect()
+    }
+    match data.data() {
+        // Zeros and picked fp16 values are fp16 values already.
+        TensorData::Float(v) => Tensor::new(
+            data.dtype(),
+            shape,
+            TensorData::Float(scatter(&bits, 0.0, v)),
+        ),
+        TensorData::Int(v) => {
+            Tensor::new(data.dtype(), shape, TensorData::Int(scatter(&bits, 0, v)))
+        }
+        _ => {
+            return Err(format!(
+                "`nonzero_data` must be numeric, not {}",
+                data.dtype()
+            ))
+        }
+    }
+    .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -443,6 +510,38 @@ mod tests {
     }
 
     #[test]
+    fn sparse_to_dense_scatters_in_row_major_order_in_both_forms() {
+        let data = Tensor::f16(vec![3], vec![1.5, -2.0, 4.0]).unwrap();
+        let ios16 = params(vec![
+            ("nonzero_data", data.clone()),
+            // Bits 1, 4 and 9 (LSB first): 0b0001_0010, 0b0000_0010.
+            ("mask", int(DType::U8, vec![2], vec![0x12, 0x02])),
+            ("shape", int(DType::U32, vec![2], vec![2, 5])),
+        ]);
+        let want = [0.0, 1.5, 0.0, 0.0, -2.0, 0.0, 0.0, 0.0, 0.0, 4.0];
+        let t = decode("constexpr_sparse_to_dense", &ios16).unwrap();
+        assert_eq!(
+            (t.shape(), t.as_f32().unwrap()),
+            (&[2usize, 5][..], &want[..])
+        );
+        let bits: Vec<i32> = want.iter().map(|&x| (x != 0.0) as i32).collect();
+        let ios18 = params(vec![
+            ("nonzero_data", data),
+            ("mask", int(DType::U1, vec![2, 5], bits)),
+        ]);
+        let t = decode("constexpr_sparse_to_dense", &ios18).unwrap();
+        assert_eq!(t.as_f32().unwrap(), &want[..]);
+        let mut short = ios18.clone();
+        short.insert(
+            "nonzero_data".into(),
+            Tensor::f16(vec![2], vec![1.0, 2.0]).unwrap(),
+        );
+        assert!(decode("constexpr_sparse_to_dense", &short)
+            .unwrap_err()
+            .contains("sets 3"));
+    }
+
+    #[test]
     fn malformed_parameters_are_errors_not_panics() {
         let lut = Tensor::f16(vec![16], vec![0.0; 16]).unwrap();
         // Too few index bytes for the shape.
@@ -469,7 +568,7 @@ mod tests {
         assert!(decode("constexpr_blockwise_shift_scale", &tiles)
             .unwrap_err()
             .contains("does not divide"));
-        assert!(decode("constexpr_sparse_to_dense", &Params::new())
+        assert!(decode("constexpr_lut_to_sparse", &Params::new())
             .unwrap_err()
             .contains("not decoded"));
         assert!(decode("constexpr_affine_dequantize", &Params::new())

@@ -50,6 +50,16 @@ pub enum BlobError {
         size: u64,
         len: usize,
     },
+    #[error(
+        "blob at offset {offset} ({dtype}, {size} bytes) claims {padding} padding bits; {why}"
+    )]
+    BadPadding {
+        offset: usize,
+        dtype: DType,
+        size: u64,
+        padding: u64,
+        why: &'static str,
+    },
     #[error("offset {0} does not point at a blob in the weight file")]
     NoBlobAt(u64),
     #[error("blob at offset {offset} holds {found} data, the model asks for {expected}")]
@@ -153,6 +163,30 @@ impl BlobStorage {
             if end.is_none_or(|e| e > len as u64) {
                 return Err(BlobError::DataOverrun { offset, size, len });
             }
+            // The element count of sub-byte data comes from the padding (MILBlob's
+            // StorageReader rules): fewer than 8 bits, whole elements for 1/2/4-bit types, and
+            // none for byte-sized types.
+            let bits = dtype.bits() as u64;
+            let why = if bits >= 8 {
+                (padding_bits != 0).then_some("byte-sized data has no padding")
+            } else if padding_bits >= 8 || padding_bits > size * 8 {
+                Some("padding is fewer than 8 bits, within the data")
+            } else if 8 % bits == 0 && !padding_bits.is_multiple_of(bits) {
+                Some("the padding must be whole elements")
+            } else if !(size * 8 - padding_bits).is_multiple_of(bits) {
+                Some("the data is not a whole number of elements")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(BlobError::BadPadding {
+                    offset,
+                    dtype,
+                    size,
+                    padding: padding_bits,
+                    why,
+                });
+            }
             blobs.insert(
                 offset as u64,
                 BlobInfo {
@@ -204,7 +238,8 @@ impl BlobStorage {
         let n = crate::tensor::checked_numel(shape)
             .ok_or_else(|| TensorError::TooLarge(shape.to_vec()))?;
         let expected = n.saturating_mul(dtype.bits() as usize).div_ceil(8);
-        if expected != data.len() {
+        let elements = (info.size * 8 - info.padding_bits) / dtype.bits() as u64;
+        if expected != data.len() || elements != n as u64 {
             return Err(BlobError::SizeMismatch {
                 offset,
                 dtype,
@@ -396,6 +431,23 @@ mod tests {
         assert_eq!(data.len(), 2); // 15 bits
         assert_eq!(info.padding_bits, 1);
         assert_eq!(s.tensor(off, DType::U3, &[5]).unwrap(), t);
+        // A padding that lies: a different element count, or impossible values.
+        let bytes = s.as_bytes().to_vec();
+        let with_padding = |p: u64| {
+            let mut b = bytes.clone();
+            let at = off as usize + 24;
+            b[at..at + 8].copy_from_slice(&p.to_le_bytes());
+            BlobStorage::parse(b)
+        };
+        let four = with_padding(4).unwrap(); // (16 − 4) / 3 = 4 elements, not 5
+        assert!(matches!(
+            four.tensor(off, DType::U3, &[5]),
+            Err(BlobError::SizeMismatch { .. })
+        ));
+        for p in [2, 8, 1 << 40] {
+            let e = with_padding(p).unwrap_err();
+            assert!(matches!(e, BlobError::BadPadding { .. }), "{p}: {e}");
+        }
     }
 
     #[test]
