@@ -16,11 +16,30 @@ const MAX_ITERATIONS: usize = 40;
 
 /// Sorted distinct values with their counts, and prefix sums over them.
 struct Histogram {
+    /// Distinct keys, ascending, and their values.
+    keys: Vec<u16>,
     values: Vec<f64>,
     /// Prefix sums of count and of count·value: `cum[i]` covers `values[..i]`.
     cum_n: Vec<f64>,
     cum_x: Vec<f64>,
     cum_x2: Vec<f64>,
+}
+
+/// A weight's fp16 bit pattern mapped to a key that sorts like the value (sign-magnitude →
+/// ordered).
+fn key(w: f32) -> u16 {
+    let b = f16::from_f32(w).to_bits();
+    if b & 0x8000 != 0 {
+        !b
+    } else {
+        b | 0x8000
+    }
+}
+
+/// The value of a [`key`].
+fn value_of(k: u16) -> f64 {
+    let bits = if k & 0x8000 != 0 { k & 0x7fff } else { !k };
+    f16::from_bits(bits).to_f64()
 }
 
 /// LSD radix sort of 16-bit keys (two byte passes): a palette sorts millions of them.
@@ -44,28 +63,18 @@ fn radix_sort(keys: &mut Vec<u16>) {
 }
 
 impl Histogram {
-    fn new(weights: &[f32]) -> Histogram {
-        // fp16 bit patterns mapped to keys that sort like the values (sign-magnitude → ordered).
-        let mut keys: Vec<u16> = weights
-            .iter()
-            .map(|&w| {
-                let b = f16::from_f32(w).to_bits();
-                if b & 0x8000 != 0 {
-                    !b
-                } else {
-                    b | 0x8000
-                }
-            })
-            .collect();
+    /// The histogram of `keys` (see [`key`]).
+    fn new(keys: &[u16]) -> Histogram {
+        let mut keys = keys.to_vec();
         radix_sort(&mut keys);
-        let (mut values, mut cum_n, mut cum_x, mut cum_x2) =
-            (Vec::new(), vec![0.0], vec![0.0], vec![0.0]);
+        let (mut distinct, mut values, mut cum_n, mut cum_x, mut cum_x2) =
+            (Vec::new(), Vec::new(), vec![0.0], vec![0.0], vec![0.0]);
         let mut i = 0;
         while i < keys.len() {
             let k = keys[i];
             let j = i + keys[i..].partition_point(|&x| x == k);
-            let bits = if k & 0x8000 != 0 { k & 0x7fff } else { !k };
-            let v = f16::from_bits(bits).to_f64();
+            let v = value_of(k);
+            distinct.push(k);
             let n = (j - i) as f64;
             values.push(v);
             cum_n.push(cum_n[cum_n.len() - 1] + n);
@@ -74,6 +83,7 @@ impl Histogram {
             i = j;
         }
         Histogram {
+            keys: distinct,
             values,
             cum_n,
             cum_x,
@@ -106,20 +116,50 @@ impl Histogram {
     }
 }
 
-/// At most `k` fp16 centroids for `weights`, sorted ascending. Lloyd's iterations run from
-/// several starts — equal-count quantiles (good in the bulk), a uniform grid over the range and a
-/// mix of both (which keep entries for the few large weights of heavy tails), and k-means++
-/// seeding when affordable — and the lowest squared error wins. With no more distinct
-/// values than `k`, the palette is exactly the distinct values.
+/// At most `k` fp16 centroids for `weights`, sorted ascending (see [`palettize`]).
 pub fn palette(weights: &[f32], k: usize) -> Vec<f32> {
+    palettize(weights, k).0
+}
+
+/// At most `k` fp16 centroids for `weights`, sorted ascending, and the index of the nearest one
+/// for every weight. Lloyd's iterations run from several starts — equal-count quantiles (good in
+/// the bulk), a uniform grid over the range and a mix of both (which keep entries for the few
+/// large weights of heavy tails), and k-means++ seeding when affordable — and the lowest squared
+/// error wins. With no more distinct values than `k`, the palette is exactly the distinct values.
+pub fn palettize(weights: &[f32], k: usize) -> (Vec<f32>, Vec<u8>) {
     if weights.is_empty() {
-        return vec![0.0];
+        return (vec![0.0], Vec::new());
     }
-    let h = Histogram::new(weights);
+    let keys: Vec<u16> = weights.iter().map(|&w| key(w)).collect();
+    let h = Histogram::new(&keys);
+    let palette: Vec<f32> = if h.values.len() <= k {
+        h.values.iter().map(|&v| v as f32).collect()
+    } else {
+        let mut out: Vec<f32> = centers(&h, k)
+            .iter()
+            .map(|&c| f16::from_f64(c).to_f32())
+            .collect();
+        out.dedup();
+        out
+    };
+    // The nearest entry of each distinct value (one walk over both sorted lists), then of each
+    // weight by its key: a table read instead of a search per weight.
+    let mut entry_of = vec![0u8; 1 << 16];
+    let mut e = 0usize;
+    for (&k, &v) in h.keys.iter().zip(&h.values) {
+        while e + 1 < palette.len() && (palette[e] as f64 + palette[e + 1] as f64) * 0.5 < v {
+            e += 1;
+        }
+        entry_of[k as usize] = e as u8;
+    }
+    let idx = keys.iter().map(|&k| entry_of[k as usize]).collect();
+    (palette, idx)
+}
+
+/// The centres of the start that ends with the lowest squared error (more distinct values
+/// than `k`).
+fn centers(h: &Histogram, k: usize) -> Vec<f64> {
     let m = h.values.len();
-    if m <= k {
-        return h.values.iter().map(|&v| v as f32).collect();
-    }
     let quantiles: Vec<f64> = (0..k)
         .map(|i| h.values[h.quantile((i as f64 + 0.5) / k as f64)])
         .collect();
@@ -145,17 +185,14 @@ pub fn palette(weights: &[f32], k: usize) -> Vec<f32> {
     };
     // k-means++ costs k·m: worth it on per-tensor palettes, too slow for thousands of groups.
     if k * m <= PLUS_PLUS_BUDGET {
-        starts.push(plus_plus(&h, k));
+        starts.push(plus_plus(h, k));
     }
-    let best = starts
+    starts
         .into_iter()
-        .map(|s| lloyd(&h, s))
+        .map(|s| lloyd(h, s))
         .min_by(|a, b| a.1.total_cmp(&b.1))
         .expect("at least one start")
-        .0;
-    let mut out: Vec<f32> = best.iter().map(|&c| f16::from_f64(c).to_f32()).collect();
-    out.dedup();
-    out
+        .0
 }
 
 /// k-means++ seeding over the histogram (each distinct value weighted by its count), with a

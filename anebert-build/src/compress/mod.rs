@@ -165,8 +165,7 @@ fn palette(w: &[f32], shape: &[usize], bits: u32, spec: SpecVersion) -> Encoded 
     let (idx, luts): (Vec<Vec<u8>>, Vec<Vec<f32>>) = w
         .par_chunks(per_group.max(1))
         .map(|g| {
-            let mut p = kmeans::palette(g, k);
-            let idx = kmeans::assign(g, &p);
+            let (mut p, idx) = kmeans::palettize(g, k);
             // Unused entries repeat the last one (a palette has exactly 2^bits).
             let last = *p.last().expect("a palette is never empty");
             p.resize(k, last);
