@@ -75,6 +75,13 @@ fn compressed_packages_decode_run_and_shrink() {
                 .fidelity
                 .as_ref()
                 .expect("a compressed conversion reports its gate");
+            // The package records it too (inspect shows it).
+            let md = common::package_metadata(&path);
+            assert_eq!(
+                md.fidelity.as_deref(),
+                Some(g.to_string().as_str()),
+                "{what}"
+            );
             assert!(
                 g.measured.rows > 0 && g.measured.min_cosine.is_finite(),
                 "{what}: {g}"

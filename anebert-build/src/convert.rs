@@ -281,7 +281,7 @@ impl std::fmt::Display for Summary {
             self.weight_bytes as f64 / 1e6
         )?;
         if let Some(g) = &self.fidelity {
-            writeln!(f, "{g}")?;
+            writeln!(f, "{g} ({:.1} s)", g.seconds)?;
         }
         for n in &self.notes {
             writeln!(f, "note: {n}")?;
@@ -526,7 +526,7 @@ pub fn convert_dir_with(
         o.head.name(),
         o.seq_len
     ));
-    let md = PackageMetadata {
+    let mut md = PackageMetadata {
         schema: METADATA_SCHEMA,
         converter_version: CONVERTER_VERSION.to_string(),
         architecture: meta.architecture.clone(),
@@ -542,6 +542,7 @@ pub fn convert_dir_with(
             .unwrap_or_else(|| crate::source::local_label(dir)),
         source_sha256: ckpt_sha.0,
         tokenizer_sha256: ckpt_sha.1,
+        fidelity: None,
         functions: vec![FunctionMetadata {
             name: "main".into(),
             head: o.head.name().to_string(),
@@ -575,6 +576,17 @@ pub fn convert_dir_with(
         _ => None,
     };
     if let Some(report) = &fidelity {
+        // The package records what its weights were measured to keep.
+        md.fidelity = Some(report.to_string());
+        if let Some(meta) = built
+            .spec
+            .description
+            .as_mut()
+            .and_then(|d| d.metadata.as_mut())
+        {
+            meta.user_defined
+                .insert(METADATA_KEY.to_string(), md.to_json());
+        }
         if !report.misses().is_empty() && !o.allow_lossy {
             let fix =
                 format!(

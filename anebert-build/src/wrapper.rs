@@ -404,6 +404,7 @@ mod tests {
                 source: "org/tiny@0000000000000000000000000000000000000000".into(),
                 source_sha256: BTreeMap::new(),
                 tokenizer_sha256: Some("ab".repeat(32)),
+                fidelity: None,
                 functions: vec![FunctionMetadata {
                     name: "main".into(),
                     head: head.name().into(),

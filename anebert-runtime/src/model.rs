@@ -518,6 +518,7 @@ mod tests {
             source: "local:x".into(),
             source_sha256: BTreeMap::new(),
             tokenizer_sha256: None,
+            fidelity: None,
             functions: vec![FunctionMetadata {
                 name: "main".into(),
                 head: "mlm".into(),

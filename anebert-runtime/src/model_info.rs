@@ -32,7 +32,7 @@ pub struct PackageMetadata {
     pub vocab_size: usize,
     /// Encoder layers.
     pub num_layers: usize,
-    /// `fp16` or `fp32` weights.
+    /// Stored weights: `fp16`, `fp32`, or compressed (`int8`, `lut8`, `lut6`, `lut4`, `mixed`).
     pub weights: String,
     /// Rotation applied (`hadamard …`, `random-orthogonal`), if any.
     pub rotation: Option<String>,
@@ -47,6 +47,10 @@ pub struct PackageMetadata {
     pub tokenizer_sha256: Option<String>,
     /// The package's functions (one per head and length).
     pub functions: Vec<FunctionMetadata>,
+    /// Compressed weights: the fidelity gate's report (what was measured against the fp16
+    /// weights, and the verdict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fidelity: Option<String>,
 }
 
 /// One function of a package: its head, length and I/O.

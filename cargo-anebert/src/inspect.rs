@@ -307,7 +307,7 @@ fn print_report(r: &serde_json::Value) {
             Some(s) => s.to_string(),
             None => v.to_string(),
         };
-        let v = if v.len() > 100 {
+        let v = if v.len() > 100 && k != "fidelity" {
             format!("{}…", v.chars().take(100).collect::<String>())
         } else {
             v.to_string()

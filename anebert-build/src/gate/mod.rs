@@ -165,6 +165,7 @@ impl Gate {
     }
 }
 
+/// The report without its wall time, so the package that records it is reproducible.
 impl std::fmt::Display for GateReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -187,15 +188,14 @@ impl std::fmt::Display for GateReport {
         let misses = self.misses();
         write!(
             f,
-            " — gate: min cosine ≥ {}, agreement ≥ {} %: {} ({:.1} s)",
+            " — gate: min cosine ≥ {}, agreement ≥ {} %: {}",
             self.gate.min_cosine,
             self.gate.min_agreement * 100.0,
             if misses.is_empty() {
                 "passed".to_string()
             } else {
                 format!("MISSED ({})", misses.join("; "))
-            },
-            self.seconds
+            }
         )
     }
 }
