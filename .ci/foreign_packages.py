@@ -90,6 +90,14 @@ COMPRESSED = [
         OPT.OpMagnitudePrunerConfig(target_sparsity=0.6, weight_threshold=100)))),
     ("pruned_ios18", ct.target.iOS18, lambda m: OPT.prune_weights(m, OPT.OptimizationConfig(
         OPT.OpMagnitudePrunerConfig(target_sparsity=0.6, weight_threshold=100)))),
+    # Joint compression: pruned, then palettized / quantized (constexpr_lut_to_sparse and
+    # constexpr_sparse_blockwise_shift_scale, each feeding a constexpr_sparse_to_dense).
+    ("pruned_lut4_ios18", ct.target.iOS18, lambda m: OPT.palettize_weights(
+        OPT.prune_weights(m, OPT.OptimizationConfig(OPT.OpMagnitudePrunerConfig(target_sparsity=0.5, weight_threshold=100))),
+        OPT.OptimizationConfig(OPT.OpPalettizerConfig(mode="uniform", nbits=4, weight_threshold=100)), joint_compression=True)),
+    ("pruned_int8_ios18", ct.target.iOS18, lambda m: OPT.linear_quantize_weights(
+        OPT.prune_weights(m, OPT.OptimizationConfig(OPT.OpMagnitudePrunerConfig(target_sparsity=0.5, weight_threshold=100))),
+        OPT.OptimizationConfig(OPT.OpLinearQuantizerConfig(mode="linear_symmetric", weight_threshold=100)), joint_compression=True)),
     ("int4_per_block_ios18", ct.target.iOS18, lambda m: OPT.linear_quantize_weights(m, OPT.OptimizationConfig(
         OPT.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int4", granularity="per_block", block_size=8, weight_threshold=100)))),
 ]

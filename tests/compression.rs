@@ -252,6 +252,7 @@ fn minilm_compressed_embeddings_vs_sentence_transformers() {
         (WeightPrecision::Int8, SpecVersion::Ios17, None),
         (WeightPrecision::Lut8, SpecVersion::Ios17, None),
         (WeightPrecision::Lut6, SpecVersion::Ios18, None),
+        (WeightPrecision::Lut4, SpecVersion::Ios18, None),
     ] {
         let mut o = ConvertOptions::new(HeadKind::Embedding, 128);
         o.weights = weights;

@@ -72,14 +72,14 @@ fn prepare_const(mut t: Tensor, precision: Precision) -> Tensor {
     t
 }
 
-/// A compressed constant, decoded once (op_table::constexpr). Its parameters are attributes
+/// A compressed constant, decoded once (op_table::constexpr) into its value(s). Its parameters are attributes
 /// (iOS16/17 ops) or inputs: values, or names of constants defined earlier (iOS18 chains).
 fn decode_constexpr(
     op: &mil::Operation,
     weights: Option<&BlobStorage>,
     slots: &HashMap<String, usize>,
     consts: &[(usize, Arc<Tensor>)],
-) -> Result<Tensor, CpuError> {
+) -> Result<Vec<Tensor>, CpuError> {
     let mut params = constexpr::Params::new();
     for (k, v) in op.attributes.iter().filter(|(k, _)| *k != "name") {
         let t = value::to_tensor(v, weights).map_err(|e| load_err(op, format!("`{k}`: {e}")))?;
@@ -108,7 +108,7 @@ fn decode_constexpr(
         };
         params.insert(k.clone(), t);
     }
-    constexpr::decode(&op.r#type, &params).map_err(|msg| load_err(op, msg))
+    constexpr::decode_all(&op.r#type, &params).map_err(|msg| load_err(op, msg))
 }
 
 impl Plan {
@@ -185,10 +185,12 @@ impl Plan {
                 .collect::<Result<_, CpuError>>()?;
             if op.r#type == "const" || constexpr::is_constexpr(&op.r#type) {
                 let replaced = declared.first().and_then(|(n, _)| replace.get(n));
-                let t = match replaced {
+                let values: Vec<Arc<Tensor>> = match replaced {
                     // Shared as given (an fp16 replacement holds fp16 values already).
-                    Some(t) if t.dtype() == DType::F16 || precision == Precision::F32 => t.clone(),
-                    Some(t) => Arc::new(prepare_const(t.as_ref().clone(), precision)),
+                    Some(t) if t.dtype() == DType::F16 || precision == Precision::F32 => {
+                        vec![t.clone()]
+                    }
+                    Some(t) => vec![Arc::new(prepare_const(t.as_ref().clone(), precision))],
                     None if op.r#type == "const" => {
                         let v = op
                             .attributes
@@ -196,32 +198,41 @@ impl Plan {
                             .ok_or_else(|| load_err(op, "const has no `val` attribute"))?;
                         let t = value::to_tensor(v, weights)
                             .map_err(|e| load_err(op, e.to_string()))?;
-                        Arc::new(prepare_const(t, precision))
+                        vec![Arc::new(prepare_const(t, precision))]
                     }
-                    None => Arc::new(prepare_const(
-                        decode_constexpr(op, weights, &slots, &consts)?,
-                        precision,
-                    )),
+                    None => decode_constexpr(op, weights, &slots, &consts)?
+                        .into_iter()
+                        .map(|t| Arc::new(prepare_const(t, precision)))
+                        .collect(),
                 };
-                let [(out, ty)] = declared.as_slice() else {
-                    return Err(load_err(op, "must have exactly one output"));
-                };
-                if ty.dtype != t.dtype() || !ty.admits(t.shape()) {
+                if values.len() != declared.len() {
                     return Err(load_err(
                         op,
                         format!(
-                            "value is {} {:?} but the output is declared {ty}",
-                            t.dtype(),
-                            t.shape()
+                            "defines {} value(s) but declares {} output(s)",
+                            values.len(),
+                            declared.len()
                         ),
                     ));
                 }
-                let s = new_slot(&mut n_slots);
-                if slots.insert(out.clone(), s).is_some() {
-                    return Err(load_err(op, format!("value `{out}` is defined twice")));
+                for (t, (out, ty)) in values.into_iter().zip(&declared) {
+                    if ty.dtype != t.dtype() || !ty.admits(t.shape()) {
+                        return Err(load_err(
+                            op,
+                            format!(
+                                "value is {} {:?} but the output `{out}` is declared {ty}",
+                                t.dtype(),
+                                t.shape()
+                            ),
+                        ));
+                    }
+                    let s = new_slot(&mut n_slots);
+                    if slots.insert(out.clone(), s).is_some() {
+                        return Err(load_err(op, format!("value `{out}` is defined twice")));
+                    }
+                    const_slots.insert(s);
+                    consts.push((s, t));
                 }
-                const_slots.insert(s);
-                consts.push((s, t));
                 continue;
             }
             let kernel = ops::kernel(&op.r#type).ok_or_else(|| {

@@ -9,12 +9,16 @@ use crate::dtype::DType;
 use crate::tensor::{round_to_f16, unpack_bits, Tensor, TensorData};
 use std::collections::BTreeMap;
 
+mod sparse;
+
 /// Every `constexpr_*` op the CPU backend decodes.
 pub const DECODED: &[&str] = &[
     "constexpr_affine_dequantize",
     "constexpr_blockwise_shift_scale",
     "constexpr_cast",
     "constexpr_lut_to_dense",
+    "constexpr_lut_to_sparse",
+    "constexpr_sparse_blockwise_shift_scale",
     "constexpr_sparse_to_dense",
 ];
 
@@ -26,18 +30,18 @@ pub fn is_constexpr(op_type: &str) -> bool {
 /// A `constexpr_*` op's parameters by name.
 pub type Params = BTreeMap<String, Tensor>;
 
-fn get<'a>(p: &'a Params, name: &str) -> Result<&'a Tensor, String> {
+pub(crate) fn get<'a>(p: &'a Params, name: &str) -> Result<&'a Tensor, String> {
     p.get(name)
         .ok_or_else(|| format!("parameter `{name}` is missing"))
 }
 
-fn ints<'a>(t: &'a Tensor, name: &str) -> Result<&'a [i32], String> {
+pub(crate) fn ints<'a>(t: &'a Tensor, name: &str) -> Result<&'a [i32], String> {
     t.as_i32()
         .ok_or_else(|| format!("`{name}` must be an integer tensor, not {}", t.dtype()))
 }
 
 /// Values of an integer or float tensor as f32 (an int8 zero point, an fp16 scale).
-fn as_f32(t: &Tensor) -> Vec<f32> {
+pub(crate) fn as_f32(t: &Tensor) -> Vec<f32> {
     match t.data() {
         TensorData::Float(v) => v.clone(),
         TensorData::Int(v) => v.iter().map(|&x| x as f32).collect(),
@@ -46,7 +50,11 @@ fn as_f32(t: &Tensor) -> Vec<f32> {
 }
 
 /// A float result of `dtype` (fp16 values rounded, as the ANE stores them).
-fn float_out(dtype: DType, shape: Vec<usize>, mut v: Vec<f32>) -> Result<Tensor, String> {
+pub(crate) fn float_out(
+    dtype: DType,
+    shape: Vec<usize>,
+    mut v: Vec<f32>,
+) -> Result<Tensor, String> {
     if dtype == DType::F16 {
         round_to_f16(&mut v);
     }
@@ -61,7 +69,10 @@ pub fn decode(op_type: &str, p: &Params) -> Result<Tensor, String> {
         "constexpr_cast" => cast(p),
         "constexpr_lut_to_dense" if p.contains_key("shape") => lut_ios16(p),
         "constexpr_lut_to_dense" => lut_ios18(p),
-        "constexpr_sparse_to_dense" => sparse_to_dense(p),
+        "constexpr_sparse_to_dense" => sparse::sparse_to_dense(p),
+        "constexpr_lut_to_sparse" | "constexpr_sparse_blockwise_shift_scale" => Err(format!(
+            "`{op_type}` has two outputs (mask, values): decode it with decode_all"
+        )),
         other => Err(format!(
             "`{other}` is not decoded by the CPU backend (decoded: {})",
             DECODED.join(", ")
@@ -69,11 +80,26 @@ pub fn decode(op_type: &str, p: &Params) -> Result<Tensor, String> {
     }
 }
 
+/// Decode a `constexpr_*` op into all its outputs: one, or for `constexpr_lut_to_sparse` and
+/// `constexpr_sparse_blockwise_shift_scale` two — the mask and the decoded non-zero values.
+pub fn decode_all(op_type: &str, p: &Params) -> Result<Vec<Tensor>, String> {
+    match op_type {
+        "constexpr_lut_to_sparse" => sparse::lut_to_sparse(p),
+        "constexpr_sparse_blockwise_shift_scale" => sparse::sparse_blockwise_shift_scale(p),
+        _ => decode(op_type, p).map(|t| vec![t]),
+    }
+}
+
 /// `axis` normalized into `0..rank`.
 fn axis_of(p: &Params, rank: usize) -> Result<usize, String> {
-    let a = *ints(get(p, "axis")?, "axis")?
+    axis_of_named(p, "axis", rank)
+}
+
+/// The axis parameter `name` normalized into `0..rank`.
+fn axis_of_named(p: &Params, name: &str, rank: usize) -> Result<usize, String> {
+    let a = *ints(get(p, name)?, name)?
         .first()
-        .ok_or("`axis` is empty")? as i64;
+        .ok_or_else(|| format!("`{name}` is empty"))? as i64;
     let r = rank as i64;
     if a < -r || a >= r {
         return Err(format!("axis {a} is out of range for rank {rank}"));
@@ -125,13 +151,13 @@ fn affine_dequantize(p: &Params) -> Result<Tensor, String> {
 
 /// Index into `small` (same rank as `shape`, each axis dividing it) of the block holding element
 /// `flat` of `shape`: blocks are `shape[i] / small[i]` long on axis i.
-struct Blocks {
+pub(crate) struct Blocks {
     /// Per axis: (dim, block length, stride in the small tensor).
     axes: Vec<(usize, usize, usize)>,
 }
 
 impl Blocks {
-    fn new(shape: &[usize], small: &[usize], what: &str) -> Result<Blocks, String> {
+    pub(crate) fn new(shape: &[usize], small: &[usize], what: &str) -> Result<Blocks, String> {
         if shape.len() != small.len() {
             return Err(format!(
                 "{what} has rank {} but the data has rank {}",
@@ -156,7 +182,10 @@ impl Blocks {
 
     /// `f(flat index, block index)` for every element, in row-major order, slices of the
     /// leading axis in parallel (decoding a large model's weights is the bulk of loading it).
-    fn map<T: Copy + Default + Send>(&self, f: impl Fn(usize, usize) -> T + Sync) -> Vec<T> {
+    pub(crate) fn map<T: Copy + Default + Send>(
+        &self,
+        f: impl Fn(usize, usize) -> T + Sync,
+    ) -> Vec<T> {
         use rayon::prelude::*;
         let n: usize = self.axes.iter().map(|a| a.0).product();
         let mut out = vec![T::default(); n];
@@ -252,7 +281,7 @@ fn cast(p: &Params) -> Result<Tensor, String> {
 }
 
 /// A palette lookup result of the lut's dtype.
-fn lut_out(
+pub(crate) fn lut_out(
     lut: &Tensor,
     shape: Vec<usize>,
     pick: impl Iterator<Item = usize>,
@@ -275,7 +304,7 @@ fn lut_out(
     }
 }
 
-fn palette_bits(entries: usize) -> Result<u32, String> {
+pub(crate) fn palette_bits(entries: usize) -> Result<u32, String> {
     match entries {
         2 => Ok(1),
         4 => Ok(2),
@@ -338,83 +367,48 @@ fn lut_ios18(p: &Params) -> Result<Tensor, String> {
             indices.dtype()
         ));
     }
-    if vector != 1 {
-        return Err(format!(
-            "vector palettes (VECTOR_SIZE {vector}) are not decoded by the CPU backend"
-        ));
-    }
     let blocks = Blocks::new(indices.shape(), &lut.shape()[..rank], "`lut`")?;
     let idx = ints(indices, "indices")?;
     if let Some(bad) = idx.iter().find(|&&i| i < 0 || i as usize >= palettes) {
         return Err(format!("index {bad} is past the palette of {palettes}"));
     }
-    let picks = blocks.map(|i, b| b * palettes + idx[i] as usize);
-    lut_out(lut, indices.shape().to_vec(), picks.into_iter())
-}
-
-/// Zeros with `nonzero_data` scattered, in row-major order, where the mask bit is 1. iOS16: `mask`
-/// is a packed uint8 bit stream and `shape` gives the shape; iOS18: `mask` is uint1 of the shape.
-fn sparse_to_dense(p: &Params) -> Result<Tensor, String> {
-    let (data, mask) = (get(p, "nonzero_data")?, get(p, "mask")?);
-    let (shape, bits): (Vec<usize>, Vec<u8>) = match p.get("shape") {
-        Some(shape) => {
-            let shape: Vec<usize> = ints(shape, "shape")?
-                .iter()
-                .map(|&d| d as u32 as usize)
-                .collect();
-            let n = crate::tensor::checked_numel(&shape).ok_or("`shape` overflows")?;
-            if mask.dtype() != DType::U8 || mask.len() != n.div_ceil(8) {
-                return Err(format!(
-                    "`mask` must be {} packed uint8 bytes for shape {shape:?}",
-                    n.div_ceil(8)
-                ));
-            }
-            let bytes: Vec<u8> = ints(mask, "mask")?.iter().map(|&b| b as u8).collect();
-            (shape, unpack_bits(&bytes, 1, n))
-        }
-        None if mask.dtype() == DType::U1 => (
-            mask.shape().to_vec(),
-            ints(mask, "mask")?.iter().map(|&b| b as u8).collect(),
-        ),
-        None => return Err(format!("`mask` must be uint1, not {}", mask.dtype())),
+    if vector == 1 {
+        let picks = blocks.map(|i, b| b * palettes + idx[i] as usize);
+        return lut_out(lut, indices.shape().to_vec(), picks.into_iter());
+    }
+    // Vector palettes: each index picks `vector` consecutive values along `vector_axis`.
+    let va = match p.get("vector_axis") {
+        Some(_) => axis_of_named(p, "vector_axis", rank)?,
+        None => return Err("a vector palette (VECTOR_SIZE > 1) needs `vector_axis`".into()),
     };
-    let set = bits.iter().filter(|&&b| b != 0).count();
-    if set != data.len() {
-        return Err(format!(
-            "`mask` sets {set} elements but `nonzero_data` holds {}",
-            data.len()
-        ));
+    let shape = indices.shape();
+    let mut out_shape = shape.to_vec();
+    out_shape[va] *= vector;
+    let mut strides = vec![1usize; rank];
+    for a in (0..rank.saturating_sub(1)).rev() {
+        strides[a] = strides[a + 1] * out_shape[a + 1];
     }
-    fn scatter<T: Copy>(bits: &[u8], zero: T, v: &[T]) -> Vec<T> {
-        let mut next = v.iter();
-        bits.iter()
-            .map(|&b| {
-                if b == 0 {
-                    zero
-                } else {
-                    *next.next().unwrap_or(&zero)
-                }
-            })
-            .collect()
-    }
-    match data.data() {
-        // Zeros and picked fp16 values are fp16 values already.
-        TensorData::Float(v) => Tensor::new(
-            data.dtype(),
-            shape,
-            TensorData::Float(scatter(&bits, 0.0, v)),
-        ),
-        TensorData::Int(v) => {
-            Tensor::new(data.dtype(), shape, TensorData::Int(scatter(&bits, 0, v)))
+    let block_of = blocks.map(|_, b| b);
+    let mut picks = vec![0usize; idx.len() * vector];
+    let mut pos = vec![0usize; rank];
+    for (i, &e) in idx.iter().enumerate() {
+        let base: usize = (0..rank)
+            .filter(|&a| a != va)
+            .map(|a| pos[a] * strides[a])
+            .sum();
+        for v in 0..vector {
+            let o = base + (pos[va] * vector + v) * strides[va];
+            picks[o] = (block_of[i] * palettes + e as usize) * vector + v;
         }
-        _ => {
-            return Err(format!(
-                "`nonzero_data` must be numeric, not {}",
-                data.dtype()
-            ))
+        for a in (0..rank).rev() {
+            pos[a] += 1;
+            if pos[a] < shape[a] {
+                break;
+            }
+            pos[a] = 0;
         }
     }
-    .map_err(|e| e.to_string())
+    lut_out(lut, out_shape, picks.into_iter())
 }
 
 #[cfg(test)]
@@ -422,11 +416,13 @@ mod tests {
     use super::*;
     use crate::tensor::pack_bits;
 
-    fn params(list: Vec<(&str, Tensor)>) -> Params {
+    /// Parameters by name (also for `sparse`'s tests).
+    pub(super) fn params(list: Vec<(&str, Tensor)>) -> Params {
         list.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
     }
 
-    fn int(dtype: DType, shape: Vec<usize>, v: Vec<i32>) -> Tensor {
+    /// An integer tensor of `dtype`.
+    pub(super) fn int(dtype: DType, shape: Vec<usize>, v: Vec<i32>) -> Tensor {
         Tensor::new(dtype, shape, TensorData::Int(v)).unwrap()
     }
 
@@ -510,35 +506,26 @@ mod tests {
     }
 
     #[test]
-    fn sparse_to_dense_scatters_in_row_major_order_in_both_forms() {
-        let data = Tensor::f16(vec![3], vec![1.5, -2.0, 4.0]).unwrap();
-        let ios16 = params(vec![
-            ("nonzero_data", data.clone()),
-            // Bits 1, 4 and 9 (LSB first): 0b0001_0010, 0b0000_0010.
-            ("mask", int(DType::U8, vec![2], vec![0x12, 0x02])),
-            ("shape", int(DType::U32, vec![2], vec![2, 5])),
-        ]);
-        let want = [0.0, 1.5, 0.0, 0.0, -2.0, 0.0, 0.0, 0.0, 0.0, 4.0];
-        let t = decode("constexpr_sparse_to_dense", &ios16).unwrap();
-        assert_eq!(
-            (t.shape(), t.as_f32().unwrap()),
-            (&[2usize, 5][..], &want[..])
-        );
-        let bits: Vec<i32> = want.iter().map(|&x| (x != 0.0) as i32).collect();
-        let ios18 = params(vec![
-            ("nonzero_data", data),
-            ("mask", int(DType::U1, vec![2, 5], bits)),
-        ]);
-        let t = decode("constexpr_sparse_to_dense", &ios18).unwrap();
-        assert_eq!(t.as_f32().unwrap(), &want[..]);
-        let mut short = ios18.clone();
-        short.insert(
-            "nonzero_data".into(),
-            Tensor::f16(vec![2], vec![1.0, 2.0]).unwrap(),
-        );
-        assert!(decode("constexpr_sparse_to_dense", &short)
-            .unwrap_err()
-            .contains("sets 3"));
+    fn vector_palettes_expand_along_their_axis() {
+        // indices [[0, 1], [1, 0]], one palette of two 2-vectors: a = (1, 2), b = (3, 4).
+        let lut = Tensor::f16(vec![1, 1, 2, 2], vec![1.0, 2.0, 3.0, 4.0]).unwrap();
+        let indices = int(DType::U1, vec![2, 2], vec![0, 1, 1, 0]);
+        for (axis, shape, want) in [
+            (1, [2usize, 4], [1.0, 2.0, 3.0, 4.0, 3.0, 4.0, 1.0, 2.0]),
+            (0, [4, 2], [1.0, 3.0, 2.0, 4.0, 3.0, 1.0, 4.0, 2.0]),
+        ] {
+            let p = params(vec![
+                ("indices", indices.clone()),
+                ("lut", lut.clone()),
+                ("vector_axis", Tensor::scalar_i32(axis)),
+            ]);
+            let t = decode("constexpr_lut_to_dense", &p).unwrap();
+            assert_eq!(
+                (t.shape(), t.as_f32().unwrap()),
+                (&shape[..], &want[..]),
+                "axis {axis}"
+            );
+        }
     }
 
     #[test]
@@ -568,7 +555,7 @@ mod tests {
         assert!(decode("constexpr_blockwise_shift_scale", &tiles)
             .unwrap_err()
             .contains("does not divide"));
-        assert!(decode("constexpr_lut_to_sparse", &Params::new())
+        assert!(decode("constexpr_future_op", &Params::new())
             .unwrap_err()
             .contains("not decoded"));
         assert!(decode("constexpr_affine_dequantize", &Params::new())
