@@ -555,6 +555,14 @@ mod tests {
         assert!(decode("constexpr_blockwise_shift_scale", &tiles)
             .unwrap_err()
             .contains("does not divide"));
+        // An index past the palette: checked here, not trusted to the index dtype.
+        let past = params(vec![
+            ("indices", int(DType::U2, vec![2], vec![0, 4])),
+            ("lut", Tensor::f16(vec![1, 4, 1], vec![0.0; 4]).unwrap()),
+        ]);
+        assert!(decode("constexpr_lut_to_dense", &past)
+            .unwrap_err()
+            .contains("past the palette"));
         assert!(decode("constexpr_future_op", &Params::new())
             .unwrap_err()
             .contains("not decoded"));
