@@ -254,4 +254,48 @@ mod tests {
         let e = configs_from_manifest(&m).unwrap_err();
         assert!(e.help().unwrap().contains("model ="), "{e}");
     }
+
+    #[test]
+    fn compression_keys_reach_the_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("Cargo.toml");
+        fs::write(dir.path().join("texts.txt"), "One text.\n\nAnother one.\n").unwrap();
+        fs::write(
+            &m,
+            "[package]\nname = \"x\"\n[package.metadata.anebert]\nmodel = \"org/a\"\nseq = 64\n\
+             weights = \"mixed:0.9995\"\ntarget = \"ios18\"\nallow_lossy = true\ncalibration = \"texts.txt\"\n",
+        )
+        .unwrap();
+        let cs = configs_from_manifest(&m).unwrap();
+        let o = cs[0].options(64);
+        assert_eq!(o.weights, WeightPrecision::Mixed);
+        assert_eq!(o.min_cosine, Some(0.9995));
+        assert_eq!(o.target, crate::mil::SpecVersion::Ios18);
+        assert!(o.allow_lossy);
+        assert_eq!(
+            o.calibration.as_deref(),
+            Some(&["One text.".to_string(), "Another one.".to_string()][..])
+        );
+        // Every option is in the cache key: another target is another artifact.
+        let mut other = o.clone();
+        other.target = crate::mil::SpecVersion::Ios17;
+        let fp = std::collections::BTreeMap::new();
+        assert_ne!(
+            crate::artifact::key(&fp, &o),
+            crate::artifact::key(&fp, &other)
+        );
+        for (bad, says) in [
+            ("weights = \"mixed:2\"", "mixed:"),
+            ("target = \"ios16\"", "ios17"),
+            ("calibration = \"missing.txt\"", "missing.txt"),
+        ] {
+            fs::write(
+                &m,
+                format!("[package]\nname = \"x\"\n[package.metadata.anebert]\nmodel = \"org/a\"\n{bad}\n"),
+            )
+            .unwrap();
+            let e = configs_from_manifest(&m).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 }
