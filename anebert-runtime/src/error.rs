@@ -28,7 +28,7 @@ pub enum Error {
     /// Core ML refused to compile, load or run the model.
     #[error("Core ML: {0}")]
     CoreMl(String),
-    /// Too little of the model runs on the Neural Engine (see [`Options::min_ane_share`]).
+    /// Too little of the model runs on the Neural Engine (see [`Options::min_ane_share`](crate::Options::min_ane_share)).
     #[error(transparent)]
     Placement(#[from] PlacementShortfall),
     /// The backend is not available on this platform or in this build.

@@ -152,9 +152,9 @@ pub fn conv_dim(
 /// `nchw,nwhu->nchu` or rank 3 `chw,whu->chu`, letters free.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EinsumPattern {
-    /// `[0,1,2,3],[0,3,2,4]->[0,1,2,4]`: out[n,c,h,u] = Σ_w a[n,c,h,w]·b[n,w,h,u].
+    /// `[0,1,2,3],[0,3,2,4]->[0,1,2,4]`: `out[n,c,h,u] = Σ_w a[n,c,h,w]·b[n,w,h,u]`.
     Rank4,
-    /// `[0,1,2],[2,1,3]->[0,1,3]`: out[c,h,u] = Σ_w a[c,h,w]·b[w,h,u].
+    /// `[0,1,2],[2,1,3]->[0,1,3]`: `out[c,h,u] = Σ_w a[c,h,w]·b[w,h,u]`.
     Rank3,
 }
 
