@@ -20,7 +20,7 @@ pub struct ConvertArgs {
     #[arg(long)]
     no_rotate: bool,
     /// Weight precision: fp16 (ships to the ANE), fp32 (reference), or compressed — int8, lut8,
-    /// lut6, lut4 (palettes), mixed[:MIN_COSINE] (per weight the fewest bits that keep the
+    /// lut6, lut4 (palettes), mixed or mixed:MIN_COSINE (per weight the fewest bits that keep the
     /// gate) — checked by the fidelity gate.
     #[arg(long, default_value = "fp16", value_parser = WeightPrecision::parse_with_target)]
     weights: (WeightPrecision, Option<f64>),
