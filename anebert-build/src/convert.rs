@@ -557,6 +557,14 @@ pub fn convert_dir_with(
     pb.metadata(METADATA_KEY, &md.to_json());
     let mut built = pb.build()?;
     built.tokenizer = tokenizer;
+    if o.weights.compression().is_some() && built.uncompressed.is_empty() {
+        notes.push(format!(
+            "`{}` asked for, but no weight has the {} elements compression starts at: the \
+             package stores fp16 weights",
+            o.weights.name(),
+            crate::compress::MIN_ELEMENTS
+        ));
+    }
     let fidelity = match o.weights {
         WeightPrecision::Mixed => {
             let gate = o.gate();
