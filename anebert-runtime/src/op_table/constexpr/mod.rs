@@ -226,10 +226,54 @@ impl Blocks {
     }
 }
 
+/// The `scale` and optional `offset` of the iOS18 shift-scale ops, one value per block.
+pub(crate) struct ShiftScale<'a> {
+    /// The result's dtype (`scale`'s).
+    pub(crate) dtype: DType,
+    /// The block grid.
+    pub(crate) shape: &'a [usize],
+    scale: Vec<f32>,
+    offset: Vec<f32>,
+}
+
+impl<'a> ShiftScale<'a> {
+    /// `scale` (fp16/fp32) and `offset` (absent, or of `scale`'s shape) from `p`.
+    pub(crate) fn read(p: &'a Params) -> Result<ShiftScale<'a>, String> {
+        let scale = get(p, "scale")?;
+        if !matches!(scale.dtype(), DType::F16 | DType::F32) {
+            return Err(format!(
+                "`scale` must be fp16 or fp32, not {}",
+                scale.dtype()
+            ));
+        }
+        let offset = match p.get("offset") {
+            Some(o) if o.shape() != scale.shape() => {
+                return Err(format!(
+                    "`offset` has shape {:?}, `scale` {:?}; they must match",
+                    o.shape(),
+                    scale.shape()
+                ))
+            }
+            Some(o) => as_f32(o),
+            None => Vec::new(),
+        };
+        Ok(ShiftScale {
+            dtype: scale.dtype(),
+            shape: scale.shape(),
+            scale: as_f32(scale),
+            offset,
+        })
+    }
+
+    /// `scale · (x − offset)` of block `b`.
+    pub(crate) fn apply(&self, b: usize, x: f32) -> f32 {
+        self.scale[b] * (x - self.offset.get(b).copied().unwrap_or(0.0))
+    }
+}
+
 /// iOS18: `scale · (data − offset)` with `scale`/`offset` blocks tiling `data`.
 fn blockwise_shift_scale(p: &Params) -> Result<Tensor, String> {
     let data = get(p, "data")?;
-    let scale = get(p, "scale")?;
     if !matches!(
         data.dtype(),
         DType::I4 | DType::U4 | DType::I8 | DType::U8 | DType::F16 | DType::F32
@@ -239,27 +283,11 @@ fn blockwise_shift_scale(p: &Params) -> Result<Tensor, String> {
             data.dtype()
         ));
     }
-    if !matches!(scale.dtype(), DType::F16 | DType::F32) {
-        return Err(format!(
-            "`scale` must be fp16 or fp32, not {}",
-            scale.dtype()
-        ));
-    }
-    let blocks = Blocks::new(data.shape(), scale.shape(), "`scale`")?;
-    let offset = match p.get("offset") {
-        Some(o) if o.shape() != scale.shape() => {
-            return Err(format!(
-                "`offset` has shape {:?}, `scale` {:?}; they must match",
-                o.shape(),
-                scale.shape()
-            ))
-        }
-        Some(o) => as_f32(o),
-        None => Vec::new(),
-    };
-    let (dv, sv) = (as_f32(data), as_f32(scale));
-    let out = blocks.map(|i, b| sv[b] * (dv[i] - offset.get(b).copied().unwrap_or(0.0)));
-    float_out(scale.dtype(), data.shape().to_vec(), out)
+    let ss = ShiftScale::read(p)?;
+    let blocks = Blocks::new(data.shape(), ss.shape, "`scale`")?;
+    let dv = as_f32(data);
+    let out = blocks.map(|i, b| ss.apply(b, dv[i]));
+    float_out(ss.dtype, data.shape().to_vec(), out)
 }
 
 /// iOS16 `constexpr_cast`: fp16 source widened to `output_dtype`.

@@ -3,7 +3,7 @@
 //! block-wise scale (`sparse_blockwise_shift_scale`), which give (mask, values) for a
 //! `sparse_to_dense` to consume (iOS18 joint compression).
 
-use super::{as_f32, float_out, get, ints, lut_out, palette_bits, Blocks, Params};
+use super::{as_f32, float_out, get, ints, lut_out, palette_bits, Blocks, Params, ShiftScale};
 use crate::dtype::DType;
 use crate::tensor::{unpack_bits, Tensor, TensorData};
 
@@ -141,35 +141,18 @@ pub(super) fn lut_to_sparse(p: &Params) -> Result<Vec<Tensor>, String> {
 /// blocks laid over the dense shape.
 pub(super) fn sparse_blockwise_shift_scale(p: &Params) -> Result<Vec<Tensor>, String> {
     let (mask, bits) = mask_of(p, "data_mask")?;
-    let (nz, scale) = (get(p, "nonzero_data")?, get(p, "scale")?);
-    if !matches!(scale.dtype(), DType::F16 | DType::F32) {
-        return Err(format!(
-            "`scale` must be fp16 or fp32, not {}",
-            scale.dtype()
-        ));
-    }
-    let offset = match p.get("offset") {
-        Some(o) if o.shape() != scale.shape() => {
-            return Err(format!(
-                "`offset` has shape {:?}, `scale` {:?}; they must match",
-                o.shape(),
-                scale.shape()
-            ))
-        }
-        Some(o) => as_f32(o),
-        None => Vec::new(),
-    };
+    let nz = get(p, "nonzero_data")?;
+    let ss = ShiftScale::read(p)?;
     let x = as_f32(nz);
-    let blocks = set_blocks(mask, bits, scale.shape(), "`scale`", x.len())?;
-    let sv = as_f32(scale);
+    let blocks = set_blocks(mask, bits, ss.shape, "`scale`", x.len())?;
     let vals = blocks
         .iter()
         .zip(&x)
-        .map(|(&b, &v)| sv[b] * (v - offset.get(b).copied().unwrap_or(0.0)))
+        .map(|(&b, &v)| ss.apply(b, v))
         .collect();
     Ok(vec![
         mask.clone(),
-        float_out(scale.dtype(), vec![x.len()], vals)?,
+        float_out(ss.dtype, vec![x.len()], vals)?,
     ])
 }
 
