@@ -2,7 +2,9 @@
 //! (docs/coreml-format.md §9): iOS16/17 ops carry every parameter as an attribute, iOS18 ops as
 //! inputs bound to values. Large parameter values go to the weight file by the usual rule.
 
-use super::{named_type, string_value, FunctionBuilder, MilError, SpecVersion, Var};
+use super::{
+    const_op, named_type, stored_value, string_value, FunctionBuilder, MilError, SpecVersion, Var,
+};
 use anebert_runtime::package::BlobWriter;
 use anebert_runtime::proto::mil_spec as mil;
 use anebert_runtime::{value, Tensor, TensorType};
@@ -33,18 +35,25 @@ impl FunctionBuilder<'_> {
         let name = self.names.fresh(hint);
         let ty = TensorType::fixed(dense.dtype(), dense.shape());
         let op = constexpr_operation(self.spec, self.weights, &name, op_type, params, &ty)?;
-        self.producer.insert(name.clone(), self.ops.len());
-        self.ops.push(op);
+        Ok(self.push_compressed(op, name, ty, dense))
+    }
+
+    /// Append the compressed constant `op` (defining `name`), keeping `dense` for the gate.
+    fn push_compressed(
+        &mut self,
+        op: mil::Operation,
+        name: String,
+        ty: TensorType,
+        dense: Tensor,
+    ) -> Var {
         self.uncompressed.push(Uncompressed {
             function: self.function_name.clone(),
             name: name.clone(),
             value: Arc::new(dense),
         });
-        Ok(Var { name, ty })
+        self.push_defining(op, name, ty)
     }
-}
 
-impl FunctionBuilder<'_> {
     /// Is `v` defined by a compressed constant of this function?
     pub fn is_compressed(&self, v: &Var) -> bool {
         self.producer
@@ -130,14 +139,7 @@ impl FunctionBuilder<'_> {
         op.attributes
             .insert("name".to_string(), string_value(&name));
         op.outputs = vec![named_type(&name, &ty)];
-        self.producer.insert(name.clone(), self.ops.len());
-        self.ops.push(op);
-        self.uncompressed.push(Uncompressed {
-            function: self.function_name.clone(),
-            name: name.clone(),
-            value: Arc::new(dense),
-        });
-        Ok(Var { name, ty })
+        Ok(self.push_compressed(op, name, ty, dense))
     }
 }
 
@@ -155,12 +157,7 @@ pub fn constexpr_operation(
     attributes.insert("name".to_string(), string_value(name));
     let mut inputs = BTreeMap::new();
     for (k, t) in params {
-        let v = if spec.blob_eligible(t.dtype(), t.len()) {
-            let offset = weights.add_tensor(&t)?;
-            value::blob_ref(&TensorType::fixed(t.dtype(), t.shape()), offset)
-        } else {
-            value::immediate(&t)?
-        };
+        let v = stored_value(spec, weights, &t)?;
         match spec {
             SpecVersion::Ios17 => {
                 attributes.insert(k.to_string(), v);
@@ -195,19 +192,5 @@ pub fn const_operation(
     t: &Tensor,
 ) -> Result<mil::Operation, MilError> {
     let ty = TensorType::fixed(t.dtype(), t.shape());
-    let val = if spec.blob_eligible(t.dtype(), t.len()) {
-        value::blob_ref(&ty, weights.add_tensor(t)?)
-    } else {
-        value::immediate(t)?
-    };
-    let mut attributes = BTreeMap::new();
-    attributes.insert("name".to_string(), string_value(name));
-    attributes.insert("val".to_string(), val);
-    Ok(mil::Operation {
-        r#type: "const".into(),
-        inputs: BTreeMap::new(),
-        outputs: vec![named_type(name, &ty)],
-        blocks: vec![],
-        attributes,
-    })
+    Ok(const_op(name, &ty, stored_value(spec, weights, t)?))
 }

@@ -163,6 +163,37 @@ impl Var {
     }
 }
 
+/// A constant's value as `spec` stores it: in the weight file when coremltools would put it there,
+/// else inline.
+fn stored_value(
+    spec: SpecVersion,
+    weights: &mut BlobWriter,
+    t: &Tensor,
+) -> Result<mil::Value, MilError> {
+    Ok(if spec.blob_eligible(t.dtype(), t.len()) {
+        value::blob_ref(
+            &TensorType::fixed(t.dtype(), t.shape()),
+            weights.add_tensor(t)?,
+        )
+    } else {
+        value::immediate(t)?
+    })
+}
+
+/// The `const` op defining `name` of type `ty` as `val`.
+fn const_op(name: &str, ty: &TensorType, val: mil::Value) -> mil::Operation {
+    let mut attributes = BTreeMap::new();
+    attributes.insert("name".to_string(), string_value(name));
+    attributes.insert("val".to_string(), val);
+    mil::Operation {
+        r#type: "const".into(),
+        inputs: BTreeMap::new(),
+        outputs: vec![named_type(name, ty)],
+        blocks: vec![],
+        attributes,
+    }
+}
+
 /// The shape of a function input.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InputShape {
@@ -333,12 +364,7 @@ impl FunctionBuilder<'_> {
     pub fn constant(&mut self, hint: &str, t: Tensor) -> Result<Var, MilError> {
         let name = self.names.fresh(hint);
         let ty = TensorType::fixed(t.dtype(), t.shape());
-        let val = if self.spec.blob_eligible(t.dtype(), t.len()) {
-            let offset = self.weights.add_tensor(&t)?;
-            value::blob_ref(&ty, offset)
-        } else {
-            value::immediate(&t)?
-        };
+        let val = stored_value(self.spec, self.weights, &t)?;
         if t.len() <= 4096 {
             self.consts.insert(name.clone(), t);
         }
@@ -346,17 +372,13 @@ impl FunctionBuilder<'_> {
     }
 
     fn push_const(&mut self, name: String, ty: TensorType, val: mil::Value) -> Var {
-        let mut attributes = BTreeMap::new();
-        attributes.insert("name".to_string(), string_value(&name));
-        attributes.insert("val".to_string(), val);
+        self.push_defining(const_op(&name, &ty, val), name, ty)
+    }
+
+    /// Append `op`, which defines `name` of type `ty`.
+    fn push_defining(&mut self, op: mil::Operation, name: String, ty: TensorType) -> Var {
         self.producer.insert(name.clone(), self.ops.len());
-        self.ops.push(mil::Operation {
-            r#type: "const".into(),
-            inputs: BTreeMap::new(),
-            outputs: vec![named_type(&name, &ty)],
-            blocks: vec![],
-            attributes,
-        });
+        self.ops.push(op);
         Var { name, ty }
     }
 
