@@ -116,13 +116,8 @@ impl Histogram {
     }
 }
 
-/// At most `k` fp16 centroids for `weights`, sorted ascending (see [`palettize`]).
-pub fn palette(weights: &[f32], k: usize) -> Vec<f32> {
-    palettize(weights, k).0
-}
-
 /// At most `k` fp16 centroids for `weights`, sorted ascending, and the index of the nearest one
-/// for every weight. Lloyd's iterations run from several starts — equal-count quantiles (good in
+/// for every weight (by its fp16 value, ties to the lower). Lloyd's iterations run from several starts — equal-count quantiles (good in
 /// the bulk), a uniform grid over the range and a mix of both (which keep entries for the few
 /// large weights of heavy tails), and k-means++ seeding when affordable — and the lowest squared
 /// error wins. With no more distinct values than `k`, the palette is exactly the distinct values.
@@ -262,18 +257,30 @@ fn lloyd(h: &Histogram, mut centers: Vec<f64>) -> (Vec<f64>, f64) {
     (centers, sse)
 }
 
-/// Index of the nearest entry of the sorted `palette` for every weight.
-pub fn assign(weights: &[f32], palette: &[f32]) -> Vec<u8> {
-    let mids: Vec<f32> = palette.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect();
-    weights
-        .iter()
-        .map(|&w| mids.partition_point(|&m| m < w) as u8)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Index of the nearest entry of the sorted `palette` for every weight's fp16 value (ties to
+    /// the lower), by search over exact midpoints: the reference `palettize`'s key table must
+    /// agree with.
+    fn assign(weights: &[f32], palette: &[f32]) -> Vec<u8> {
+        let mids: Vec<f64> = palette
+            .windows(2)
+            .map(|w| 0.5 * (w[0] as f64 + w[1] as f64))
+            .collect();
+        weights
+            .iter()
+            .map(|&w| mids.partition_point(|&m| m < f16::from_f32(w).to_f64()) as u8)
+            .collect()
+    }
+
+    /// `palettize`, checking its indices against [`assign`].
+    fn palette(weights: &[f32], k: usize) -> Vec<f32> {
+        let (p, idx) = palettize(weights, k);
+        assert_eq!(idx, assign(weights, &p));
+        p
+    }
 
     #[test]
     fn few_distinct_values_are_kept_exactly() {
@@ -300,16 +307,7 @@ mod tests {
     #[test]
     fn heavy_tails_get_their_own_entries() {
         // 32 large weights among 3000 small ones: the palette must not average them away.
-        let w: Vec<f32> = (0..3072)
-            .map(|i| {
-                let x = ((i * 7919) % 1000) as f32 / 1000.0 - 0.5;
-                if i % 97 == 0 {
-                    x * 8.0
-                } else {
-                    x * 0.1
-                }
-            })
-            .collect();
+        let w = crate::compress::tests::weights(1, 3072);
         let p = palette(&w, 256);
         let idx = assign(&w, &p);
         let worst = w

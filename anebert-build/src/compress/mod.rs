@@ -239,8 +239,9 @@ mod tests {
     use super::*;
     use anebert_runtime::op_table::constexpr;
 
-    fn weights(rows: usize, cols: usize) -> Vec<f32> {
-        // A smooth spread with a few large values per row, like a real projection.
+    /// A smooth spread with a few large values per row, like a real projection (also for
+    /// `kmeans`' tests).
+    pub(super) fn weights(rows: usize, cols: usize) -> Vec<f32> {
         (0..rows * cols)
             .map(|i| {
                 let x = ((i * 7919) % 1000) as f32 / 1000.0 - 0.5;
@@ -266,12 +267,6 @@ mod tests {
             .to_vec()
     }
 
-    fn rel_rmse(a: &[f32], b: &[f32]) -> f64 {
-        let e: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
-        let n: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum();
-        (e / n).sqrt()
-    }
-
     #[test]
     fn every_encoding_decodes_close_to_the_weights_in_both_specs() {
         let shape = [48, 64, 1, 1];
@@ -287,7 +282,7 @@ mod tests {
                 let e = encode(&w, &shape, c, spec);
                 let d = decoded(&e);
                 assert_eq!(d.len(), w.len());
-                let err = rel_rmse(&w, &d);
+                let err = relative_error(&w, &d);
                 assert!(err < limit, "{c:?} {spec:?}: relative RMSE {err}");
             }
         }
@@ -302,24 +297,11 @@ mod tests {
             .enumerate()
             .map(|(i, x)| x * (1 + i / 128 % 16) as f32)
             .collect();
-        let e17 = rel_rmse(
-            &w,
-            &decoded(&encode(
-                &w,
-                &shape,
-                Compression::Palette(4),
-                SpecVersion::Ios17,
-            )),
-        );
-        let e18 = rel_rmse(
-            &w,
-            &decoded(&encode(
-                &w,
-                &shape,
-                Compression::Palette(4),
-                SpecVersion::Ios18,
-            )),
-        );
+        let err = |spec| {
+            let e = encode(&w, &shape, Compression::Palette(4), spec);
+            relative_error(&w, &decoded(&e))
+        };
+        let (e17, e18) = (err(SpecVersion::Ios17), err(SpecVersion::Ios18));
         assert!(e18 < e17, "grouped {e18} vs per-tensor {e17}");
     }
 
