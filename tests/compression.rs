@@ -11,7 +11,7 @@ use anebert_build::{
     convert_package as convert, ConvertError, ConvertOptions, HeadKind, WeightPrecision,
 };
 use common::fixtures;
-use std::path::PathBuf;
+use common::minilm::{minilm, sentences};
 
 const SEQ: usize = 64;
 
@@ -193,51 +193,11 @@ fn calibration_files_and_bad_weights_are_clear_errors() {
     );
 }
 
-fn minilm() -> PathBuf {
-    let p = common::workspace_root().join("../shared/fixtures/minilm-l6");
-    assert!(
-        p.join("model.safetensors").is_file(),
-        "{} is absent: this test needs the shared MiniLM fixture beside the repository",
-        p.display()
-    );
-    p
-}
-
-/// Reference embeddings of the fixture's single-sentence cases: (ids, embedding).
-fn minilm_refs(dir: &std::path::Path) -> Vec<(Vec<i32>, Vec<f32>)> {
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("refs/manifest.json")).unwrap())
-            .unwrap();
-    m["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["kind"] == "single")
-        .map(|c| {
-            let bytes = std::fs::read(dir.join(c["file"].as_str().unwrap())).unwrap();
-            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-            let e = st.tensor("embedding").unwrap();
-            let emb = e
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            let ids = c["input_ids"][0]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_i64().unwrap() as i32)
-                .collect();
-            (ids, emb)
-        })
-        .collect()
-}
-
 #[test]
 #[ignore = "needs ../shared/fixtures/minilm-l6 (89 MB, not in the repo); CI runs it with --ignored"]
 fn minilm_compressed_embeddings_vs_sentence_transformers() {
     let dir = minilm();
-    let refs = minilm_refs(&dir);
+    let refs = sentences(&dir);
     let out_dir = common::package_dir("compressed");
     let mut report = Vec::new();
     let fp16 = {
@@ -263,7 +223,8 @@ fn minilm_compressed_embeddings_vs_sentence_transformers() {
         let s = convert(&dir, &o, &path).unwrap();
         let m = fixtures::load(&path, Precision::Fp16Ane);
         let (mut min_cos, mut sum) = (1f64, 0f64);
-        for (ids, want) in &refs {
+        for r in &refs {
+            let (ids, want) = (&r.ids, &r.embedding);
             let got: Vec<f32> = fixtures::run(&m, 128, 0, ids)
                 .to_f64_vec()
                 .unwrap()

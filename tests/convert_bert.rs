@@ -10,62 +10,10 @@ use anebert::cpu::Precision;
 use anebert::metrics;
 use anebert_build::{convert_package as convert, ConvertOptions, HeadKind, WeightPrecision};
 use common::fixtures;
+use common::minilm::{f32_tensor, minilm, sentences};
 use std::path::PathBuf;
 
 const SEQ: usize = 128;
-
-fn minilm() -> PathBuf {
-    let p = common::workspace_root().join("../shared/fixtures/minilm-l6");
-    assert!(
-        p.join("model.safetensors").is_file(),
-        "{} is absent: this test needs the shared MiniLM fixture beside the repository",
-        p.display()
-    );
-    p
-}
-
-fn f32_tensor(st: &safetensors::SafeTensors, name: &str) -> Vec<f32> {
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect()
-}
-
-struct Sentence {
-    ids: Vec<i32>,
-    hidden: Vec<f32>,
-    embedding: Vec<f32>,
-}
-
-fn sentences(dir: &std::path::Path) -> Vec<Sentence> {
-    let m: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("refs/manifest.json")).unwrap())
-            .unwrap();
-    let mut out = Vec::new();
-    for c in m["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["kind"] == "single")
-    {
-        let bytes = std::fs::read(dir.join(c["file"].as_str().unwrap())).unwrap();
-        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let f32s = |name: &str| f32_tensor(&st, name);
-        out.push(Sentence {
-            ids: c["input_ids"][0]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_i64().unwrap() as i32)
-                .collect(),
-            hidden: f32s("last_hidden_state"),
-            embedding: f32s("embedding"),
-        });
-    }
-    out
-}
 
 fn package(dir: &std::path::Path, head: HeadKind, weights: WeightPrecision) -> PathBuf {
     let mut o = ConvertOptions::new(head, SEQ);

@@ -88,6 +88,7 @@ pub fn is_fp16(t: &Tensor) -> bool {
     t.dtype() == DType::F16
 }
 pub mod fixtures;
+pub mod minilm;
 
 /// Write `input_ids` and `attention_mask`, int32 `(1, S)`, as a safetensors file for
 /// `cargo anebert run --inputs`.
