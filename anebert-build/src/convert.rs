@@ -565,24 +565,7 @@ pub fn convert_dir_with(
             crate::compress::MIN_ELEMENTS
         ));
     }
-    let fidelity = match o.weights {
-        WeightPrecision::Mixed => {
-            let gate = o.gate();
-            let levels =
-                gate::mixed::choose(&built, gate, o.calibration.as_deref(), meta.vocab, o.target)?;
-            crate::compress::recompress::recompress(&mut built, &levels, o.target)?;
-            let name = gate::mixed::describe(&levels);
-            gate::check(&built, gate, &name, o.calibration.as_deref(), meta.vocab)?
-        }
-        _ if o.weights.compression().is_some() => gate::check(
-            &built,
-            o.gate(),
-            o.weights.name(),
-            o.calibration.as_deref(),
-            meta.vocab,
-        )?,
-        _ => None,
-    };
+    let fidelity = gate_weights(&mut built, o, meta.vocab)?;
     if let Some(report) = &fidelity {
         // The package records what its weights were measured to keep.
         md.fidelity = Some(report.to_string());
@@ -625,6 +608,29 @@ pub fn convert_dir_with(
         fidelity,
     };
     Ok((built, summary))
+}
+
+/// Compressed weights: the fidelity gate's report (for `mixed`, after choosing each weight's
+/// width and re-encoding the program). `None` when nothing is compressed.
+fn gate_weights(
+    built: &mut BuiltProgram,
+    o: &ConvertOptions,
+    vocab: usize,
+) -> Result<Option<GateReport>, ConvertError> {
+    if o.weights.compression().is_none() || built.uncompressed.is_empty() {
+        return Ok(None);
+    }
+    let (gate, texts) = (o.gate(), o.calibration.as_deref());
+    let runner = gate::Runner::new(built)?;
+    let reference = gate::Reference::new(built, &runner, texts, vocab)?;
+    if o.weights != WeightPrecision::Mixed {
+        return gate::check(&runner, gate, o.weights.name(), &reference).map(Some);
+    }
+    let levels = gate::mixed::choose(built, &runner, gate, &reference, o.target)?;
+    drop(runner);
+    crate::compress::recompress::recompress(built, &levels, o.target)?;
+    let runner = gate::Runner::new(built)?;
+    gate::check(&runner, gate, &gate::mixed::describe(&levels), &reference).map(Some)
 }
 
 /// The checkpoint's `tokenizer.json`, when it has one (it goes into the package).

@@ -9,7 +9,7 @@
 //! calibration set with the candidate weights substituted in memory (no re-encoding of the program),
 //! so a search costs about 2·log2(n) gate runs.
 
-use super::{compare, fp16_weights, Calibration, Gate, Runner};
+use super::{compare, Gate, Reference, Runner};
 use crate::compress::{relative_error, roundtrip, Compression};
 use crate::mil::{BuiltProgram, SpecVersion};
 use crate::ConvertError;
@@ -58,18 +58,16 @@ impl Rung {
     }
 }
 
-/// Choose a rung per compressed weight of `built` (emitted at 6 bits) so that `gate` holds.
+/// Choose a rung per compressed weight of `built` (emitted at 6 bits, `runner` over it) so that
+/// `gate` holds against `reference`.
 pub fn choose(
     built: &BuiltProgram,
+    runner: &Runner,
     gate: Gate,
-    texts: Option<&[String]>,
-    vocab: usize,
+    reference: &Reference,
     spec: SpecVersion,
 ) -> Result<Vec<Option<Compression>>, ConvertError> {
     let n = built.uncompressed.len();
-    let runner = Runner::new(built)?;
-    let cal = Calibration::new(built, &runner, texts, vocab);
-    let reference = runner.run(&cal.seqs, &fp16_weights(built))?;
     let mut rungs = [
         Rung {
             compression: Some(LOW),
@@ -93,9 +91,9 @@ pub fn choose(
                 constants.insert(built.uncompressed[i].name.clone(), t);
             }
         }
-        let out = runner.run(&cal.seqs, &constants)?;
+        let out = runner.run(&reference.cal.seqs, &constants)?;
         Ok(gate
-            .misses(&compare(runner.info.head, &reference, &out))
+            .misses(&compare(runner.info.head, &reference.outputs, &out))
             .is_empty())
     };
     let mut levels = vec![0usize; n];

@@ -395,31 +395,53 @@ pub fn fp16_weights(built: &BuiltProgram) -> Constants {
         .collect()
 }
 
-/// Run `gate` on a built (compressed) program: its outputs against the same program with fp16
-/// weights. `None` when nothing in it is compressed.
+/// What a compressed program is checked against: the calibration sequences and the outputs of
+/// the program with its fp16 weights — the same for every re-encoding of those weights (`mixed`
+/// probes several), so computed once.
+pub struct Reference {
+    /// The calibration sequences.
+    pub cal: Calibration,
+    /// The outputs with fp16 weights.
+    pub outputs: Outputs,
+    seconds: f64,
+}
+
+impl Reference {
+    /// Tokenize `texts` (default [`BUILT_IN`]) and run them with `built`'s fp16 weights.
+    pub fn new(
+        built: &BuiltProgram,
+        runner: &Runner,
+        texts: Option<&[String]>,
+        vocab: usize,
+    ) -> Result<Reference, ConvertError> {
+        let start = Instant::now();
+        let cal = Calibration::new(built, runner, texts, vocab);
+        let outputs = runner.run(&cal.seqs, &fp16_weights(built))?;
+        Ok(Reference {
+            cal,
+            outputs,
+            seconds: start.elapsed().as_secs_f64(),
+        })
+    }
+}
+
+/// Run `gate` on a (compressed) program, `runner` over it: its outputs against `reference`.
 pub fn check(
-    built: &BuiltProgram,
+    runner: &Runner,
     gate: Gate,
     weights_name: &str,
-    texts: Option<&[String]>,
-    vocab: usize,
-) -> Result<Option<GateReport>, ConvertError> {
+    reference: &Reference,
+) -> Result<GateReport, ConvertError> {
     let start = Instant::now();
-    if built.uncompressed.is_empty() {
-        return Ok(None);
-    }
-    let runner = Runner::new(built)?;
-    let cal = Calibration::new(built, &runner, texts, vocab);
-    let reference = runner.run(&cal.seqs, &fp16_weights(built))?;
-    let compressed = runner.run(&cal.seqs, &Constants::new())?;
-    Ok(Some(GateReport {
+    let compressed = runner.run(&reference.cal.seqs, &Constants::new())?;
+    Ok(GateReport {
         weights: weights_name.to_string(),
-        source: cal.source,
-        sequences: cal.seqs.len(),
-        measured: compare(runner.info.head, &reference, &compressed),
+        source: reference.cal.source.clone(),
+        sequences: reference.cal.seqs.len(),
+        measured: compare(runner.info.head, &reference.outputs, &compressed),
         gate,
-        seconds: start.elapsed().as_secs_f64(),
-    }))
+        seconds: reference.seconds + start.elapsed().as_secs_f64(),
+    })
 }
 
 #[cfg(test)]
