@@ -85,11 +85,24 @@ def validate(pkg):
     model = ct.models.MLModel(pkg, skip_model_load=True)
     wdir = model.weights_dir
     functions = list(spec.mlProgram.functions.keys())
-    n_ops = 0
-    for fname in functions:
-        prog = milproto_load(spec, specification_version=spec.specificationVersion, file_weights_dir=wdir)
-        prog.validate()
-        n_ops = sum(len(f.operations) for f in prog.functions.values())
+    # Every function at once (milproto loads them all), each re-typed against its declarations.
+    prog = milproto_load(spec, specification_version=spec.specificationVersion, file_weights_dir=wdir)
+    prog.validate()
+    assert sorted(prog.functions.keys()) == sorted(functions), (prog.functions.keys(), functions)
+    n_ops = sum(len(f.operations) for f in prog.functions.values())
+    desc = spec.description
+    if len(functions) > 1:
+        # Multifunction: spec 9, a description per function with the program's inputs, and a
+        # default that exists.
+        assert spec.specificationVersion >= 9, "multifunction needs spec 9"
+        assert desc.defaultFunctionName in functions, desc.defaultFunctionName
+        described = {f.name: f for f in desc.functions}
+        assert sorted(described) == sorted(functions), (sorted(described), functions)
+        for name in functions:
+            want = [i.name for i in spec.mlProgram.functions[name].inputs]
+            got = [i.name for i in described[name].input]
+            assert want == got, (name, want, got)
+            assert len(described[name].output) > 0, name
     nblobs = 0
     wfile = os.path.join(wdir, "weight.bin") if wdir else None
     if wfile and os.path.exists(wfile):

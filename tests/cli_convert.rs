@@ -35,6 +35,44 @@ fn convert_prints_a_summary_and_writes_the_package() {
     assert_eq!(md.functions[0].pooling.as_deref(), Some("mean"));
 }
 
+/// Comma lists make one multifunction package (spec 9 by default), and `inspect` lists every
+/// function with its I/O and FLOPs.
+#[test]
+fn comma_lists_make_one_multifunction_package() {
+    let model = common::fixtures::fixture("modernbert-tiny");
+    let out = common::package_dir("cli").join("tiny-multi.mlpackage");
+    let (ok, stdout, stderr) = cargo_anebert(&[
+        "convert",
+        "--model",
+        model.to_str().unwrap(),
+        "--head",
+        "mlm,hidden",
+        "--seq",
+        "64,16",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("4 functions: mlm_s64, mlm_s16, hidden_s16, hidden_s64 (default mlm_s64)"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ANE rules: ok"), "{stdout}");
+    let pkg = anebert::Package::open(&out).unwrap();
+    assert_eq!(pkg.spec.specification_version, 9);
+    let (ok, stdout, stderr) = cargo_anebert(&["inspect", "--mlpackage", out.to_str().unwrap()]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("functions: 4 (default mlm_s64"), "{stdout}");
+    for f in ["mlm_s16", "hidden_s16", "hidden_s64"] {
+        let line = stdout.lines().find(|l| l.trim_start().starts_with(f));
+        assert!(line.is_some_and(|l| l.contains("G FLOPs")), "{f}: {stdout}");
+    }
+    assert!(
+        stdout.contains("out hidden_states F16 [1, 64, 1, 16]"),
+        "{stdout}"
+    );
+}
+
 #[test]
 fn convert_errors_are_reports_not_panics() {
     let model = common::fixtures::fixture("modernbert-tiny");
@@ -60,6 +98,18 @@ fn convert_errors_are_reports_not_panics() {
         (
             vec!["--head", "pooler", "--seq", "64"],
             "unknown head \"pooler\"",
+        ),
+        (
+            vec!["--head", "mlm,pooler", "--seq", "64"],
+            "unknown head \"pooler\"",
+        ),
+        (
+            vec!["--head", "mlm", "--seq", "64,128,64"],
+            "sequence length 64 is listed twice",
+        ),
+        (
+            vec!["--head", "mlm", "--seq", "64,128", "--target", "ios17"],
+            "--target ios18",
         ),
     ];
     for (args, want) in cases {

@@ -376,7 +376,7 @@ mod tests {
         let k = key(&fp, &o);
         assert_eq!(k, key(&fp, &o));
         let mut other = o.clone();
-        other.seq_len = 128;
+        other.seq_lens = vec![128];
         assert_ne!(k, key(&fp, &other));
     }
 }

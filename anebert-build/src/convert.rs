@@ -119,16 +119,22 @@ impl WeightPrecision {
     }
 }
 
+/// The name of the function for `head` at `seq_len` in a multifunction package: `mlm_s128`.
+pub fn function_name(head: HeadKind, seq_len: usize) -> String {
+    format!("{}_s{seq_len}", head.name().replace('-', "_"))
+}
+
 /// Default rotation seed (recorded in metadata, so any seed reproduces).
 pub const DEFAULT_ROTATION_SEED: u64 = 0x0061_6e65_6265_7274;
 
 /// What to convert a checkpoint into.
 #[derive(Clone, Debug)]
 pub struct ConvertOptions {
-    /// The head.
-    pub head: HeadKind,
-    /// Sequence length S of the inputs.
-    pub seq_len: usize,
+    /// The heads, first the default one: one function per head and length. Several functions make
+    /// a multifunction package (spec 9) whose functions share every backbone weight.
+    pub heads: Vec<HeadKind>,
+    /// Sequence lengths S of the inputs (any order; functions are emitted shortest first).
+    pub seq_lens: Vec<usize>,
     /// Fold and rotate (default on); off = plain `layer_norm` ops.
     pub rotate: bool,
     /// Seed of the rotation's random signs / matrix.
@@ -166,8 +172,8 @@ impl ConvertOptions {
     /// Defaults for `head` at `seq_len`: rotation on, fp16 weights.
     pub fn new(head: HeadKind, seq_len: usize) -> Self {
         ConvertOptions {
-            head,
-            seq_len,
+            heads: vec![head],
+            seq_lens: vec![seq_len],
             rotate: true,
             rotation_seed: DEFAULT_ROTATION_SEED,
             rotation_method: RotationMethod::Hadamard,
@@ -184,7 +190,68 @@ impl ConvertOptions {
     }
 }
 
+/// One function of a package: its name, head and sequence length.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FunctionSpec {
+    /// The ML Program function's name: `main` in a single-function package, else
+    /// `{head}_s{seq}` (`mlm_s128`, `sequence_classification_s512`).
+    pub name: String,
+    /// The head.
+    pub head: HeadKind,
+    /// Sequence length S.
+    pub seq_len: usize,
+}
+
 impl ConvertOptions {
+    /// Several heads and lengths: one function each, in one package.
+    pub fn multi(heads: impl Into<Vec<HeadKind>>, seq_lens: impl Into<Vec<usize>>) -> Self {
+        let mut o = ConvertOptions::new(HeadKind::MaskedLm, 0);
+        o.heads = heads.into();
+        o.seq_lens = seq_lens.into();
+        o
+    }
+
+    /// The first (default) head.
+    pub fn head(&self) -> HeadKind {
+        self.heads.first().copied().unwrap_or(HeadKind::MaskedLm)
+    }
+
+    /// The longest sequence length.
+    pub fn max_seq_len(&self) -> usize {
+        self.seq_lens.iter().copied().max().unwrap_or(0)
+    }
+
+    /// The package's functions, the default first (the first head at its longest length), then
+    /// by head and length.
+    pub fn functions(&self) -> Vec<FunctionSpec> {
+        let mut lens = self.seq_lens.clone();
+        lens.sort_unstable();
+        let single = self.heads.len() == 1 && lens.len() == 1;
+        let mut out: Vec<FunctionSpec> = self
+            .heads
+            .iter()
+            .flat_map(|&head| {
+                lens.iter().map(move |&seq_len| FunctionSpec {
+                    name: if single {
+                        "main".to_string()
+                    } else {
+                        function_name(head, seq_len)
+                    },
+                    head,
+                    seq_len,
+                })
+            })
+            .collect();
+        if let Some(i) = out
+            .iter()
+            .rposition(|f| Some(f.head) == self.heads.first().copied())
+        {
+            let default = out.remove(i);
+            out.insert(0, default);
+        }
+        out
+    }
+
     /// The fidelity gate the weights must keep.
     pub fn gate(&self) -> gate::Gate {
         let mut g = match self.weights.compression() {
@@ -205,7 +272,7 @@ pub struct Summary {
     pub ops: BTreeMap<String, usize>,
     /// `weight.bin` size in bytes.
     pub weight_bytes: u64,
-    /// Output name and shape.
+    /// Output name and shape of the default function.
     pub output: (String, Vec<usize>),
     /// Wall time of the conversion in seconds.
     pub seconds: f64,
@@ -223,25 +290,37 @@ impl Summary {
         self.ops.values().sum()
     }
 
-    /// The package's (one) function: head, length, labels.
+    /// The package's default function (its only one, or the first head at its longest length):
+    /// head, length, labels.
     pub fn function(&self) -> &FunctionMetadata {
-        // `convert` writes exactly one.
+        // `convert` writes at least one, the default first.
         &self.metadata.functions[0]
     }
 }
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        writeln!(
+        write!(
             f,
-            "{} · {} layers · d={} · vocab {} → head `{}`, S = {}",
+            "{} · {} layers · d={} · vocab {} → ",
             self.metadata.architecture,
             self.metadata.num_layers,
             self.metadata.hidden_size,
             self.metadata.vocab_size,
-            self.function().head,
-            self.function().seq_len
         )?;
+        match self.metadata.functions.as_slice() {
+            [one] => writeln!(f, "head `{}`, S = {}", one.head, one.seq_len)?,
+            all => {
+                let list: Vec<&str> = all.iter().map(|g| g.name.as_str()).collect();
+                writeln!(
+                    f,
+                    "{} functions: {} (default {})",
+                    all.len(),
+                    list.join(", "),
+                    list[0]
+                )?
+            }
+        }
         writeln!(
             f,
             "rotation: {}",
@@ -313,23 +392,56 @@ pub fn open_source(dir: &Path) -> Result<Box<dyn EncoderSource>, ConvertError> {
 
 fn check_options(src: &dyn EncoderSource, o: &ConvertOptions) -> Result<(), ConvertError> {
     let meta = src.meta();
-    if o.seq_len == 0 {
-        return Err(ConvertError::Options(
-            "the sequence length must be at least 1".into(),
+    let bad = |m: String| Err(ConvertError::Options(m));
+    if o.heads.is_empty() {
+        return bad("no head given: name at least one (e.g. `--head mlm`, Config::head)".into());
+    }
+    if o.seq_lens.is_empty() {
+        return bad("no sequence length given: name at least one (e.g. `--seq 512`)".into());
+    }
+    for (i, h) in o.heads.iter().enumerate() {
+        if o.heads[..i].contains(h) {
+            return bad(format!(
+                "head `{}` is listed twice; list each head once",
+                h.name()
+            ));
+        }
+    }
+    for (i, &s) in o.seq_lens.iter().enumerate() {
+        if o.seq_lens[..i].contains(&s) {
+            return bad(format!(
+                "sequence length {s} is listed twice; list each length once"
+            ));
+        }
+        if s == 0 {
+            return bad("the sequence length must be at least 1".into());
+        }
+        if s > meta.max_positions {
+            return bad(format!(
+                "sequence length {s} exceeds the checkpoint's max_position_embeddings {}",
+                meta.max_positions
+            ));
+        }
+        if s > crate::graph::ane_rules::MAX_SPATIAL {
+            return bad(format!(
+                "sequence length {s} exceeds the ANE's width limit {}",
+                crate::graph::ane_rules::MAX_SPATIAL
+            ));
+        }
+    }
+    let n = o.heads.len() * o.seq_lens.len();
+    if n > 1 && o.target < SpecVersion::Ios18 {
+        return bad(format!(
+            "{n} functions (heads {} × lengths {:?}) go into one multifunction package, which \
+             needs spec 9 (iOS 18 / macOS 15): pass `--target ios18` (Config::target), or convert \
+             one head and length per package for iOS 17",
+            o.heads
+                .iter()
+                .map(|h| h.name())
+                .collect::<Vec<_>>()
+                .join(", "),
+            o.seq_lens
         ));
-    }
-    if o.seq_len > meta.max_positions {
-        return Err(ConvertError::Options(format!(
-            "sequence length {} exceeds the checkpoint's max_position_embeddings {}",
-            o.seq_len, meta.max_positions
-        )));
-    }
-    if o.seq_len > crate::graph::ane_rules::MAX_SPATIAL {
-        return Err(ConvertError::Options(format!(
-            "sequence length {} exceeds the ANE's width limit {}",
-            o.seq_len,
-            crate::graph::ane_rules::MAX_SPATIAL
-        )));
     }
     if o.vocab_chunk == 0 || o.vocab_chunk > crate::graph::MAX_CHUNK {
         return Err(ConvertError::Options(format!(
@@ -347,10 +459,10 @@ fn check_options(src: &dyn EncoderSource, o: &ConvertOptions) -> Result<(), Conv
         ));
     }
     let heads = src.available_heads();
-    if !heads.contains(&o.head) {
+    if let Some(missing) = o.heads.iter().find(|h| !heads.contains(h)) {
         return Err(ConvertError::Options(format!(
             "this checkpoint has no weights for the `{}` head (available: {})",
-            o.head.name(),
+            missing.name(),
             heads
                 .iter()
                 .map(|h| h.name())
@@ -433,46 +545,76 @@ pub fn convert_dir_with(
         .map(|r| format!("{} (seed {})", r.kind.describe(), r.seed));
     let mut folder = Folder::new(rotation);
 
-    let mut head = src.head(o.head)?;
-    if o.head == HeadKind::Embedding {
-        if let Some(p) = o.embedding_pooling {
-            head.pooling = Some(p);
-        }
-        if let Some(n) = o.normalize {
-            head.steps.retain(|s| !matches!(s, Step::L2Normalize));
-            if n {
-                head.steps.push(Step::L2Normalize);
+    // Every head's IR, in the order given (the first is the default).
+    let mut heads = Vec::with_capacity(o.heads.len());
+    for &kind in &o.heads {
+        let mut head = src.head(kind)?;
+        if kind == HeadKind::Embedding {
+            if let Some(p) = o.embedding_pooling {
+                head.pooling = Some(p);
+            }
+            if let Some(n) = o.normalize {
+                head.steps.retain(|s| !matches!(s, Step::L2Normalize));
+                if n {
+                    head.steps.push(Step::L2Normalize);
+                }
             }
         }
+        heads.push(head);
     }
-    let normalize = head.steps.iter().any(|s| matches!(s, Step::L2Normalize));
-    let shared_table = head
-        .steps
+    let shared_table = heads.iter().any(|h| {
+        h.steps
+            .iter()
+            .any(|s| matches!(s, Step::Linear(l) if l.matrix().is_none()))
+    });
+    let functions = o.functions();
+    let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+    let mut outputs: Vec<(String, Vec<usize>)> = vec![Default::default(); functions.len()];
+    let function_md: Vec<FunctionMetadata> = functions
         .iter()
-        .any(|s| matches!(s, Step::Linear(l) if l.matrix().is_none()));
-    let labels = head.labels.clone();
-    let pooling = head.pooling;
+        .map(|f| {
+            let h = &heads[o.heads.iter().position(|&k| k == f.head).unwrap_or(0)];
+            FunctionMetadata {
+                name: f.name.clone(),
+                head: f.head.name().to_string(),
+                seq_len: f.seq_len,
+                labels: h.labels.clone(),
+                pooling: h.pooling.map(|p| p.name().to_string()),
+                normalize: h.steps.iter().any(|s| matches!(s, Step::L2Normalize)),
+                inputs: vec![INPUT_IDS.to_string(), ATTENTION_MASK.to_string()],
+                outputs: vec![f.head.output_name().to_string()],
+            }
+        })
+        .collect();
 
     let mut pb = ProgramBuilder::new(o.target);
     let mut failure: Option<ConvertError> = None;
-    let mut output = (String::new(), Vec::new());
-    let gopts = GraphOptions {
-        seq_len: o.seq_len,
-        dtype: o.weights.dtype(),
-        chunk: o.vocab_chunk,
-        compression: o.weights.compression(),
-    };
-    let res = pb.function("main", |f| {
+    let res = pb.functions(&names, |fs| {
         let run = || -> Result<(), ConvertError> {
             let total = progress_steps(meta.layers);
             let step = |done: usize, next: &str| (hooks.progress)(Progress { done, total, next });
-            let mut g = Emitter::new(f, gopts, meta.hidden)?;
+            let mut gs = fs
+                .iter_mut()
+                .zip(&functions)
+                .map(|(f, spec)| {
+                    let gopts = GraphOptions {
+                        seq_len: spec.seq_len,
+                        dtype: o.weights.dtype(),
+                        chunk: o.vocab_chunk,
+                        compression: o.weights.compression(),
+                        share_weights: functions.len() > 1,
+                    };
+                    Emitter::new(f, gopts, meta.hidden)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             step(0, "embeddings");
             let emb = folder.embeddings(src.embeddings()?, shared_table);
-            g.embeddings(&emb)?;
+            for g in &mut gs {
+                g.embeddings(&emb)?;
+            }
             drop(emb);
-            // Read and fold layer i+1 on a second thread while layer i is emitted; at most
-            // three layers are in memory (being read, waiting, being emitted).
+            // Read and fold layer i+1 on a second thread while layer i is emitted (into every
+            // function); at most three layers are in memory (being read, waiting, being emitted).
             let (layers, folding, src) = (meta.layers, &mut folder, &*src);
             std::thread::scope(|s| -> Result<(), ConvertError> {
                 let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -491,17 +633,26 @@ pub fn convert_dir_with(
                     // No message: the reader panicked, and the scope re-raises that panic.
                     let Ok(layer) = rx.recv() else { break };
                     let layer = layer?;
-                    g.layer(&layer)?;
+                    let qkv = crate::graph::stack_qkv(&layer.attn)?;
+                    for g in &mut gs {
+                        g.layer_with_qkv(&layer, &qkv)?;
+                    }
                 }
                 Ok(())
             })?;
             step(1 + meta.layers, "head");
-            let head = folder.head(head);
-            let out = g.head(&head)?;
-            output = (
-                head.kind.output_name().to_string(),
-                out.shape().unwrap_or_default(),
-            );
+            for (kind, head) in o.heads.iter().zip(heads) {
+                let head = folder.head(head);
+                for ((g, spec), out) in gs.iter_mut().zip(&functions).zip(outputs.iter_mut()) {
+                    if spec.head == *kind {
+                        let v = g.head(&head)?;
+                        *out = (
+                            kind.output_name().to_string(),
+                            v.shape().unwrap_or_default(),
+                        );
+                    }
+                }
+            }
             Ok(())
         };
         run().map_err(|e| {
@@ -514,6 +665,9 @@ pub fn convert_dir_with(
         return Err(e);
     }
     res?;
+    if functions.len() > 1 {
+        pb.default_function(&functions[0].name);
+    }
 
     let tokenizer = read_tokenizer(dir)?;
     let ckpt_sha = (
@@ -521,10 +675,9 @@ pub fn convert_dir_with(
         tokenizer.as_deref().map(sha256_hex),
     );
     pb.short_description(&format!(
-        "{} {} head, S = {} (anebert {CONVERTER_VERSION})",
+        "{} {} (anebert {CONVERTER_VERSION})",
         meta.architecture,
-        o.head.name(),
-        o.seq_len
+        describe_functions(&functions)
     ));
     let mut md = PackageMetadata {
         schema: METADATA_SCHEMA,
@@ -543,16 +696,7 @@ pub fn convert_dir_with(
         source_sha256: ckpt_sha.0,
         tokenizer_sha256: ckpt_sha.1,
         fidelity: None,
-        functions: vec![FunctionMetadata {
-            name: "main".into(),
-            head: o.head.name().to_string(),
-            seq_len: o.seq_len,
-            labels,
-            pooling: pooling.map(|p| p.name().to_string()),
-            normalize,
-            inputs: vec![INPUT_IDS.to_string(), ATTENTION_MASK.to_string()],
-            outputs: vec![output.0.clone()],
-        }],
+        functions: function_md,
     };
     pb.metadata(METADATA_KEY, &md.to_json());
     let mut built = pb.build()?;
@@ -602,7 +746,7 @@ pub fn convert_dir_with(
         ops,
         weight_bytes: built.weights.as_ref().map_or(0, |w| w.len() as u64),
         notes,
-        output,
+        output: outputs.swap_remove(0),
         seconds: start.elapsed().as_secs_f64(),
         metadata: md,
         fidelity,
@@ -611,7 +755,8 @@ pub fn convert_dir_with(
 }
 
 /// Compressed weights: the fidelity gate's report (for `mixed`, after choosing each weight's
-/// width and re-encoding the program). `None` when nothing is compressed.
+/// width and re-encoding the program). `None` when nothing is compressed. With several heads,
+/// every head is gated (at its longest length) and the report is the worst head's.
 fn gate_weights(
     built: &mut BuiltProgram,
     o: &ConvertOptions,
@@ -621,16 +766,69 @@ fn gate_weights(
         return Ok(None);
     }
     let (gate, texts) = (o.gate(), o.calibration.as_deref());
-    let runner = gate::Runner::new(built)?;
-    let reference = gate::Reference::new(built, &runner, texts, vocab)?;
-    if o.weights != WeightPrecision::Mixed {
-        return gate::check(&runner, gate, o.weights.name(), &reference).map(Some);
+    // The function each head is gated on: the default first, then the other heads' longest.
+    let functions = o.functions();
+    let gated: Vec<&str> = o
+        .heads
+        .iter()
+        .filter_map(|&h| {
+            functions
+                .iter()
+                .filter(|f| f.head == h)
+                .max_by_key(|f| f.seq_len)
+                .map(|f| f.name.as_str())
+        })
+        .collect();
+    let mut references = Vec::with_capacity(gated.len());
+    for &f in &gated {
+        let runner = gate::Runner::for_function(built, Some(f))?;
+        references.push(gate::Reference::new(built, &runner, texts, vocab)?);
     }
-    let levels = gate::mixed::choose(built, &runner, gate, &reference, o.target)?;
-    drop(runner);
-    crate::compress::recompress::recompress(built, &levels, o.target)?;
-    let runner = gate::Runner::new(built)?;
-    gate::check(&runner, gate, &gate::mixed::describe(&levels), &reference).map(Some)
+    let name = if o.weights == WeightPrecision::Mixed {
+        let runner = gate::Runner::for_function(built, Some(gated[0]))?;
+        let levels = gate::mixed::choose(built, &runner, gate, &references[0], o.target)?;
+        drop(runner);
+        crate::compress::recompress::recompress(built, &levels, o.target)?;
+        gate::mixed::describe(&levels)
+    } else {
+        o.weights.name().to_string()
+    };
+    let mut worst: Option<GateReport> = None;
+    for (&f, reference) in gated.iter().zip(&references) {
+        let runner = gate::Runner::for_function(built, Some(f))?;
+        let mut report = gate::check(&runner, gate, &name, reference)?;
+        if gated.len() > 1 {
+            report.source = format!("{}, through {f}", report.source);
+        }
+        // A miss outranks a pass; then the lower cosine (NaN lowest).
+        let worse = worst.as_ref().is_none_or(|w| {
+            let (r_miss, w_miss) = (!report.misses().is_empty(), !w.misses().is_empty());
+            if r_miss != w_miss {
+                r_miss
+            } else {
+                report.measured.min_cosine.is_nan()
+                    || report.measured.min_cosine < w.measured.min_cosine
+            }
+        });
+        if worse {
+            worst = Some(report);
+        }
+    }
+    Ok(worst)
+}
+
+/// `mlm head, S = 128`; several functions: `heads mlm, embedding × S = 128, 512`.
+fn describe_functions(functions: &[FunctionSpec]) -> String {
+    let mut heads: Vec<&str> = functions.iter().map(|f| f.head.name()).collect();
+    heads.dedup();
+    let mut lens: Vec<usize> = functions.iter().map(|f| f.seq_len).collect();
+    lens.sort_unstable();
+    lens.dedup();
+    if functions.len() == 1 {
+        return format!("{} head, S = {}", heads[0], lens[0]);
+    }
+    let lens: Vec<String> = lens.iter().map(usize::to_string).collect();
+    format!("heads {} × S = {}", heads.join(", "), lens.join(", "))
 }
 
 /// The checkpoint's `tokenizer.json`, when it has one (it goes into the package).

@@ -35,8 +35,8 @@ pub use config::{
 };
 
 pub use convert::{
-    convert as convert_package, convert_dir, convert_dir_with, convert_with, ConvertOptions, Hooks,
-    Progress, Summary, WeightPrecision,
+    convert as convert_package, convert_dir, convert_dir_with, convert_with, function_name,
+    ConvertOptions, FunctionSpec, Hooks, Progress, Summary, WeightPrecision,
 };
 pub use ir::{HeadKind, Pooling};
 pub use transforms::RotationMethod;

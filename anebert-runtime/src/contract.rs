@@ -98,6 +98,14 @@ pub enum ContractError {
         /// The model's S.
         seq_len: usize,
     },
+    /// Inputs whose length is none of the model's (a multifunction model's length buckets).
+    #[error("`input_ids` has shape {shape:?}, but the model's lengths are {lengths:?}: pass (1, S) for one of them (run_ids and the text helpers pad to the right one)")]
+    NoSuchLength {
+        /// The shape given (`None`: no `input_ids`).
+        shape: Option<Vec<usize>>,
+        /// The lengths the model has functions for.
+        lengths: Vec<usize>,
+    },
     /// An output is not `(1, C, 1, S)` numbers.
     #[error("output of shape {0:?} is not a (1, C, 1, S) float tensor")]
     NotPerToken(Vec<usize>),

@@ -75,12 +75,10 @@ pub fn flops(package: &Package, function: Option<&str>) -> Result<Flops, String>
     let program = package.program();
     let name = match function {
         Some(f) => f.to_string(),
-        None => program
-            .functions
-            .keys()
-            .next()
-            .cloned()
-            .ok_or("the program has no function")?,
+        None => package
+            .default_function()
+            .map(str::to_string)
+            .ok_or("the program has no default function; name one")?,
     };
     let func = program
         .functions

@@ -16,10 +16,12 @@ pub use crate::error::Error;
 pub use crate::model_info::ModelInfo;
 pub use crate::options::{Backend, BackendEnvError, ComputeUnits, Options, BACKEND_ENV};
 
-/// A loaded model on a backend.
+/// A loaded model on a backend: one head of a package, at every length the package has it in
+/// (each a function; a text runs the shortest that holds it).
 pub struct Model {
     info: ModelInfo,
-    engine: Engine,
+    /// One engine per function of `info.functions`, in that order (shortest length first).
+    engines: Vec<Engine>,
     truncate: bool,
     #[cfg(feature = "text")]
     pub(crate) tokenizer: Option<crate::tokenizer::Text>,
@@ -71,13 +73,9 @@ impl Model {
                     source,
                 }
             })?;
-            let info = ModelInfo::from_spec(&spec, &label)?;
+            let info = Self::select(crate::package::user_metadata(&spec), &label, options)?;
             let package = model.write_package(&cache_dir())?;
-            let inputs = spec
-                .description
-                .as_ref()
-                .map(InputSpec::from_description)
-                .unwrap_or_default();
+            let inputs = function_inputs(spec.description.as_ref(), &info);
             // `write_package` placed the build-time `.mlmodelc` (if any) atomically beside it.
             let compiled = package.with_file_name("model.mlmodelc");
             let compiled = if model.compiled.is_empty() {
@@ -119,18 +117,22 @@ impl Model {
         let compiled_only = !path.join("Manifest.json").is_file();
         if compiled_only && path.join("metadata.json").is_file() {
             let md = crate::coreml::CompiledMetadata::read(path).map_err(Error::CoreMl)?;
-            let info = ModelInfo::labelled(md.user_defined, path)?;
+            let info = Self::select(md.user_defined, path, options)?;
+            let inputs = match info.package.functions.len() {
+                1 => vec![md.inputs],
+                _ => function_inputs(None, &info),
+            };
             return Self::on_coreml(
                 info,
                 path,
                 Compiled::Ready(path.to_path_buf()),
-                md.inputs,
+                inputs,
                 tokenizer,
                 options,
             );
         }
         let spec = Package::open_spec(path)?;
-        let info = ModelInfo::from_spec(&spec, path)?;
+        let info = Self::select(crate::package::user_metadata(&spec), path, options)?;
         Self::on_coreml_cached(info, &spec, path, tokenizer, options)
     }
 
@@ -143,11 +145,7 @@ impl Model {
         tokenizer: Option<&[u8]>,
         options: &Options,
     ) -> Result<Model, Error> {
-        let inputs = spec
-            .description
-            .as_ref()
-            .map(InputSpec::from_description)
-            .unwrap_or_default();
+        let inputs = function_inputs(spec.description.as_ref(), &info);
         let compiled =
             crate::coreml::compiled_path(&cache_dir(), path).map_err(|source| Error::Io {
                 path: path.to_path_buf(),
@@ -171,13 +169,22 @@ impl Model {
         tokenizer: Option<&[u8]>,
         options: &Options,
     ) -> Result<Model, Error> {
-        let info = ModelInfo::from_package(package)?;
-        let engine = match Self::load_backend(options)? {
-            Backend::Cpu | Backend::Auto => Engine::Cpu(CpuModel::load(
-                package,
-                options.function.as_deref(),
-                options.precision,
-            )?),
+        let info = Self::select(
+            crate::package::user_metadata(&package.spec),
+            &package.path,
+            options,
+        )?;
+        let engines = match Self::load_backend(options)? {
+            Backend::Cpu | Backend::Auto if info.package.functions.len() == 1 => vec![Engine::Cpu(
+                CpuModel::load(package, options.function.as_deref(), options.precision)?,
+            )],
+            Backend::Cpu | Backend::Auto => {
+                let names: Vec<&str> = info.functions.iter().map(|f| f.name.as_str()).collect();
+                CpuModel::load_functions(package, &names, options.precision)?
+                    .into_iter()
+                    .map(Engine::Cpu)
+                    .collect()
+            }
             Backend::CoreMl => {
                 if !package.path.join("Manifest.json").is_file() {
                     return Err(Error::BackendUnavailable {
@@ -198,7 +205,16 @@ impl Model {
                 );
             }
         };
-        Self::assemble(info, engine, tokenizer, options)
+        Self::assemble(info, engines, tokenizer, options)
+    }
+
+    /// What runs, per `options` (a named function, else the chosen head at every length).
+    fn select(
+        md: BTreeMap<String, String>,
+        label: &Path,
+        options: &Options,
+    ) -> Result<ModelInfo, Error> {
+        ModelInfo::labelled_select(md, label, options.head, options.function.as_deref())
     }
 
     /// Load on Core ML from a compiled `.mlmodelc`, compiling `package` into the cache first when
@@ -208,7 +224,7 @@ impl Model {
         info: ModelInfo,
         package: &Path,
         compiled: Compiled,
-        inputs: Vec<InputSpec>,
+        inputs: Vec<Vec<InputSpec>>,
         tokenizer: Option<&[u8]>,
         options: &Options,
     ) -> Result<Model, Error> {
@@ -220,19 +236,27 @@ impl Model {
                 Compiled::Cache(p) => crate::fsx::produce_once(&p, |_| apple::compile(package))
                     .map_err(|e| Error::CoreMl(format!("compiling {}: {e}", package.display())))?,
             };
-            let m = apple::CoreMlModel::load(
-                &compiled,
-                options.compute_units,
-                options.function.as_deref(),
-                inputs,
-            )
-            .map_err(Error::CoreMl)?;
-            if let Some(min) = options.min_ane_share {
-                m.placement()
-                    .map_err(Error::CoreMl)?
-                    .require_ane_share(min)?;
+            // A multifunction package: one Core ML model per function (`functionName`); a
+            // single-function package loads as it is.
+            let multi = info.package.functions.len() > 1;
+            let mut engines = Vec::with_capacity(info.functions.len());
+            for (f, inputs) in info.functions.iter().zip(inputs) {
+                let function = if multi {
+                    Some(f.name.as_str())
+                } else {
+                    options.function.as_deref()
+                };
+                let m =
+                    apple::CoreMlModel::load(&compiled, options.compute_units, function, inputs)
+                        .map_err(Error::CoreMl)?;
+                if let Some(min) = options.min_ane_share {
+                    m.placement()
+                        .map_err(Error::CoreMl)?
+                        .require_ane_share(min)?;
+                }
+                engines.push(Engine::CoreMl(m));
             }
-            Self::assemble(info, Engine::CoreMl(m), tokenizer, options)
+            Self::assemble(info, engines, tokenizer, options)
         }
         #[cfg(not(target_vendor = "apple"))]
         Err(coreml_unavailable())
@@ -251,7 +275,7 @@ impl Model {
 
     fn assemble(
         info: ModelInfo,
-        engine: Engine,
+        engines: Vec<Engine>,
         tokenizer: Option<&[u8]>,
         options: &Options,
     ) -> Result<Model, Error> {
@@ -283,7 +307,7 @@ impl Model {
                 None => None,
             },
             info,
-            engine,
+            engines,
             truncate: options.truncate,
         })
     }
@@ -295,7 +319,7 @@ impl Model {
 
     /// The backend running the model.
     pub fn backend(&self) -> Backend {
-        match self.engine {
+        match self.longest() {
             Engine::Cpu(_) => Backend::Cpu,
             #[cfg(target_vendor = "apple")]
             Engine::CoreMl(_) => Backend::CoreMl,
@@ -305,7 +329,7 @@ impl Model {
     /// The CPU backend's model when this model runs on it (for what only the CPU backend offers,
     /// such as [`CpuModel::predict_profiled`]).
     pub fn cpu_model(&self) -> Option<&CpuModel> {
-        match &self.engine {
+        match self.longest() {
             Engine::Cpu(m) => Some(m),
             #[cfg(target_vendor = "apple")]
             Engine::CoreMl(_) => None,
@@ -315,7 +339,7 @@ impl Model {
     /// Where Core ML runs each op (its `MLComputePlan`, macOS 14.4 / iOS 17.4), for the compute
     /// units the model was loaded with. The CPU backend has no placement to report.
     pub fn placement(&self) -> Result<Placement, Error> {
-        match &self.engine {
+        match self.longest() {
             Engine::Cpu(_) => Err(Error::BackendUnavailable {
                 backend: Backend::CoreMl,
                 why: "placement reports come from Core ML's compute plan, and this model runs on \
@@ -333,24 +357,54 @@ impl Model {
         self.truncate
     }
 
+    /// The engine of the longest function.
+    fn longest(&self) -> &Engine {
+        self.engines
+            .last()
+            .expect("a model has at least one function")
+    }
+
     /// Run with named inputs (`input_ids`, `attention_mask`, int32 `(1, S)`); every output by name.
+    /// With several lengths, S chooses the function (it must be one of `info().functions`).
     pub fn predict(
         &self,
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<BTreeMap<String, Tensor>, Error> {
+        let engine = match self.engines.as_slice() {
+            [one] => one,
+            all => {
+                let s = inputs
+                    .get(contract::INPUT_IDS)
+                    .and_then(|t| t.shape().get(1).copied());
+                let i = self
+                    .info
+                    .functions
+                    .iter()
+                    .position(|f| Some(f.seq_len) == s)
+                    .ok_or_else(|| ContractError::NoSuchLength {
+                        shape: inputs.get(contract::INPUT_IDS).map(|t| t.shape().to_vec()),
+                        lengths: self.info.functions.iter().map(|f| f.seq_len).collect(),
+                    })?;
+                &all[i]
+            }
+        };
         contract::check_token_ids(inputs, self.info.vocab_size)?;
-        match &self.engine {
+        match engine {
             Engine::Cpu(m) => Ok(m.predict(inputs)?),
             #[cfg(target_vendor = "apple")]
             Engine::CoreMl(m) => m.predict(inputs).map_err(Error::CoreMl),
         }
     }
 
-    /// Run one sequence of token ids (right-padded with `pad_id` to S, masked accordingly) and
-    /// return the head's output: per-token rows (`tokens` of them) for per-token heads, one row for
-    /// pooled heads.
+    /// Run one sequence of token ids (right-padded with `pad_id` to the shortest length that
+    /// holds it, masked accordingly) and return the head's output: per-token rows (`tokens` of
+    /// them) for per-token heads, one row for pooled heads.
     pub fn run_ids(&self, ids: &[i32], pad_id: i32) -> Result<Output, Error> {
-        let inputs = contract::encoder_inputs(ids, self.info.seq_len, pad_id)?;
+        let s = self
+            .info
+            .function_for(ids.len())
+            .map_or(self.info.seq_len, |f| f.seq_len);
+        let inputs = contract::encoder_inputs(ids, s, pad_id)?;
         let mut out = self.predict(&inputs)?;
         let name = self.info.head.output_name();
         let t = out.remove(name).ok_or_else(|| {
@@ -366,6 +420,36 @@ impl Model {
         };
         Ok(Output { rows })
     }
+}
+
+/// The inputs of each function `info` runs, for Core ML: the function's own description in a
+/// multifunction spec, the model's in a single-function one, else the contract's (`input_ids`,
+/// `attention_mask`, int32 `(1, S)`).
+fn function_inputs(
+    description: Option<&proto::ModelDescription>,
+    info: &ModelInfo,
+) -> Vec<Vec<InputSpec>> {
+    info.functions
+        .iter()
+        .map(|f| {
+            let own =
+                description.and_then(|d| match d.functions.iter().find(|g| g.name == f.name) {
+                    Some(g) => Some(InputSpec::from_features(&g.input)),
+                    None if d.functions.is_empty() => Some(InputSpec::from_features(&d.input)),
+                    None => None,
+                });
+            own.unwrap_or_else(|| {
+                f.inputs
+                    .iter()
+                    .map(|name| InputSpec {
+                        name: name.clone(),
+                        dtype: crate::coreml::arrays::ArrayDType::I32,
+                        shape: vec![1, f.seq_len],
+                    })
+                    .collect()
+            })
+        })
+        .collect()
 }
 
 /// A head's output for one sequence, as rows of `channels` values: one row per real token for

@@ -99,13 +99,17 @@ impl PackageMetadata {
     }
 }
 
-/// The runtime's view of a model: the package's [`PackageMetadata`] and its function.
+/// The runtime's view of a model: the package's [`PackageMetadata`] and the functions of one head
+/// it runs — its length buckets, shortest first.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ModelInfo {
     /// The head.
     pub head: HeadKind,
-    /// Sequence length S of the inputs.
+    /// The longest sequence length S of the head's functions (the most tokens a text may have).
     pub seq_len: usize,
+    /// The functions run for this head, shortest length first: a text runs the first whose length
+    /// holds it. One for single-function packages (or when a function is named).
+    pub functions: Vec<FunctionMetadata>,
     /// Hidden size of the encoder.
     pub hidden_size: usize,
     /// Vocabulary size.
@@ -144,24 +148,97 @@ impl ModelInfo {
     }
 
     pub(crate) fn labelled(md: BTreeMap<String, String>, label: &Path) -> Result<ModelInfo, Error> {
-        Self::from_metadata(md).map_err(|msg| {
+        Self::labelled_select(md, label, None, None)
+    }
+
+    /// [`Self::select`], errors naming `label`.
+    pub(crate) fn labelled_select(
+        md: BTreeMap<String, String>,
+        label: &Path,
+        head: Option<HeadKind>,
+        function: Option<&str>,
+    ) -> Result<ModelInfo, Error> {
+        let not_ours = |msg: String| {
             Error::Metadata(format!(
                 "{}: {msg}; is this a model written by anebert? (convert it with `cargo anebert convert`)",
                 label.display()
             ))
-        })
+        };
+        PackageMetadata::from_user_defined(&md).map_err(not_ours)?;
+        Self::select(md, head, function)
+            .map_err(|msg| Error::Metadata(format!("{}: {msg}", label.display())))
     }
 
-    /// Parse the package's metadata ([`METADATA_KEY`]); the model is its first function.
+    /// Parse the package's metadata ([`METADATA_KEY`]); the model is the default function's head
+    /// (the first listed) at all its lengths.
     pub fn from_metadata(md: BTreeMap<String, String>) -> Result<ModelInfo, String> {
+        Self::select(md, None, None)
+    }
+
+    /// Parse the package's metadata and choose what runs: the function named `function` alone,
+    /// else every function of `head` (default: the default function's head) as length buckets.
+    pub fn select(
+        md: BTreeMap<String, String>,
+        head: Option<HeadKind>,
+        function: Option<&str>,
+    ) -> Result<ModelInfo, String> {
         let package = PackageMetadata::from_user_defined(&md)?;
-        let f = package
+        let first = package
             .functions
             .first()
             .ok_or_else(|| format!("metadata `{METADATA_KEY}` lists no function"))?;
+        let names = || {
+            package
+                .functions
+                .iter()
+                .map(|f| f.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut functions: Vec<FunctionMetadata> = match function {
+            // A single-function package's function is whatever it is named.
+            Some(_) if package.functions.len() == 1 => package.functions.clone(),
+            Some(name) => {
+                let f = package
+                    .functions
+                    .iter()
+                    .find(|f| f.name == name)
+                    .ok_or_else(|| {
+                        format!("the package has no function `{name}` (it has: {})", names())
+                    })?;
+                vec![f.clone()]
+            }
+            None => {
+                let want = match head {
+                    Some(h) => h,
+                    None => first.head.parse()?,
+                };
+                let fs: Vec<FunctionMetadata> = package
+                    .functions
+                    .iter()
+                    .filter(|f| f.head.parse::<HeadKind>().ok() == Some(want))
+                    .cloned()
+                    .collect();
+                if fs.is_empty() {
+                    let mut heads: Vec<&str> =
+                        package.functions.iter().map(|f| f.head.as_str()).collect();
+                    heads.sort_unstable();
+                    heads.dedup();
+                    return Err(format!(
+                        "the package has no `{}` head (it has: {}); choose one with Options::head",
+                        want.name(),
+                        heads.join(", ")
+                    ));
+                }
+                fs
+            }
+        };
+        functions.sort_by_key(|f| f.seq_len);
+        let f = functions.last().expect("at least one").clone();
         Ok(ModelInfo {
             head: f.head.parse()?,
             seq_len: f.seq_len,
+            functions,
             hidden_size: package.hidden_size,
             vocab_size: package.vocab_size,
             num_layers: package.num_layers,
@@ -175,6 +252,12 @@ impl ModelInfo {
             metadata: md,
             package,
         })
+    }
+
+    /// The function a sequence of `tokens` tokens runs: the shortest whose length holds it, or
+    /// `None` when the text is longer than every function.
+    pub fn function_for(&self, tokens: usize) -> Option<&FunctionMetadata> {
+        self.functions.iter().find(|f| f.seq_len >= tokens)
     }
 
     /// Channels of the head's output: vocabulary (mlm), labels (classifiers), hidden size.

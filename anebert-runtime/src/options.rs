@@ -1,6 +1,7 @@
 //! How to load and run a model: the backend, Core ML compute units, precision and the other
 //! [`Options`]. A leaf: nothing here depends on the rest of the runtime's API.
 
+use crate::contract::HeadKind;
 use crate::cpu::Precision;
 
 /// `ANEBERT_BACKEND` names no backend.
@@ -138,6 +139,7 @@ pub struct Options {
     pub(crate) precision: Precision,
     pub(crate) truncate: bool,
     pub(crate) function: Option<String>,
+    pub(crate) head: Option<HeadKind>,
     pub(crate) min_ane_share: Option<f64>,
 }
 
@@ -162,10 +164,16 @@ impl Options {
         self.truncate = truncate;
         self
     }
-    /// The function of a multifunction package to run (default: the package's default or only
-    /// function). Core ML needs macOS 15 / iOS 18 for this.
+    /// Run only this function of a multifunction package (default: every function of the head,
+    /// as length buckets). Core ML needs macOS 15 / iOS 18 for this.
     pub fn function(mut self, name: impl Into<String>) -> Self {
         self.function = Some(name.into());
+        self
+    }
+    /// The head of a multifunction package to run, at every length it has (default: the head of
+    /// the package's default function).
+    pub fn head(mut self, head: HeadKind) -> Self {
+        self.head = Some(head);
         self
     }
     /// Fail `load` on Core ML when fewer than `share` (0..=1) of the model's ops run on the Neural
@@ -200,6 +208,10 @@ impl Options {
     /// The function asked for.
     pub fn get_function(&self) -> Option<&str> {
         self.function.as_deref()
+    }
+    /// The head asked for.
+    pub fn get_head(&self) -> Option<HeadKind> {
+        self.head
     }
     /// The required Neural Engine share, if any.
     pub fn get_min_ane_share(&self) -> Option<f64> {

@@ -1,6 +1,7 @@
 //! `cargo anebert convert`: a checkpoint directory → `.mlpackage`.
 
 use anebert_build::graph::ane_rules;
+use anebert_build::mil::SpecVersion;
 use anebert_build::{ConvertOptions, HeadKind, Pooling, WeightPrecision};
 use anyhow::{bail, Context, Result};
 use std::path::PathBuf;
@@ -10,12 +11,14 @@ pub struct ConvertArgs {
     /// HuggingFace checkpoint directory (config.json + model.safetensors).
     #[arg(long)]
     model: PathBuf,
-    /// mlm | sequence-classification | token-classification | embedding | hidden
-    #[arg(long)]
-    head: HeadKind,
-    /// Sequence length S of the model's inputs.
-    #[arg(long)]
-    seq: usize,
+    /// mlm | sequence-classification | token-classification | embedding | hidden; a comma list
+    /// (`mlm,embedding`) makes one function per head, the first the default.
+    #[arg(long, value_delimiter = ',', required = true)]
+    head: Vec<HeadKind>,
+    /// Sequence length S of the model's inputs; a comma list (`128,512`) makes one function per
+    /// length in one multifunction package (spec 9), whose functions share every weight.
+    #[arg(long, value_delimiter = ',', required = true)]
+    seq: Vec<usize>,
     /// Keep plain layer_norm ops (no folding or rotation).
     #[arg(long)]
     no_rotate: bool,
@@ -29,9 +32,10 @@ pub struct ConvertArgs {
     #[arg(long)]
     min_cosine: Option<f64>,
     /// Oldest OS the package loads on: ios17 (= macos14, spec 8) or ios18 (= macos15, spec 9:
-    /// compressed weights get a palette per 16 channels).
-    #[arg(long, default_value = "ios17")]
-    target: anebert_build::mil::SpecVersion,
+    /// multifunction packages; compressed weights get a palette per 16 channels) [default: ios17
+    /// for one head and length, ios18 for several].
+    #[arg(long)]
+    target: Option<anebert_build::mil::SpecVersion>,
     /// Calibration texts for the fidelity gate, one per line [default: a built-in set].
     #[arg(long)]
     calibration: Option<PathBuf>,
@@ -63,12 +67,16 @@ pub fn run(a: ConvertArgs) -> Result<()> {
             a.out.display()
         );
     }
-    let mut o = ConvertOptions::new(a.head, a.seq);
+    let mut o = ConvertOptions::multi(a.head.clone(), a.seq.clone());
     o.rotate = !a.no_rotate;
     let (weights, mixed_target) = a.weights;
     o.weights = weights;
     o.min_cosine = a.min_cosine.or(mixed_target);
-    o.target = a.target;
+    o.target = a.target.unwrap_or(if a.head.len() * a.seq.len() > 1 {
+        SpecVersion::Ios18
+    } else {
+        SpecVersion::Ios17
+    });
     o.allow_lossy = a.allow_lossy;
     if let Some(path) = &a.calibration {
         o.calibration = Some(anebert_build::gate::read_calibration(path)?);
@@ -85,7 +93,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         }
     });
     o.normalize = a.normalize;
-    if a.head != HeadKind::Embedding && (a.normalize.is_some() || a.pooling.is_some()) {
+    if !a.head.contains(&HeadKind::Embedding) && (a.normalize.is_some() || a.pooling.is_some()) {
         bail!("--pooling and --normalize apply to the embedding head only");
     }
     // A progress line on a terminal; indicatif draws nothing when stderr is not one.

@@ -86,7 +86,11 @@ pub fn run(a: InspectArgs) -> Result<()> {
 
 fn report(label: &str, pkg: &Package) -> Result<serde_json::Value> {
     let program = pkg.program();
-    let func = program.functions.values().next();
+    // The top-level I/O is the default function's (Core ML runs it when none is named).
+    let func = pkg
+        .default_function()
+        .and_then(|n| program.functions.get(n))
+        .or_else(|| program.functions.values().next());
     let inputs: Vec<(String, String)> = func
         .map(|f| {
             f.inputs
@@ -144,9 +148,11 @@ fn report(label: &str, pkg: &Package) -> Result<serde_json::Value> {
                 }
                 types.insert(o.name.clone(), shape);
             }
-            if out_names.contains(&o.name) {
-                outputs.push((o.name.clone(), describe(&o.r#type)));
-            }
+        }
+    }
+    for op in func.map(anebert::package::function_ops).unwrap_or_default() {
+        for o in op.outputs.iter().filter(|o| out_names.contains(&o.name)) {
+            outputs.push((o.name.clone(), describe(&o.r#type)));
         }
     }
     let flops = cost::flops(pkg, None).map_err(anyhow::Error::msg)?;
@@ -168,8 +174,11 @@ fn report(label: &str, pkg: &Package) -> Result<serde_json::Value> {
         Ok(m) => serde_json::to_value(m)?,
         Err(_) => serde_json::to_value(raw)?,
     };
+    let functions = functions(pkg, &md)?;
     Ok(serde_json::json!({
         "model": label,
+        "default_function": pkg.default_function(),
+        "functions": functions,
         "package": pkg.path,
         "spec_version": pkg.spec.specification_version,
         "inputs": inputs,
@@ -194,6 +203,51 @@ fn report(label: &str, pkg: &Package) -> Result<serde_json::Value> {
     }))
 }
 
+/// Every function of the package: head and length (from the metadata), I/O, op count and FLOPs
+/// per sequence — what each length bucket costs.
+fn functions(pkg: &Package, md: &serde_json::Value) -> Result<Vec<serde_json::Value>> {
+    let program = pkg.program();
+    let mut out = Vec::new();
+    for (name, f) in &program.functions {
+        let recorded = md["functions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|g| g["name"].as_str() == Some(name.as_str()));
+        let ops = anebert::package::function_ops(f);
+        let io = |names: Vec<(String, String)>| -> Vec<String> {
+            names.into_iter().map(|(n, t)| format!("{n} {t}")).collect()
+        };
+        let inputs = f
+            .inputs
+            .iter()
+            .map(|i| (i.name.clone(), describe(&i.r#type)))
+            .collect();
+        let outs: Vec<String> = f
+            .block_specializations
+            .values()
+            .next()
+            .map(|b| b.outputs.clone())
+            .unwrap_or_default();
+        let outputs = ops
+            .iter()
+            .flat_map(|op| &op.outputs)
+            .filter(|o| outs.contains(&o.name))
+            .map(|o| (o.name.clone(), describe(&o.r#type)))
+            .collect();
+        out.push(serde_json::json!({
+            "name": name,
+            "head": recorded.map(|g| g["head"].clone()),
+            "seq_len": recorded.map(|g| g["seq_len"].clone()),
+            "inputs": io(inputs),
+            "outputs": io(outputs),
+            "ops": ops.iter().filter(|op| op.r#type != "const" && !op.r#type.starts_with("constexpr_")).count(),
+            "flops_per_sequence": cost::flops(pkg, Some(name)).map_err(anyhow::Error::msg)?.total(),
+        }));
+    }
+    Ok(out)
+}
+
 fn print_report(r: &serde_json::Value) {
     let num = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
     println!(
@@ -202,6 +256,36 @@ fn print_report(r: &serde_json::Value) {
         r["package"].as_str().unwrap_or("")
     );
     println!("  spec {}", r["spec_version"]);
+    let fs = r["functions"].as_array().cloned().unwrap_or_default();
+    if fs.len() > 1 {
+        println!(
+            "  functions: {} (default {}; the I/O below is the default's)",
+            fs.len(),
+            r["default_function"].as_str().unwrap_or("none")
+        );
+        for f in &fs {
+            println!(
+                "    {:<28} {:>7.4} G FLOPs  {:>5} ops  in {}  out {}",
+                f["name"].as_str().unwrap_or(""),
+                num(&f["flops_per_sequence"]) as f64 / 1e9,
+                num(&f["ops"]),
+                f["inputs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                f["outputs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
+    }
     for (k, label) in [("inputs", "input"), ("outputs", "output")] {
         for io in r[k].as_array().into_iter().flatten() {
             println!(

@@ -67,7 +67,12 @@ pub fn choose(
     reference: &Reference,
     spec: SpecVersion,
 ) -> Result<Vec<Option<Compression>>, ConvertError> {
-    let n = built.uncompressed.len();
+    // The weights of the function the gate runs; the other functions' copies of them (the same
+    // tensors) follow their choice.
+    let subset: Vec<usize> = (0..built.uncompressed.len())
+        .filter(|&i| built.uncompressed[i].function == runner.function)
+        .collect();
+    let n = subset.len();
     let mut rungs = [
         Rung {
             compression: Some(LOW),
@@ -85,7 +90,7 @@ pub fn choose(
     // Does the gate hold with `levels` (rung index per weight)?
     let probe = |levels: &[usize], rungs: &mut [Rung; 3]| -> Result<bool, ConvertError> {
         let mut constants = Constants::new();
-        for (i, &r) in levels.iter().enumerate() {
+        for (&i, &r) in subset.iter().zip(levels) {
             if r > 0 {
                 let t = rungs[r].get(built, i, spec)?;
                 constants.insert(built.uncompressed[i].name.clone(), t);
@@ -103,10 +108,11 @@ pub fn choose(
         }
         // Rank the weights at this rung by how far their decoding is from the fp16 weight.
         let mut ranked: Vec<(f64, usize)> = (0..n)
-            .map(|i| {
+            .map(|k| {
+                let i = subset[k];
                 let d = rungs[step].get(built, i, spec)?;
                 let dense = built.uncompressed[i].value.as_f32().unwrap_or_default();
-                Ok((relative_error(dense, d.as_f32().unwrap_or_default()), i))
+                Ok((relative_error(dense, d.as_f32().unwrap_or_default()), k))
             })
             .collect::<Result<_, ConvertError>>()?;
         ranked.sort_by(|a, b| b.0.total_cmp(&a.0));
@@ -134,5 +140,21 @@ pub fn choose(
         levels = raised(hi);
         break;
     }
-    Ok(levels.into_iter().map(|r| rungs[r].compression).collect())
+    // Every entry: its own level, or that of the gated entry holding the same tensor; a weight
+    // only other functions use (another head's) takes the higher palette, and the final gate of
+    // every head (convert.rs) checks it.
+    let all = (0..built.uncompressed.len())
+        .map(|i| {
+            let u = &built.uncompressed[i];
+            let r = match subset.iter().position(|&j| j == i) {
+                Some(k) => levels[k],
+                None => subset
+                    .iter()
+                    .position(|&j| Arc::ptr_eq(&built.uncompressed[j].value, &u.value))
+                    .map_or(1, |k| levels[k]),
+            };
+            rungs[r].compression
+        })
+        .collect();
+    Ok(all)
 }

@@ -270,8 +270,10 @@ fn tokenize(_: Option<&[u8]>, _: &[String]) -> Result<Vec<Vec<i32>>, String> {
 /// The program being gated, ready to run on the CPU backend with any of its weights replaced.
 pub struct Runner {
     package: Package,
-    /// What the program's metadata says (head, length).
+    /// What the program's metadata says of the function run (head, length).
     pub info: ModelInfo,
+    /// The function run.
+    pub function: String,
 }
 
 /// The head's output rows of every calibration sequence.
@@ -282,8 +284,16 @@ fn gate_err(what: &str, e: impl std::fmt::Display) -> ConvertError {
 }
 
 impl Runner {
-    /// A runner over a built program (nothing written).
+    /// A runner over a built program's default function (nothing written).
     pub fn new(built: &BuiltProgram) -> Result<Runner, ConvertError> {
+        Self::for_function(built, None)
+    }
+
+    /// A runner over one function of a built program (`None`: the default).
+    pub fn for_function(
+        built: &BuiltProgram,
+        function: Option<&str>,
+    ) -> Result<Runner, ConvertError> {
         let weights = match &built.weights {
             Some(w) => Some(BlobStorage::parse(w.clone()).map_err(crate::mil::MilError::from)?),
             None => None,
@@ -293,15 +303,32 @@ impl Runner {
             weights,
             path: "(being converted)".into(),
         };
-        let info = ModelInfo::from_package(&package).map_err(|e| gate_err("metadata", e))?;
-        Ok(Runner { package, info })
+        let function = match function {
+            Some(f) => f.to_string(),
+            None => package
+                .default_function()
+                .ok_or_else(|| gate_err("program", "no default function"))?
+                .to_string(),
+        };
+        let md = package.user_metadata();
+        let info =
+            ModelInfo::select(md, None, Some(&function)).map_err(|e| gate_err("metadata", e))?;
+        Ok(Runner {
+            package,
+            info,
+            function,
+        })
     }
 
     /// Run `seqs` with `constants` replacing weights (fp16-ane simulation).
     pub fn run(&self, seqs: &[Vec<i32>], constants: &Constants) -> Result<Outputs, ConvertError> {
-        let model =
-            CpuModel::load_with_constants(&self.package, None, Precision::Fp16Ane, constants)
-                .map_err(|e| gate_err("the program does not load", e))?;
+        let model = CpuModel::load_with_constants(
+            &self.package,
+            Some(&self.function),
+            Precision::Fp16Ane,
+            constants,
+        )
+        .map_err(|e| gate_err("the program does not load", e))?;
         let name = self.info.head.output_name();
         seqs.iter()
             .map(|ids| {
@@ -386,11 +413,13 @@ impl Calibration {
     }
 }
 
-/// The fp16 weights of every compressed constant, as replacements.
-pub fn fp16_weights(built: &BuiltProgram) -> Constants {
+/// The fp16 weights of every compressed constant of `function`, as replacements (value names
+/// are the function's own).
+pub fn fp16_weights(built: &BuiltProgram, function: &str) -> Constants {
     built
         .uncompressed
         .iter()
+        .filter(|u| u.function == function)
         .map(|u| (u.name.clone(), u.value.clone()))
         .collect()
 }
@@ -416,7 +445,7 @@ impl Reference {
     ) -> Result<Reference, ConvertError> {
         let start = Instant::now();
         let cal = Calibration::new(built, runner, texts, vocab);
-        let outputs = runner.run(&cal.seqs, &fp16_weights(built))?;
+        let outputs = runner.run(&cal.seqs, &fp16_weights(built, &runner.function))?;
         Ok(Reference {
             cal,
             outputs,

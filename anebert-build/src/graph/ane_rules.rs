@@ -85,7 +85,7 @@ pub fn check(pkg: &Package, fp16: bool) -> Vec<Violation> {
     let program = pkg.program();
     for (fname, func) in &program.functions {
         let mut used = BTreeSet::new();
-        for op in all_ops(program) {
+        for op in anebert_runtime::package::function_ops(func) {
             for arg in op.inputs.values() {
                 for b in &arg.arguments {
                     if let Some(mil::argument::binding::Binding::Name(n)) = &b.binding {

@@ -30,6 +30,10 @@ pub struct GraphOptions {
     /// Compression of conv weights with at least [`compress::MIN_ELEMENTS`] elements (the
     /// embedding table, norms and biases stay fp16).
     pub compression: Option<Compression>,
+    /// Offer the weights that do not depend on the sequence length (conv weights and biases,
+    /// norms, the embedding table) to the program's other functions, and take them from there
+    /// when another function made them first: one copy in the weight file, encoded once.
+    pub share_weights: bool,
 }
 
 /// Emits one encoder into a function, piece by piece.
@@ -46,6 +50,9 @@ pub struct Emitter<'f, 'a> {
     table: Vec<(usize, Var)>,
     x: Option<Var>,
     emb_norm: Option<Var>,
+    /// Which part of the graph the weights being emitted belong to, in their sharing keys: the
+    /// backbone (empty), or a head by name (heads of one kind share; different heads never).
+    scope: &'static str,
 }
 
 fn err(msg: impl Into<String>) -> MilError {
@@ -75,7 +82,28 @@ impl<'f, 'a> Emitter<'f, 'a> {
             table: Vec::new(),
             x: None,
             emb_norm: None,
+            scope: "",
         })
+    }
+
+    /// A length-independent weight: the one another function of the program made under the same
+    /// key, else `make`'s (then offered to the others). See [`GraphOptions::share_weights`].
+    fn shared(
+        &mut self,
+        key: &str,
+        hint: &str,
+        make: impl FnOnce(&mut Self) -> Result<Var, MilError>,
+    ) -> Result<Var, MilError> {
+        if !self.opts.share_weights {
+            return make(self);
+        }
+        let key = format!("{}/{key}", self.scope);
+        if let Some(v) = self.f.shared_constant(&key, hint) {
+            return Ok(v);
+        }
+        let v = make(self)?;
+        self.f.share_constant(&key, &v)?;
+        Ok(v)
     }
 
     /// A constant of the graph's precision. Refuses values that are not finite or that fp16 cannot
@@ -158,15 +186,19 @@ impl<'f, 'a> Emitter<'f, 'a> {
             let n = self.opts.chunk.min(rows - start);
             let wv = match &lin.weight {
                 Weight::Dense(m) => {
-                    // Rows start..start+n, row-major, read column by column (m is column-major).
-                    let mut v = vec![0f32; n * cols];
-                    for j in 0..cols {
-                        let col = &m.col_as_slice(j)[start..start + n];
-                        for i in 0..n {
-                            v[i * cols + j] = col[i] as f32;
+                    let name = format!("{hint}_weight");
+                    self.shared(&format!("{name}#{chunk_idx}"), &name, |g| {
+                        // Rows start..start+n, row-major, read column by column (m is
+                        // column-major).
+                        let mut v = vec![0f32; n * cols];
+                        for j in 0..cols {
+                            let col = &m.col_as_slice(j)[start..start + n];
+                            for i in 0..n {
+                                v[i * cols + j] = col[i] as f32;
+                            }
                         }
-                    }
-                    self.large_weight(&format!("{hint}_weight"), vec![n, cols, 1, 1], v)?
+                        g.large_weight(&name, vec![n, cols, 1, 1], v)
+                    })?
                 }
                 Weight::EmbeddingTable => {
                     // A view of the gather table chunk: the weight file stores it once.
@@ -184,8 +216,11 @@ impl<'f, 'a> Emitter<'f, 'a> {
             };
             let bv = match &lin.bias {
                 Some(b) => {
-                    let v = b[start..start + n].iter().map(|&x| x as f32).collect();
-                    Some(self.weight(&format!("{hint}_bias"), vec![n], v)?)
+                    let name = format!("{hint}_bias");
+                    Some(self.shared(&format!("{name}#{chunk_idx}"), &name, |g| {
+                        let v = b[start..start + n].iter().map(|&x| x as f32).collect();
+                        g.weight(&name, vec![n], v)
+                    })?)
                 }
                 None => None,
             };
@@ -206,15 +241,21 @@ impl<'f, 'a> Emitter<'f, 'a> {
                 let d = self.hidden;
                 let g = match gamma {
                     Some(g) => {
-                        let v = g.iter().map(|&v| v as f32).collect();
-                        Some(self.weight(&format!("{hint}_gamma"), vec![d], v)?)
+                        let name = format!("{hint}_gamma");
+                        Some(self.shared(&name, &name, |e| {
+                            let v = g.iter().map(|&v| v as f32).collect();
+                            e.weight(&name, vec![d], v)
+                        })?)
                     }
                     None => None,
                 };
                 let b = match beta {
                     Some(b) => {
-                        let v = b.iter().map(|&v| v as f32).collect();
-                        Some(self.weight(&format!("{hint}_beta"), vec![d], v)?)
+                        let name = format!("{hint}_beta");
+                        Some(self.shared(&name, &name, |e| {
+                            let v = b.iter().map(|&v| v as f32).collect();
+                            e.weight(&name, vec![d], v)
+                        })?)
                     }
                     None => None,
                 };
@@ -262,8 +303,10 @@ impl<'f, 'a> Emitter<'f, 'a> {
         for k in 0..chunks {
             let a = k * chunk;
             let n = chunk.min(v - a);
-            let rows = e.table.data[a * d..(a + n) * d].to_vec();
-            let tv = self.large_weight("embeddings_table", vec![n, d], rows)?;
+            let tv = self.shared(&format!("embeddings_table#{k}"), "embeddings_table", |g| {
+                let rows = e.table.data[a * d..(a + n) * d].to_vec();
+                g.large_weight("embeddings_table", vec![n, d], rows)
+            })?;
             self.table.push((n, tv.clone()));
             if chunks == 1 {
                 gathered = Some(
@@ -408,6 +451,12 @@ impl<'f, 'a> Emitter<'f, 'a> {
 
     /// One encoder layer.
     pub fn layer(&mut self, l: &Layer) -> Result<(), MilError> {
+        self.layer_with_qkv(l, &stack_qkv(&l.attn)?)
+    }
+
+    /// One encoder layer whose fused projection [`stack_qkv`] made (once for every function that
+    /// emits the layer).
+    pub fn layer_with_qkv(&mut self, l: &Layer, qkv: &Linear) -> Result<(), MilError> {
         let x = self
             .x
             .clone()
@@ -424,10 +473,7 @@ impl<'f, 'a> Emitter<'f, 'a> {
                 .clone()
                 .ok_or_else(|| err("no embedding norm"))?,
         };
-        // One conv for [q·s, k, v] with the attention scale folded into the query weights.
-        let scale = 1.0 / (hd as f64).sqrt();
-        let qkv = stack_qkv(&l.attn, scale)?;
-        let y = self.conv(&format!("{p}_qkv"), &a_in, &qkv)?;
+        let y = self.conv(&format!("{p}_qkv"), &a_in, qkv)?;
         let pieces = self
             .f
             .split(&format!("{p}_qkv_split"), &y, 1, &[d as i32; 3])?;
@@ -524,6 +570,7 @@ impl<'f, 'a> Emitter<'f, 'a> {
 
     /// Final norm, pooling, head steps and the output.
     pub fn head(&mut self, head: &Head) -> Result<Var, MilError> {
+        self.scope = head.kind.name();
         let mut x = self
             .x
             .clone()
@@ -581,14 +628,15 @@ impl<'f, 'a> Emitter<'f, 'a> {
     }
 }
 
-/// The fused projection `[q·scale; k; v]`.
-fn stack_qkv(a: &Attention, scale: f64) -> Result<Linear, MilError> {
+/// One conv for `[q·scale; k; v]`: the attention scale 1/√head_dim folded into the query weights.
+pub fn stack_qkv(a: &Attention) -> Result<Linear, MilError> {
     fn get(l: &Linear) -> Result<&Mat<f64>, MilError> {
         l.matrix()
             .ok_or_else(|| err("attention projections are dense"))
     }
     let (q, k, v) = (get(&a.q)?, get(&a.k)?, get(&a.v)?);
     let (d, cols) = (q.nrows(), q.ncols());
+    let scale = 1.0 / ((d / a.heads.max(1)) as f64).sqrt();
     let mut w = Mat::<f64>::zeros(3 * d, cols);
     let mut bias = vec![0.0; 3 * d];
     let blocks = [(q, &a.q, scale), (k, &a.k, 1.0), (v, &a.v, 1.0)];

@@ -34,22 +34,25 @@ impl FunctionBuilder<'_> {
     ) -> Result<Var, MilError> {
         let name = self.names.fresh(hint);
         let ty = TensorType::fixed(dense.dtype(), dense.shape());
-        let op = constexpr_operation(self.spec, self.weights, &name, op_type, params, &ty)?;
-        Ok(self.push_compressed(op, name, ty, dense))
+        let op = {
+            let weights = &mut self.store.borrow_mut().weights;
+            constexpr_operation(self.spec, weights, &name, op_type, params, &ty)?
+        };
+        Ok(self.push_compressed(op, name, ty, Arc::new(dense)))
     }
 
     /// Append the compressed constant `op` (defining `name`), keeping `dense` for the gate.
-    fn push_compressed(
+    pub(super) fn push_compressed(
         &mut self,
         op: mil::Operation,
         name: String,
         ty: TensorType,
-        dense: Tensor,
+        dense: Arc<Tensor>,
     ) -> Var {
-        self.uncompressed.push(Uncompressed {
+        self.store.borrow_mut().uncompressed.push(Uncompressed {
             function: self.function_name.clone(),
             name: name.clone(),
-            value: Arc::new(dense),
+            value: dense,
         });
         self.push_defining(op, name, ty)
     }
@@ -85,6 +88,8 @@ impl FunctionBuilder<'_> {
             .get(&of.name)
             .ok_or_else(|| err("not a value of this function"))?;
         let dense = self
+            .store
+            .borrow()
             .uncompressed
             .iter()
             .find(|u| u.function == self.function_name && u.name == of.name)
@@ -93,6 +98,7 @@ impl FunctionBuilder<'_> {
             .as_ref()
             .clone()
             .reshaped(shape.to_vec())?;
+        let dense = Arc::new(dense);
         let extra = shape.len() - old.len();
         let mut op = self.ops[idx].clone();
         let is_lut18 =

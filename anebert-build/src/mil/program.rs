@@ -12,12 +12,11 @@ pub(super) struct FunctionDef {
 /// Builds a whole program (one or more functions) plus its weight file and description.
 pub struct ProgramBuilder {
     spec: SpecVersion,
-    weights: BlobWriter,
+    store: RefCell<Store>,
     functions: BTreeMap<String, FunctionDef>,
     order: Vec<String>,
     default_function: Option<String>,
     metadata: proto::Metadata,
-    uncompressed: Vec<Uncompressed>,
 }
 
 /// A finished program: the spec and the `weight.bin` content.
@@ -52,12 +51,11 @@ impl ProgramBuilder {
     pub fn new(spec: SpecVersion) -> Self {
         ProgramBuilder {
             spec,
-            weights: BlobWriter::new(),
+            store: RefCell::new(Store::default()),
             functions: BTreeMap::new(),
             order: Vec::new(),
             default_function: None,
             metadata: proto::Metadata::default(),
-            uncompressed: Vec::new(),
         }
     }
 
@@ -72,30 +70,49 @@ impl ProgramBuilder {
     where
         F: FnOnce(&mut FunctionBuilder) -> Result<(), MilError>,
     {
-        if !names::is_valid(name) {
-            return Err(MilError::Program(format!(
-                "function name {name:?} is not a valid identifier"
-            )));
+        self.functions(&[name], |fs| body(&mut fs[0]))
+    }
+
+    /// Add several functions built together by `body` (one builder per name, in order): a
+    /// converter emits the same layer into each while it is in memory, and constants offered with
+    /// [`FunctionBuilder::share_constant`] are defined again in the others without a second copy.
+    pub fn functions<F>(&mut self, names: &[&str], body: F) -> Result<&mut Self, MilError>
+    where
+        F: FnOnce(&mut [FunctionBuilder]) -> Result<(), MilError>,
+    {
+        for (i, name) in names.iter().enumerate() {
+            if !names::is_valid(name) {
+                return Err(MilError::Program(format!(
+                    "function name {name:?} is not a valid identifier"
+                )));
+            }
+            if self.functions.contains_key(*name) || names[..i].contains(name) {
+                return Err(MilError::DuplicateFunction(name.to_string()));
+            }
         }
-        if self.functions.contains_key(name) {
-            return Err(MilError::DuplicateFunction(name.into()));
+        let mut builders: Vec<FunctionBuilder> = names
+            .iter()
+            .map(|name| FunctionBuilder {
+                spec: self.spec,
+                store: &self.store,
+                function_name: name.to_string(),
+                names: NameScope::default(),
+                inputs: Vec::new(),
+                ops: Vec::new(),
+                outputs: Vec::new(),
+                consts: HashMap::new(),
+                producer: HashMap::new(),
+            })
+            .collect();
+        body(&mut builders)?;
+        let defs = builders
+            .into_iter()
+            .map(FunctionBuilder::finish)
+            .collect::<Result<Vec<_>, _>>()?;
+        for (name, def) in names.iter().zip(defs) {
+            self.functions.insert(name.to_string(), def);
+            self.order.push(name.to_string());
         }
-        let mut f = FunctionBuilder {
-            spec: self.spec,
-            weights: &mut self.weights,
-            uncompressed: &mut self.uncompressed,
-            function_name: name.to_string(),
-            names: NameScope::default(),
-            inputs: Vec::new(),
-            ops: Vec::new(),
-            outputs: Vec::new(),
-            consts: HashMap::new(),
-            producer: HashMap::new(),
-        };
-        body(&mut f)?;
-        let def = f.finish()?;
-        self.functions.insert(name.to_string(), def);
-        self.order.push(name.to_string());
         Ok(self)
     }
 
@@ -188,12 +205,13 @@ impl ProgramBuilder {
                 attributes: BTreeMap::new(),
             })),
         };
-        let weights = (!self.weights.is_empty()).then(|| self.weights.into_bytes());
+        let store = self.store.into_inner();
+        let weights = (!store.weights.is_empty()).then(|| store.weights.into_bytes());
         Ok(BuiltProgram {
             spec,
             weights,
             tokenizer: None,
-            uncompressed: self.uncompressed,
+            uncompressed: store.uncompressed,
         })
     }
 }

@@ -109,8 +109,13 @@ pub struct InputSpec {
 impl InputSpec {
     /// The multi-array inputs of a spec's description (`ArrayFeatureType` with a fixed shape).
     pub fn from_description(d: &crate::proto::ModelDescription) -> Vec<InputSpec> {
+        Self::from_features(&d.input)
+    }
+
+    /// The multi-array inputs among `features` (a model's or one function's description).
+    pub fn from_features(features: &[crate::proto::FeatureDescription]) -> Vec<InputSpec> {
         use crate::proto::feature_type::Type;
-        d.input
+        features
             .iter()
             .filter_map(|f| match f.r#type.as_ref()?.r#type.as_ref()? {
                 Type::MultiArrayType(a) => Some(InputSpec {

@@ -25,6 +25,7 @@ mod plan;
 mod pool;
 
 pub use ops::SUPPORTED;
+use plan::SharedConsts;
 pub use plan::{Constants, OpProfile};
 
 use crate::package::Package;
@@ -142,12 +143,47 @@ impl CpuModel {
         Self::load_inner(package, function, precision, fuse, &Constants::new())
     }
 
+    /// Prepare several functions of one package (a multifunction package's length buckets):
+    /// weights the functions share are decoded and held once.
+    pub fn load_functions(
+        package: &Package,
+        functions: &[&str],
+        precision: Precision,
+    ) -> Result<Vec<Self>, CpuError> {
+        let mut shared = SharedConsts::new();
+        functions
+            .iter()
+            .map(|f| {
+                Self::load_shared(
+                    package,
+                    Some(f),
+                    precision,
+                    true,
+                    &Constants::new(),
+                    &mut shared,
+                )
+            })
+            .collect()
+    }
+
     fn load_inner(
         package: &Package,
         function: Option<&str>,
         precision: Precision,
         fuse: bool,
         constants: &Constants,
+    ) -> Result<Self, CpuError> {
+        let mut shared = SharedConsts::new();
+        Self::load_shared(package, function, precision, fuse, constants, &mut shared)
+    }
+
+    fn load_shared(
+        package: &Package,
+        function: Option<&str>,
+        precision: Precision,
+        fuse: bool,
+        constants: &Constants,
+        shared: &mut SharedConsts,
     ) -> Result<Self, CpuError> {
         let program = package.program();
         if program.functions.is_empty() {
@@ -197,6 +233,7 @@ impl CpuModel {
             precision,
             fuse,
             constants,
+            shared,
         )?;
         Ok(CpuModel { plan, precision })
     }

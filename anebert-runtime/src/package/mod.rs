@@ -330,6 +330,25 @@ impl Package {
         }
     }
 
+    /// The function Core ML runs when none is named: the description's `defaultFunctionName` in
+    /// a multifunction program, else the only function. `None` when there is no such function.
+    pub fn default_function(&self) -> Option<&str> {
+        let program = self.program();
+        let named = self
+            .spec
+            .description
+            .as_ref()
+            .map(|d| d.default_function_name.as_str())
+            .filter(|n| !n.is_empty());
+        match named {
+            Some(n) => program.functions.contains_key(n).then_some(n),
+            None if program.functions.len() == 1 => {
+                program.functions.keys().next().map(String::as_str)
+            }
+            None => None,
+        }
+    }
+
     /// Write a package atomically: everything goes to a temporary sibling directory, which then
     /// replaces `path`. `weights` is the `weight.bin` content (omitted when `None`; the `weights/`
     /// item is always registered, as coremltools does).
@@ -413,6 +432,11 @@ pub fn op_name(op: &mil::Operation) -> String {
 
 /// Every operation of every function, nested blocks included.
 pub fn all_ops(program: &mil::Program) -> Vec<&mil::Operation> {
+    program.functions.values().flat_map(function_ops).collect()
+}
+
+/// Every operation of one function, nested blocks included.
+pub fn function_ops(f: &mil::Function) -> Vec<&mil::Operation> {
     fn walk<'a>(block: &'a mil::Block, out: &mut Vec<&'a mil::Operation>) {
         for op in &block.operations {
             out.push(op);
@@ -422,10 +446,8 @@ pub fn all_ops(program: &mil::Program) -> Vec<&mil::Operation> {
         }
     }
     let mut out = Vec::new();
-    for f in program.functions.values() {
-        for b in f.block_specializations.values() {
-            walk(b, &mut out);
-        }
+    for b in f.block_specializations.values() {
+        walk(b, &mut out);
     }
     out
 }

@@ -38,6 +38,31 @@ enum Exec {
 /// Constants replacing the values of `const` / `constexpr_*` ops, by value name.
 pub type Constants = HashMap<String, Arc<Tensor>>;
 
+/// Decoded constants of one package, shared by the plans of its functions: a multifunction
+/// package's functions define the same weights over the same stored bytes, and each is decoded
+/// (and held in memory) once. Keyed by the defining op without its name (see [`const_key`]).
+pub(crate) type SharedConsts = HashMap<Vec<u8>, Vec<Arc<Tensor>>>;
+
+/// What identifies a constant's value across functions: its op with the name and output names
+/// cleared (type, attributes, value bindings, blob offsets, output types). `None` when it reads
+/// values by name (an iOS18 chain), which only mean something inside their function.
+fn const_key(op: &mil::Operation) -> Option<Vec<u8>> {
+    let by_name = op
+        .inputs
+        .values()
+        .flat_map(|a| &a.arguments)
+        .any(|b| matches!(&b.binding, Some(mil::argument::binding::Binding::Name(_))));
+    if by_name {
+        return None;
+    }
+    let mut op = op.clone();
+    op.attributes.remove("name");
+    for o in &mut op.outputs {
+        o.name.clear();
+    }
+    Some(prost::Message::encode_to_vec(&op))
+}
+
 /// Time per op type over one or more runs: (steps executed, total wall time).
 pub type OpProfile = BTreeMap<String, (usize, std::time::Duration)>;
 
@@ -112,6 +137,24 @@ fn decode_constexpr(
 }
 
 impl Plan {
+    /// The value(s) a `const` or `constexpr_*` op defines.
+    fn decode_const(
+        op: &mil::Operation,
+        weights: Option<&BlobStorage>,
+        slots: &HashMap<String, usize>,
+        consts: &[(usize, Arc<Tensor>)],
+    ) -> Result<Vec<Tensor>, CpuError> {
+        if op.r#type != "const" {
+            return decode_constexpr(op, weights, slots, consts);
+        }
+        let v = op
+            .attributes
+            .get("val")
+            .ok_or_else(|| load_err(op, "const has no `val` attribute"))?;
+        let t = value::to_tensor(v, weights).map_err(|e| load_err(op, e.to_string()))?;
+        Ok(vec![t])
+    }
+
     pub fn build(
         fname: &str,
         func: &mil::Function,
@@ -119,6 +162,7 @@ impl Plan {
         precision: Precision,
         fuse: bool,
         replace: &Constants,
+        shared: &mut SharedConsts,
     ) -> Result<Plan, CpuError> {
         let block = func
             .block_specializations
@@ -191,19 +235,22 @@ impl Plan {
                         vec![t.clone()]
                     }
                     Some(t) => vec![Arc::new(prepare_const(t.as_ref().clone(), precision))],
-                    None if op.r#type == "const" => {
-                        let v = op
-                            .attributes
-                            .get("val")
-                            .ok_or_else(|| load_err(op, "const has no `val` attribute"))?;
-                        let t = value::to_tensor(v, weights)
-                            .map_err(|e| load_err(op, e.to_string()))?;
-                        vec![Arc::new(prepare_const(t, precision))]
+                    None => {
+                        let key = const_key(op);
+                        match key.as_ref().and_then(|k| shared.get(k)) {
+                            Some(values) => values.clone(),
+                            None => {
+                                let values = Self::decode_const(op, weights, &slots, &consts)?
+                                    .into_iter()
+                                    .map(|t| Arc::new(prepare_const(t, precision)))
+                                    .collect::<Vec<_>>();
+                                if let Some(k) = key {
+                                    shared.insert(k, values.clone());
+                                }
+                                values
+                            }
+                        }
                     }
-                    None => decode_constexpr(op, weights, &slots, &consts)?
-                        .into_iter()
-                        .map(|t| Arc::new(prepare_const(t, precision)))
-                        .collect(),
                 };
                 if values.len() != declared.len() {
                     return Err(load_err(
