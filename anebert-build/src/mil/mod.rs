@@ -29,6 +29,7 @@ pub mod names;
 mod op_view;
 mod ops;
 mod program;
+mod shared;
 
 use anebert_runtime::package::{BlobError, BlobWriter, Package, PackageError};
 use anebert_runtime::proto::{self, mil_spec as mil};
@@ -39,10 +40,10 @@ use names::NameScope;
 pub use op_view::Arg;
 use program::FunctionDef;
 pub use program::{BuiltProgram, ProgramBuilder};
+use shared::Store;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::Arc;
 
 /// What can go wrong while building a program.
 #[derive(Debug, thiserror::Error)]
@@ -208,24 +209,6 @@ pub enum InputShape {
 
 /// Limit on enumerated shapes per input (docs/coreml-format.md §6).
 pub const MAX_ENUMERATED_SHAPES: usize = 128;
-
-/// What the functions of one program share: the weight file, the weights compression replaced,
-/// and constants other functions may define again over the same stored bytes.
-#[derive(Default)]
-struct Store {
-    weights: BlobWriter,
-    uncompressed: Vec<Uncompressed>,
-    shared: HashMap<String, SharedConstant>,
-}
-
-/// A constant one function defined under a key, for other functions to define again: its op
-/// (`const` or `constexpr_*`, renamed on reuse), and what the function kept beside it.
-struct SharedConstant {
-    op: mil::Operation,
-    ty: TensorType,
-    dense: Option<Arc<Tensor>>,
-    small: Option<Tensor>,
-}
 
 /// Builds one function: inputs, ops, outputs.
 pub struct FunctionBuilder<'a> {
@@ -443,63 +426,6 @@ impl FunctionBuilder<'_> {
     /// The value of a constant created in this function, when it is small enough to be kept.
     pub fn const_value(&self, v: &Var) -> Option<&Tensor> {
         self.consts.get(v.name())
-    }
-
-    /// The constant another function of this program made under `key` with
-    /// [`Self::share_constant`], defined again in this one (named after `hint`) over the same
-    /// stored bytes — nothing is encoded, hashed or written twice. `None` when there is none.
-    pub fn shared_constant(&mut self, key: &str, hint: &str) -> Option<Var> {
-        let (mut op, ty, dense, small) = {
-            let store = self.store.borrow();
-            let c = store.shared.get(key)?;
-            (c.op.clone(), c.ty.clone(), c.dense.clone(), c.small.clone())
-        };
-        let name = self.names.fresh(hint);
-        op.attributes
-            .insert("name".to_string(), string_value(&name));
-        op.outputs = vec![named_type(&name, &ty)];
-        if let Some(t) = small {
-            self.consts.insert(name.clone(), t);
-        }
-        Some(match dense {
-            Some(d) => self.push_compressed(op, name, ty, d),
-            None => self.push_defining(op, name, ty),
-        })
-    }
-
-    /// Offer the constant `v` of this function (a `const` or compressed constant) under `key` to
-    /// the program's other functions ([`Self::shared_constant`]).
-    pub fn share_constant(&mut self, key: &str, v: &Var) -> Result<(), MilError> {
-        let idx = *self.producer.get(&v.name).ok_or_else(|| {
-            MilError::Program(format!(
-                "share_constant: `{}` is not a value of this function",
-                v.name
-            ))
-        })?;
-        let op = self.ops[idx].clone();
-        if op.r#type != "const" && !op.r#type.starts_with("constexpr_") {
-            return Err(MilError::Program(format!(
-                "share_constant: `{}` is not a constant",
-                v.name
-            )));
-        }
-        let mut store = self.store.borrow_mut();
-        let dense = store
-            .uncompressed
-            .iter()
-            .rev()
-            .find(|u| u.function == self.function_name && u.name == v.name)
-            .map(|u| u.value.clone());
-        store.shared.insert(
-            key.to_string(),
-            SharedConstant {
-                op,
-                ty: v.ty.clone(),
-                dense,
-                small: self.consts.get(&v.name).cloned(),
-            },
-        );
-        Ok(())
     }
 
     /// Add any op: `args` bind inputs to values, `params` are compile-time constants (each becomes

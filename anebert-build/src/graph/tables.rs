@@ -1,0 +1,74 @@
+//! The length-dependent constants of a function: the padding and sliding-window masks and the
+//! RoPE tables (each made once per function, on first use).
+
+use super::{Emitter, MASK_VALUE};
+use crate::mil::{MilError, Var};
+
+impl Emitter<'_, '_> {
+    pub(super) fn pad_mask(&mut self) -> Result<Var, MilError> {
+        if let Some(m) = &self.pad_mask {
+            return Ok(m.clone());
+        }
+        // (mask − 1) · 1e4 → 0 for tokens, −1e4 for padding; keys on axis 1.
+        let one = self.scalar("one", 1.0)?;
+        let big = self.scalar("mask_scale", -MASK_VALUE)?;
+        let m = self.mask_f.clone();
+        let m = self.f.binary("sub", "pad_mask_sub", &m, &one)?;
+        let m = self.f.binary("mul", "pad_mask_mul", &m, &big)?;
+        let m = self
+            .f
+            .reshape("pad_mask", &m, &[1, self.opts.seq_len as i32, 1, 1])?;
+        self.pad_mask = Some(m.clone());
+        Ok(m)
+    }
+
+    pub(super) fn attention_mask(&mut self, window: Option<usize>) -> Result<Var, MilError> {
+        let pad = self.pad_mask()?;
+        let Some(w) = window else { return Ok(pad) };
+        if let Some(m) = self.masks.get(&w) {
+            return Ok(m.clone());
+        }
+        let s = self.opts.seq_len;
+        let mut band = vec![0f32; s * s];
+        for k in 0..s {
+            for q in 0..s {
+                if k.abs_diff(q) > w {
+                    band[k * s + q] = MASK_VALUE;
+                }
+            }
+        }
+        let bv = self.weight(&format!("band_{w}"), vec![1, s, 1, s], band)?;
+        let m = self
+            .f
+            .binary("add", &format!("local_mask_{w}"), &bv, &pad)?;
+        self.masks.insert(w, m.clone());
+        Ok(m)
+    }
+
+    pub(super) fn rope_tables(&mut self, theta: f64, heads: usize) -> Result<(Var, Var), MilError> {
+        if let Some(v) = self.rope.get(&theta.to_bits()) {
+            return Ok(v.clone());
+        }
+        let (d, s) = (self.hidden, self.opts.seq_len);
+        let hd = d / heads;
+        let half = hd / 2;
+        let mut cos = vec![0f32; d * s];
+        let mut sin = vec![0f32; d * s];
+        for c in 0..d {
+            let j = (c % hd) % half;
+            // HF computes inv_freq and the angles in f32; f64 here differs by < 1e-5 rad at S = 8192.
+            let inv = 1.0 / theta.powf((2 * j) as f64 / hd as f64);
+            for p in 0..s {
+                let a = p as f64 * inv;
+                cos[c * s + p] = a.cos() as f32;
+                // rotate_half's sign: its first half is negated.
+                sin[c * s + p] = if c % hd < half { -a.sin() } else { a.sin() } as f32;
+            }
+        }
+        let name = format!("rope_{}", theta as u64);
+        let cv = self.weight(&format!("{name}_cos"), vec![1, d, 1, s], cos)?;
+        let sv = self.weight(&format!("{name}_sin"), vec![1, d, 1, s], sin)?;
+        self.rope.insert(theta.to_bits(), (cv.clone(), sv.clone()));
+        Ok((cv, sv))
+    }
+}

@@ -1,0 +1,176 @@
+//! Unit tests of the `Model` API: options, thread safety, the embedded cache, metadata errors.
+
+use super::*;
+
+#[test]
+fn option_parsing() {
+    assert_eq!("CPU".parse::<Backend>().unwrap(), Backend::Cpu);
+    assert_eq!("coreml".parse::<Backend>().unwrap(), Backend::CoreMl);
+    assert!("gpu"
+        .parse::<Backend>()
+        .unwrap_err()
+        .contains("auto, cpu or coreml"));
+    for u in [
+        ComputeUnits::All,
+        ComputeUnits::CpuAndNeuralEngine,
+        ComputeUnits::CpuAndGpu,
+        ComputeUnits::CpuOnly,
+    ] {
+        assert_eq!(u.to_string().parse::<ComputeUnits>().unwrap(), u);
+    }
+    assert_eq!(ComputeUnits::default(), ComputeUnits::CpuAndNeuralEngine);
+}
+
+/// Models are shared across threads (a `static` in an app, a server's handlers) on every
+/// backend; checked at compile time, so also by the Apple type-check in CI.
+#[test]
+fn models_are_send_and_sync() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Model>();
+    shareable::<Placement>();
+}
+
+#[test]
+fn auto_is_core_ml_on_apple_and_the_cpu_elsewhere_unless_the_env_says() {
+    let platform = if cfg!(target_vendor = "apple") {
+        Backend::CoreMl
+    } else {
+        Backend::Cpu
+    };
+    for env in [None, Some(""), Some("auto"), Some(" Auto ")] {
+        assert_eq!(
+            Backend::Auto.resolve_with(env).unwrap(),
+            platform,
+            "{env:?}"
+        );
+    }
+    assert_eq!(
+        Backend::Auto.resolve_with(Some("cpu")).unwrap(),
+        Backend::Cpu
+    );
+    assert_eq!(
+        Backend::Auto.resolve_with(Some("coreml")).unwrap(),
+        Backend::CoreMl
+    );
+    // An explicit choice wins over the environment.
+    assert_eq!(
+        Backend::Cpu.resolve_with(Some("coreml")).unwrap(),
+        Backend::Cpu
+    );
+    let e = Backend::Auto
+        .resolve_with(Some("tpu"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("ANEBERT_BACKEND") && e.contains("auto, cpu or coreml"),
+        "{e}"
+    );
+}
+
+#[test]
+fn embedded_packages_are_written_once_under_concurrency() {
+    let root = tempfile::tempdir().unwrap();
+    let spec = b"not decoded here".to_vec().leak();
+    let model = EmbeddedModel {
+        name: "m",
+        key: "0123abcd",
+        spec,
+        weights: Some(b"weights"),
+        tokenizer: Some(b"{}"),
+        compiled: &[("model.mil", b"program"), ("weights/weight.bin", b"w")],
+    };
+    let paths: Vec<PathBuf> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|_| s.spawn(|| model.write_package(root.path()).unwrap()))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(paths.windows(2).all(|w| w[0] == w[1]));
+    let p = &paths[0];
+    assert_eq!(
+        std::fs::read(p.join("Data/com.apple.CoreML/model.mlmodel")).unwrap(),
+        b"not decoded here"
+    );
+    assert_eq!(
+        std::fs::read(p.join("Data/com.apple.CoreML/weights/weight.bin")).unwrap(),
+        b"weights"
+    );
+    assert!(p.join("Manifest.json").is_file());
+    assert_eq!(
+        std::fs::read(p.parent().unwrap().join("tokenizer.json")).unwrap(),
+        b"{}"
+    );
+    // No temporary directories are left behind.
+    let left: Vec<_> = std::fs::read_dir(root.path().join("embedded"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left.len(), 1, "{left:?}");
+    let bad = EmbeddedModel {
+        key: "../x",
+        ..model
+    };
+    assert!(bad.write_package(root.path()).is_err());
+    let bad = EmbeddedModel {
+        key: "0123abce",
+        compiled: &[("../escape", b"x")],
+        ..model
+    };
+    assert!(bad.write_package(root.path()).is_err());
+    assert!(!root.path().join("embedded/escape").exists());
+}
+
+#[test]
+fn metadata_errors_name_the_key() {
+    use crate::model_info::{FunctionMetadata, PackageMetadata, METADATA_KEY};
+    let mut md = BTreeMap::new();
+    let e = ModelInfo::from_metadata(md.clone()).unwrap_err();
+    assert!(e.contains(METADATA_KEY), "{e}");
+    let mut pm = PackageMetadata {
+        schema: 1,
+        converter_version: "0.1.0".into(),
+        architecture: "bert".into(),
+        hidden_size: 8,
+        vocab_size: 10,
+        num_layers: 1,
+        weights: "fp16".into(),
+        rotation: None,
+        rotation_seed: None,
+        source: "local:x".into(),
+        source_sha256: BTreeMap::new(),
+        tokenizer_sha256: None,
+        fidelity: None,
+        functions: vec![FunctionMetadata {
+            name: "main".into(),
+            head: "mlm".into(),
+            seq_len: 64,
+            labels: vec!["a".into(), "b".into()],
+            pooling: None,
+            normalize: false,
+            inputs: vec!["input_ids".into(), "attention_mask".into()],
+            outputs: vec!["logits".into()],
+        }],
+    };
+    md.insert(METADATA_KEY.to_string(), pm.to_json());
+    let info = ModelInfo::from_metadata(md.clone()).unwrap();
+    assert_eq!(info.labels, ["a", "b"]);
+    assert_eq!(info.rotation, None);
+    assert_eq!(info.output_channels(), 10);
+    assert_eq!(info.package, pm);
+    md.insert(METADATA_KEY.into(), "{".into());
+    assert!(ModelInfo::from_metadata(md.clone())
+        .unwrap_err()
+        .contains(METADATA_KEY));
+    pm.schema = 99;
+    md.insert(METADATA_KEY.into(), pm.to_json());
+    assert!(ModelInfo::from_metadata(md.clone())
+        .unwrap_err()
+        .contains("update anebert"));
+    pm.schema = 1;
+    pm.functions.clear();
+    md.insert(METADATA_KEY.into(), pm.to_json());
+    assert!(ModelInfo::from_metadata(md)
+        .unwrap_err()
+        .contains("no function"));
+}
