@@ -292,3 +292,52 @@ fn long_texts_fail_unless_truncating_and_options_apply() {
     }
     assert!(anebert_fixture_crate::FillMaskInput::from_ids(&[1; 300]).is_err());
 }
+
+/// One struct over a multifunction package: both heads, both lengths, one embedded weight file;
+/// each head runs the shortest length that holds its text; typed inputs exist only at the
+/// package's lengths. The two single-length structs of one declaration share one package.
+#[test]
+fn a_multifunction_struct_runs_every_head_at_the_right_length() {
+    use anebert_fixture_crate::{Both, BothInput};
+    assert_eq!(Both::HEADS, ["mlm", "embedding"]);
+    assert_eq!(Both::SEQ_LENS, [32, 128]);
+    assert_eq!(Both::SEQ_LEN, 128);
+    assert_eq!(FillMask::EMBEDDED.key, FillMaskShort::EMBEDDED.key);
+    let both = Both::load_with(&cpu()).unwrap();
+    let mlm = both.model_mlm().info();
+    assert_eq!(mlm.function_for(12).unwrap().name, "mlm_s32");
+    assert_eq!(mlm.function_for(100).unwrap().name, "mlm_s128");
+    assert_eq!(both.model_embedding().info().functions.len(), 2);
+
+    let text = "The capital of France is [MASK].";
+    let fills = both.fill_mask(text).unwrap();
+    assert_eq!(fills.len(), 1);
+    let e = both.embed(text).unwrap();
+    assert_eq!(e.len(), Both::HIDDEN_SIZE);
+    assert!(e.iter().all(|v| v.is_finite()));
+    let ids = both.tokenize(text).unwrap().ids;
+    let ids: Vec<u32> = ids.iter().map(|&i| i as u32).collect();
+    let short = both
+        .predict_mlm(&BothInput::<32>::from_ids(&ids).unwrap())
+        .unwrap();
+    assert_eq!(short.shape, [1, 1024, 1, 32]);
+    let long = both
+        .predict_mlm(&BothInput::<128>::from_ids(&ids).unwrap())
+        .unwrap();
+    assert_eq!(long.shape, [1, 1024, 1, 128]);
+    // The mask's logits agree between the two lengths (same weights, padding masked).
+    let pos = ids
+        .iter()
+        .position(|&i| Some(i) == both.model_mlm().mask_id())
+        .unwrap();
+    let row = |o: &anebert_fixture_crate::BothOutput, s: usize| -> Vec<f32> {
+        (0..1024).map(|c| o.values[c * s + pos]).collect()
+    };
+    let c = metrics::cosine(&row(&short, 32), &row(&long, 128));
+    assert!(c > 0.9999, "cosine {c}");
+    let pooled = both
+        .predict_embedding(&BothInput::<32>::from_ids(&ids).unwrap())
+        .unwrap();
+    assert_eq!(pooled.shape, [1, 64]);
+    assert!(BothInput::<32>::from_ids(&[1; 33]).is_err());
+}

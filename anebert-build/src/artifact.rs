@@ -51,10 +51,71 @@ pub struct ArtifactInfo {
 }
 
 impl ArtifactInfo {
-    /// The package's (first) function.
+    /// The package's (first, default) function.
     pub fn function(&self) -> &FunctionMetadata {
-        // Written by this crate with exactly one function; `Artifact::open` refuses others.
+        // Written by this crate with at least one function; `Artifact::open` refuses none.
         &self.metadata.functions[0]
+    }
+
+    /// Whether the package holds several functions (heads × lengths).
+    pub fn is_multifunction(&self) -> bool {
+        self.metadata.functions.len() > 1
+    }
+
+    /// Every head, in the order the package lists them (the default's first).
+    pub fn heads(&self) -> Vec<HeadKind> {
+        let mut out: Vec<HeadKind> = Vec::new();
+        for f in &self.metadata.functions {
+            if let Ok(h) = f.head.parse() {
+                if !out.contains(&h) {
+                    out.push(h);
+                }
+            }
+        }
+        out
+    }
+
+    /// Every sequence length, ascending.
+    pub fn seq_lens(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = self.metadata.functions.iter().map(|f| f.seq_len).collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The output shape of function `f` (by its head and length).
+    pub fn output_shape_of(&self, f: &FunctionMetadata) -> Vec<usize> {
+        let (s, md) = (f.seq_len, &self.metadata);
+        match f.head.parse::<HeadKind>() {
+            Ok(HeadKind::MaskedLm) => vec![1, md.vocab_size, 1, s],
+            Ok(HeadKind::TokenClassification) => vec![1, f.labels.len(), 1, s],
+            Ok(HeadKind::SequenceClassification) => vec![1, f.labels.len()],
+            Ok(HeadKind::Embedding) => vec![1, md.hidden_size],
+            Ok(HeadKind::Hidden) | Err(_) => vec![1, md.hidden_size, 1, s],
+        }
+    }
+
+    /// The function for `head` at `seq`, if the package has it.
+    pub fn find(&self, head: HeadKind, seq: usize) -> Option<&FunctionMetadata> {
+        self.metadata
+            .functions
+            .iter()
+            .find(|f| f.seq_len == seq && f.head.parse::<HeadKind>().ok() == Some(head))
+    }
+
+    /// This artifact seen as its function `f` alone (what a single-function wrapper reads).
+    pub fn only(&self, f: &FunctionMetadata) -> ArtifactInfo {
+        let mut info = self.clone();
+        info.metadata.functions = vec![f.clone()];
+        info.output_shape = self.output_shape_of(f);
+        info
+    }
+
+    /// `S=128 mlm`, or `mlm+embedding S=128+512` for a multifunction package.
+    pub fn describe(&self) -> String {
+        let heads: Vec<&str> = self.heads().iter().map(|h| h.name()).collect();
+        let lens: Vec<String> = self.seq_lens().iter().map(usize::to_string).collect();
+        format!("{} S={}", heads.join("+"), lens.join("+"))
     }
 
     /// Head name (`mlm`, …).
@@ -125,8 +186,8 @@ impl Artifact {
     pub fn open(dir: &Path) -> Option<Artifact> {
         let text = fs::read_to_string(dir.join("artifact.json")).ok()?;
         let info: ArtifactInfo = serde_json::from_str(&text).ok()?;
-        // One function (what this converter writes): `ArtifactInfo::function` relies on it.
-        if info.metadata.functions.len() != 1 {
+        // At least one function (what this converter writes): `ArtifactInfo::function` relies on it.
+        if info.metadata.functions.is_empty() {
             return None;
         }
         let a = Artifact {

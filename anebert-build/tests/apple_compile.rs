@@ -106,8 +106,8 @@ fn apple_targets_embed_a_compiled_model() {
     );
     let code = anebert_build::wrapper::expand(
         &anebert_build::wrapper::Request {
-            head: Some(Head::Hidden),
-            seq: Some(16),
+            heads: vec![Head::Hidden],
+            seqs: vec![16],
             ..Default::default()
         },
         "pub",

@@ -12,7 +12,7 @@ use syn::punctuated::Punctuated;
 use syn::spanned::Spanned;
 use syn::{Expr, ExprLit, Lit, MetaNameValue, Token};
 
-const ARGS: &[&str] = &["head", "seq", "name", "model", "weights", "rotate"];
+const ARGS: &[&str] = &["head", "seq", "name", "model", "weights", "rotate", "heads"];
 
 /// Embed a converted encoder in a unit struct and generate its typed API.
 ///
@@ -24,7 +24,13 @@ const ARGS: &[&str] = &["head", "seq", "name", "model", "weights", "rotate"];
 /// pub struct Embedder;                          // converted by the attribute itself
 /// ```
 ///
-/// Arguments: `head` and `seq` (required); `name` (a model declared in build.rs or
+/// Several heads and lengths make one struct over one multifunction package (every weight
+/// embedded once): `#[anebert::model(heads = ["mlm", "embedding"], seq = [128, 512])]` generates
+/// `HEADS`, `SEQ_LENS`, a `Model` per head (each running the shortest length that holds a text),
+/// every head's text helpers, `predict_{head}::<S>(&{Name}Input<S>)` and `{Name}Input<S>`
+/// constructors for exactly the package's lengths.
+///
+/// Arguments: `head` (or `heads`, a list) and `seq` (a length or a list) (required); `name` (a model declared in build.rs or
 /// `[package.metadata.anebert]`); `model` (a HuggingFace repo id with optional `@revision`, or a
 /// checkpoint directory relative to the crate); with `model`, also `weights = "fp16" | "fp32"` and
 /// `rotate = bool`.
@@ -109,22 +115,37 @@ fn expand(
         }
         let r: Result<(), syn::Error> = (|| {
             match k {
-                "head" => {
-                    req.head = Some(
-                        str_arg(&a.value, k)?
-                            .parse()
-                            .map_err(|e: String| syn::Error::new(a.value.span(), e))?,
-                    )
-                }
-                "seq" => {
-                    let n = int_arg(&a.value, k)?;
-                    if n == 0 || n > 16384 {
+                "head" | "heads" => {
+                    if spans.contains_key("head") && spans.contains_key("heads") {
                         return Err(syn::Error::new(
-                            a.value.span(),
-                            "`seq` must be in 1 ..= 16384 (the ANE's width limit)",
+                            a.path.span(),
+                            "give `head` or `heads`, not both",
                         ));
                     }
-                    req.seq = Some(n)
+                    for (v, span) in list_arg(&a.value) {
+                        let h = str_arg(v, k)?
+                            .parse()
+                            .map_err(|e: String| syn::Error::new(span, e))?;
+                        if req.heads.contains(&h) {
+                            return Err(syn::Error::new(span, "this head is listed twice"));
+                        }
+                        req.heads.push(h);
+                    }
+                }
+                "seq" => {
+                    for (v, span) in list_arg(&a.value) {
+                        let n = int_arg(v, k)?;
+                        if n == 0 || n > 16384 {
+                            return Err(syn::Error::new(
+                                span,
+                                "`seq` must be in 1 ..= 16384 (the ANE's width limit)",
+                            ));
+                        }
+                        if req.seqs.contains(&n) {
+                            return Err(syn::Error::new(span, "this length is listed twice"));
+                        }
+                        req.seqs.push(n);
+                    }
                 }
                 "name" => req.name = Some(str_arg(&a.value, k)?),
                 "model" => req.model = Some(str_arg(&a.value, k)?),
@@ -185,6 +206,14 @@ fn expand(
         #(#attrs)*
         #generated
     })
+}
+
+/// The elements of `[a, b, ...]`, or `e` itself, with their spans.
+fn list_arg(e: &Expr) -> Vec<(&Expr, Span)> {
+    match e {
+        Expr::Array(a) => a.elems.iter().map(|v| (v, v.span())).collect(),
+        _ => vec![(e, e.span())],
+    }
 }
 
 fn lit_of(e: &Expr) -> Option<&Lit> {

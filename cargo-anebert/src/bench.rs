@@ -130,16 +130,53 @@ fn backend_options(b: &str) -> Result<Options> {
     }
 }
 
+/// Tokens of the short text whose length bucket `bench` reports.
+const BUCKET_PROBE_TOKENS: usize = 12;
+
+/// What to bench in `package`: the package, or each function of a multifunction package
+/// (labelled with its name when `name_functions`).
+fn functions_of(
+    label: &str,
+    package: &Path,
+    name_functions: bool,
+) -> Result<Vec<(String, PathBuf, Option<String>)>> {
+    let pkg = Package::open(package)?;
+    let md = anebert::model_info::PackageMetadata::from_user_defined(&pkg.user_metadata());
+    Ok(match md {
+        Ok(mut md) if md.functions.len() > 1 => {
+            // By head (in the package's order), then length.
+            let heads: Vec<String> = md.functions.iter().map(|f| f.head.clone()).collect();
+            md.functions
+                .sort_by_key(|f| (heads.iter().position(|h| *h == f.head), f.seq_len));
+            md.functions
+                .into_iter()
+                .map(|f| {
+                    let l = match name_functions {
+                        true => format!("{label} {}", f.name),
+                        false => format!("{label} {}", f.head),
+                    };
+                    (l, package.to_path_buf(), Some(f.name))
+                })
+                .collect()
+        }
+        _ => vec![(label.to_string(), package.to_path_buf(), None)],
+    })
+}
+
 /// One point, and with `--profile` on the CPU backend the per-op times of as many runs again
 /// (after the timed runs and the peak-RSS reading, on the same loaded model).
 fn measure(
     label: &str,
     package: &Path,
+    function: Option<&str>,
     backend: &str,
     a: &BenchArgs,
 ) -> Result<(Point, Option<OpProfile>)> {
-    let options = backend_options(backend)?;
-    let flops = anebert::cost::flops(&Package::open(package)?, None)
+    let mut options = backend_options(backend)?;
+    if let Some(f) = function {
+        options = options.function(f);
+    }
+    let flops = anebert::cost::flops(&Package::open(package)?, function)
         .map_err(anyhow::Error::msg)?
         .total();
     reset_peak_rss();
@@ -243,15 +280,15 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
     for b in &a.backends {
         backend_options(b)?;
     }
-    // (label, package) per sequence length.
-    let mut targets: Vec<(String, PathBuf)> = Vec::new();
+    // (label, package, function of a multifunction package) per sequence length.
+    let mut targets: Vec<(String, PathBuf, Option<String>)> = Vec::new();
     let report = |e: anebert_build::BuildError| anyhow::anyhow!(anebert_build::report(&e));
     if a.select.mlpackage.is_some() {
         if !a.seqs.is_empty() {
             bail!("--seqs needs a checkpoint to convert (--model or declared models), not --mlpackage");
         }
         for s in a.select.resolve()? {
-            targets.push((s.label, s.package));
+            targets.extend(functions_of(&s.label, &s.package, true)?);
         }
     } else {
         for (label, c) in a.select.configs()? {
@@ -265,10 +302,26 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
             }
             let (arts, _) = c.artifacts().map_err(report)?;
             for art in arts {
-                targets.push((name.clone(), art.package()));
+                targets.extend(functions_of(&name, &art.package(), false)?);
             }
         }
         targets.dedup();
+    }
+    // Which function a short text runs in each multifunction package (the length buckets).
+    let mut shown = std::collections::BTreeSet::new();
+    for (_, pkg, f) in &targets {
+        if f.is_some() && shown.insert(pkg.clone()) {
+            let info = anebert::ModelInfo::from_package(&Package::open(pkg)?)?;
+            let all: Vec<&str> = info.functions.iter().map(|f| f.name.as_str()).collect();
+            if let Some(g) = info.function_for(BUCKET_PROBE_TOKENS) {
+                println!(
+                    "buckets of {}: a {BUCKET_PROBE_TOKENS}-token text runs {} (of {})",
+                    pkg.display(),
+                    g.name,
+                    all.join(", ")
+                );
+            }
+        }
     }
     let mut points = Vec::new();
     println!(
@@ -286,9 +339,9 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
         "peak RSS",
         "ANE"
     );
-    for (label, pkg) in &targets {
+    for (label, pkg, function) in &targets {
         for b in &a.backends {
-            let (p, profile) = measure(label, pkg, b, &a)
+            let (p, profile) = measure(label, pkg, function.as_deref(), b, &a)
                 .with_context(|| format!("benchmarking {label} on {b}"))?;
             println!(
                 "{:<40} {:>6} {:<14} {:>9.1} {:>9.2} {:>9.2} {:>9.2} {:>10.0} {:>8.4} {:>10.3} {:>9} {:>6}",

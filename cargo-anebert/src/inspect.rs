@@ -68,7 +68,12 @@ fn describe(t: &Option<anebert::proto::mil_spec::ValueType>) -> String {
 
 pub fn run(a: InspectArgs) -> Result<()> {
     let mut all = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     for s in a.select.resolve()? {
+        // A multifunction package is one report (it lists its functions).
+        if !seen.insert(s.package.clone()) {
+            continue;
+        }
         let pkg = Package::open(&s.package)?;
         let mut r = report(&s.label, &pkg)?;
         r["placement"] = placement(&a, &s.package);

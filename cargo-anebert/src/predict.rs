@@ -29,9 +29,36 @@ pub struct PredictArgs {
 
 pub fn run(a: PredictArgs) -> Result<()> {
     let opts = a.engine.options(a.precision).truncate(a.truncate);
+    let mut seen = std::collections::BTreeSet::new();
     for s in a.select.resolve()? {
+        // A head of a multifunction package runs as one model over its lengths (each text
+        // takes the shortest that holds it).
+        let opts = match s.head.filter(|_| s.function.is_some()) {
+            Some(h) => opts.clone().head(h),
+            None => opts.clone(),
+        };
+        if !seen.insert((
+            s.package.clone(),
+            s.head.filter(|_| s.function.is_some()).map(|h| h.name()),
+        )) {
+            continue;
+        }
         let model = Model::open(&s.package, &opts)?;
-        println!("{} ({})", s.label, describe(&model, &opts));
+        let lens: Vec<String> = model
+            .info()
+            .functions
+            .iter()
+            .map(|f| f.seq_len.to_string())
+            .collect();
+        let label = match s.function {
+            Some(_) => format!(
+                "{} S={}",
+                s.label.rsplit_once(" S=").map_or(s.label.as_str(), |x| x.0),
+                lens.join("+")
+            ),
+            None => s.label.clone(),
+        };
+        println!("{label} ({})", describe(&model, &opts));
         for text in &a.texts {
             println!("  {text:?}");
             match model.info().head {

@@ -16,21 +16,17 @@ pub struct PrepareArgs {
 }
 
 pub fn run(a: PrepareArgs) -> Result<()> {
-    if a.select.model.is_some() {
-        bail!("prepare works on the models the crate declares ([package.metadata.anebert]); drop --model");
-    }
     let report = |e: anebert_build::BuildError| anyhow::anyhow!(anebert_build::report(&e));
     let mut stale = Vec::new();
-    for (label, c) in a.select.configs()? {
+    for (label, c) in a.select.declared()? {
         if a.check {
             let current = c.current_keys().map_err(report)?;
-            for ((seq, prepared), (_, key)) in c
+            for ((dir, prepared), (_, key)) in c
                 .prepared_status()
                 .map_err(report)?
                 .into_iter()
                 .zip(current)
             {
-                let dir = c.prepared_dir(seq);
                 let ok = prepared.is_some()
                     && anebert_build::artifact::Artifact::open(&dir)
                         .is_some_and(|p| p.info.key == key);

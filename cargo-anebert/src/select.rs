@@ -36,11 +36,14 @@ pub struct Select {
     pub package: Option<String>,
 }
 
-/// A selected model: a label and its package.
+/// A selected model: a label and its package, and for a function of a multifunction package,
+/// which one (and its head).
 #[derive(Clone, Debug)]
 pub struct Selected {
     pub label: String,
     pub package: PathBuf,
+    pub function: Option<String>,
+    pub head: Option<Head>,
 }
 
 /// The manifest of workspace member `name`, from `cargo metadata`.
@@ -104,21 +107,25 @@ impl Select {
             let name = c
                 .model_name()
                 .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;
-            if self.name.as_ref().is_some_and(|n| n != &name)
-                || self.head.is_some_and(|h| h != c.get_head())
-            {
+            if self.name.as_ref().is_some_and(|n| n != &name) {
                 continue;
             }
-            for seq in c.get_seq_lens() {
-                if self.seq.is_some_and(|s| s != seq) {
+            // One head and length each: the commands that convert variants compare per function.
+            for &head in c.get_heads() {
+                if self.head.is_some_and(|h| h != head) {
                     continue;
                 }
-                let mut c = c.clone();
-                c.seq_len(seq);
-                if self.no_rotate {
-                    c.rotate(false);
+                for seq in c.get_seq_lens() {
+                    if self.seq.is_some_and(|s| s != seq) {
+                        continue;
+                    }
+                    let mut c = c.clone();
+                    c.head(head).seq_len(seq);
+                    if self.no_rotate {
+                        c.rotate(false);
+                    }
+                    out.push((format!("{name} {} S={seq}", head.name()), c));
                 }
-                out.push((format!("{name} {} S={seq}", c.get_head().name()), c));
             }
         }
         if out.is_empty() {
@@ -126,6 +133,30 @@ impl Select {
                 "no declared model in {} matches the filters (--name/--head/--seq)",
                 manifest.display()
             );
+        }
+        Ok(out)
+    }
+
+    /// The declared models as declared (every head and length in one config: what the build
+    /// makes), filtered by `--name` — for `prepare`.
+    pub fn declared(&self) -> Result<Vec<(String, Config)>> {
+        if self.mlpackage.is_some() || self.model.is_some() {
+            bail!("this command works on the models the crate declares ([package.metadata.anebert]); drop --mlpackage / --model");
+        }
+        let manifest = self.manifest()?;
+        let mut out = Vec::new();
+        for c in anebert_build::configs_from_manifest(&manifest)
+            .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?
+        {
+            let name = c
+                .model_name()
+                .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;
+            if self.name.as_ref().is_none_or(|n| n == &name) {
+                out.push((name, c));
+            }
+        }
+        if out.is_empty() {
+            bail!("no declared model in {} matches --name", manifest.display());
         }
         Ok(out)
     }
@@ -151,6 +182,8 @@ impl Select {
             return Ok(vec![Selected {
                 label: p.display().to_string(),
                 package: p.clone(),
+                function: None,
+                head: None,
             }]);
         }
         if let Some(m) = &self.model {
@@ -165,6 +198,8 @@ impl Select {
                 .map(|a| Selected {
                     label: format!("{m} {} S={}", head.name(), a.info.seq_len()),
                     package: a.package(),
+                    function: None,
+                    head: Some(head),
                 })
                 .collect());
         }
@@ -183,15 +218,21 @@ impl Select {
                 .artifacts()
                 .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;
             for a in arts {
-                if self.head.is_some_and(|h| h.name() != a.info.head())
-                    || self.seq.is_some_and(|s| s != a.info.seq_len())
-                {
-                    continue;
+                let multi = a.info.is_multifunction();
+                for f in &a.info.metadata.functions {
+                    let head: Option<Head> = f.head.parse().ok();
+                    if self.head.is_some_and(|h| Some(h) != head)
+                        || self.seq.is_some_and(|s| s != f.seq_len)
+                    {
+                        continue;
+                    }
+                    out.push(Selected {
+                        label: format!("{name} {} S={}", f.head, f.seq_len),
+                        package: a.package(),
+                        function: multi.then(|| f.name.clone()),
+                        head,
+                    });
                 }
-                out.push(Selected {
-                    label: format!("{name} {} S={}", a.info.head(), a.info.seq_len()),
-                    package: a.package(),
-                });
             }
         }
         if out.is_empty() {

@@ -8,7 +8,8 @@ fn main() {
 }
 
 fn run() -> Result<(), anebert_build::BuildError> {
-    // [package.metadata.anebert]: tiny-mlm at S = 64 and 256.
+    // [package.metadata.anebert]: tiny-mlm at S = 64 and 256 (one multifunction package), and
+    // tiny-both (mlm + embedding at S = 32 and 128).
     anebert_build::convert()?;
     Config::new()
         .model("../fixtures/modernbert-tiny-cls")

@@ -21,12 +21,20 @@ enum SeqSpec {
     Many(Vec<usize>),
 }
 
+/// `head = "mlm"` or `head = ["mlm", "embedding"]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum HeadSpec {
+    One(String),
+    Many(Vec<String>),
+}
+
 /// One model in `[package.metadata.anebert]`.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ModelMeta {
     model: String,
-    head: Option<String>,
+    head: Option<HeadSpec>,
     seq: Option<SeqSpec>,
     name: Option<String>,
     weights: Option<String>,
@@ -54,8 +62,19 @@ impl ModelMeta {
         if let Some(n) = self.name.or(name) {
             c.name(n);
         }
-        if let Some(h) = self.head {
-            c.head(h.parse().map_err(bad)?);
+        match self.head {
+            Some(HeadSpec::One(h)) => {
+                c.head(h.parse().map_err(bad)?);
+            }
+            Some(HeadSpec::Many(v)) => {
+                let heads = v
+                    .iter()
+                    .map(|h| h.parse())
+                    .collect::<Result<Vec<_>, String>>()
+                    .map_err(bad)?;
+                c.heads(heads);
+            }
+            None => {}
         }
         match self.seq {
             Some(SeqSpec::One(s)) => c.seq_len(s),
@@ -218,6 +237,7 @@ pub fn convert() -> Result<Vec<IndexEntry>, BuildError> {
 mod tests {
     use super::*;
     use crate::convert::WeightPrecision;
+    use crate::ir::HeadKind;
 
     #[test]
     fn manifest_forms_and_errors() {
@@ -255,6 +275,41 @@ mod tests {
         assert!(e.help().unwrap().contains("model ="), "{e}");
     }
 
+    /// Lists of heads and lengths make one multifunction package (spec 9 unless the target
+    /// says iOS 17, which makes one package per head and length).
+    #[test]
+    fn head_and_seq_lists_plan_one_multifunction_package() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = dir.path().join("Cargo.toml");
+        let write = |extra: &str| {
+            fs::write(
+                &m,
+                format!("[package]\nname = \"x\"\n[package.metadata.anebert]\nmodel = \"org/a\"\nhead = [\"mlm\", \"embedding\"]\nseq = [512, 128]\n{extra}"),
+            )
+            .unwrap();
+        };
+        write("");
+        let c = configs_from_manifest(&m).unwrap().remove(0);
+        let plan = c.plan().unwrap();
+        assert_eq!(plan.len(), 1);
+        assert_eq!(plan[0].heads, [HeadKind::MaskedLm, HeadKind::Embedding]);
+        assert_eq!(plan[0].target, crate::mil::SpecVersion::Ios18);
+        assert_eq!(c.dir_name(&plan[0]), "a-mlm+embedding-s128+512");
+        write("target = \"ios17\"\n");
+        let c = configs_from_manifest(&m).unwrap().remove(0);
+        let plan = c.plan().unwrap();
+        assert_eq!(plan.len(), 4);
+        assert!(plan.iter().all(|o| o.functions().len() == 1));
+        assert_eq!(c.dir_name(&plan[0]), "a-mlm-s512");
+        fs::write(
+            &m,
+            "[package]\nname = \"x\"\n[package.metadata.anebert]\nmodel = \"org/a\"\nhead = [\"mlm\", \"pooler\"]\n",
+        )
+        .unwrap();
+        let e = configs_from_manifest(&m).unwrap_err().to_string();
+        assert!(e.contains("unknown head \"pooler\""), "{e}");
+    }
+
     #[test]
     fn compression_keys_reach_the_options() {
         let dir = tempfile::tempdir().unwrap();
@@ -267,7 +322,7 @@ mod tests {
         )
         .unwrap();
         let cs = configs_from_manifest(&m).unwrap();
-        let o = cs[0].options(64);
+        let o = cs[0].plan().unwrap().remove(0);
         assert_eq!(o.weights, WeightPrecision::Mixed);
         assert_eq!(o.min_cosine, Some(0.9995));
         assert_eq!(o.target, crate::mil::SpecVersion::Ios18);

@@ -41,7 +41,7 @@ pub type Head = HeadKind;
 struct ModelSpec {
     model: Option<String>,
     name: Option<String>,
-    head: HeadKind,
+    heads: Vec<HeadKind>,
     seq_lens: Vec<usize>,
     weights: WeightPrecision,
     rotate: bool,
@@ -49,7 +49,7 @@ struct ModelSpec {
     rotation_method: RotationMethod,
     pooling: Option<Pooling>,
     normalize: Option<bool>,
-    target: SpecVersion,
+    target: Option<SpecVersion>,
     allow_lossy: bool,
     min_cosine: Option<f64>,
     calibration: Option<Vec<String>>,
@@ -119,7 +119,7 @@ impl Config {
             spec: ModelSpec {
                 model: None,
                 name: None,
-                head: HeadKind::MaskedLm,
+                heads: vec![HeadKind::MaskedLm],
                 seq_lens: Vec::new(),
                 weights: WeightPrecision::Fp16,
                 rotate: true,
@@ -127,7 +127,7 @@ impl Config {
                 rotation_method: RotationMethod::Hadamard,
                 pooling: None,
                 normalize: None,
-                target: SpecVersion::Ios17,
+                target: None,
                 allow_lossy: false,
                 min_cosine: None,
                 calibration: None,
@@ -155,7 +155,14 @@ impl Config {
 
     /// The head (default [`Head::MaskedLm`]).
     pub fn head(&mut self, head: Head) -> &mut Self {
-        self.spec.head = head;
+        self.spec.heads = vec![head];
+        self
+    }
+
+    /// Several heads over one backbone, the first the default: one multifunction package (see
+    /// [`Config::seq_lens`]).
+    pub fn heads(&mut self, heads: impl IntoIterator<Item = Head>) -> &mut Self {
+        self.spec.heads = heads.into_iter().collect();
         self
     }
 
@@ -165,7 +172,9 @@ impl Config {
         self
     }
 
-    /// Several sequence lengths: one package each.
+    /// Several sequence lengths. With several lengths or heads, one multifunction package holds
+    /// a function per head and length (spec 9: iOS 18 / macOS 15), every weight stored once; with
+    /// an explicit [`SpecVersion::Ios17`] target, one package per head and length instead.
     pub fn seq_lens(&mut self, seq_lens: impl IntoIterator<Item = usize>) -> &mut Self {
         self.spec.seq_lens = seq_lens.into_iter().collect();
         self
@@ -177,10 +186,11 @@ impl Config {
         self
     }
 
-    /// The oldest OS the package loads on (default [`SpecVersion::Ios17`], spec 8);
-    /// [`SpecVersion::Ios18`] (spec 9) stores compressed weights with a palette per 16 channels.
+    /// The oldest OS the package loads on (default [`SpecVersion::Ios17`], spec 8, for one head
+    /// and length; [`SpecVersion::Ios18`], spec 9, for several: a multifunction package).
+    /// Spec 9 also stores compressed weights with a palette per 16 channels.
     pub fn target(&mut self, target: SpecVersion) -> &mut Self {
-        self.spec.target = target;
+        self.spec.target = Some(target);
         self
     }
 
@@ -262,9 +272,18 @@ impl Config {
         self
     }
 
-    /// The head.
+    /// The first (default) head.
     pub fn get_head(&self) -> Head {
-        self.spec.head
+        self.spec
+            .heads
+            .first()
+            .copied()
+            .unwrap_or(HeadKind::MaskedLm)
+    }
+
+    /// Every head.
+    pub fn get_heads(&self) -> &[Head] {
+        &self.spec.heads
     }
 
     /// The sequence lengths (default 512).
@@ -342,20 +361,62 @@ impl Config {
         source::resolve_with(source, &Hub::new(hub), Some(&self.cache().join("digests")))
     }
 
-    fn options(&self, seq_len: usize) -> ConvertOptions {
+    /// Conversion options for `heads` at `seq_lens` with this config's other settings.
+    fn options(&self, heads: Vec<HeadKind>, seq_lens: Vec<usize>) -> ConvertOptions {
         let s = &self.spec;
-        let mut o = ConvertOptions::new(s.head, seq_len);
+        let several = heads.len() * seq_lens.len() > 1;
+        let mut o = ConvertOptions::multi(heads, seq_lens);
         o.weights = s.weights;
         o.rotate = s.rotate;
         o.rotation_seed = s.rotation_seed;
         o.rotation_method = s.rotation_method;
         o.embedding_pooling = s.pooling;
         o.normalize = s.normalize;
-        o.target = s.target;
+        o.target = s.target.unwrap_or(if several {
+            SpecVersion::Ios18
+        } else {
+            SpecVersion::Ios17
+        });
         o.allow_lossy = s.allow_lossy;
         o.min_cosine = s.min_cosine;
         o.calibration = s.calibration.clone();
         o
+    }
+
+    /// The packages this config makes: one multifunction package for every head and length, or
+    /// (one head and length, or an explicit iOS 17 target) one per head and length.
+    fn plan(&self) -> Result<Vec<ConvertOptions>, BuildError> {
+        let seqs = self.checked_seq_lens()?;
+        let heads = self.spec.heads.clone();
+        if heads.is_empty() {
+            return Err(BuildError::config(
+                "no head given",
+                "call .head(Head::MaskedLm) or .heads([...]) (or head = \"mlm\" / [\"mlm\", \"embedding\"])",
+            ));
+        }
+        if self.spec.target == Some(SpecVersion::Ios17) {
+            return Ok(heads
+                .iter()
+                .flat_map(|&h| seqs.iter().map(move |&s| (h, s)))
+                .map(|(h, s)| self.options(vec![h], vec![s]))
+                .collect());
+        }
+        Ok(vec![self.options(heads, seqs)])
+    }
+
+    /// The directory name of the package `o` makes: `{name}-s{seq}` for one function (with the
+    /// head when the config has several), `{name}-{heads}-s{lens}` for a multifunction package.
+    fn dir_name(&self, o: &ConvertOptions) -> String {
+        let name = self.model_name().unwrap_or_else(|_| "model".into());
+        let mut lens = o.seq_lens.clone();
+        lens.sort_unstable();
+        let lens: Vec<String> = lens.iter().map(usize::to_string).collect();
+        let heads: Vec<&str> = o.heads.iter().map(|h| h.name()).collect();
+        if self.spec.heads.len() > 1 || o.heads.len() > 1 {
+            format!("{name}-{}-s{}", heads.join("+"), lens.join("+"))
+        } else {
+            format!("{name}-s{}", lens.join("+"))
+        }
     }
 
     fn checked_seq_lens(&self) -> Result<Vec<usize>, BuildError> {
@@ -373,9 +434,9 @@ impl Config {
         Ok(v)
     }
 
-    /// Fetch (if needed) and convert (if not cached) every sequence length; no OUT_DIR involved.
-    /// This is what `#[anebert::model(model = ...)]` without a build script and `cargo anebert
-    /// prepare` use.
+    /// Fetch (if needed) and convert (if not cached) every package of the plan; no OUT_DIR
+    /// involved. This is what `#[anebert::model(model = ...)]` without a build script and
+    /// `cargo anebert prepare` use.
     pub fn artifacts(&self) -> Result<(Vec<Artifact>, Vec<PathBuf>), BuildError> {
         let (model, source) = self.source()?;
         let wrap = |error: BuildError| BuildError::Model {
@@ -383,14 +444,14 @@ impl Config {
             model: model.clone(),
             error: Box::new(error),
         };
-        let seqs = self.checked_seq_lens()?;
+        let plan = self.plan()?;
         let hub_config = self.hub.clone().unwrap_or_else(HubConfig::from_env);
         if hub_config.offline.is_some() {
             // Offline (or docs.rs): artifacts prepared by `cargo anebert prepare` for exactly
             // this request stand in for the checkpoint.
-            let prepared: Option<Vec<Artifact>> = seqs.iter().map(|&s| self.prepared(s)).collect();
+            let prepared: Option<Vec<Artifact>> = plan.iter().map(|o| self.prepared(o)).collect();
             if let Some(p) = prepared {
-                let watch = seqs.iter().map(|&s| self.prepared_dir(s)).collect();
+                let watch = plan.iter().map(|o| self.prepared_dir(o)).collect();
                 return Ok((p, watch));
             }
         }
@@ -400,9 +461,8 @@ impl Config {
             .map_err(|e| wrap(e.into()))?;
         let mut out = Vec::new();
         let start = std::time::Instant::now();
-        for seq in seqs {
-            let a = artifact::get_or_convert(&resolved, &self.options(seq), &cache)
-                .map_err(|e| wrap(e.into()))?;
+        for o in &plan {
+            let a = artifact::get_or_convert(&resolved, o, &cache).map_err(|e| wrap(e.into()))?;
             out.push(a);
         }
         if out.iter().any(|a| a.converted) {
@@ -417,42 +477,38 @@ impl Config {
 
     /// What identifies a conversion request independently of the machine: the model as
     /// declared, the options and the converter version.
-    fn request_id(&self, seq: usize) -> String {
+    fn request_id(&self, o: &ConvertOptions) -> String {
         use sha2::{Digest, Sha256};
         let text = format!(
-            "{} | {:?} | anebert {}",
+            "{} | {o:?} | anebert {}",
             self.spec.model.as_deref().unwrap_or_default(),
-            self.options(seq),
             crate::convert::CONVERTER_KEY
         );
         crate::checkpoint::hex(&Sha256::digest(text.as_bytes()))[..32].to_string()
     }
 
-    /// `.anebert/{name}-s{seq}` beside the crate's Cargo.toml: where `cargo anebert prepare`
-    /// puts the artifact for offline and docs.rs builds.
-    pub fn prepared_dir(&self, seq: usize) -> PathBuf {
-        let name = self.model_name().unwrap_or_else(|_| "model".into());
-        self.base_dir()
-            .join(PREPARED_DIR)
-            .join(format!("{name}-s{seq}"))
+    /// `.anebert/{dir name}` beside the crate's Cargo.toml: where `cargo anebert prepare` puts
+    /// the artifact of `o` for offline and docs.rs builds.
+    fn prepared_dir(&self, o: &ConvertOptions) -> PathBuf {
+        self.base_dir().join(PREPARED_DIR).join(self.dir_name(o))
     }
 
-    /// The prepared artifact for `seq`, when present and made for exactly this request.
-    pub fn prepared(&self, seq: usize) -> Option<Artifact> {
-        let dir = self.prepared_dir(seq);
+    /// The prepared artifact for `o`, when present and made for exactly this request.
+    fn prepared(&self, o: &ConvertOptions) -> Option<Artifact> {
+        let dir = self.prepared_dir(o);
         let req = fs::read_to_string(dir.join("request")).ok()?;
-        (req.trim() == self.request_id(seq))
+        (req.trim() == self.request_id(o))
             .then(|| Artifact::open(&dir))
             .flatten()
     }
 
-    /// Fetch and convert every sequence length (online), and copy the artifacts into
-    /// `.anebert/` (atomically, replacing stale ones). Returns the prepared directories.
+    /// Fetch and convert every package (online), and copy the artifacts into `.anebert/`
+    /// (atomically, replacing stale ones). Returns the prepared directories.
     pub fn prepare(&self) -> Result<Vec<PathBuf>, BuildError> {
         let (arts, _) = self.artifacts()?;
         let mut out = Vec::new();
-        for a in arts {
-            let dir = self.prepared_dir(a.info.seq_len());
+        for (a, o) in arts.iter().zip(self.plan()?) {
+            let dir = self.prepared_dir(&o);
             if let Some(p) = dir.parent() {
                 fs::create_dir_all(p).map_err(io_err(p))?;
             }
@@ -472,8 +528,7 @@ impl Config {
                     fs::copy(a.dir.join(&rel), &to).map_err(io_err(&to))?;
                 }
                 let r = tmp.join("request");
-                fs::write(&r, format!("{}\n", self.request_id(a.info.seq_len())))
-                    .map_err(io_err(&r))?;
+                fs::write(&r, format!("{}\n", self.request_id(&o))).map_err(io_err(&r))?;
                 // Atomic: a reader sees the old artifact or the new one, never neither.
                 crate::fsx::publish_dir(&tmp, &dir).map_err(io_err(&dir))
             })();
@@ -486,28 +541,34 @@ impl Config {
         Ok(out)
     }
 
-    /// The artifact key each sequence length would have now (resolving the source: the hub
-    /// cache, or a download when not cached) — to tell whether a prepared artifact is stale.
-    pub fn current_keys(&self) -> Result<Vec<(usize, String)>, BuildError> {
+    /// For each package: its prepared directory and the artifact key it would have now
+    /// (resolving the source: the hub cache, or a download when not cached) — to tell whether a
+    /// prepared artifact is stale.
+    pub fn current_keys(&self) -> Result<Vec<(PathBuf, String)>, BuildError> {
         let (_, source) = self.source()?;
         let resolved = self.resolve(
             &source,
             self.hub.clone().unwrap_or_else(HubConfig::from_env),
         )?;
         Ok(self
-            .checked_seq_lens()?
-            .into_iter()
-            .map(|s| (s, artifact::key(&resolved.fingerprint, &self.options(s))))
+            .plan()?
+            .iter()
+            .map(|o| {
+                (
+                    self.prepared_dir(o),
+                    artifact::key(&resolved.fingerprint, o),
+                )
+            })
             .collect())
     }
 
-    /// For each sequence length: whether `.anebert/` holds an up-to-date artifact (`None`: missing
-    /// or made for another request or converter version).
-    pub fn prepared_status(&self) -> Result<Vec<(usize, Option<PathBuf>)>, BuildError> {
+    /// For each package: its prepared directory, and whether `.anebert/` holds an up-to-date
+    /// artifact there (`None`: missing or made for another request or converter version).
+    pub fn prepared_status(&self) -> Result<Vec<(PathBuf, Option<PathBuf>)>, BuildError> {
         Ok(self
-            .checked_seq_lens()?
-            .into_iter()
-            .map(|s| (s, self.prepared(s).map(|a| a.dir)))
+            .plan()?
+            .iter()
+            .map(|o| (self.prepared_dir(o), self.prepared(o).map(|a| a.dir)))
             .collect())
     }
 
@@ -546,8 +607,8 @@ impl Config {
         } else {
             None
         };
-        for a in &artifacts {
-            let dir = root.join(format!("{name}-s{}", a.info.seq_len()));
+        for (a, o) in artifacts.iter().zip(self.plan()?) {
+            let dir = root.join(self.dir_name(&o));
             let compiled = match &compiler {
                 Some(c) => artifact::compile_mlmodelc(a, c)
                     .map_err(|e| fallback(&e.to_string()))
@@ -572,8 +633,8 @@ impl Config {
             // whether a build converted anything.
             for a in &artifacts {
                 println!(
-                    "anebert: {name} S={} {} ({})",
-                    a.info.seq_len(),
+                    "anebert: {name} {} {} ({})",
+                    a.info.describe(),
                     if a.converted { "converted" } else { "cached" },
                     a.info.key
                 );

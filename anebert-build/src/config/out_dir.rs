@@ -1,4 +1,5 @@
-//! What a build script leaves under `$OUT_DIR/anebert/`: one directory per model and length,
+//! What a build script leaves under `$OUT_DIR/anebert/`: one directory per package (a model's
+//! multifunction package, or one per length),
 //! and `index.json`, which `#[anebert::model]` reads.
 
 use super::error::{io_err, BuildError};
@@ -94,21 +95,17 @@ pub(super) fn place(a: &Artifact, compiled: Option<&Path>, dir: &Path) -> Result
     Ok(())
 }
 
-/// Merge `entries` into `index.json` (replacing same name + sequence length), rewriting it only
-/// when its content changes.
+/// Merge `entries` into `index.json` (replacing every earlier entry of their models: a model's
+/// declaration is the whole set of its packages), rewriting it only when its content changes.
 pub(super) fn update_index(root: &Path, entries: &[IndexEntry]) -> Result<(), BuildError> {
     let path = root.join("index.json");
     let mut index: Vec<IndexEntry> = fs::read_to_string(&path)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
-    index.retain(|e| {
-        !entries
-            .iter()
-            .any(|n| n.name == e.name && n.info.seq_len() == e.info.seq_len())
-    });
+    index.retain(|e| !entries.iter().any(|n| n.name == e.name));
     index.extend(entries.iter().cloned());
-    index.sort_by(|a, b| (&a.name, a.info.seq_len()).cmp(&(&b.name, b.info.seq_len())));
+    index.sort_by(|a, b| (&a.name, &a.dir).cmp(&(&b.name, &b.dir)));
     let json = serde_json::to_string_pretty(&index).expect("plain data");
     write_file_if_changed(&path, json.as_bytes())
 }

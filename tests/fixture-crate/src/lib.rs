@@ -1,10 +1,11 @@
 //! Typed models from the shipped fixtures, as a user crate declares them.
 
-/// ModernBERT-tiny fill-mask at S = 256 (declared in Cargo.toml's `[package.metadata.anebert]`).
+/// ModernBERT-tiny fill-mask at S = 256 (declared in Cargo.toml's `[package.metadata.anebert]` at
+/// S = 64 and 256: one multifunction package; this struct runs its S = 256 function).
 #[anebert::model(head = "mlm", seq = 256)]
 pub struct FillMask;
 
-/// The same model at S = 64, picked by name.
+/// The same model at S = 64 (the same embedded package's other function), picked by name.
 #[anebert::model(name = "tiny-mlm", head = "mlm", seq = 64)]
 pub struct FillMaskShort;
 
@@ -28,3 +29,7 @@ pub struct Embedder;
     weights = "fp32"
 )]
 pub struct Hidden;
+
+/// Fill-mask and embeddings over one backbone at S = 32 and 128: one multifunction package.
+#[anebert::model(name = "tiny-both", heads = ["mlm", "embedding"], seq = [32, 128])]
+pub struct Both;

@@ -3,6 +3,8 @@
 //! (the proc-macro only parses its arguments and reports errors); it is plain source text so that
 //! what a model expands to can be read and tested without a compiler.
 
+mod multi;
+
 use crate::artifact::ArtifactInfo;
 use anebert_runtime::contract::HeadKind;
 use std::fmt::Write;
@@ -30,13 +32,20 @@ fn include(p: &Path) -> String {
 }
 
 /// The wrapper for model `name` as struct `ident` with visibility `vis` (e.g. `pub`, or empty).
+/// `function`: the one function of a multifunction package the struct runs (`info` is then that
+/// function's view, [`ArtifactInfo::only`]).
 pub fn generate(
     vis: &str,
     ident: &str,
     name: &str,
     info: &ArtifactInfo,
     files: &EmbeddedFiles<'_>,
+    function: Option<&str>,
 ) -> String {
+    let options = match function {
+        Some(f) => format!("&options.clone().function({})", lit(f)),
+        None => "options".to_string(),
+    };
     let head = info.head_kind().unwrap_or(HeadKind::Hidden);
     let seq = info.seq_len();
     let out_field = match head {
@@ -114,7 +123,7 @@ pub fn generate(
          pub fn load() -> ::core::result::Result<Self, ::anebert::Error> {{ Self::load_with(&::anebert::Options::default()) }}\n\
          /// Load with explicit options.\n\
          pub fn load_with(options: &::anebert::Options) -> ::core::result::Result<Self, ::anebert::Error> {{\n\
-         ::core::result::Result::Ok(Self {{ model: ::anebert::Model::load_embedded(&Self::EMBEDDED, options)? }}) }}\n\
+         ::core::result::Result::Ok(Self {{ model: ::anebert::Model::load_embedded(&Self::EMBEDDED, {options})? }}) }}\n\
          /// The untyped model (metadata, `predict` on named tensors, every helper).\n\
          pub fn model(&self) -> &::anebert::Model {{ &self.model }}\n\
          /// Run the model on one typed input.\n\
@@ -204,10 +213,10 @@ pub fn generate(
 /// What `#[anebert::model(...)]` asked for.
 #[derive(Clone, Debug, Default)]
 pub struct Request {
-    /// `head = "..."`.
-    pub head: Option<HeadKind>,
-    /// `seq = N`.
-    pub seq: Option<usize>,
+    /// `head = "..."` or `heads = [...]` (the first the default).
+    pub heads: Vec<HeadKind>,
+    /// `seq = N` or `seq = [N, ...]`.
+    pub seqs: Vec<usize>,
     /// `name = "..."`: a model declared in build.rs / `[package.metadata.anebert]`.
     pub name: Option<String>,
     /// `model = "..."`: a repo id or directory (converted by the attribute when build.rs did not).
@@ -235,12 +244,79 @@ fn expand_err(message: impl Into<String>, arg: Option<&'static str>) -> ExpandEr
 }
 
 fn describe(e: &crate::IndexEntry) -> String {
-    format!(
-        "`{}` (head = \"{}\", seq = {})",
-        e.name,
-        e.info.head(),
-        e.info.seq_len()
-    )
+    let heads: Vec<String> = e
+        .info
+        .heads()
+        .iter()
+        .map(|h| format!("{:?}", h.name()))
+        .collect();
+    let lens: Vec<String> = e.info.seq_lens().iter().map(usize::to_string).collect();
+    if e.info.is_multifunction() {
+        format!(
+            "`{}` (heads = [{}], seq = [{}])",
+            e.name,
+            heads.join(", "),
+            lens.join(", ")
+        )
+    } else {
+        format!("`{}` (head = {}, seq = {})", e.name, heads[0], lens[0])
+    }
+}
+
+/// The wrapper of artifact `info` (model `name`) for `req`: a single-function struct (the
+/// function for the one head and length asked for), or the multifunction struct.
+fn wrapper_for(
+    req: &Request,
+    vis: &str,
+    ident: &str,
+    name: &str,
+    info: &ArtifactInfo,
+    files: &EmbeddedFiles<'_>,
+) -> String {
+    if let ([head], [seq]) = (req.heads.as_slice(), req.seqs.as_slice()) {
+        if info.is_multifunction() {
+            if let Some(f) = info.find(*head, *seq) {
+                return generate(vis, ident, name, &info.only(f), files, Some(&f.name));
+            }
+        }
+        return generate(vis, ident, name, info, files, None);
+    }
+    multi::generate(vis, ident, name, info, files)
+}
+
+/// Does artifact `info` serve `req`: the one head and length among its functions, or exactly
+/// the heads and lengths asked for?
+fn serves(req: &Request, info: &ArtifactInfo) -> bool {
+    match (req.heads.as_slice(), req.seqs.as_slice()) {
+        ([h], [s]) => info.find(*h, *s).is_some(),
+        _ => {
+            let mut heads = req.heads.clone();
+            let mut have = info.heads();
+            heads.sort_by_key(|h| h.name());
+            have.sort_by_key(|h| h.name());
+            let mut seqs = req.seqs.clone();
+            seqs.sort_unstable();
+            heads == have && seqs == info.seq_lens()
+        }
+    }
+}
+
+/// `head = "mlm", seq = 512` or `heads = ["mlm", "embedding"], seq = [128, 512]`.
+fn describe_request(req: &Request) -> String {
+    let heads: Vec<String> = req
+        .heads
+        .iter()
+        .map(|h| format!("{:?}", h.name()))
+        .collect();
+    let lens: Vec<String> = req.seqs.iter().map(usize::to_string).collect();
+    match (heads.as_slice(), lens.as_slice()) {
+        ([h], [s]) => format!("head = {h}, seq = {s}"),
+        _ => format!(
+            "heads = [{}], seq = [{}]",
+            heads.join(", "),
+            lens.join(", ")
+        ),
+    }
 }
 
 /// Find (or, with `model`, produce) the artifact for `req` and generate the wrapper for struct
@@ -253,15 +329,18 @@ pub fn expand(
     out_dir: Option<&Path>,
     manifest_dir: Option<&Path>,
 ) -> Result<String, ExpandError> {
-    let head = req.head.ok_or_else(|| {
-        expand_err(
-            "missing `head`: add head = \"mlm\" (or \"sequence-classification\", \"token-classification\", \"embedding\", \"hidden\")",
+    if req.heads.is_empty() {
+        return Err(expand_err(
+            "missing `head`: add head = \"mlm\" (or \"sequence-classification\", \"token-classification\", \"embedding\", \"hidden\"), or heads = [\"mlm\", \"embedding\"]",
             None,
-        )
-    })?;
-    let seq = req
-        .seq
-        .ok_or_else(|| expand_err("missing `seq`: add seq = 512 (the sequence length)", None))?;
+        ));
+    }
+    if req.seqs.is_empty() {
+        return Err(expand_err(
+            "missing `seq`: add seq = 512 (the sequence length), or seq = [128, 512]",
+            None,
+        ));
+    }
     if req.model.is_none() {
         if req.weights.is_some() {
             return Err(expand_err(
@@ -280,7 +359,7 @@ pub fn expand(
     let matches: Vec<&crate::IndexEntry> = index
         .iter()
         .flatten()
-        .filter(|e| e.info.head() == head.name() && e.info.seq_len() == seq)
+        .filter(|e| serves(req, &e.info))
         .filter(|e| req.name.as_ref().is_none_or(|n| &e.name == n))
         .filter(|e| req.model.as_ref().is_none_or(|m| &e.model == m))
         .collect();
@@ -297,15 +376,18 @@ pub fn expand(
                     .map(|rel| (rel.clone(), e.dir.join("model.mlmodelc").join(rel)))
                     .collect(),
             };
-            return Ok(generate(vis, ident, &e.name, &e.info, &files));
+            return Ok(wrapper_for(req, vis, ident, &e.name, &e.info, &files));
         }
         [] => {}
         many => {
             return Err(expand_err(
                 format!(
-                    "several models from build.rs match head = \"{}\", seq = {seq}: {}; add name = \"...\" to pick one",
-                    head.name(),
-                    many.iter().map(|e| describe(e)).collect::<Vec<_>>().join(", ")
+                    "several models from build.rs match {}: {}; add name = \"...\" to pick one",
+                    describe_request(req),
+                    many.iter()
+                        .map(|e| describe(e))
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
                 None,
             ))
@@ -314,10 +396,10 @@ pub fn expand(
     let Some(model) = &req.model else {
         let msg = match &index {
             Some(ix) if !ix.is_empty() => format!(
-                "build.rs produced no model with {}head = \"{}\", seq = {seq}; it produced {}. \
+                "build.rs produced no model with {}{}; it produced {}. \
                  Declare this one in build.rs / [package.metadata.anebert], or add model = \"org/name\" here",
                 req.name.as_ref().map(|n| format!("name = \"{n}\", ")).unwrap_or_default(),
-                head.name(),
+                describe_request(req),
                 ix.iter().map(describe).collect::<Vec<_>>().join(", ")
             ),
             _ => "no converted model found: this crate's build script produced none ($OUT_DIR/anebert/index.json). \
@@ -336,7 +418,9 @@ pub fn expand(
     };
     // No build-script output for it: convert here, into the artifact cache.
     let mut c = crate::Config::new();
-    c.model(model.clone()).head(head).seq_len(seq);
+    c.model(model.clone())
+        .heads(req.heads.iter().copied())
+        .seq_lens(req.seqs.iter().copied());
     if let Some(n) = &req.name {
         c.name(n.clone());
     }
@@ -364,7 +448,7 @@ pub fn expand(
         // The attribute cannot know the target platform; Core ML compiles on first load.
         compiled: Vec::new(),
     };
-    Ok(generate(vis, ident, &name, &a.info, &files))
+    Ok(wrapper_for(req, vis, ident, &name, &a.info, &files))
 }
 
 #[cfg(test)]
@@ -437,7 +521,7 @@ mod tests {
                 tokenizer: Some(Path::new("/pkg/tokenizer.json")),
                 compiled: vec![],
             };
-            let text = generate("pub", "Tiny", "tiny", &sample(head), &files);
+            let text = generate("pub", "Tiny", "tiny", &sample(head), &files, None);
             let path = dir.join(format!("{}.rs", head.name()));
             if bless {
                 std::fs::create_dir_all(&dir).unwrap();

@@ -1,0 +1,218 @@
+//! The typed wrapper of a multifunction package (several heads and lengths): one struct, one
+//! embedded weight file, a `Model` per head (each runs its lengths as buckets), each head's text
+//! helpers, and typed inputs whose length is a const parameter that only the package's lengths
+//! can take.
+
+use super::{include, lit, EmbeddedFiles};
+use crate::artifact::ArtifactInfo;
+use anebert_runtime::contract::HeadKind;
+use std::fmt::Write;
+
+/// `sequence-classification` → `sequence_classification`.
+fn ident_of(head: HeadKind) -> String {
+    head.name().replace('-', "_")
+}
+
+/// The `HeadKind` variant path of `head`.
+fn variant(head: HeadKind) -> &'static str {
+    match head {
+        HeadKind::MaskedLm => "MaskedLm",
+        HeadKind::SequenceClassification => "SequenceClassification",
+        HeadKind::TokenClassification => "TokenClassification",
+        HeadKind::Embedding => "Embedding",
+        HeadKind::Hidden => "Hidden",
+    }
+}
+
+/// The head's text helpers, calling `self.models[i]`.
+fn helpers(head: HeadKind, i: usize) -> String {
+    let m = format!("self.models[{i}]");
+    let r = "::core::result::Result";
+    let e = "::anebert::Error";
+    match head {
+        HeadKind::MaskedLm => format!(
+            "/// Fill every `[MASK]` of `text` (mlm head): the 5 most probable tokens per mask.\n\
+             pub fn fill_mask(&self, text: &str) -> {r}<::std::vec::Vec<::anebert::MaskPrediction>, {e}> {{ {m}.fill_mask(text) }}\n\
+             /// Fill every `[MASK]` of `text` with the `k` most probable tokens.\n\
+             pub fn fill_mask_top(&self, text: &str, k: usize) -> {r}<::std::vec::Vec<::anebert::MaskPrediction>, {e}> {{ {m}.fill_mask_top(text, k) }}"
+        ),
+        HeadKind::SequenceClassification => format!(
+            "/// Every label of [`Self::LABELS`] with its probability, most probable first.\n\
+             pub fn classify(&self, text: &str) -> {r}<::std::vec::Vec<(::std::string::String, f32)>, {e}> {{ {m}.classify(text) }}"
+        ),
+        HeadKind::TokenClassification => format!(
+            "/// The most probable label of every token, with character offsets.\n\
+             pub fn tag(&self, text: &str) -> {r}<::std::vec::Vec<::anebert::TokenLabel>, {e}> {{ {m}.tag(text) }}"
+        ),
+        HeadKind::Embedding => format!(
+            "/// The sentence embedding of `text` ([`Self::HIDDEN_SIZE`] values).\n\
+             pub fn embed(&self, text: &str) -> {r}<::std::vec::Vec<f32>, {e}> {{ {m}.embed(text) }}\n\
+             /// Embeddings of several texts, in order.\n\
+             pub fn embed_batch<S: ::core::convert::AsRef<str>>(&self, texts: &[S]) -> {r}<::std::vec::Vec<::std::vec::Vec<f32>>, {e}> {{ {m}.embed_batch(texts) }}"
+        ),
+        HeadKind::Hidden => format!(
+            "/// The last hidden state of every token of `text`.\n\
+             pub fn hidden(&self, text: &str) -> {r}<::std::vec::Vec<::std::vec::Vec<f32>>, {e}> {{ {m}.hidden(text) }}"
+        ),
+    }
+}
+
+/// The wrapper for multifunction model `name` as struct `ident`.
+pub fn generate(
+    vis: &str,
+    ident: &str,
+    name: &str,
+    info: &ArtifactInfo,
+    files: &EmbeddedFiles<'_>,
+) -> String {
+    let heads = info.heads();
+    let lens = info.seq_lens();
+    let max = lens.last().copied().unwrap_or(0);
+    let md = &info.metadata;
+    let labels: Vec<String> = md
+        .functions
+        .iter()
+        .find(|f| !f.labels.is_empty())
+        .map(|f| f.labels.iter().map(|l| lit(l)).collect())
+        .unwrap_or_default();
+    let head_names: Vec<String> = heads.iter().map(|h| lit(h.name())).collect();
+    let lens_text: Vec<String> = lens.iter().map(usize::to_string).collect();
+    let mut s = String::new();
+    let w = &mut s;
+    let _ = writeln!(
+        w,
+        "/// `{name}`: a {arch} encoder with the heads {hl} at sequence lengths {ll}, one \
+         multifunction package (every weight stored once), converted by anebert {ver} from `{src}` \
+         ({weights} weights, rotation: {rot}).\n///\n/// Each head runs the shortest length that \
+         holds its text. Load it with [`{ident}::load`].\n\
+         {vis} struct {ident} {{ models: ::std::vec::Vec<::anebert::Model> }}",
+        arch = md.architecture,
+        hl = head_names.join(", "),
+        ll = lens_text.join(", "),
+        ver = md.converter_version,
+        src = md.source.replace('`', "'"),
+        weights = md.weights,
+        rot = md.rotation.as_deref().unwrap_or("none"),
+    );
+    let _ = writeln!(
+        w,
+        "impl ::core::fmt::Debug for {ident} {{\n\
+         fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {{ \
+         f.debug_struct({}).field(\"models\", &self.models).finish() }}\n}}",
+        lit(ident)
+    );
+    let _ = writeln!(w, "#[allow(dead_code)]\nimpl {ident} {{");
+    let _ = writeln!(
+        w,
+        "/// The model's name.\npub const NAME: &'static str = {};\n\
+         /// The heads, the package's default first.\npub const HEADS: &'static [&'static str] = &[{}];\n\
+         /// The sequence lengths (one function per head and length), ascending.\npub const SEQ_LENS: &'static [usize] = &[{}];\n\
+         /// The longest sequence length: the most tokens a text may have.\npub const SEQ_LEN: usize = {max};\n\
+         /// Hidden size of the encoder.\npub const HIDDEN_SIZE: usize = {};\n\
+         /// Vocabulary size.\npub const VOCAB_SIZE: usize = {};\n\
+         /// Class labels in id order (the classification head's; empty otherwise).\npub const LABELS: &'static [&'static str] = &[{}];\n\
+         /// The embedded package and tokenizer.\npub const EMBEDDED: ::anebert::EmbeddedModel = ::anebert::EmbeddedModel {{ \
+         name: {}, key: {}, spec: {}, weights: {}, tokenizer: {}, compiled: &[{}] }};",
+        lit(name),
+        head_names.join(", "),
+        lens_text.join(", "),
+        md.hidden_size,
+        md.vocab_size,
+        labels.join(", "),
+        lit(name),
+        lit(&info.key),
+        include(files.spec),
+        files
+            .weights
+            .map_or("None".into(), |p| format!("Some({})", include(p))),
+        files
+            .tokenizer
+            .map_or("None".into(), |p| format!("Some({})", include(p))),
+        files
+            .compiled
+            .iter()
+            .map(|(rel, p)| format!("({}, {})", lit(rel), include(p)))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    let loads: Vec<String> = heads
+        .iter()
+        .map(|h| {
+            format!(
+                "::anebert::Model::load_embedded(&Self::EMBEDDED, &options.clone().head(::anebert::contract::HeadKind::{}))?",
+                variant(*h)
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        w,
+        "/// Load with the default options (backend auto, CPU + Neural Engine, f32 on the CPU backend).\n\
+         pub fn load() -> ::core::result::Result<Self, ::anebert::Error> {{ Self::load_with(&::anebert::Options::default()) }}\n\
+         /// Load every head with explicit options.\n\
+         pub fn load_with(options: &::anebert::Options) -> ::core::result::Result<Self, ::anebert::Error> {{\n\
+         ::core::result::Result::Ok(Self {{ models: ::std::vec![{}] }}) }}",
+        loads.join(", ")
+    );
+    for (i, &h) in heads.iter().enumerate() {
+        let id = ident_of(h);
+        let out = h.output_name();
+        let _ = writeln!(
+            w,
+            "/// The untyped model of the `{hn}` head (metadata, `predict` on named tensors).\n\
+             pub fn model_{id}(&self) -> &::anebert::Model {{ &self.models[{i}] }}\n\
+             /// Run the `{hn}` head on one typed input; its length picks the function.\n\
+             pub fn predict_{id}<const S: usize>(&self, input: &{ident}Input<S>) -> ::core::result::Result<{ident}Output, ::anebert::Error> {{\n\
+             let mut inputs = ::std::collections::BTreeMap::new();\n\
+             inputs.insert(::std::string::String::from(\"input_ids\"), ::anebert::Tensor::i32(::std::vec![1, S], input.input_ids.to_vec()).map_err(|e| ::anebert::Error::Options(e.to_string()))?);\n\
+             inputs.insert(::std::string::String::from(\"attention_mask\"), ::anebert::Tensor::i32(::std::vec![1, S], input.attention_mask.to_vec()).map_err(|e| ::anebert::Error::Options(e.to_string()))?);\n\
+             let mut out = self.models[{i}].predict(&inputs)?;\n\
+             let t = out.remove({out_lit}).ok_or_else(|| ::anebert::Error::Metadata(::std::string::String::from(\"the model has no `{out}` output\")))?;\n\
+             ::core::result::Result::Ok({ident}Output {{ shape: t.shape().to_vec(), values: t.as_f32().map(|v| v.to_vec()).unwrap_or_default() }}) }}\n{}",
+            helpers(h, i),
+            hn = h.name(),
+            out_lit = lit(out),
+        );
+    }
+    if info.has_tokenizer {
+        let _ = writeln!(
+            w,
+            "/// Token ids (with special tokens) and character offsets of `text`, as the model reads them.\n\
+             pub fn tokenize(&self, text: &str) -> ::core::result::Result<::anebert::Tokens, ::anebert::Error> {{ self.models[0].tokenize(text) }}"
+        );
+    }
+    let _ = writeln!(w, "}}");
+    // Typed input: the length is a const parameter, and only the package's lengths have
+    // constructors (the fields are private), so no other length can be built.
+    let _ = writeln!(
+        w,
+        "/// One input of [`{ident}`] at length `S` (one of [`{ident}::SEQ_LENS`]): token ids right-padded to `S`, and the attention mask.\n\
+         #[derive(Clone, Debug, PartialEq, Eq)]\n\
+         {vis} struct {ident}Input<const S: usize> {{ input_ids: [i32; S], attention_mask: [i32; S] }}\n\
+         #[allow(dead_code)]\nimpl<const S: usize> {ident}Input<S> {{\n\
+         /// Token ids (with special tokens), padded.\npub fn input_ids(&self) -> &[i32; S] {{ &self.input_ids }}\n\
+         /// 1 for a token, 0 for padding.\npub fn attention_mask(&self) -> &[i32; S] {{ &self.attention_mask }}\n}}"
+    );
+    for l in &lens {
+        let _ = writeln!(
+            w,
+            "#[allow(dead_code)]\nimpl {ident}Input<{l}> {{\n\
+             /// From token ids; an error when there are more than {l}.\n\
+             pub fn from_ids(ids: &[u32]) -> ::core::result::Result<Self, ::anebert::Error> {{\n\
+             if ids.len() > {l} {{ return ::core::result::Result::Err(::anebert::Error::Contract(::anebert::contract::ContractError::TooLong {{ tokens: ids.len(), seq_len: {l} }})); }}\n\
+             ::core::result::Result::Ok(Self::from_ids_truncated(ids)) }}\n\
+             /// From token ids, keeping the first {l}.\n\
+             pub fn from_ids_truncated(ids: &[u32]) -> Self {{\n\
+             let mut input_ids = [0i32; {l}]; let mut attention_mask = [0i32; {l}];\n\
+             for (i, &id) in ids.iter().take({l}).enumerate() {{ input_ids[i] = id as i32; attention_mask[i] = 1; }}\n\
+             Self {{ input_ids, attention_mask }} }}\n}}"
+        );
+    }
+    let _ = writeln!(
+        w,
+        "/// The output of one head of [`{ident}`]: `shape` is `(1, C, 1, S)` for per-token heads \
+         (value `c` of token `i` at `c * S + i`), `(1, C)` for pooled ones.\n\
+         #[derive(Clone, Debug, PartialEq)]\n\
+         {vis} struct {ident}Output {{\n/// The output's shape.\npub shape: ::std::vec::Vec<usize>,\n/// The values, row-major.\npub values: ::std::vec::Vec<f32>,\n}}"
+    );
+    s
+}
