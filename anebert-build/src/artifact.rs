@@ -88,6 +88,7 @@ impl ArtifactInfo {
         let (s, md) = (f.seq_len, &self.metadata);
         match f.head.parse::<HeadKind>() {
             Ok(HeadKind::MaskedLm) => vec![1, md.vocab_size, 1, s],
+            Ok(HeadKind::FillMask) => vec![1, md.vocab_size, 1, f.mask_slots.unwrap_or(0)],
             Ok(HeadKind::TokenClassification) => vec![1, f.labels.len(), 1, s],
             Ok(HeadKind::SequenceClassification) => vec![1, f.labels.len()],
             Ok(HeadKind::Embedding) => vec![1, md.hidden_size],

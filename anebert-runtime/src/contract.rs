@@ -8,6 +8,11 @@ use std::collections::BTreeMap;
 pub const INPUT_IDS: &str = "input_ids";
 /// Attention mask input, int32 `(1, S)`: 1 = token, 0 = padding.
 pub const ATTENTION_MASK: &str = "attention_mask";
+/// The fill-mask head's positions input, int32 `(1, K)`: the token positions whose logits the
+/// function computes (unused slots repeat position 0; their rows are ignored).
+pub const MASK_POSITIONS: &str = "mask_positions";
+/// Positions per call of a fill-mask function unless the conversion says otherwise.
+pub const DEFAULT_MASK_SLOTS: usize = 8;
 
 /// The head kinds a converted model can end in. Names: `mlm`, `sequence-classification`,
 /// `token-classification`, `embedding`, `hidden` (and the aliases below).
@@ -25,8 +30,12 @@ pub const ATTENTION_MASK: &str = "attention_mask";
 #[strum(parse_err_ty = String, parse_err_fn = unknown_head)]
 pub enum HeadKind {
     /// Masked-LM logits per token.
-    #[strum(to_string = "mlm", serialize = "masked-lm", serialize = "fill-mask")]
+    #[strum(to_string = "mlm", serialize = "masked-lm")]
     MaskedLm,
+    /// Masked-LM logits at the `mask_positions` only: `(1, V, 1, K)`, the decoder run on K rows
+    /// instead of S.
+    #[strum(to_string = "fill-mask")]
+    FillMask,
     /// Pooled classification logits.
     #[strum(
         to_string = "sequence-classification",
@@ -59,8 +68,9 @@ fn unknown_head(s: &str) -> String {
 
 impl HeadKind {
     /// All heads.
-    pub const ALL: [HeadKind; 5] = [
+    pub const ALL: [HeadKind; 6] = [
         HeadKind::MaskedLm,
+        HeadKind::FillMask,
         HeadKind::SequenceClassification,
         HeadKind::TokenClassification,
         HeadKind::Embedding,
@@ -106,6 +116,18 @@ pub enum ContractError {
         /// The lengths the model has functions for.
         lengths: Vec<usize>,
     },
+    /// A fill-mask position outside the sequence.
+    #[error(
+        "mask_positions[{slot}] = {position} is not a position of the sequence (0..{seq_len})"
+    )]
+    MaskPosition {
+        /// The slot.
+        slot: usize,
+        /// The position given.
+        position: i64,
+        /// The sequence length.
+        seq_len: usize,
+    },
     /// An output is not `(1, C, 1, S)` numbers.
     #[error("output of shape {0:?} is not a (1, C, 1, S) float tensor")]
     NotPerToken(Vec<usize>),
@@ -119,6 +141,25 @@ pub enum ContractError {
         /// The vocabulary size.
         vocab: usize,
     },
+}
+
+/// Check that every `mask_positions` value (if the input is there) is a position of the
+/// sequence: `0 ≤ p < S`. Out of range, the fill-mask head's one-hot selection would silently
+/// return the logits of nothing.
+pub fn check_mask_positions(inputs: &BTreeMap<String, Tensor>) -> Result<(), ContractError> {
+    let (Some(p), Some(ids)) = (inputs.get(MASK_POSITIONS), inputs.get(INPUT_IDS)) else {
+        return Ok(());
+    };
+    let s = ids.shape().last().copied().unwrap_or(0);
+    let values = p.to_f64_vec().unwrap_or_default();
+    match values.iter().position(|&v| !(v >= 0.0 && v < s as f64)) {
+        Some(i) => Err(ContractError::MaskPosition {
+            slot: i,
+            position: values[i] as i64,
+            seq_len: s,
+        }),
+        None => Ok(()),
+    }
 }
 
 /// Check that every `input_ids` value is a token id of a `vocab`-sized model (negative ids

@@ -74,6 +74,9 @@ pub struct FunctionMetadata {
     pub inputs: Vec<String>,
     /// Output names, in order.
     pub outputs: Vec<String>,
+    /// The fill-mask head: positions per call (K of its `mask_positions` input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mask_slots: Option<usize>,
 }
 
 impl PackageMetadata {
@@ -263,7 +266,7 @@ impl ModelInfo {
     /// Channels of the head's output: vocabulary (mlm), labels (classifiers), hidden size.
     pub fn output_channels(&self) -> usize {
         match self.head {
-            HeadKind::MaskedLm => self.vocab_size,
+            HeadKind::MaskedLm | HeadKind::FillMask => self.vocab_size,
             HeadKind::SequenceClassification | HeadKind::TokenClassification => self.labels.len(),
             HeadKind::Embedding | HeadKind::Hidden => self.hidden_size,
         }

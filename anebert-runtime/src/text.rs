@@ -88,7 +88,9 @@ impl Model {
     }
 
     fn expect_head(&self, helper: &'static str, expected: HeadKind) -> Result<(), Error> {
-        if self.info().head != expected {
+        let fill = |h| matches!(h, HeadKind::MaskedLm | HeadKind::FillMask);
+        let same = self.info().head == expected || (fill(expected) && fill(self.info().head));
+        if !same {
             return Err(Error::WrongHead {
                 helper,
                 expected: expected.name(),
@@ -138,7 +140,8 @@ impl Model {
         let mask_id = t
             .mask_id
             .ok_or_else(|| Error::Tokenizer("the tokenizer has no [MASK] / <mask> token".into()))?;
-        let (enc, rows) = self.run_text(text)?;
+        let enc = t.encode(text, self.truncates())?;
+        let ids: Vec<i32> = enc.get_ids().iter().map(|&i| i as i32).collect();
         let masks: Vec<usize> = (0..enc.get_ids().len())
             .filter(|&i| enc.get_ids()[i] == mask_id)
             .collect();
@@ -150,11 +153,19 @@ impl Model {
                     .unwrap_or_else(|| "[MASK]".into())
             )));
         }
+        // The fill-mask head computes the masks' rows only; mlm computes every row.
+        let rows: Vec<Vec<f32>> = if self.info().head == HeadKind::FillMask {
+            self.run_positions(&ids, t.pad_id, &masks)?
+        } else {
+            let all = self.run_ids(&ids, t.pad_id)?.rows;
+            masks.iter().map(|&p| all[p].clone()).collect()
+        };
         masks
             .into_iter()
-            .map(|pos| {
-                let probs = softmax(&rows[pos]);
-                let candidates = metrics::top_k(&rows[pos], k)
+            .zip(rows)
+            .map(|(pos, row)| {
+                let probs = softmax(&row);
+                let candidates = metrics::top_k(&row, k)
                     .into_iter()
                     .map(|id| {
                         Ok(Fill {

@@ -251,7 +251,16 @@ fn bench_inputs(info: &anebert::ModelInfo) -> Result<BTreeMap<String, anebert::T
     let ids: Vec<i32> = (0..info.seq_len)
         .map(|i| ((i * 7919 + 13) % info.vocab_size) as i32)
         .collect();
-    Ok(anebert::contract::encoder_inputs(&ids, info.seq_len, 0)?)
+    let mut inputs = anebert::contract::encoder_inputs(&ids, info.seq_len, 0)?;
+    // The fill-mask head: K positions spread over the sequence.
+    if let Some(k) = info.functions.last().and_then(|f| f.mask_slots) {
+        let p: Vec<i32> = (0..k).map(|i| (i * info.seq_len / k) as i32).collect();
+        inputs.insert(
+            anebert::contract::MASK_POSITIONS.to_string(),
+            anebert::Tensor::i32(vec![1, k], p)?,
+        );
+    }
+    Ok(inputs)
 }
 
 /// Per-op-type wall time of `runs` CPU runs, largest first.

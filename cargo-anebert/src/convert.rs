@@ -11,7 +11,8 @@ pub struct ConvertArgs {
     /// HuggingFace checkpoint directory (config.json + model.safetensors).
     #[arg(long)]
     model: PathBuf,
-    /// mlm | sequence-classification | token-classification | embedding | hidden; a comma list
+    /// mlm | fill-mask | sequence-classification | token-classification | embedding | hidden
+    /// (fill-mask: mlm logits at `mask_positions` only, `--mask-slots` per call); a comma list
     /// (`mlm,embedding`) makes one function per head, the first the default.
     #[arg(long, value_delimiter = ',', required = true)]
     head: Vec<HeadKind>,
@@ -19,6 +20,9 @@ pub struct ConvertArgs {
     /// length in one multifunction package (spec 9), whose functions share every weight.
     #[arg(long, value_delimiter = ',', required = true)]
     seq: Vec<usize>,
+    /// Positions per call of the fill-mask head (K of its `mask_positions` input).
+    #[arg(long, default_value_t = anebert::contract::DEFAULT_MASK_SLOTS)]
+    mask_slots: usize,
     /// Keep plain layer_norm ops (no folding or rotation).
     #[arg(long)]
     no_rotate: bool,
@@ -69,6 +73,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     }
     let mut o = ConvertOptions::multi(a.head.clone(), a.seq.clone());
     o.rotate = !a.no_rotate;
+    o.mask_slots = a.mask_slots;
     let (weights, mixed_target) = a.weights;
     o.weights = weights;
     o.min_cosine = a.min_cosine.or(mixed_target);

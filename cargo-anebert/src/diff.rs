@@ -120,6 +120,7 @@ fn compare(reference: &Model, cand: &Model, texts: &[String], variant: &str) -> 
             f.min_cosine = metrics::nan_min(f.min_cosine, metrics::cosine(rr, cc));
             match head {
                 HeadKind::MaskedLm
+                | HeadKind::FillMask
                 | HeadKind::TokenClassification
                 | HeadKind::SequenceClassification => {
                     let kl = metrics::kl_divergence(rr, cc);
@@ -131,7 +132,8 @@ fn compare(reference: &Model, cand: &Model, texts: &[String], variant: &str) -> 
                         pooled += 1;
                         argmax_ok += agree as usize;
                     }
-                    if head == HeadKind::MaskedLm && reference.mask_id() == Some(t.ids[i] as u32) {
+                    let fill = matches!(head, HeadKind::MaskedLm | HeadKind::FillMask);
+                    if fill && reference.mask_id() == Some(t.ids[i] as u32) {
                         masks += 1;
                         mask1 += agree as usize;
                         mask5 += metrics::top_k(cc, 5).contains(&metrics::argmax(rr)) as usize;

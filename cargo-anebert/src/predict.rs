@@ -62,7 +62,7 @@ pub fn run(a: PredictArgs) -> Result<()> {
         for text in &a.texts {
             println!("  {text:?}");
             match model.info().head {
-                HeadKind::MaskedLm => {
+                HeadKind::MaskedLm | HeadKind::FillMask => {
                     for p in model.fill_mask_top(text, a.top)? {
                         println!(
                             "    [MASK] at token {} (chars {}..{}):",

@@ -411,7 +411,7 @@ impl EncoderSource for Bert {
                 )
             }
             HeadKind::Hidden => (None, vec![]),
-            HeadKind::MaskedLm => {
+            HeadKind::MaskedLm | HeadKind::FillMask => {
                 let [dense, norm, decoder, bias] = n.mlm;
                 let decoder = if self.ckpt.has(decoder) {
                     Weight::Dense(self.ckpt.matrix(decoder, c.vocab_size, d, "")?)
@@ -467,7 +467,7 @@ impl EncoderSource for Bert {
         let n = self.names;
         let mut v = vec![HeadKind::Embedding, HeadKind::Hidden];
         if self.ckpt.has(&format!("{}.weight", n.mlm[0])) {
-            v.insert(0, HeadKind::MaskedLm);
+            v.splice(0..0, [HeadKind::MaskedLm, HeadKind::FillMask]);
         }
         if self.ckpt.has("classifier.weight") {
             let (name, prefixed, _) = n.seq_dense;

@@ -418,7 +418,7 @@ impl EncoderSource for ModernBert {
         };
         let labels = c.labels();
         let (pooling, steps, labels) = match kind {
-            HeadKind::MaskedLm => {
+            HeadKind::MaskedLm | HeadKind::FillMask => {
                 let hint = " (the `mlm` head needs a ModernBertForMaskedLM checkpoint)";
                 let mut steps = self.prediction_head(hint)?;
                 let bias = if c.decoder_bias {
@@ -491,7 +491,7 @@ impl EncoderSource for ModernBert {
         let mut v = vec![HeadKind::Embedding, HeadKind::Hidden];
         if self.ckpt.has("head.dense.weight") {
             if self.ckpt.has("decoder.bias") || self.ckpt.has("decoder.weight") {
-                v.insert(0, HeadKind::MaskedLm);
+                v.splice(0..0, [HeadKind::MaskedLm, HeadKind::FillMask]);
             }
             if self.ckpt.has("classifier.weight") {
                 v.push(HeadKind::SequenceClassification);

@@ -17,7 +17,7 @@ use crate::ir::{EncoderSource, HeadKind, Step};
 use crate::mil::{BuiltProgram, MilError, ProgramBuilder};
 use crate::transforms::{Folder, Rotation};
 use crate::ConvertError;
-use anebert_runtime::contract::{ATTENTION_MASK, INPUT_IDS};
+use anebert_runtime::contract::{ATTENTION_MASK, INPUT_IDS, MASK_POSITIONS};
 use anebert_runtime::model_info::{
     FunctionMetadata, PackageMetadata, METADATA_KEY, METADATA_SCHEMA,
 };
@@ -165,8 +165,17 @@ pub fn convert_dir_with(
                 labels: h.labels.clone(),
                 pooling: h.pooling.map(|p| p.name().to_string()),
                 normalize: h.steps.iter().any(|s| matches!(s, Step::L2Normalize)),
-                inputs: vec![INPUT_IDS.to_string(), ATTENTION_MASK.to_string()],
+                inputs: if f.head == HeadKind::FillMask {
+                    vec![
+                        INPUT_IDS.into(),
+                        ATTENTION_MASK.into(),
+                        MASK_POSITIONS.into(),
+                    ]
+                } else {
+                    vec![INPUT_IDS.into(), ATTENTION_MASK.into()]
+                },
                 outputs: vec![f.head.output_name().to_string()],
+                mask_slots: (f.head == HeadKind::FillMask).then_some(o.mask_slots),
             }
         })
         .collect();
@@ -187,6 +196,7 @@ pub fn convert_dir_with(
                         chunk: o.vocab_chunk,
                         compression: o.weights.compression(),
                         share_weights: functions.len() > 1,
+                        mask_slots: o.mask_slots,
                     };
                     Emitter::new(f, gopts, meta.hidden)
                 })

@@ -144,6 +144,9 @@ pub struct ConvertOptions {
     /// Largest number of rows in one embedding-table chunk / output channels in one decoder conv
     /// (default and maximum 16384, the ANE's lookup and width bound).
     pub vocab_chunk: usize,
+    /// Positions per call of the `fill-mask` head (K of its `mask_positions` input; default 8):
+    /// its output is `(1, V, 1, K)` instead of `mlm`'s `(1, V, 1, S)`.
+    pub mask_slots: usize,
     /// How to name the source in the package metadata (`repo@commit` for hub checkpoints);
     /// `None`: the directory's path.
     pub source_label: Option<String>,
@@ -166,6 +169,7 @@ impl ConvertOptions {
             embedding_pooling: None,
             normalize: None,
             vocab_chunk: crate::graph::MAX_CHUNK,
+            mask_slots: anebert_runtime::contract::DEFAULT_MASK_SLOTS,
             source_label: None,
         }
     }
@@ -285,6 +289,16 @@ pub(super) fn check_options(
             return bad(format!(
                 "sequence length {s} exceeds the ANE's width limit {}",
                 crate::graph::ane_rules::MAX_SPATIAL
+            ));
+        }
+    }
+    if o.heads.contains(&HeadKind::FillMask) {
+        let shortest = o.seq_lens.iter().copied().min().unwrap_or(0);
+        if o.mask_slots == 0 || o.mask_slots > shortest {
+            return bad(format!(
+                "mask_slots (K) = {} for the fill-mask head must be between 1 and the shortest \
+                 sequence length ({shortest}): K positions are selected from S tokens",
+                o.mask_slots
             ));
         }
     }

@@ -330,10 +330,21 @@ impl Runner {
         )
         .map_err(|e| gate_err("the program does not load", e))?;
         let name = self.info.head.output_name();
+        // The fill-mask head: the first K positions of every sequence.
+        let slots = self.info.functions.last().and_then(|f| f.mask_slots);
         seqs.iter()
             .map(|ids| {
-                let inputs = contract::encoder_inputs(ids, self.info.seq_len, 0)
+                let mut inputs = contract::encoder_inputs(ids, self.info.seq_len, 0)
                     .map_err(|e| gate_err("calibration input", e))?;
+                let mut rows = ids.len();
+                if let Some(k) = slots {
+                    rows = rows.min(k);
+                    let mut p: Vec<i32> = (0..rows as i32).collect();
+                    p.resize(k, 0);
+                    let t = anebert_runtime::Tensor::i32(vec![1, k], p)
+                        .map_err(|e| gate_err("calibration input", e))?;
+                    inputs.insert(contract::MASK_POSITIONS.to_string(), t);
+                }
                 let mut out = model
                     .predict(&inputs)
                     .map_err(|e| gate_err("a calibration run failed", e))?;
@@ -343,7 +354,7 @@ impl Runner {
                 if self.info.head.pooled() {
                     Ok(vec![t.as_f32().unwrap_or_default().to_vec()])
                 } else {
-                    contract::token_vectors(&t, ids.len()).map_err(|e| gate_err("output", e))
+                    contract::token_vectors(&t, rows).map_err(|e| gate_err("output", e))
                 }
             })
             .collect()

@@ -35,6 +35,8 @@ pub struct GraphOptions {
     /// norms, the embedding table) to the program's other functions, and take them from there
     /// when another function made them first: one copy in the weight file, encoded once.
     pub share_weights: bool,
+    /// Positions per call of the fill-mask head (K of its `mask_positions` input).
+    pub mask_slots: usize,
 }
 
 /// Emits one encoder into a function, piece by piece.
@@ -265,7 +267,11 @@ impl<'f, 'a> Emitter<'f, 'a> {
             }
             Norm::ScaledRms { eps } => {
                 // ‖[x, √(eps·d)]‖₂ = √d · sqrt(mean(x²) + eps), computed without squaring in fp16.
-                let s = self.opts.seq_len;
+                // Over x's own positions: S, or K after the fill-mask head's selection.
+                let s = x
+                    .shape()
+                    .and_then(|sh| sh.last().copied())
+                    .ok_or_else(|| err("a norm's input needs a known shape"))?;
                 let c = ((*eps) * self.hidden as f64).sqrt() as f32;
                 let cv =
                     self.weight(&format!("{hint}_eps_channel"), vec![1, 1, 1, s], vec![c; s])?;
@@ -509,6 +515,9 @@ impl<'f, 'a> Emitter<'f, 'a> {
             .x
             .clone()
             .ok_or_else(|| err("the head comes after the layers"))?;
+        if head.kind == HeadKind::FillMask {
+            x = self.select_positions(&x)?;
+        }
         if let Some(n) = &head.final_norm {
             x = self.norm("final_norm", &x, n)?;
         }

@@ -1,8 +1,10 @@
 //! The length-dependent constants of a function: the padding and sliding-window masks and the
-//! RoPE tables (each made once per function, on first use).
+//! RoPE tables (each made once per function, on first use), and the fill-mask head's position
+//! selection.
 
 use super::{Emitter, MASK_VALUE};
-use crate::mil::{MilError, Var};
+use crate::mil::{InputShape, MilError, Var};
+use anebert_runtime::{DType, Tensor};
 
 impl Emitter<'_, '_> {
     pub(super) fn pad_mask(&mut self) -> Result<Var, MilError> {
@@ -70,5 +72,27 @@ impl Emitter<'_, '_> {
         let sv = self.weight(&format!("{name}_sin"), vec![1, d, 1, s], sin)?;
         self.rope.insert(theta.to_bits(), (cv.clone(), sv.clone()));
         Ok((cv, sv))
+    }
+    /// The fill-mask head's input `mask_positions` (int32 `(1, K)`) selects K of the S token
+    /// columns of `x` `(1, d, 1, S)` → `(1, d, 1, K)`, so the decoder runs on K rows. A one-hot
+    /// `(1, S, 1, K)` matrix product, not a `gather`: Core ML runs gather off the ANE (a CPU
+    /// round trip mid-graph), while this is the attention's own einsum form; with one 1 per
+    /// column it copies the selected values exactly.
+    pub(super) fn select_positions(&mut self, x: &Var) -> Result<Var, MilError> {
+        let (s, k) = (self.opts.seq_len, self.opts.mask_slots);
+        let pos = self.f.input(
+            anebert_runtime::contract::MASK_POSITIONS,
+            DType::I32,
+            InputShape::Fixed(vec![1, k]),
+        )?;
+        let pos = self
+            .f
+            .reshape("mask_positions_row", &pos, &[1, 1, 1, k as i32])?;
+        let range = Tensor::i32(vec![1, s, 1, 1], (0..s as i32).collect())?;
+        let range = self.f.constant("token_positions", range)?;
+        let hit = self.f.binary("equal", "mask_onehot_bool", &range, &pos)?;
+        let onehot = self.f.cast("mask_onehot", &hit, self.opts.dtype)?;
+        self.f
+            .einsum("masked_tokens", "bchk,bkhq->bchq", x, &onehot)
     }
 }

@@ -54,6 +54,8 @@ pub fn generate(
         _ => "logits",
     };
     let shape = &info.output_shape;
+    // The fill-mask head's K: its input carries the positions to predict.
+    let slots = (head == HeadKind::FillMask).then(|| info.function().mask_slots.unwrap_or(0));
     let numel: usize = shape.iter().product();
     let labels = info
         .labels()
@@ -131,16 +133,20 @@ pub fn generate(
          let mut inputs = ::std::collections::BTreeMap::new();\n\
          inputs.insert(::std::string::String::from(\"input_ids\"), ::anebert::Tensor::i32(::std::vec![1, {seq}], input.input_ids.to_vec()).map_err(|e| ::anebert::Error::Options(e.to_string()))?);\n\
          inputs.insert(::std::string::String::from(\"attention_mask\"), ::anebert::Tensor::i32(::std::vec![1, {seq}], input.attention_mask.to_vec()).map_err(|e| ::anebert::Error::Options(e.to_string()))?);\n\
-         let mut out = self.model.predict(&inputs)?;\n\
+         {positions}let mut out = self.model.predict(&inputs)?;\n\
          let t = out.remove({out_name}).ok_or_else(|| ::anebert::Error::Metadata(::std::string::String::from(\"the model has no `{out_name_raw}` output\")))?;\n\
          let values = t.as_f32().map(|v| v.to_vec()).unwrap_or_default();\n\
          if values.len() != {numel} {{ return ::core::result::Result::Err(::anebert::Error::Metadata(::std::format!(\"output `{out_name_raw}` has shape {{:?}}, expected {shape:?}\", t.shape()))); }}\n\
          ::core::result::Result::Ok({ident}Output {{ {out_field}: values }}) }}",
         out_name = lit(info.output_name()),
         out_name_raw = info.output_name(),
+        positions = match slots {
+            Some(k) => format!("inputs.insert(::std::string::String::from(\"mask_positions\"), ::anebert::Tensor::i32(::std::vec![1, {k}], input.mask_positions.to_vec()).map_err(|e| ::anebert::Error::Options(e.to_string()))?);\n"),
+            None => String::new(),
+        },
     );
     let helper = match head {
-        HeadKind::MaskedLm => "/// Fill every `[MASK]` of `text`: the 5 most probable tokens per mask, with probabilities.\n\
+        HeadKind::MaskedLm | HeadKind::FillMask => "/// Fill every `[MASK]` of `text`: the 5 most probable tokens per mask, with probabilities.\n\
              pub fn fill_mask(&self, text: &str) -> ::core::result::Result<::std::vec::Vec<::anebert::MaskPrediction>, ::anebert::Error> { self.model.fill_mask(text) }\n\
              /// Fill every `[MASK]` of `text` with the `k` most probable tokens.\n\
              pub fn fill_mask_top(&self, text: &str, k: usize) -> ::core::result::Result<::std::vec::Vec<::anebert::MaskPrediction>, ::anebert::Error> { self.model.fill_mask_top(text, k) }",
@@ -170,7 +176,7 @@ pub fn generate(
         "/// One input of [`{ident}`]: token ids right-padded to {seq}, and the attention mask.\n\
          #[derive(Clone, Debug, PartialEq, Eq)]\n\
          {vis} struct {ident}Input {{\n/// Token ids (with special tokens), padded.\npub input_ids: [i32; {seq}],\n\
-         /// 1 for a token, 0 for padding.\npub attention_mask: [i32; {seq}],\n}}\n\
+         /// 1 for a token, 0 for padding.\npub attention_mask: [i32; {seq}],\n{pos_field}}}\n\
          #[allow(dead_code)]\nimpl {ident}Input {{\n\
          /// From token ids; an error when there are more than {seq}.\n\
          pub fn from_ids(ids: &[u32]) -> ::core::result::Result<Self, ::anebert::Error> {{\n\
@@ -180,7 +186,26 @@ pub fn generate(
          pub fn from_ids_truncated(ids: &[u32]) -> Self {{\n\
          let mut input_ids = [0i32; {seq}]; let mut attention_mask = [0i32; {seq}];\n\
          for (i, &id) in ids.iter().take({seq}).enumerate() {{ input_ids[i] = id as i32; attention_mask[i] = 1; }}\n\
-         Self {{ input_ids, attention_mask }} }}\n}}"
+         Self {{ input_ids, attention_mask{pos_init} }} }}\n{pos_fn}}}",
+        pos_field = match slots {
+            Some(k) => format!("/// The positions whose logits the model computes (at most {k}; unused slots repeat position 0).\npub mask_positions: [i32; {k}],\n"),
+            None => String::new(),
+        },
+        pos_init = match slots {
+            Some(k) => format!(", mask_positions: [0i32; {k}]"),
+            None => String::new(),
+        },
+        pos_fn = match slots {
+            Some(k) => format!(
+                "/// The positions to predict (at most {k}, each below {seq}).\n\
+                 pub fn with_mask_positions(mut self, positions: &[usize]) -> ::core::result::Result<Self, ::anebert::Error> {{\n\
+                 if positions.len() > {k} || positions.iter().any(|&p| p >= {seq}) {{ return ::core::result::Result::Err(::anebert::Error::Options(::std::format!(\"mask positions {{positions:?}}: at most {k}, each below {seq}\"))); }}\n\
+                 self.mask_positions = [0i32; {k}];\n\
+                 for (i, &p) in positions.iter().enumerate() {{ self.mask_positions[i] = p as i32; }}\n\
+                 ::core::result::Result::Ok(self) }}\n"
+            ),
+            None => String::new(),
+        },
     );
     // Typed output.
     let per_token = !head.pooled();
@@ -467,6 +492,7 @@ mod tests {
         let (seq, hidden, vocab) = (16, 8, 32);
         let output_shape = match head {
             HeadKind::MaskedLm => vec![1, vocab, 1, seq],
+            HeadKind::FillMask => vec![1, vocab, 1, 4],
             HeadKind::TokenClassification => vec![1, labels.len(), 1, seq],
             HeadKind::SequenceClassification => vec![1, labels.len()],
             HeadKind::Embedding => vec![1, hidden],
@@ -498,6 +524,7 @@ mod tests {
                     normalize: head == HeadKind::Embedding,
                     inputs: vec!["input_ids".into(), "attention_mask".into()],
                     outputs: vec![head.output_name().into()],
+                    mask_slots: (head == HeadKind::FillMask).then_some(4),
                 }],
             },
             output_shape,

@@ -17,6 +17,7 @@ fn ident_of(head: HeadKind) -> String {
 fn variant(head: HeadKind) -> &'static str {
     match head {
         HeadKind::MaskedLm => "MaskedLm",
+        HeadKind::FillMask => "FillMask",
         HeadKind::SequenceClassification => "SequenceClassification",
         HeadKind::TokenClassification => "TokenClassification",
         HeadKind::Embedding => "Embedding",
@@ -30,7 +31,7 @@ fn helpers(head: HeadKind, i: usize) -> String {
     let r = "::core::result::Result";
     let e = "::anebert::Error";
     match head {
-        HeadKind::MaskedLm => format!(
+        HeadKind::MaskedLm | HeadKind::FillMask => format!(
             "/// Fill every `[MASK]` of `text` (mlm head): the 5 most probable tokens per mask.\n\
              pub fn fill_mask(&self, text: &str) -> {r}<::std::vec::Vec<::anebert::MaskPrediction>, {e}> {{ {m}.fill_mask(text) }}\n\
              /// Fill every `[MASK]` of `text` with the `k` most probable tokens.\n\

@@ -2,7 +2,7 @@
 //! package — embedded in the binary or from a directory — on a backend, read what the converter
 //! recorded about it ([`ModelInfo`]), and run it.
 
-use crate::contract::{self, ContractError};
+use crate::contract::{self, ContractError, HeadKind};
 use crate::coreml::arrays::InputSpec;
 use crate::coreml::placement::Placement;
 use crate::cpu::CpuModel;
@@ -389,6 +389,7 @@ impl Model {
             }
         };
         contract::check_token_ids(inputs, self.info.vocab_size)?;
+        contract::check_mask_positions(inputs)?;
         match engine {
             Engine::Cpu(m) => Ok(m.predict(inputs)?),
             #[cfg(target_vendor = "apple")]
@@ -400,6 +401,12 @@ impl Model {
     /// holds it, masked accordingly) and return the head's output: per-token rows (`tokens` of
     /// them) for per-token heads, one row for pooled heads.
     pub fn run_ids(&self, ids: &[i32], pad_id: i32) -> Result<Output, Error> {
+        if self.info.head == HeadKind::FillMask {
+            let all: Vec<usize> = (0..ids.len()).collect();
+            return Ok(Output {
+                rows: self.run_positions(ids, pad_id, &all)?,
+            });
+        }
         let s = self
             .info
             .function_for(ids.len())
@@ -419,6 +426,41 @@ impl Model {
             contract::token_vectors(&t, ids.len())?
         };
         Ok(Output { rows })
+    }
+}
+
+impl Model {
+    /// The fill-mask head: the logits at `positions` of `ids`, K positions per call.
+    pub fn run_positions(
+        &self,
+        ids: &[i32],
+        pad_id: i32,
+        positions: &[usize],
+    ) -> Result<Vec<Vec<f32>>, Error> {
+        let f = self
+            .info
+            .function_for(ids.len())
+            .unwrap_or_else(|| self.info.functions.last().expect("one function"));
+        let k = f.mask_slots.ok_or_else(|| {
+            Error::Metadata(format!(
+                "function `{}` records no mask_slots; it is not a fill-mask function",
+                f.name
+            ))
+        })?;
+        let mut rows = Vec::with_capacity(positions.len());
+        for chunk in positions.chunks(k.max(1)) {
+            let mut inputs = contract::encoder_inputs(ids, f.seq_len, pad_id)?;
+            let mut slots: Vec<i32> = chunk.iter().map(|&p| p as i32).collect();
+            slots.resize(k, 0);
+            let t = Tensor::i32(vec![1, k], slots).map_err(|e| Error::Options(e.to_string()))?;
+            inputs.insert(contract::MASK_POSITIONS.to_string(), t);
+            let mut out = self.predict(&inputs)?;
+            let t = out.remove(self.info.head.output_name()).ok_or_else(|| {
+                Error::Metadata("the fill-mask function has no `logits` output".into())
+            })?;
+            rows.extend(contract::token_vectors(&t, chunk.len())?);
+        }
+        Ok(rows)
     }
 }
 

@@ -150,6 +150,7 @@ fn metadata_errors_name_the_key() {
             normalize: false,
             inputs: vec!["input_ids".into(), "attention_mask".into()],
             outputs: vec!["logits".into()],
+            mask_slots: None,
         }],
     };
     md.insert(METADATA_KEY.to_string(), pm.to_json());
