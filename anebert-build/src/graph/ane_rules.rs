@@ -104,6 +104,8 @@ pub fn check(pkg: &Package, fp16: bool) -> Vec<Violation> {
             }
         }
     }
+    // Blobs already checked: a multifunction package's functions share them.
+    let mut checked = std::collections::HashSet::new();
     for op in all_ops(program) {
         let name = op_name(op);
         for o in &op.outputs {
@@ -146,6 +148,11 @@ pub fn check(pkg: &Package, fp16: bool) -> Vec<Violation> {
         }
         if op.r#type == "const" {
             if let Some(v) = op.attributes.get("val") {
+                if let Some(mil::value::Value::BlobFileValue(b)) = &v.value {
+                    if !checked.insert(b.offset) {
+                        continue;
+                    }
+                }
                 match first_non_finite(v, pkg) {
                     Ok(None) => {}
                     Ok(Some(bad)) => out.push(Violation {

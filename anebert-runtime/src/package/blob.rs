@@ -227,6 +227,18 @@ impl BlobStorage {
     /// Decode the blob at `offset` as a tensor of `dtype` and `shape`, checking both against the
     /// blob's metadata.
     pub fn tensor(&self, offset: u64, dtype: DType, shape: &[usize]) -> Result<Tensor, BlobError> {
+        let data = self.checked_data(offset, dtype, shape)?;
+        Ok(Tensor::from_le_bytes(dtype, shape.to_vec(), data)?)
+    }
+
+    /// The bytes of the blob at `offset`, after checking that it holds exactly a `dtype` tensor
+    /// of `shape` (what [`Self::tensor`] decodes; a check without decoding).
+    pub fn checked_data(
+        &self,
+        offset: u64,
+        dtype: DType,
+        shape: &[usize],
+    ) -> Result<&[u8], BlobError> {
         let (info, data) = self.data(offset)?;
         if info.dtype != dtype {
             return Err(BlobError::DTypeMismatch {
@@ -248,7 +260,7 @@ impl BlobStorage {
                 found: data.len(),
             });
         }
-        Ok(Tensor::from_le_bytes(dtype, shape.to_vec(), data)?)
+        Ok(data)
     }
 
     /// The whole file.

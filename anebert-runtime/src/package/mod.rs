@@ -302,8 +302,8 @@ impl Package {
                         b.file_name
                     ))));
                 }
-                // Decoding checks offset, dtype and size against the blob metadata.
-                value::to_tensor(v, weights.as_ref()).map_err(|source| PackageError::Constant {
+                // Offset, dtype and size against the blob metadata (nothing decoded).
+                value::check(v, weights.as_ref()).map_err(|source| PackageError::Constant {
                     path: path.to_path_buf(),
                     op: op_name.clone(),
                     source,

@@ -94,6 +94,21 @@ pub fn value_type(v: &mil::Value) -> Result<(DType, Vec<usize>), ValueError> {
     Ok((ty.dtype, shape))
 }
 
+/// Check that a value decodes — blob references against `weights` (offset, dtype, size) without
+/// decoding the data, immediate values by decoding them (they are small).
+pub fn check(v: &mil::Value, weights: Option<&BlobStorage>) -> Result<(), ValueError> {
+    match v.value.as_ref().ok_or(ValueError::Empty)? {
+        value::Value::BlobFileValue(b) => {
+            let (dtype, shape) = value_type(v)?;
+            check_blob_file_name(&b.file_name)?;
+            let w = weights.ok_or_else(|| ValueError::NoWeights(b.file_name.clone()))?;
+            w.checked_data(b.offset, dtype, &shape)?;
+            Ok(())
+        }
+        value::Value::ImmediateValue(_) => to_tensor(v, weights).map(drop),
+    }
+}
+
 /// Decode a value into a tensor, reading blob data from `weights`.
 pub fn to_tensor(v: &mil::Value, weights: Option<&BlobStorage>) -> Result<Tensor, ValueError> {
     let (dtype, shape) = value_type(v)?;
