@@ -31,6 +31,25 @@ fn include(p: &Path) -> String {
     format!("::core::include_bytes!({})", lit(&p.to_string_lossy()))
 }
 
+/// The `::anebert::EmbeddedModel` expression embedding `files` of model `name` (cache `key`).
+fn embedded(name: &str, key: &str, files: &EmbeddedFiles<'_>) -> String {
+    let opt = |p: Option<&Path>| p.map_or("None".into(), |p| format!("Some({})", include(p)));
+    let compiled: Vec<String> = files
+        .compiled
+        .iter()
+        .map(|(rel, p)| format!("({}, {})", lit(rel), include(p)))
+        .collect();
+    format!(
+        "::anebert::EmbeddedModel {{ name: {}, key: {}, spec: {}, weights: {}, tokenizer: {}, compiled: &[{}] }}",
+        lit(name),
+        lit(key),
+        include(files.spec),
+        opt(files.weights),
+        opt(files.tokenizer),
+        compiled.join(", ")
+    )
+}
+
 /// The wrapper for model `name` as struct `ident` with visibility `vis` (e.g. `pub`, or empty).
 /// `function`: the one function of a multifunction package the struct runs (`info` is then that
 /// function's view, [`ArtifactInfo::only`]).
@@ -96,28 +115,13 @@ pub fn generate(
          /// Vocabulary size.\npub const VOCAB_SIZE: usize = {};\n\
          /// Number of class labels (classification heads; 0 otherwise).\npub const NUM_LABELS: usize = {};\n\
          /// Class labels in id order.\npub const LABELS: &'static [&'static str] = &[{labels}];\n\
-         /// The embedded package and tokenizer.\npub const EMBEDDED: ::anebert::EmbeddedModel = ::anebert::EmbeddedModel {{ \
-         name: {}, key: {}, spec: {}, weights: {}, tokenizer: {}, compiled: &[{}] }};",
+         /// The embedded package and tokenizer.\npub const EMBEDDED: ::anebert::EmbeddedModel = {};",
         lit(name),
         lit(info.head()),
         info.metadata.hidden_size,
         info.metadata.vocab_size,
         info.labels().len(),
-        lit(name),
-        lit(&info.key),
-        include(files.spec),
-        files
-            .weights
-            .map_or("None".into(), |p| format!("Some({})", include(p))),
-        files
-            .tokenizer
-            .map_or("None".into(), |p| format!("Some({})", include(p))),
-        files
-            .compiled
-            .iter()
-            .map(|(rel, p)| format!("({}, {})", lit(rel), include(p)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        embedded(name, &info.key, files),
     );
     let _ = writeln!(
         w,

@@ -3,7 +3,7 @@
 //! helpers, and typed inputs whose length is a const parameter that only the package's lengths
 //! can take.
 
-use super::{include, lit, EmbeddedFiles};
+use super::{embedded, lit, EmbeddedFiles};
 use crate::artifact::ArtifactInfo;
 use anebert_runtime::contract::HeadKind;
 use std::fmt::Write;
@@ -112,29 +112,14 @@ pub fn generate(
          /// Hidden size of the encoder.\npub const HIDDEN_SIZE: usize = {};\n\
          /// Vocabulary size.\npub const VOCAB_SIZE: usize = {};\n\
          /// Class labels in id order (the classification head's; empty otherwise).\npub const LABELS: &'static [&'static str] = &[{}];\n\
-         /// The embedded package and tokenizer.\npub const EMBEDDED: ::anebert::EmbeddedModel = ::anebert::EmbeddedModel {{ \
-         name: {}, key: {}, spec: {}, weights: {}, tokenizer: {}, compiled: &[{}] }};",
+         /// The embedded package and tokenizer.\npub const EMBEDDED: ::anebert::EmbeddedModel = {};",
         lit(name),
         head_names.join(", "),
         lens_text.join(", "),
         md.hidden_size,
         md.vocab_size,
         labels.join(", "),
-        lit(name),
-        lit(&info.key),
-        include(files.spec),
-        files
-            .weights
-            .map_or("None".into(), |p| format!("Some({})", include(p))),
-        files
-            .tokenizer
-            .map_or("None".into(), |p| format!("Some({})", include(p))),
-        files
-            .compiled
-            .iter()
-            .map(|(rel, p)| format!("({}, {})", lit(rel), include(p)))
-            .collect::<Vec<_>>()
-            .join(", "),
+        embedded(name, &info.key, files),
     );
     let loads: Vec<String> = heads
         .iter()
