@@ -111,9 +111,13 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         bar.set_position(p.done as u64);
         bar.set_message(p.next.to_string());
     };
+    // The checkpoint's digests (for the metadata), remembered in the artifact cache: an
+    // unchanged checkpoint is hashed once, not at every conversion.
+    let memo = anebert_build::artifact::default_cache_dir().join("digests");
+    let known = anebert_build::source::local_fingerprint(&a.model, &memo).unwrap_or_default();
     let hooks = anebert_build::Hooks {
         progress: &progress,
-        ..Default::default()
+        known_sha256: &known,
     };
     let summary = anebert_build::convert_with(&a.model, &o, &a.out, hooks)
         .with_context(|| format!("converting {}", a.model.display()))?;

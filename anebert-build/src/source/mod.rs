@@ -260,6 +260,55 @@ pub fn sha256_file(path: &Path) -> Result<String, SourceError> {
     Ok(crate::checkpoint::hex(&h.finalize()))
 }
 
+/// A local checkpoint directory, fingerprinted (digests remembered in `memo_dir`, if any).
+fn local(dir: &Path, memo_dir: Option<&Path>) -> Result<Resolved, SourceError> {
+    if !dir.join("config.json").is_file() {
+        return Err(SourceError::Local(format!(
+            "{}: not a checkpoint directory (no config.json); give a directory saved by \
+             `save_pretrained`, or a HuggingFace repo id",
+            dir.display()
+        )));
+    }
+    let mut names = vec!["config.json".to_string()];
+    names.extend(weight_files(dir)?);
+    names.extend(
+        AUX_FILES
+            .iter()
+            .filter(|f| dir.join(f).is_file())
+            .map(|f| f.to_string()),
+    );
+    let mut fingerprint = BTreeMap::new();
+    let mut watch = Vec::new();
+    for n in names {
+        let p = dir.join(&n);
+        let digest = match memo_dir {
+            Some(m) => digest_memo::sha256(&p, m, || sha256_file(&p))?,
+            None => sha256_file(&p)?,
+        };
+        fingerprint.insert(n, digest);
+        watch.push(p);
+    }
+    // A file appearing later (tokenizer.json, say) changes the conversion too.
+    watch.push(dir.to_path_buf());
+    Ok(Resolved {
+        dir: dir.to_path_buf(),
+        description: dir.display().to_string(),
+        label: local_label(dir),
+        fingerprint,
+        watch,
+    })
+}
+
+/// The sha256 of a local checkpoint's files, by file name, remembered in `memo_dir` (keyed by
+/// path, size, inode and times) so an unchanged checkpoint is hashed once: what
+/// `cargo anebert convert` passes as [`crate::Hooks::known_sha256`].
+pub fn local_fingerprint(
+    dir: &Path,
+    memo_dir: &Path,
+) -> Result<BTreeMap<String, String>, SourceError> {
+    Ok(local(dir, Some(memo_dir))?.fingerprint)
+}
+
 /// Make the checkpoint available and fingerprint it.
 pub fn resolve(source: &Source, hub: &Hub) -> Result<Resolved, SourceError> {
     resolve_with(source, hub, None)
@@ -273,43 +322,7 @@ pub fn resolve_with(
     memo_dir: Option<&Path>,
 ) -> Result<Resolved, SourceError> {
     match source {
-        Source::Local(dir) => {
-            if !dir.join("config.json").is_file() {
-                return Err(SourceError::Local(format!(
-                    "{}: not a checkpoint directory (no config.json); give a directory saved by \
-                     `save_pretrained`, or a HuggingFace repo id",
-                    dir.display()
-                )));
-            }
-            let mut names = vec!["config.json".to_string()];
-            names.extend(weight_files(dir)?);
-            names.extend(
-                AUX_FILES
-                    .iter()
-                    .filter(|f| dir.join(f).is_file())
-                    .map(|f| f.to_string()),
-            );
-            let mut fingerprint = BTreeMap::new();
-            let mut watch = Vec::new();
-            for n in names {
-                let p = dir.join(&n);
-                let digest = match memo_dir {
-                    Some(m) => digest_memo::sha256(&p, m, || sha256_file(&p))?,
-                    None => sha256_file(&p)?,
-                };
-                fingerprint.insert(n, digest);
-                watch.push(p);
-            }
-            // A file appearing later (tokenizer.json, say) changes the conversion too.
-            watch.push(dir.clone());
-            Ok(Resolved {
-                dir: dir.clone(),
-                description: dir.display().to_string(),
-                label: local_label(dir),
-                fingerprint,
-                watch,
-            })
-        }
+        Source::Local(dir) => local(dir, memo_dir),
         Source::Hub { repo, revision } => {
             let mut req: Vec<FileRequest> = vec![FileRequest {
                 name: "config.json".into(),
