@@ -220,6 +220,19 @@ fn model_runs_the_shortest_length_that_holds_the_text() {
     let x = anebert::contract::encoder_inputs(&ids, 256, PAD).unwrap();
     assert!(model.predict(&x).is_ok());
 
+    // Both heads loaded together share the backbone's decoded weights (the CPU backend's memory).
+    let pkg = Package::open(&path).unwrap();
+    let heads = Model::from_package_heads(&pkg, None, &HEADS, &cpu).unwrap();
+    let (a, b) = (heads[0].cpu_model().unwrap(), heads[1].cpu_model().unwrap());
+    assert_eq!(heads[1].info().head, HeadKind::Embedding);
+    let shared = a.shared_constants(b);
+    assert!(
+        shared >= 6 * 4,
+        "only {shared} constants shared between mlm and embedding"
+    );
+    let apart = Model::open(&path, &cpu.clone().head(HeadKind::Embedding)).unwrap();
+    assert_eq!(a.shared_constants(apart.cpu_model().unwrap()), 0);
+
     // The other head, and one named function.
     let emb = Model::open(&path, &cpu.clone().head(HeadKind::Embedding)).unwrap();
     assert_eq!(emb.info().head, HeadKind::Embedding);

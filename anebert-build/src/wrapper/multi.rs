@@ -123,20 +123,15 @@ pub fn generate(
     );
     let loads: Vec<String> = heads
         .iter()
-        .map(|h| {
-            format!(
-                "::anebert::Model::load_embedded(&Self::EMBEDDED, &options.clone().head(::anebert::contract::HeadKind::{}))?",
-                variant(*h)
-            )
-        })
+        .map(|h| format!("::anebert::contract::HeadKind::{}", variant(*h)))
         .collect();
     let _ = writeln!(
         w,
         "/// Load with the default options (backend auto, CPU + Neural Engine, f32 on the CPU backend).\n\
          pub fn load() -> ::core::result::Result<Self, ::anebert::Error> {{ Self::load_with(&::anebert::Options::default()) }}\n\
-         /// Load every head with explicit options.\n\
+         /// Load every head with explicit options (on the CPU backend the heads share one copy of the weights).\n\
          pub fn load_with(options: &::anebert::Options) -> ::core::result::Result<Self, ::anebert::Error> {{\n\
-         ::core::result::Result::Ok(Self {{ models: ::std::vec![{}] }}) }}",
+         ::core::result::Result::Ok(Self {{ models: ::anebert::Model::load_embedded_heads(&Self::EMBEDDED, &[{}], options)? }}) }}",
         loads.join(", ")
     );
     for (i, &h) in heads.iter().enumerate() {

@@ -238,6 +238,13 @@ impl CpuModel {
         Ok(CpuModel { plan, precision })
     }
 
+    /// How many of this model's constants are the very tensors (one allocation) `other` holds:
+    /// what loading several functions together shares ([`CpuModel::load_functions`]).
+    pub fn shared_constants(&self, other: &CpuModel) -> usize {
+        let theirs: std::collections::HashSet<*const Tensor> = other.plan.constants().collect();
+        self.plan.constants().filter(|p| theirs.contains(p)).count()
+    }
+
     /// The precision this model runs in.
     pub fn precision(&self) -> Precision {
         self.precision

@@ -137,6 +137,11 @@ fn decode_constexpr(
 }
 
 impl Plan {
+    /// The constant tensors this plan holds, by address.
+    pub fn constants(&self) -> impl Iterator<Item = *const Tensor> + '_ {
+        self.consts.iter().map(|(_, t)| Arc::as_ptr(t))
+    }
+
     /// The value(s) a `const` or `constexpr_*` op defines.
     fn decode_const(
         op: &mil::Operation,
