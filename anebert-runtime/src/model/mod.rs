@@ -542,7 +542,10 @@ fn function_inputs(
                     .map(|name| InputSpec {
                         name: name.clone(),
                         dtype: crate::coreml::arrays::ArrayDType::I32,
-                        shape: vec![1, f.seq_len],
+                        shape: match (name.as_str(), f.mask_slots) {
+                            (contract::MASK_POSITIONS, Some(k)) => vec![1, k],
+                            _ => vec![1, f.seq_len],
+                        },
                     })
                     .collect()
             })

@@ -175,3 +175,130 @@ fn metadata_errors_name_the_key() {
         .unwrap_err()
         .contains("no function"));
 }
+
+/// Core ML gets each function's own inputs: from its description in a multifunction spec (a
+/// fill-mask function has a third input), the model's in a single-function spec, and the
+/// contract's (int32 `(1, S)` per recorded input name) for a compiled model without a spec.
+#[test]
+fn core_ml_inputs_are_the_selected_functions_own() {
+    use crate::coreml::arrays::ArrayDType;
+    use crate::model_info::{FunctionMetadata, PackageMetadata};
+    let feature = |name: &str, shape: &[i64]| proto::FeatureDescription {
+        name: name.into(),
+        short_description: String::new(),
+        r#type: Some(proto::FeatureType {
+            r#type: Some(proto::feature_type::Type::MultiArrayType(
+                proto::ArrayFeatureType {
+                    data_type: proto::array_feature_type::ArrayDataType::Int32 as i32,
+                    shape: shape.to_vec(),
+                    ..Default::default()
+                },
+            )),
+            is_optional: false,
+        }),
+    };
+    let function = |name: &str, head: &str, s: usize, inputs: &[&str]| FunctionMetadata {
+        name: name.into(),
+        head: head.into(),
+        seq_len: s,
+        labels: vec![],
+        pooling: None,
+        normalize: false,
+        inputs: inputs.iter().map(|i| i.to_string()).collect(),
+        outputs: vec!["logits".into()],
+        mask_slots: (head == "fill-mask").then_some(4),
+    };
+    let pm = PackageMetadata {
+        schema: 1,
+        converter_version: "0.1.0".into(),
+        architecture: "modernbert".into(),
+        hidden_size: 8,
+        vocab_size: 10,
+        num_layers: 1,
+        weights: "fp16".into(),
+        rotation: None,
+        rotation_seed: None,
+        source: "local:x".into(),
+        source_sha256: BTreeMap::new(),
+        tokenizer_sha256: None,
+        fidelity: None,
+        functions: vec![
+            function(
+                "fill_mask_s64",
+                "fill-mask",
+                64,
+                &["input_ids", "attention_mask", "mask_positions"],
+            ),
+            function(
+                "fill_mask_s16",
+                "fill-mask",
+                16,
+                &["input_ids", "attention_mask", "mask_positions"],
+            ),
+            function("mlm_s64", "mlm", 64, &["input_ids", "attention_mask"]),
+        ],
+    };
+    let mut md = BTreeMap::new();
+    md.insert(crate::model_info::METADATA_KEY.to_string(), pm.to_json());
+    let info = ModelInfo::from_metadata(md.clone()).unwrap();
+    assert_eq!(
+        info.functions.iter().map(|f| f.seq_len).collect::<Vec<_>>(),
+        [16, 64]
+    );
+    // The top-level I/O is the default's (S = 64): never used for another function.
+    let d = proto::ModelDescription {
+        input: vec![
+            feature("input_ids", &[1, 64]),
+            feature("attention_mask", &[1, 64]),
+        ],
+        functions: ["fill_mask_s64", "fill_mask_s16", "mlm_s64"]
+            .iter()
+            .map(|n| {
+                let s = if n.ends_with("16") { 16 } else { 64 };
+                let mut input = vec![
+                    feature("input_ids", &[1, s]),
+                    feature("attention_mask", &[1, s]),
+                ];
+                if n.starts_with("fill") {
+                    input.push(feature("mask_positions", &[1, 4]));
+                }
+                proto::FunctionDescription {
+                    name: n.to_string(),
+                    input,
+                    ..Default::default()
+                }
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let got = function_inputs(Some(&d), &info);
+    let shapes: Vec<Vec<(String, Vec<usize>)>> = got
+        .iter()
+        .map(|f| {
+            f.iter()
+                .map(|i| (i.name.clone(), i.shape.clone()))
+                .collect()
+        })
+        .collect();
+    let io = |s: usize| {
+        vec![
+            ("input_ids".to_string(), vec![1, s]),
+            ("attention_mask".to_string(), vec![1, s]),
+            ("mask_positions".to_string(), vec![1, 4]),
+        ]
+    };
+    assert_eq!(shapes, [io(16), io(64)]);
+    // No spec (a compiled model alone): the contract's inputs from the metadata.
+    let got = function_inputs(None, &info);
+    assert_eq!(
+        (got[0][2].name.as_str(), &got[0][2].shape[..]),
+        ("mask_positions", &[1, 4][..])
+    );
+    assert_eq!(got[0][0].shape, [1, 16]);
+    assert!(got.iter().flatten().all(|i| i.dtype == ArrayDType::I32));
+    // The other head: its own function's inputs.
+    let mlm = ModelInfo::select(md, Some(HeadKind::MaskedLm), None).unwrap();
+    let got = function_inputs(Some(&d), &mlm);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].len(), 2);
+}
