@@ -65,7 +65,12 @@ impl EmbeddedModel {
                 self.name, self.key
             )));
         }
-        let dir = root.join("embedded").join(self.key);
+        // With and without an embedded compiled model are different entries: one binary never
+        // points at a compiled model another wrote no copy of, nor recompiles over one in use.
+        let dir = root.join("embedded").join(match self.compiled.is_empty() {
+            true => self.key.to_string(),
+            false => format!("{}-mlmodelc", self.key),
+        });
         let pkg = dir.join("model.mlpackage");
         let done = dir.join("COMPLETE");
         if done.is_file() {

@@ -31,25 +31,24 @@ pub fn compiled_path(root: &Path, package: &Path) -> io::Result<PathBuf> {
         .join("model.mlmodelc"))
 }
 
-/// A key that changes whenever the package at `dir` does, without reading its weights: sha256 of
-/// the spec bytes (which hold the metadata, every op and every blob offset) plus the weight
-/// file's length and modification time.
+/// A key that changes whenever the package at `dir` does: sha256 of the spec bytes (the metadata,
+/// every op and blob offset) and of the weight file's content — not its size and modification
+/// time, which `tar` and `rsync -a` carry over to different bytes.
 pub fn package_key(dir: &Path) -> io::Result<String> {
     use crate::package::manifest::{AUTHOR, MODEL_ITEM_NAME, WEIGHTS_FILE_NAME, WEIGHTS_ITEM_NAME};
     let core = dir.join("Data").join(AUTHOR);
     let spec = std::fs::read(core.join(MODEL_ITEM_NAME))?;
     let mut h = Sha256::new();
-    h.update(b"anebert compiled-model key v1\0");
+    h.update(b"anebert compiled-model key v2\0");
+    h.update((spec.len() as u64).to_le_bytes());
     h.update(&spec);
-    if let Ok(m) = std::fs::metadata(core.join(WEIGHTS_ITEM_NAME).join(WEIGHTS_FILE_NAME)) {
-        h.update(m.len().to_le_bytes());
-        let t = m
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        h.update(t.to_le_bytes());
+    match std::fs::File::open(core.join(WEIGHTS_ITEM_NAME).join(WEIGHTS_FILE_NAME)) {
+        Ok(mut f) => {
+            h.update(b"weights\0");
+            io::copy(&mut f, &mut h)?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
     }
     Ok(h.finalize()
         .iter()
@@ -177,6 +176,21 @@ mod tests {
         std::fs::write(core.join("weights/weight.bin"), b"w2").unwrap();
         let k2 = package_key(&pkg).unwrap();
         assert_ne!(k1, k2);
+        // Other bytes of the same size with the modification time restored (what `tar` or
+        // `rsync -a` leave): another key.
+        let w = core.join("weights/weight.bin");
+        let mtime = std::fs::metadata(&w).unwrap().modified().unwrap();
+        std::fs::write(&w, b"w3").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&w)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        let k3 = package_key(&pkg).unwrap();
+        assert_ne!(k2, k3);
+        std::fs::write(&w, b"w2").unwrap();
+        assert_eq!(k2, package_key(&pkg).unwrap());
         std::fs::write(core.join("model.mlmodel"), b"spec2").unwrap();
         assert_ne!(k2, package_key(&pkg).unwrap());
         let p = compiled_path(Path::new("/c"), &pkg).unwrap();

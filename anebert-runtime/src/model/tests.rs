@@ -107,6 +107,16 @@ fn embedded_packages_are_written_once_under_concurrency() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(left.len(), 1, "{left:?}");
+    // The same key without a compiled model is another entry (never one whose
+    // `model.mlmodelc` was not written).
+    let plain = EmbeddedModel {
+        compiled: &[],
+        ..model
+    };
+    let q = plain.write_package(root.path()).unwrap();
+    assert_ne!(q.parent(), p.parent());
+    assert!(p.parent().unwrap().join("model.mlmodelc").is_dir());
+    assert!(!q.parent().unwrap().join("model.mlmodelc").exists());
     let bad = EmbeddedModel {
         key: "../x",
         ..model
