@@ -49,6 +49,16 @@ fn units(u: ComputeUnits) -> MLComputeUnits {
     }
 }
 
+/// The running OS's version (`-[NSProcessInfo operatingSystemVersion]`, macOS 10.10 / iOS 8),
+/// for the OS gate ([`super::os_gate`]).
+pub(crate) fn os_version() -> super::os_gate::OsVersion {
+    let v = objc2_foundation::NSProcessInfo::processInfo().operatingSystemVersion();
+    super::os_gate::OsVersion {
+        major: v.majorVersion.max(0) as u32,
+        minor: v.minorVersion.max(0) as u32,
+    }
+}
+
 /// Compile an `.mlpackage` with `+[MLModel compileModelAtURL:completionHandler:]` and return the
 /// temporary `.mlmodelc` Core ML wrote (the caller moves it somewhere permanent, as Apple's
 /// documentation asks).

@@ -7,10 +7,12 @@
 //!
 //! * [`arrays`]: input buffers for `MLMultiArray` and stride-aware decoding of output arrays;
 //! * [`placement`]: the `MLComputePlan` report as plain data, its summaries and formatting;
+//! * [`os_gate`]: the OS versions a package runs on through the backend;
 //! * the compiled-model cache below: where `.mlmodelc` directories live and how a package's key
 //!   is derived, plus reading an `.mlmodelc`'s `metadata.json`.
 
 pub mod arrays;
+pub mod os_gate;
 pub mod placement;
 
 #[cfg(target_vendor = "apple")]

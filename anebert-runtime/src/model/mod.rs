@@ -22,6 +22,8 @@ pub struct Model {
     info: ModelInfo,
     /// One engine per function of `info.functions`, in that order (shortest length first).
     engines: Vec<Engine>,
+    /// Why `Backend::Auto` runs this model on the CPU backend on an Apple platform, if it does.
+    fallback: Option<String>,
     truncate: bool,
     #[cfg(feature = "text")]
     pub(crate) tokenizer: Option<crate::tokenizer::Text>,
@@ -49,6 +51,16 @@ fn coreml_unavailable() -> Error {
         backend: Backend::CoreMl,
         why: "Core ML exists only on Apple platforms; use Backend::Cpu (or Auto)".into(),
     }
+}
+
+/// What a Core ML load needs besides the model's info: the package directory (or the compiled
+/// model), where its compiled form is, each function's inputs and the specification version.
+#[cfg_attr(not(target_vendor = "apple"), allow(dead_code))]
+struct CoreMlLoad<'a> {
+    package: &'a Path,
+    compiled: Compiled,
+    inputs: Vec<Vec<InputSpec>>,
+    spec: i32,
 }
 
 /// Where Core ML finds the compiled model.
@@ -83,7 +95,14 @@ impl Model {
             } else {
                 Compiled::Ready(compiled)
             };
-            return Self::on_coreml(info, &package, compiled, inputs, model.tokenizer, options);
+            let spec = spec.specification_version;
+            let load = CoreMlLoad {
+                package: &package,
+                compiled,
+                inputs,
+                spec,
+            };
+            return Self::on_coreml(info, load, model.tokenizer, options);
         }
         let package = Package::from_bytes(&label, model.spec, model.weights.map(<[u8]>::to_vec))?;
         Self::from_package(&package, model.tokenizer, options)
@@ -178,14 +197,20 @@ impl Model {
                 1 => vec![md.inputs],
                 _ => function_inputs(None, &info),
             };
-            return Self::on_coreml(
-                info,
-                path,
-                Compiled::Ready(path.to_path_buf()),
+            // A compiled model records no specification version: anebert writes 9 for several
+            // functions, 8 (at least) otherwise.
+            let spec = if info.package.functions.len() > 1 {
+                9
+            } else {
+                8
+            };
+            let load = CoreMlLoad {
+                package: path,
+                compiled: Compiled::Ready(path.to_path_buf()),
                 inputs,
-                tokenizer,
-                options,
-            );
+                spec,
+            };
+            return Self::on_coreml(info, load, tokenizer, options);
         }
         let spec = Package::open_spec(path)?;
         let info = Self::select(crate::package::user_metadata(&spec), path, options)?;
@@ -207,14 +232,13 @@ impl Model {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Self::on_coreml(
-            info,
-            path,
-            Compiled::Cache(compiled),
+        let load = CoreMlLoad {
+            package: path,
+            compiled: Compiled::Cache(compiled),
             inputs,
-            tokenizer,
-            options,
-        )
+            spec: spec.specification_version,
+        };
+        Self::on_coreml(info, load, tokenizer, options)
     }
 
     /// Load an already-read package with an optional `tokenizer.json`. Core ML loads from files:
@@ -278,15 +302,36 @@ impl Model {
     #[cfg_attr(not(target_vendor = "apple"), allow(unused_variables))]
     fn on_coreml(
         info: ModelInfo,
-        package: &Path,
-        compiled: Compiled,
-        inputs: Vec<Vec<InputSpec>>,
+        load: CoreMlLoad,
         tokenizer: Option<&[u8]>,
         options: &Options,
     ) -> Result<Model, Error> {
         #[cfg(target_vendor = "apple")]
         {
-            use crate::coreml::apple;
+            use crate::coreml::{apple, os_gate};
+            let CoreMlLoad {
+                package,
+                compiled,
+                inputs,
+                spec,
+            } = load;
+            // Below the package's minimum OS the backend's calls do not exist: `Auto` runs the
+            // package on the CPU backend (saying why), an explicit Core ML request fails.
+            if let Some(platform) = os_gate::ApplePlatform::current() {
+                if let Err(why) = os_gate::check(platform, apple::os_version(), spec) {
+                    if options.backend != Backend::Auto || !package.join("Manifest.json").is_file()
+                    {
+                        return Err(Error::BackendUnavailable {
+                            backend: Backend::CoreMl,
+                            why,
+                        });
+                    }
+                    let cpu = options.clone().backend(Backend::Cpu);
+                    let mut m = Self::from_package(&Package::open(package)?, tokenizer, &cpu)?;
+                    m.fallback = Some(why);
+                    return Ok(m);
+                }
+            }
             let compiled = match compiled {
                 Compiled::Ready(p) => p,
                 Compiled::Cache(p) => crate::fsx::produce_once(&p, |_| apple::compile(package))
@@ -364,6 +409,7 @@ impl Model {
             },
             info,
             engines,
+            fallback: None,
             truncate: options.truncate,
         })
     }
@@ -380,6 +426,12 @@ impl Model {
             #[cfg(target_vendor = "apple")]
             Engine::CoreMl(_) => Backend::CoreMl,
         }
+    }
+
+    /// Why this model runs on the CPU backend although `Backend::Auto` prefers Core ML here (the
+    /// OS is older than the package needs); `None` when it runs where it was asked to.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 
     /// The CPU backend's model when this model runs on it (for what only the CPU backend offers,
