@@ -114,6 +114,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     // The checkpoint's digests (for the metadata), remembered in the artifact cache: an
     // unchanged checkpoint is hashed once, not at every conversion.
     let memo = anebert_build::artifact::default_cache_dir().join("digests");
+    // On failure the conversion hashes (and reports a bad directory) itself.
     let known = anebert_build::source::local_fingerprint(&a.model, &memo).unwrap_or_default();
     let hooks = anebert_build::Hooks {
         progress: &progress,

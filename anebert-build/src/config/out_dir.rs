@@ -95,15 +95,30 @@ pub(super) fn place(a: &Artifact, compiled: Option<&Path>, dir: &Path) -> Result
     Ok(())
 }
 
-/// Merge `entries` into `index.json` (replacing every earlier entry of their models: a model's
-/// declaration is the whole set of its packages), rewriting it only when its content changes.
+/// Merge `entries` into `index.json`, rewriting it only when its content changes. An earlier entry
+/// is replaced when it sits in the same directory, or is of the same model and has a (head,
+/// length) function in common with a new one (a declaration whose lengths became one package):
+/// no two entries of a model ever answer the same request.
 pub(super) fn update_index(root: &Path, entries: &[IndexEntry]) -> Result<(), BuildError> {
     let path = root.join("index.json");
     let mut index: Vec<IndexEntry> = fs::read_to_string(&path)
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
-    index.retain(|e| !entries.iter().any(|n| n.name == e.name));
+    let overlaps = |a: &IndexEntry, b: &IndexEntry| {
+        a.info.metadata.functions.iter().any(|f| {
+            b.info
+                .metadata
+                .functions
+                .iter()
+                .any(|g| f.head == g.head && f.seq_len == g.seq_len)
+        })
+    };
+    index.retain(|e| {
+        !entries
+            .iter()
+            .any(|n| n.dir == e.dir || (n.name == e.name && overlaps(n, e)))
+    });
     index.extend(entries.iter().cloned());
     index.sort_by(|a, b| (&a.name, &a.dir).cmp(&(&b.name, &b.dir)));
     let json = serde_json::to_string_pretty(&index).expect("plain data");
@@ -122,4 +137,74 @@ pub fn write_file_if_changed(path: &Path, bytes: &[u8]) -> Result<(), BuildError
 pub fn read_index(out_dir: &Path) -> Option<Vec<IndexEntry>> {
     let text = fs::read_to_string(out_dir.join("anebert/index.json")).ok()?;
     serde_json::from_str(&text).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anebert_runtime::model_info::{FunctionMetadata, PackageMetadata, METADATA_SCHEMA};
+
+    fn entry(name: &str, dir: &str, functions: &[(&str, usize)]) -> IndexEntry {
+        let f = |&(head, seq_len): &(&str, usize)| FunctionMetadata {
+            name: format!("{head}_s{seq_len}"),
+            head: head.into(),
+            seq_len,
+            labels: vec![],
+            pooling: None,
+            normalize: false,
+            inputs: vec![],
+            outputs: vec![],
+            mask_slots: None,
+        };
+        IndexEntry {
+            name: name.into(),
+            model: "org/m".into(),
+            dir: PathBuf::from(dir),
+            compiled: vec![],
+            info: artifact::ArtifactInfo {
+                key: dir.into(),
+                source: String::new(),
+                metadata: PackageMetadata {
+                    schema: METADATA_SCHEMA,
+                    converter_version: "0".into(),
+                    architecture: "modernbert".into(),
+                    hidden_size: 8,
+                    vocab_size: 8,
+                    num_layers: 1,
+                    weights: "fp16".into(),
+                    rotation: None,
+                    rotation_seed: None,
+                    source: String::new(),
+                    source_sha256: Default::default(),
+                    tokenizer_sha256: None,
+                    functions: functions.iter().map(f).collect(),
+                    fidelity: None,
+                },
+                output_shape: vec![],
+                has_tokenizer: false,
+                has_weights: false,
+            },
+        }
+    }
+
+    /// A declaration whose lengths became one package replaces its old per-length entries; a
+    /// model's other heads, converted by another call, and other models stay.
+    #[test]
+    fn index_entries_never_answer_one_request_twice() {
+        let d = tempfile::tempdir().unwrap();
+        let old = [
+            entry("m", "m-s64", &[("mlm", 64)]),
+            entry("m", "m-s256", &[("mlm", 256)]),
+            entry("m", "m-embedding-s64", &[("embedding", 64)]),
+            entry("other", "other-s64", &[("mlm", 64)]),
+        ];
+        update_index(d.path(), &old).unwrap();
+        let new = [entry("m", "m-s64+256", &[("mlm", 256), ("mlm", 64)])];
+        update_index(d.path(), &new).unwrap();
+        let index: Vec<IndexEntry> =
+            serde_json::from_str(&fs::read_to_string(d.path().join("index.json")).unwrap())
+                .unwrap();
+        let dirs: Vec<_> = index.iter().map(|e| e.dir.to_str().unwrap()).collect();
+        assert_eq!(dirs, ["m-embedding-s64", "m-s64+256", "other-s64"]);
+    }
 }
