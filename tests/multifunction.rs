@@ -403,3 +403,25 @@ fn fill_mask_output_is_s_over_k_smaller() {
     let fl = |n| anebert::cost::flops(&pkg, Some(n)).unwrap().total();
     assert!(fl("fill_mask_s1024") < fl("mlm_s1024"));
 }
+
+/// Loading off the caller's thread: the same model as a direct load, errors returned by `wait`.
+#[test]
+fn models_load_in_the_background() {
+    let path = multi(WeightPrecision::Fp16);
+    let cpu = Options::default().backend(Backend::Cpu);
+    let loading = Model::open_in_background(&path, &cpu);
+    let direct = Model::open(&path, &cpu).unwrap();
+    let model = loading.wait().unwrap();
+    assert_eq!(model.info(), direct.info());
+    let ids = [5i32; 12];
+    assert_eq!(
+        model.run_ids(&ids, PAD).unwrap(),
+        direct.run_ids(&ids, PAD).unwrap()
+    );
+    let bad = Model::open_in_background("/nonexistent/m.mlpackage", &cpu);
+    while !bad.is_finished() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let e = bad.wait().unwrap_err().to_string();
+    assert!(e.contains("/nonexistent/m.mlpackage"), "{e}");
+}

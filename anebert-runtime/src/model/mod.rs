@@ -11,10 +11,13 @@ use crate::{proto, Tensor};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+mod background;
+
 pub use crate::embedded::{cache_dir, EmbeddedModel, CACHE_ENV};
 pub use crate::error::Error;
 pub use crate::model_info::ModelInfo;
 pub use crate::options::{Backend, BackendEnvError, ComputeUnits, Options, BACKEND_ENV};
+pub use background::Loading;
 
 /// A loaded model on a backend: one head of a package, at every length the package has it in
 /// (each a function; a text runs the shortest that holds it).
