@@ -274,20 +274,8 @@ fn print_report(r: &serde_json::Value) {
                 f["name"].as_str().unwrap_or(""),
                 num(&f["flops_per_sequence"]) as f64 / 1e9,
                 num(&f["ops"]),
-                f["inputs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                f["outputs"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| v.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                strings(&f["inputs"]),
+                strings(&f["outputs"]),
             );
         }
     }
@@ -404,6 +392,17 @@ fn print_report(r: &serde_json::Value) {
         println!("    {k} = {v}");
     }
     println!();
+}
+
+/// A JSON array of strings, comma-separated.
+fn strings(v: &serde_json::Value) -> String {
+    let items: Vec<&str> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    items.join(", ")
 }
 
 /// The weight group of a constant: its name's first part, with every `layerN` as `layer*`.

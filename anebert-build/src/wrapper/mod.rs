@@ -31,6 +31,22 @@ fn include(p: &Path) -> String {
     format!("::core::include_bytes!({})", lit(&p.to_string_lossy()))
 }
 
+/// The typed input's `from_ids` and `from_ids_truncated` at length `seq` (`extra`: the
+/// initializers of further fields, `, name: value`).
+fn from_ids_fns(seq: usize, extra: &str) -> String {
+    format!(
+        "/// From token ids; an error when there are more than {seq}.\n\
+         pub fn from_ids(ids: &[u32]) -> ::core::result::Result<Self, ::anebert::Error> {{\n\
+         if ids.len() > {seq} {{ return ::core::result::Result::Err(::anebert::Error::Contract(::anebert::contract::ContractError::TooLong {{ tokens: ids.len(), seq_len: {seq} }})); }}\n\
+         ::core::result::Result::Ok(Self::from_ids_truncated(ids)) }}\n\
+         /// From token ids, keeping the first {seq}.\n\
+         pub fn from_ids_truncated(ids: &[u32]) -> Self {{\n\
+         let mut input_ids = [0i32; {seq}]; let mut attention_mask = [0i32; {seq}];\n\
+         for (i, &id) in ids.iter().take({seq}).enumerate() {{ input_ids[i] = id as i32; attention_mask[i] = 1; }}\n\
+         Self {{ input_ids, attention_mask{extra} }} }}\n"
+    )
+}
+
 /// The `::anebert::EmbeddedModel` expression embedding `files` of model `name` (cache `key`).
 fn embedded(name: &str, key: &str, files: &EmbeddedFiles<'_>) -> String {
     let opt = |p: Option<&Path>| p.map_or("None".into(), |p| format!("Some({})", include(p)));
@@ -175,28 +191,20 @@ pub fn generate(
     let _ = writeln!(w, "}}");
 
     // Typed input.
+    let pos_init = match slots {
+        Some(k) => format!(", mask_positions: [0i32; {k}]"),
+        None => String::new(),
+    };
     let _ = writeln!(
         w,
         "/// One input of [`{ident}`]: token ids right-padded to {seq}, and the attention mask.\n\
          #[derive(Clone, Debug, PartialEq, Eq)]\n\
          {vis} struct {ident}Input {{\n/// Token ids (with special tokens), padded.\npub input_ids: [i32; {seq}],\n\
          /// 1 for a token, 0 for padding.\npub attention_mask: [i32; {seq}],\n{pos_field}}}\n\
-         #[allow(dead_code)]\nimpl {ident}Input {{\n\
-         /// From token ids; an error when there are more than {seq}.\n\
-         pub fn from_ids(ids: &[u32]) -> ::core::result::Result<Self, ::anebert::Error> {{\n\
-         if ids.len() > {seq} {{ return ::core::result::Result::Err(::anebert::Error::Contract(::anebert::contract::ContractError::TooLong {{ tokens: ids.len(), seq_len: {seq} }})); }}\n\
-         ::core::result::Result::Ok(Self::from_ids_truncated(ids)) }}\n\
-         /// From token ids, keeping the first {seq}.\n\
-         pub fn from_ids_truncated(ids: &[u32]) -> Self {{\n\
-         let mut input_ids = [0i32; {seq}]; let mut attention_mask = [0i32; {seq}];\n\
-         for (i, &id) in ids.iter().take({seq}).enumerate() {{ input_ids[i] = id as i32; attention_mask[i] = 1; }}\n\
-         Self {{ input_ids, attention_mask{pos_init} }} }}\n{pos_fn}}}",
+         #[allow(dead_code)]\nimpl {ident}Input {{\n{from_ids}{pos_fn}}}",
+        from_ids = from_ids_fns(seq, &pos_init),
         pos_field = match slots {
             Some(k) => format!("/// The positions whose logits the model computes (at most {k}; unused slots repeat position 0).\npub mask_positions: [i32; {k}],\n"),
-            None => String::new(),
-        },
-        pos_init = match slots {
-            Some(k) => format!(", mask_positions: [0i32; {k}]"),
             None => String::new(),
         },
         pos_fn = match slots {

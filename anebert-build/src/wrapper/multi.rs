@@ -3,7 +3,7 @@
 //! helpers, and typed inputs whose length is a const parameter that only the package's lengths
 //! can take.
 
-use super::{embedded, lit, EmbeddedFiles};
+use super::{embedded, from_ids_fns, lit, EmbeddedFiles};
 use crate::artifact::ArtifactInfo;
 use anebert_runtime::contract::HeadKind;
 use std::fmt::Write;
@@ -176,16 +176,8 @@ pub fn generate(
     for l in &lens {
         let _ = writeln!(
             w,
-            "#[allow(dead_code)]\nimpl {ident}Input<{l}> {{\n\
-             /// From token ids; an error when there are more than {l}.\n\
-             pub fn from_ids(ids: &[u32]) -> ::core::result::Result<Self, ::anebert::Error> {{\n\
-             if ids.len() > {l} {{ return ::core::result::Result::Err(::anebert::Error::Contract(::anebert::contract::ContractError::TooLong {{ tokens: ids.len(), seq_len: {l} }})); }}\n\
-             ::core::result::Result::Ok(Self::from_ids_truncated(ids)) }}\n\
-             /// From token ids, keeping the first {l}.\n\
-             pub fn from_ids_truncated(ids: &[u32]) -> Self {{\n\
-             let mut input_ids = [0i32; {l}]; let mut attention_mask = [0i32; {l}];\n\
-             for (i, &id) in ids.iter().take({l}).enumerate() {{ input_ids[i] = id as i32; attention_mask[i] = 1; }}\n\
-             Self {{ input_ids, attention_mask }} }}\n}}"
+            "#[allow(dead_code)]\nimpl {ident}Input<{l}> {{\n{}}}",
+            from_ids_fns(*l, "")
         );
     }
     let _ = writeln!(

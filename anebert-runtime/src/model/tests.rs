@@ -131,16 +131,12 @@ fn embedded_packages_are_written_once_under_concurrency() {
     assert!(!root.path().join("embedded/escape").exists());
 }
 
-#[test]
-fn metadata_errors_name_the_key() {
-    use crate::model_info::{FunctionMetadata, PackageMetadata, METADATA_KEY};
-    let mut md = BTreeMap::new();
-    let e = ModelInfo::from_metadata(md.clone()).unwrap_err();
-    assert!(e.contains(METADATA_KEY), "{e}");
-    let mut pm = PackageMetadata {
+/// A package record with no functions, for the tests to fill in.
+fn package_metadata() -> crate::model_info::PackageMetadata {
+    crate::model_info::PackageMetadata {
         schema: 1,
         converter_version: "0.1.0".into(),
-        architecture: "bert".into(),
+        architecture: "modernbert".into(),
         hidden_size: 8,
         vocab_size: 10,
         num_layers: 1,
@@ -151,6 +147,18 @@ fn metadata_errors_name_the_key() {
         source_sha256: BTreeMap::new(),
         tokenizer_sha256: None,
         fidelity: None,
+        functions: vec![],
+    }
+}
+
+#[test]
+fn metadata_errors_name_the_key() {
+    use crate::model_info::{FunctionMetadata, PackageMetadata, METADATA_KEY};
+    let mut md = BTreeMap::new();
+    let e = ModelInfo::from_metadata(md.clone()).unwrap_err();
+    assert!(e.contains(METADATA_KEY), "{e}");
+    let mut pm = PackageMetadata {
+        architecture: "bert".into(),
         functions: vec![FunctionMetadata {
             name: "main".into(),
             head: "mlm".into(),
@@ -162,6 +170,7 @@ fn metadata_errors_name_the_key() {
             outputs: vec!["logits".into()],
             mask_slots: None,
         }],
+        ..package_metadata()
     };
     md.insert(METADATA_KEY.to_string(), pm.to_json());
     let info = ModelInfo::from_metadata(md.clone()).unwrap();
@@ -219,19 +228,6 @@ fn core_ml_inputs_are_the_selected_functions_own() {
         mask_slots: (head == "fill-mask").then_some(4),
     };
     let pm = PackageMetadata {
-        schema: 1,
-        converter_version: "0.1.0".into(),
-        architecture: "modernbert".into(),
-        hidden_size: 8,
-        vocab_size: 10,
-        num_layers: 1,
-        weights: "fp16".into(),
-        rotation: None,
-        rotation_seed: None,
-        source: "local:x".into(),
-        source_sha256: BTreeMap::new(),
-        tokenizer_sha256: None,
-        fidelity: None,
         functions: vec![
             function(
                 "fill_mask_s64",
@@ -247,6 +243,7 @@ fn core_ml_inputs_are_the_selected_functions_own() {
             ),
             function("mlm_s64", "mlm", 64, &["input_ids", "attention_mask"]),
         ],
+        ..package_metadata()
     };
     let mut md = BTreeMap::new();
     md.insert(crate::model_info::METADATA_KEY.to_string(), pm.to_json());
