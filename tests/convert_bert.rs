@@ -407,5 +407,29 @@ fn task_heads_follow_hf_semantics() {
             }
             assert!(worst < 2e-3, "{flavor} {}: max|Δ| {worst:e}", head.name());
         }
+        // fill-mask: the same logits at K = 4 positions per call (post-norm blocks: the last
+        // layer's queries, attention output and MLP at those positions only).
+        let mut o = ConvertOptions::new(HeadKind::FillMask, 32);
+        o.weights = WeightPrecision::Fp32;
+        o.mask_slots = 4;
+        let flavor = if distil { "distilbert" } else { "bert" };
+        let out =
+            common::package_dir("bert").join(format!("minilm-as-{flavor}-fill-mask.mlpackage"));
+        convert(tmp.path(), &o, &out).unwrap();
+        let cpu = anebert::Options::default()
+            .backend(anebert::Backend::Cpu)
+            .precision(Precision::F32);
+        let model = anebert::Model::open(&out, &cpu).unwrap();
+        let mut worst: f64 = 0.0;
+        for s in refs.iter().take(3) {
+            let rows = model.run_ids(&s.ids, 0).unwrap().rows;
+            assert_eq!(rows.len(), s.ids.len());
+            for (g, h) in rows.iter().zip(s.hidden.chunks_exact(d)) {
+                let h: Vec<f64> = h.iter().map(|&v| v as f64).collect();
+                let w32: Vec<f32> = mlm(&h).iter().map(|&v| v as f32).collect();
+                worst = metrics::nan_max(worst, metrics::max_abs_diff(&w32, g));
+            }
+        }
+        assert!(worst < 2e-3, "{flavor} fill-mask: max|Δ| {worst:e}");
     }
 }

@@ -228,7 +228,10 @@ pub fn convert_dir_with(
                     let Ok(layer) = rx.recv() else { break };
                     let layer = layer?;
                     let qkv = crate::graph::stack_qkv(&layer.attn)?;
-                    for g in &mut gs {
+                    for (g, spec) in gs.iter_mut().zip(&functions) {
+                        if i + 1 == layers {
+                            g.select_in_next_layer(spec.head);
+                        }
                         g.layer_with_qkv(&layer, &qkv)?;
                     }
                 }

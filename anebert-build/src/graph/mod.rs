@@ -53,6 +53,13 @@ pub struct Emitter<'f, 'a> {
     table: Vec<(usize, Var)>,
     x: Option<Var>,
     emb_norm: Option<Var>,
+    /// The fill-mask head's position one-hot, once built.
+    onehot: Option<Var>,
+    /// Compute the next layer's queries (and everything after its attention) at the
+    /// `mask_positions` only: the fill-mask head's last layer.
+    select_next: bool,
+    /// The stream holds the K selected positions, not all S.
+    selected: bool,
     /// Which part of the graph the weights being emitted belong to, in their sharing keys: the
     /// backbone (empty), or a head by name (heads of one kind share; different heads never).
     scope: &'static str,
@@ -85,6 +92,9 @@ impl<'f, 'a> Emitter<'f, 'a> {
             table: Vec::new(),
             x: None,
             emb_norm: None,
+            onehot: None,
+            select_next: false,
+            selected: false,
             scope: "",
         })
     }
@@ -394,6 +404,13 @@ impl<'f, 'a> Emitter<'f, 'a> {
         self.layer_with_qkv(l, &stack_qkv(&l.attn)?)
     }
 
+    /// The fill-mask head reads the last layer at K positions only: its keys and values still
+    /// come from all S tokens, its queries, attention output and MLP from the K selected. Call
+    /// before that layer (does nothing for other heads).
+    pub fn select_in_next_layer(&mut self, head: HeadKind) {
+        self.select_next = head == HeadKind::FillMask;
+    }
+
     /// One encoder layer whose fused projection [`stack_qkv`] made (once for every function that
     /// emits the layer).
     pub fn layer_with_qkv(&mut self, l: &Layer, qkv: &Linear) -> Result<(), MilError> {
@@ -441,6 +458,16 @@ impl<'f, 'a> Emitter<'f, 'a> {
         } else {
             (q, k)
         };
+        // The fill-mask head's last layer: queries and the residual stream at the K positions.
+        let (q, x) = if std::mem::take(&mut self.select_next) {
+            self.selected = true;
+            (
+                self.select_positions(&format!("{p}_q_selected"), &q)?,
+                self.select_positions(&format!("{p}_x_selected"), &x)?,
+            )
+        } else {
+            (q, x)
+        };
         let kt = self.f.transpose(&format!("{p}_k_t"), &k, &[0, 3, 2, 1])?;
         let sizes = vec![hd as i32; h];
         let (qs, ks, vs) = if h == 1 {
@@ -452,7 +479,11 @@ impl<'f, 'a> Emitter<'f, 'a> {
                 self.f.split(&format!("{p}_v_heads"), &v, 1, &sizes)?,
             )
         };
-        let mask = self.attention_mask(l.attn.window)?;
+        let mut mask = self.attention_mask(l.attn.window)?;
+        if self.selected && mask.shape().and_then(|s| s.last().copied()) != Some(1) {
+            // A band mask `(1, S, 1, S)`: its columns at the selected queries.
+            mask = self.select_positions(&format!("{p}_mask_selected"), &mask)?;
+        }
         let mut outs = Vec::with_capacity(h);
         for i in 0..h {
             let hp = format!("{p}_h{i}");
@@ -515,8 +546,8 @@ impl<'f, 'a> Emitter<'f, 'a> {
             .x
             .clone()
             .ok_or_else(|| err("the head comes after the layers"))?;
-        if head.kind == HeadKind::FillMask {
-            x = self.select_positions(&x)?;
+        if head.kind == HeadKind::FillMask && !self.selected {
+            x = self.select_positions("masked_tokens", &x)?;
         }
         if let Some(n) = &head.final_norm {
             x = self.norm("final_norm", &x, n)?;

@@ -78,7 +78,16 @@ impl Emitter<'_, '_> {
     /// `(1, S, 1, K)` matrix product, not a `gather`: Core ML runs gather off the ANE (a CPU
     /// round trip mid-graph), while this is the attention's own einsum form; with one 1 per
     /// column it copies the selected values exactly.
-    pub(super) fn select_positions(&mut self, x: &Var) -> Result<Var, MilError> {
+    pub(super) fn select_positions(&mut self, hint: &str, x: &Var) -> Result<Var, MilError> {
+        let onehot = self.position_onehot()?;
+        self.f.einsum(hint, "bchk,bkhq->bchq", x, &onehot)
+    }
+
+    /// The `(1, S, 1, K)` one-hot of the `mask_positions` input (declared on first use).
+    fn position_onehot(&mut self) -> Result<Var, MilError> {
+        if let Some(v) = &self.onehot {
+            return Ok(v.clone());
+        }
         let (s, k) = (self.opts.seq_len, self.opts.mask_slots);
         let pos = self.f.input(
             anebert_runtime::contract::MASK_POSITIONS,
@@ -92,7 +101,7 @@ impl Emitter<'_, '_> {
         let range = self.f.constant("token_positions", range)?;
         let hit = self.f.binary("equal", "mask_onehot_bool", &range, &pos)?;
         let onehot = self.f.cast("mask_onehot", &hit, self.opts.dtype)?;
-        self.f
-            .einsum("masked_tokens", "bchk,bkhq->bchq", x, &onehot)
+        self.onehot = Some(onehot.clone());
+        Ok(onehot)
     }
 }
