@@ -101,15 +101,7 @@ impl Select {
         }
         let manifest = self.manifest()?;
         let mut out = Vec::new();
-        for c in anebert_build::configs_from_manifest(&manifest)
-            .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?
-        {
-            let name = c
-                .model_name()
-                .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;
-            if self.name.as_ref().is_some_and(|n| n != &name) {
-                continue;
-            }
+        for (name, c) in self.named(&manifest)? {
             // One head and length each: the commands that convert variants compare per function.
             for &head in c.get_heads() {
                 if self.head.is_some_and(|h| h != head) {
@@ -144,19 +136,22 @@ impl Select {
             bail!("this command works on the models the crate declares ([package.metadata.anebert]); drop --mlpackage / --model");
         }
         let manifest = self.manifest()?;
+        let out = self.named(&manifest)?;
+        if out.is_empty() {
+            bail!("no declared model in {} matches --name", manifest.display());
+        }
+        Ok(out)
+    }
+
+    /// The models `manifest` declares, by name, those `--name` selects.
+    fn named(&self, manifest: &Path) -> Result<Vec<(String, Config)>> {
+        let report = |e: anebert_build::BuildError| anyhow::anyhow!(anebert_build::report(&e));
         let mut out = Vec::new();
-        for c in anebert_build::configs_from_manifest(&manifest)
-            .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?
-        {
-            let name = c
-                .model_name()
-                .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;
+        for c in anebert_build::configs_from_manifest(manifest).map_err(report)? {
+            let name = c.model_name().map_err(report)?;
             if self.name.as_ref().is_none_or(|n| n == &name) {
                 out.push((name, c));
             }
-        }
-        if out.is_empty() {
-            bail!("no declared model in {} matches --name", manifest.display());
         }
         Ok(out)
     }
@@ -204,16 +199,8 @@ impl Select {
                 .collect());
         }
         let manifest = self.manifest()?;
-        let configs = anebert_build::configs_from_manifest(&manifest)
-            .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;
         let mut out = Vec::new();
-        for c in configs {
-            let name = c
-                .model_name()
-                .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;
-            if self.name.as_ref().is_some_and(|n| n != &name) {
-                continue;
-            }
+        for (name, c) in self.named(&manifest)? {
             let (arts, _) = c
                 .artifacts()
                 .map_err(|e| anyhow::anyhow!(anebert_build::report(&e)))?;

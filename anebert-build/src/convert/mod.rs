@@ -376,24 +376,34 @@ fn gate_weights(
                 .map(|f| f.name.as_str())
         })
         .collect();
-    let mut references = Vec::with_capacity(gated.len());
-    for &f in &gated {
+    // Each head's reference and, unless `mixed` still has to choose the widths, its check, with
+    // one runner per function at a time (a runner holds a copy of the weights).
+    let mixed = o.weights == WeightPrecision::Mixed;
+    let (mut references, mut reports, mut levels) = (Vec::new(), Vec::new(), None);
+    for (i, &f) in gated.iter().enumerate() {
         let runner = gate::Runner::for_function(built, Some(f))?;
-        references.push(gate::Reference::new(built, &runner, texts, vocab)?);
+        let reference = gate::Reference::new(built, &runner, texts, vocab)?;
+        if !mixed {
+            reports.push((f, gate::check(&runner, gate, o.weights.name(), &reference)?));
+            continue;
+        }
+        if i == 0 {
+            levels = Some(gate::mixed::choose(
+                built, &runner, gate, &reference, o.target,
+            )?);
+        }
+        references.push(reference);
     }
-    let name = if o.weights == WeightPrecision::Mixed {
-        let runner = gate::Runner::for_function(built, Some(gated[0]))?;
-        let levels = gate::mixed::choose(built, &runner, gate, &references[0], o.target)?;
-        drop(runner);
+    if let Some(levels) = levels {
         crate::compress::recompress::recompress(built, &levels, o.target)?;
-        gate::mixed::describe(&levels)
-    } else {
-        o.weights.name().to_string()
-    };
+        let name = gate::mixed::describe(&levels);
+        for (&f, reference) in gated.iter().zip(&references) {
+            let runner = gate::Runner::for_function(built, Some(f))?;
+            reports.push((f, gate::check(&runner, gate, &name, reference)?));
+        }
+    }
     let mut worst: Option<GateReport> = None;
-    for (&f, reference) in gated.iter().zip(&references) {
-        let runner = gate::Runner::for_function(built, Some(f))?;
-        let mut report = gate::check(&runner, gate, &name, reference)?;
+    for (f, mut report) in reports {
         if gated.len() > 1 {
             report.source = format!("{}, through {f}", report.source);
         }

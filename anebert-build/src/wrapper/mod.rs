@@ -47,6 +47,38 @@ fn from_ids_fns(seq: usize, extra: &str) -> String {
     )
 }
 
+/// The text helpers of `head`, calling the `::anebert::Model` expression `model`.
+fn head_helpers(head: HeadKind, model: &str) -> String {
+    let r = "::core::result::Result";
+    let e = "::anebert::Error";
+    match head {
+        HeadKind::MaskedLm | HeadKind::FillMask => format!(
+            "/// Fill every `[MASK]` of `text`: the 5 most probable tokens per mask, with probabilities.\n\
+             pub fn fill_mask(&self, text: &str) -> {r}<::std::vec::Vec<::anebert::MaskPrediction>, {e}> {{ {model}.fill_mask(text) }}\n\
+             /// Fill every `[MASK]` of `text` with the `k` most probable tokens.\n\
+             pub fn fill_mask_top(&self, text: &str, k: usize) -> {r}<::std::vec::Vec<::anebert::MaskPrediction>, {e}> {{ {model}.fill_mask_top(text, k) }}"
+        ),
+        HeadKind::SequenceClassification => format!(
+            "/// Every label of [`Self::LABELS`] with its probability, most probable first.\n\
+             pub fn classify(&self, text: &str) -> {r}<::std::vec::Vec<(::std::string::String, f32)>, {e}> {{ {model}.classify(text) }}"
+        ),
+        HeadKind::TokenClassification => format!(
+            "/// The most probable label of every token, with character offsets.\n\
+             pub fn tag(&self, text: &str) -> {r}<::std::vec::Vec<::anebert::TokenLabel>, {e}> {{ {model}.tag(text) }}"
+        ),
+        HeadKind::Embedding => format!(
+            "/// The sentence embedding of `text` ([`Self::HIDDEN_SIZE`] values).\n\
+             pub fn embed(&self, text: &str) -> {r}<::std::vec::Vec<f32>, {e}> {{ {model}.embed(text) }}\n\
+             /// Embeddings of several texts, in order.\n\
+             pub fn embed_batch<S: ::core::convert::AsRef<str>>(&self, texts: &[S]) -> {r}<::std::vec::Vec<::std::vec::Vec<f32>>, {e}> {{ {model}.embed_batch(texts) }}"
+        ),
+        HeadKind::Hidden => format!(
+            "/// The last hidden state of every token of `text` ([`Self::HIDDEN_SIZE`] values each).\n\
+             pub fn hidden(&self, text: &str) -> {r}<::std::vec::Vec<::std::vec::Vec<f32>>, {e}> {{ {model}.hidden(text) }}"
+        ),
+    }
+}
+
 /// The `::anebert::EmbeddedModel` expression embedding `files` of model `name` (cache `key`).
 fn embedded(name: &str, key: &str, files: &EmbeddedFiles<'_>) -> String {
     let opt = |p: Option<&Path>| p.map_or("None".into(), |p| format!("Some({})", include(p)));
@@ -165,22 +197,7 @@ pub fn generate(
             None => String::new(),
         },
     );
-    let helper = match head {
-        HeadKind::MaskedLm | HeadKind::FillMask => "/// Fill every `[MASK]` of `text`: the 5 most probable tokens per mask, with probabilities.\n\
-             pub fn fill_mask(&self, text: &str) -> ::core::result::Result<::std::vec::Vec<::anebert::MaskPrediction>, ::anebert::Error> { self.model.fill_mask(text) }\n\
-             /// Fill every `[MASK]` of `text` with the `k` most probable tokens.\n\
-             pub fn fill_mask_top(&self, text: &str, k: usize) -> ::core::result::Result<::std::vec::Vec<::anebert::MaskPrediction>, ::anebert::Error> { self.model.fill_mask_top(text, k) }",
-        HeadKind::SequenceClassification => "/// Every label of [`Self::LABELS`] with its probability, most probable first.\n\
-             pub fn classify(&self, text: &str) -> ::core::result::Result<::std::vec::Vec<(::std::string::String, f32)>, ::anebert::Error> { self.model.classify(text) }",
-        HeadKind::TokenClassification => "/// The most probable label of every token, with character offsets.\n\
-             pub fn tag(&self, text: &str) -> ::core::result::Result<::std::vec::Vec<::anebert::TokenLabel>, ::anebert::Error> { self.model.tag(text) }",
-        HeadKind::Embedding => "/// The sentence embedding of `text` ([`Self::HIDDEN_SIZE`] values).\n\
-             pub fn embed(&self, text: &str) -> ::core::result::Result<::std::vec::Vec<f32>, ::anebert::Error> { self.model.embed(text) }\n\
-             /// Embeddings of several texts, in order.\n\
-             pub fn embed_batch<S: ::core::convert::AsRef<str>>(&self, texts: &[S]) -> ::core::result::Result<::std::vec::Vec<::std::vec::Vec<f32>>, ::anebert::Error> { self.model.embed_batch(texts) }",
-        HeadKind::Hidden => "/// The last hidden state of every token of `text` ([`Self::HIDDEN_SIZE`] values each).\n\
-             pub fn hidden(&self, text: &str) -> ::core::result::Result<::std::vec::Vec<::std::vec::Vec<f32>>, ::anebert::Error> { self.model.hidden(text) }",
-    };
+    let helper = head_helpers(head, "self.model");
     if info.has_tokenizer {
         let _ = writeln!(
             w,

@@ -3,7 +3,7 @@
 //! helpers, and typed inputs whose length is a const parameter that only the package's lengths
 //! can take.
 
-use super::{embedded, from_ids_fns, lit, EmbeddedFiles};
+use super::{embedded, from_ids_fns, head_helpers, lit, EmbeddedFiles};
 use crate::artifact::ArtifactInfo;
 use anebert_runtime::contract::HeadKind;
 use std::fmt::Write;
@@ -22,39 +22,6 @@ fn variant(head: HeadKind) -> &'static str {
         HeadKind::TokenClassification => "TokenClassification",
         HeadKind::Embedding => "Embedding",
         HeadKind::Hidden => "Hidden",
-    }
-}
-
-/// The head's text helpers, calling `self.models[i]`.
-fn helpers(head: HeadKind, i: usize) -> String {
-    let m = format!("self.models[{i}]");
-    let r = "::core::result::Result";
-    let e = "::anebert::Error";
-    match head {
-        HeadKind::MaskedLm | HeadKind::FillMask => format!(
-            "/// Fill every `[MASK]` of `text` (mlm head): the 5 most probable tokens per mask.\n\
-             pub fn fill_mask(&self, text: &str) -> {r}<::std::vec::Vec<::anebert::MaskPrediction>, {e}> {{ {m}.fill_mask(text) }}\n\
-             /// Fill every `[MASK]` of `text` with the `k` most probable tokens.\n\
-             pub fn fill_mask_top(&self, text: &str, k: usize) -> {r}<::std::vec::Vec<::anebert::MaskPrediction>, {e}> {{ {m}.fill_mask_top(text, k) }}"
-        ),
-        HeadKind::SequenceClassification => format!(
-            "/// Every label of [`Self::LABELS`] with its probability, most probable first.\n\
-             pub fn classify(&self, text: &str) -> {r}<::std::vec::Vec<(::std::string::String, f32)>, {e}> {{ {m}.classify(text) }}"
-        ),
-        HeadKind::TokenClassification => format!(
-            "/// The most probable label of every token, with character offsets.\n\
-             pub fn tag(&self, text: &str) -> {r}<::std::vec::Vec<::anebert::TokenLabel>, {e}> {{ {m}.tag(text) }}"
-        ),
-        HeadKind::Embedding => format!(
-            "/// The sentence embedding of `text` ([`Self::HIDDEN_SIZE`] values).\n\
-             pub fn embed(&self, text: &str) -> {r}<::std::vec::Vec<f32>, {e}> {{ {m}.embed(text) }}\n\
-             /// Embeddings of several texts, in order.\n\
-             pub fn embed_batch<S: ::core::convert::AsRef<str>>(&self, texts: &[S]) -> {r}<::std::vec::Vec<::std::vec::Vec<f32>>, {e}> {{ {m}.embed_batch(texts) }}"
-        ),
-        HeadKind::Hidden => format!(
-            "/// The last hidden state of every token of `text`.\n\
-             pub fn hidden(&self, text: &str) -> {r}<::std::vec::Vec<::std::vec::Vec<f32>>, {e}> {{ {m}.hidden(text) }}"
-        ),
     }
 }
 
@@ -149,7 +116,7 @@ pub fn generate(
              let mut out = self.models[{i}].predict(&inputs)?;\n\
              let t = out.remove({out_lit}).ok_or_else(|| ::anebert::Error::Metadata(::std::string::String::from(\"the model has no `{out}` output\")))?;\n\
              ::core::result::Result::Ok({ident}Output {{ shape: t.shape().to_vec(), values: t.as_f32().map(|v| v.to_vec()).unwrap_or_default() }}) }}\n{}",
-            helpers(h, i),
+            head_helpers(h, &format!("self.models[{i}]")),
             hn = h.name(),
             out_lit = lit(out),
         );

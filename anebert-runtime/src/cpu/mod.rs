@@ -189,29 +189,17 @@ impl CpuModel {
         if program.functions.is_empty() {
             return Err(CpuError::NoFunctions);
         }
-        let name = match function {
+        let name = match function.or_else(|| package.default_function()) {
             Some(f) => f.to_string(),
-            None if program.functions.len() == 1 => {
-                program.functions.keys().next().cloned().unwrap_or_default()
-            }
             None => {
-                let d = package
-                    .spec
-                    .description
-                    .as_ref()
-                    .map(|d| d.default_function_name.clone())
-                    .unwrap_or_default();
-                if d.is_empty() {
-                    return Err(CpuError::AmbiguousFunction(
-                        program
-                            .functions
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    ));
-                }
-                d
+                return Err(CpuError::AmbiguousFunction(
+                    program
+                        .functions
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                ))
             }
         };
         let func = program

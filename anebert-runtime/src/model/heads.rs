@@ -5,7 +5,6 @@ use super::{Backend, EmbeddedModel, Engine, Error, Model, ModelInfo, Options};
 use crate::contract::HeadKind;
 use crate::cpu::CpuModel;
 use crate::package::Package;
-use std::path::PathBuf;
 
 impl Model {
     /// Load several heads of an embedded (multifunction) package: one `Model` per head, each
@@ -22,8 +21,7 @@ impl Model {
                 .map(|&h| Self::load_embedded(model, &options.clone().head(h)))
                 .collect();
         }
-        let label = PathBuf::from(format!("<embedded model {}>", model.name));
-        let package = Package::from_bytes(&label, model.spec, model.weights.map(<[u8]>::to_vec))?;
+        let package = super::embedded_package(model, &super::embedded_label(model))?;
         Self::from_package_heads(&package, model.tokenizer, heads, options)
     }
 

@@ -81,7 +81,7 @@ impl Model {
     /// time, when the crate was built on a Mac) is written once to
     /// `{cache}/embedded/{key}/`; without a compiled model it is compiled there on first load.
     pub fn load_embedded(model: &EmbeddedModel, options: &Options) -> Result<Model, Error> {
-        let label = PathBuf::from(format!("<embedded model {}>", model.name));
+        let label = embedded_label(model);
         if Self::load_backend(options)? == Backend::CoreMl {
             let spec = <proto::Model as prost::Message>::decode(model.spec).map_err(|source| {
                 PackageError::Decode {
@@ -108,8 +108,7 @@ impl Model {
             };
             return Self::on_coreml(info, load, model.tokenizer, options);
         }
-        let package = Package::from_bytes(&label, model.spec, model.weights.map(<[u8]>::to_vec))?;
-        Self::from_package(&package, model.tokenizer, options)
+        Self::from_package(&embedded_package(model, &label)?, model.tokenizer, options)
     }
 
     /// Load a model written by anebert from a directory: an `.mlpackage` (any backend), or on
@@ -518,6 +517,20 @@ impl Model {
         }
         Ok(rows)
     }
+}
+
+/// `<embedded model NAME>`: how errors name an embedded model.
+fn embedded_label(model: &EmbeddedModel) -> PathBuf {
+    PathBuf::from(format!("<embedded model {}>", model.name))
+}
+
+/// The embedded model as a package in memory (for the CPU backend), named `label` in errors.
+fn embedded_package(model: &EmbeddedModel, label: &Path) -> Result<Package, Error> {
+    Ok(Package::from_bytes(
+        label,
+        model.spec,
+        model.weights.map(<[u8]>::to_vec),
+    )?)
 }
 
 /// The inputs of each function `info` runs, for Core ML: the function's own description in a

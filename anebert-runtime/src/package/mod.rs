@@ -330,23 +330,19 @@ impl Package {
         }
     }
 
-    /// The function Core ML runs when none is named: the description's `defaultFunctionName` in
-    /// a multifunction program, else the only function. `None` when there is no such function.
+    /// The function run when none is named: the only one, else the description's
+    /// `defaultFunctionName` (not checked to exist: looking it up says so). `None` when several
+    /// functions name no default.
     pub fn default_function(&self) -> Option<&str> {
         let program = self.program();
-        let named = self
-            .spec
+        if program.functions.len() == 1 {
+            return program.functions.keys().next().map(String::as_str);
+        }
+        self.spec
             .description
             .as_ref()
             .map(|d| d.default_function_name.as_str())
-            .filter(|n| !n.is_empty());
-        match named {
-            Some(n) => program.functions.contains_key(n).then_some(n),
-            None if program.functions.len() == 1 => {
-                program.functions.keys().next().map(String::as_str)
-            }
-            None => None,
-        }
+            .filter(|n| !n.is_empty())
     }
 
     /// Write a package atomically: everything goes to a temporary sibling directory, which then
