@@ -15,11 +15,27 @@ use mil::argument::binding::Binding;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-/// FLOPs by op type, and their total.
+/// FLOPs by op type, and their total; the largest intermediate tensor.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Flops {
     /// FLOPs per op type (`conv`, `linear`, `matmul`, `einsum`).
     pub by_op: BTreeMap<String, u64>,
+    /// The largest tensor an op of the function computes (constants, inputs and the function's
+    /// outputs aside): what the ANE must hold or stream between two ops.
+    pub largest: Option<Intermediate>,
+}
+
+/// One op output, by size.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Intermediate {
+    /// The value's name.
+    pub name: String,
+    /// The op that computes it.
+    pub op: String,
+    /// Its static shape.
+    pub shape: Vec<usize>,
+    /// Its size in bytes of its own type.
+    pub bytes: u64,
 }
 
 impl Flops {
@@ -93,6 +109,11 @@ pub fn flops(package: &Package, function: Option<&str>) -> Result<Flops, String>
         }
     }
     let mut out = Flops::default();
+    let outputs: Vec<&str> = func
+        .block_specializations
+        .values()
+        .flat_map(|b| b.outputs.iter().map(String::as_str))
+        .collect();
     for block in func.block_specializations.values() {
         for op in &block.operations {
             for o in &op.outputs {
@@ -105,6 +126,25 @@ pub fn flops(package: &Package, function: Option<&str>) -> Result<Flops, String>
                     consts.insert(&o.name, v);
                 }
                 continue;
+            }
+            for o in op
+                .outputs
+                .iter()
+                .filter(|o| !outputs.contains(&o.name.as_str()))
+            {
+                let Some(shape) = ty(&o.r#type).and_then(|t| Some((t.shape()?, t.dtype))) else {
+                    continue;
+                };
+                let bytes =
+                    shape.0.iter().product::<usize>() as u64 * u64::from(shape.1.bits()) / 8;
+                if out.largest.as_ref().is_none_or(|l| bytes > l.bytes) {
+                    out.largest = Some(Intermediate {
+                        name: o.name.clone(),
+                        op: op.r#type.clone(),
+                        shape: shape.0,
+                        bytes,
+                    });
+                }
             }
             let outs: Option<Vec<TensorType>> = op.outputs.iter().map(|o| ty(&o.r#type)).collect();
             let inputs = ProtoInputs {

@@ -201,6 +201,7 @@ fn report(label: &str, pkg: &Package) -> Result<serde_json::Value> {
         "flops_per_sequence": flops.total(),
         "flops_per_token": flops.total() / seq as u64,
         "flops_by_op": flops.by_op,
+        "largest_intermediate": flops.largest,
         "ane_rule_violations": violations,
         "ops_off_ane": off,
         "per_token_tensors_with_last_axis_below_32": small_last_axis,
@@ -336,6 +337,16 @@ fn print_report(r: &serde_json::Value) {
     );
     for (k, v) in r["flops_by_op"].as_object().into_iter().flatten() {
         println!("    {:>10.4} G  {k}", num(v) as f64 / 1e9);
+    }
+    let big = &r["largest_intermediate"];
+    if big.is_object() {
+        println!(
+            "  largest intermediate tensor: {:.3} MB, {} {} = {}",
+            num(&big["bytes"]) as f64 / 1e6,
+            big["shape"],
+            big["op"].as_str().unwrap_or("?"),
+            big["name"].as_str().unwrap_or("?")
+        );
     }
     let viol = r["ane_rule_violations"]
         .as_array()

@@ -197,6 +197,7 @@ pub fn convert_dir_with(
                         compression: o.weights.compression(),
                         share_weights: functions.len() > 1,
                         mask_slots: o.mask_slots,
+                        score_tile: o.score_tile,
                     };
                     Emitter::new(f, gopts, meta.hidden)
                 })

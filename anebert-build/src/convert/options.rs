@@ -147,6 +147,11 @@ pub struct ConvertOptions {
     /// Positions per call of the `fill-mask` head (K of its `mask_positions` input; default 8):
     /// its output is `(1, V, 1, K)` instead of `mlm`'s `(1, V, 1, S)`.
     pub mask_slots: usize,
+    /// Largest score tensor of one attention head and tile, in fp16 bytes (default
+    /// [`crate::graph::SCORE_TILE_BYTES`], 4 MiB): attention whose S × S scores exceed it runs in
+    /// tiles — query blocks against their band on sliding-window layers, query chunks on global
+    /// ones (docs/design.md §3). Smaller values tile shorter sequences.
+    pub score_tile: usize,
     /// How to name the source in the package metadata (`repo@commit` for hub checkpoints);
     /// `None`: the directory's path.
     pub source_label: Option<String>,
@@ -170,6 +175,7 @@ impl ConvertOptions {
             normalize: None,
             vocab_chunk: crate::graph::MAX_CHUNK,
             mask_slots: anebert_runtime::contract::DEFAULT_MASK_SLOTS,
+            score_tile: crate::graph::SCORE_TILE_BYTES,
             source_label: None,
         }
     }
@@ -314,6 +320,14 @@ pub(super) fn check_options(
                 .collect::<Vec<_>>()
                 .join(", "),
             o.seq_lens
+        ));
+    }
+    if o.score_tile < 2 * 64 * 64 {
+        return bad(format!(
+            "score_tile {} bytes is too small: attention tiles hold at least 64 × 64 fp16 scores \
+             ({} bytes)",
+            o.score_tile,
+            2 * 64 * 64
         ));
     }
     if o.vocab_chunk == 0 || o.vocab_chunk > crate::graph::MAX_CHUNK {

@@ -5,6 +5,7 @@
 //! −1e4 built in the graph from `attention_mask`; no tensor axis exceeds the ANE limits.
 
 pub mod ane_rules;
+mod attention;
 mod head;
 mod tables;
 
@@ -14,6 +15,8 @@ use crate::mil::{FunctionBuilder, InputShape, MilError, Var};
 use anebert_runtime::{DType, Tensor};
 use faer::Mat;
 use std::collections::HashMap;
+
+pub use attention::{tiling, Tiling, SCORE_TILE_BYTES};
 
 /// Largest channel count of one conv or table chunk (ANE lookup/width limit is 16384).
 pub const MAX_CHUNK: usize = 16384;
@@ -38,6 +41,8 @@ pub struct GraphOptions {
     pub share_weights: bool,
     /// Positions per call of the fill-mask head (K of its `mask_positions` input).
     pub mask_slots: usize,
+    /// Largest score tensor of one head and tile, in fp16 bytes ([`SCORE_TILE_BYTES`] by default).
+    pub score_tile: usize,
 }
 
 /// Emits one encoder into a function, piece by piece.
@@ -49,11 +54,17 @@ pub struct Emitter<'f, 'a> {
     mask_f: Var,
     pad_mask: Option<Var>,
     masks: HashMap<usize, Var>,
+    /// Banded attention's masks, by half-window and first block of the tile.
+    band_masks: HashMap<(usize, usize), Var>,
+    /// Constant padding columns, by (channels, columns, value bits).
+    pads: HashMap<(usize, usize, u32), Var>,
     rope: HashMap<u64, (Var, Var)>,
     /// Embedding table chunks (rows, const), viewed again by a tied decoder.
     table: Vec<(usize, Var)>,
     x: Option<Var>,
     emb_norm: Option<Var>,
+    /// The fill-mask head's `mask_positions` as a `(1, 1, 1, K)` row, once declared.
+    positions: Option<Var>,
     /// The fill-mask head's position one-hot, once built.
     onehot: Option<Var>,
     /// Compute the next layer's queries (and everything after its attention) at the
@@ -89,10 +100,13 @@ impl<'f, 'a> Emitter<'f, 'a> {
             mask_f,
             pad_mask: None,
             masks: HashMap::new(),
+            band_masks: HashMap::new(),
+            pads: HashMap::new(),
             rope: HashMap::new(),
             table: Vec::new(),
             x: None,
             emb_norm: None,
+            positions: None,
             onehot: None,
             select_next: false,
             selected: false,
@@ -438,22 +452,31 @@ impl<'f, 'a> Emitter<'f, 'a> {
         let (q, k, v) = (pieces[0].clone(), pieces[1].clone(), pieces[2].clone());
         let (q, k) = if let Some(rope) = l.attn.rope {
             let (cos, sin) = self.rope_tables(rope.theta, h)?;
-            let half = vec![(hd / 2) as i32; 2 * h];
-            // rotate_half(x) = [−x₂, x₁] per head: swap the halves with split + concat; the sign
+            let half = (hd / 2) as i32;
+            let (hh, hdi, si) = (h as i32, hd as i32, self.opts.seq_len as i32);
+            // Per head, (1, h, hd, S) against (1, 1, hd, S) tables: O(S·hd) constants, not
+            // O(S·D). rotate_half(x) = [−x₂, x₁]: swap the halves with split + concat; the sign
             // lives in the sin table. Cheaper than folding it into the weights (+2d² MACs/token).
             let mut rot = |name: &str, a: &Var| -> Result<Var, MilError> {
-                let halves = self.f.split(&format!("{p}_{name}_halves"), a, 1, &half)?;
-                let swapped: Vec<Var> = (0..h)
-                    .flat_map(|i| [halves[2 * i + 1].clone(), halves[2 * i].clone()])
-                    .collect();
+                let a = self
+                    .f
+                    .reshape(&format!("{p}_{name}_per_head"), a, &[1, hh, hdi, si])?;
+                let halves = self
+                    .f
+                    .split(&format!("{p}_{name}_halves"), &a, 2, &[half, half])?;
+                let swapped = [halves[1].clone(), halves[0].clone()];
                 let sw = self
                     .f
-                    .concat(&format!("{p}_{name}_swapped"), &swapped, 1, false)?;
-                let ac = self.f.binary("mul", &format!("{p}_{name}_cos"), a, &cos)?;
+                    .concat(&format!("{p}_{name}_swapped"), &swapped, 2, false)?;
+                let ac = self.f.binary("mul", &format!("{p}_{name}_cos"), &a, &cos)?;
                 let bs = self
                     .f
                     .binary("mul", &format!("{p}_{name}_sin"), &sw, &sin)?;
-                self.f.binary("add", &format!("{p}_{name}_rope"), &ac, &bs)
+                let r = self
+                    .f
+                    .binary("add", &format!("{p}_{name}_rope"), &ac, &bs)?;
+                self.f
+                    .reshape(&format!("{p}_{name}_rotated"), &r, &[1, hh * hdi, 1, si])
             };
             (rot("q", &q)?, rot("k", &k)?)
         } else {
@@ -469,40 +492,7 @@ impl<'f, 'a> Emitter<'f, 'a> {
         } else {
             (q, x)
         };
-        let kt = self.f.transpose(&format!("{p}_k_t"), &k, &[0, 3, 2, 1])?;
-        let sizes = vec![hd as i32; h];
-        let (qs, ks, vs) = if h == 1 {
-            (vec![q], vec![kt], vec![v])
-        } else {
-            (
-                self.f.split(&format!("{p}_q_heads"), &q, 1, &sizes)?,
-                self.f.split(&format!("{p}_k_heads"), &kt, 3, &sizes)?,
-                self.f.split(&format!("{p}_v_heads"), &v, 1, &sizes)?,
-            )
-        };
-        let mut mask = self.attention_mask(l.attn.window)?;
-        if self.selected && mask.shape().and_then(|s| s.last().copied()) != Some(1) {
-            // A band mask `(1, S, 1, S)`: its columns at the selected queries.
-            mask = self.select_positions(&format!("{p}_mask_selected"), &mask)?;
-        }
-        let mut outs = Vec::with_capacity(h);
-        for i in 0..h {
-            let hp = format!("{p}_h{i}");
-            let sc = self
-                .f
-                .einsum(&format!("{hp}_scores"), "bkhc,bchq->bkhq", &ks[i], &qs[i])?;
-            let sc = self.f.binary("add", &format!("{hp}_masked"), &sc, &mask)?;
-            let w = self.f.softmax(&format!("{hp}_weights"), &sc, 1)?;
-            outs.push(
-                self.f
-                    .einsum(&format!("{hp}_out"), "bchk,bkhq->bchq", &vs[i], &w)?,
-            );
-        }
-        let o = if outs.len() == 1 {
-            outs.pop().expect("one")
-        } else {
-            self.f.concat(&format!("{p}_heads"), &outs, 1, false)?
-        };
+        let o = self.attend(&p, &q, &k, &v, h, l.attn.window)?;
         let o = self.conv(&format!("{p}_attn_out"), &o, &l.attn.out)?;
         let mut x = self
             .f

@@ -51,25 +51,24 @@ impl Emitter<'_, '_> {
         if let Some(v) = self.rope.get(&theta.to_bits()) {
             return Ok(v.clone());
         }
-        let (d, s) = (self.hidden, self.opts.seq_len);
-        let hd = d / heads;
+        let (hd, s) = (self.hidden / heads, self.opts.seq_len);
         let half = hd / 2;
-        let mut cos = vec![0f32; d * s];
-        let mut sin = vec![0f32; d * s];
-        for c in 0..d {
-            let j = (c % hd) % half;
+        let mut cos = vec![0f32; hd * s];
+        let mut sin = vec![0f32; hd * s];
+        for c in 0..hd {
+            let j = c % half;
             // HF computes inv_freq and the angles in f32; f64 here differs by < 1e-5 rad at S = 8192.
             let inv = 1.0 / theta.powf((2 * j) as f64 / hd as f64);
             for p in 0..s {
                 let a = p as f64 * inv;
                 cos[c * s + p] = a.cos() as f32;
                 // rotate_half's sign: its first half is negated.
-                sin[c * s + p] = if c % hd < half { -a.sin() } else { a.sin() } as f32;
+                sin[c * s + p] = if c < half { -a.sin() } else { a.sin() } as f32;
             }
         }
         let name = format!("rope_{}", theta as u64);
-        let cv = self.weight(&format!("{name}_cos"), vec![1, d, 1, s], cos)?;
-        let sv = self.weight(&format!("{name}_sin"), vec![1, d, 1, s], sin)?;
+        let cv = self.weight(&format!("{name}_cos"), vec![1, 1, hd, s], cos)?;
+        let sv = self.weight(&format!("{name}_sin"), vec![1, 1, hd, s], sin)?;
         self.rope.insert(theta.to_bits(), (cv.clone(), sv.clone()));
         Ok((cv, sv))
     }
@@ -83,12 +82,12 @@ impl Emitter<'_, '_> {
         self.f.einsum(hint, "bchk,bkhq->bchq", x, &onehot)
     }
 
-    /// The `(1, S, 1, K)` one-hot of the `mask_positions` input (declared on first use).
-    fn position_onehot(&mut self) -> Result<Var, MilError> {
-        if let Some(v) = &self.onehot {
+    /// The `mask_positions` input (int32 `(1, K)`, declared on first use) as a `(1, 1, 1, K)` row.
+    pub(super) fn mask_positions(&mut self) -> Result<Var, MilError> {
+        if let Some(v) = &self.positions {
             return Ok(v.clone());
         }
-        let (s, k) = (self.opts.seq_len, self.opts.mask_slots);
+        let k = self.opts.mask_slots;
         let pos = self.f.input(
             anebert_runtime::contract::MASK_POSITIONS,
             DType::I32,
@@ -97,6 +96,17 @@ impl Emitter<'_, '_> {
         let pos = self
             .f
             .reshape("mask_positions_row", &pos, &[1, 1, 1, k as i32])?;
+        self.positions = Some(pos.clone());
+        Ok(pos)
+    }
+
+    /// The `(1, S, 1, K)` one-hot of the `mask_positions` input.
+    fn position_onehot(&mut self) -> Result<Var, MilError> {
+        if let Some(v) = &self.onehot {
+            return Ok(v.clone());
+        }
+        let s = self.opts.seq_len;
+        let pos = self.mask_positions()?;
         let range = Tensor::i32(vec![1, s, 1, 1], (0..s as i32).collect())?;
         let range = self.f.constant("token_positions", range)?;
         let hit = self.f.binary("equal", "mask_onehot_bool", &range, &pos)?;

@@ -20,29 +20,35 @@ use crate::tensor::{round_to_f16, Tensor};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// The scores and output equations of the converter's attention (and of any package using them).
-pub(crate) const SCORES_EQ: &str = "bkhc,bchq->bkhq";
-pub(crate) const OUTPUT_EQ: &str = "bchk,bkhq->bchq";
+pub(crate) use crate::op_table::dims::{
+    ATTENTION_OUTPUT as OUTPUT_EQ, ATTENTION_SCORES as SCORES_EQ,
+};
 
 /// Queries per block: the scratch is S_k × BLOCK values (512 KiB at S_k = 2048).
 const BLOCK: usize = 64;
 
-/// Whether the four operands have the shapes the fused kernel handles: Kᵀ `(1, S_k, 1, d)`,
-/// Q `(1, d, 1, S_q)`, V `(1, d_v, 1, S_k)`, and a mask that broadcasts to `(1, S_k, 1, S_q)`:
-/// `(1, S_k | 1, 1, S_q | 1)` (the key-padding mask of global layers is `(1, S_k, 1, 1)`).
+/// Whether the four operands have the shapes the fused kernel handles: Kᵀ `(1, S_k, H | 1, d)`,
+/// Q `(1, d, H, S_q)`, V `(1, d_v, H | 1, S_k)`, and a mask that broadcasts to
+/// `(1, S_k, H, S_q)`: `(1, S_k | 1, H | 1, S_q | 1)` (the key-padding mask of global layers is
+/// `(1, S_k, 1, 1)`; banded layers put query blocks on H).
 pub(crate) fn fusable(k: &[usize], q: &[usize], mask: &[usize], v: &[usize]) -> bool {
-    let four = |s: &[usize]| s.len() == 4 && s[0] == 1 && s[2] == 1;
+    let four = |s: &[usize]| s.len() == 4 && s[0] == 1;
+    let h = q.get(2).copied().unwrap_or(0);
+    let hb = |s: &[usize]| s[2] == h || s[2] == 1;
     four(k)
         && four(q)
         && four(mask)
         && four(v)
+        && hb(k)
+        && hb(mask)
+        && hb(v)
         && k[3] == q[1]
         && (mask[1] == k[1] || mask[1] == 1)
         && (mask[3] == q[3] || mask[3] == 1)
         && v[3] == k[1]
 }
 
-/// The fused kernel: inputs `k` (Kᵀ), `q`, `mask`, `v`; one output `(1, d_v, 1, S_q)`.
+/// The fused kernel: inputs `k` (Kᵀ), `q`, `mask`, `v`; one output `(1, d_v, H, S_q)`.
 pub(crate) fn attention(
     args: &BTreeMap<&str, Vec<Arc<Tensor>>>,
     fp16: bool,
@@ -69,27 +75,45 @@ pub(crate) fn attention(
             vt.shape()
         ));
     }
-    let (sk, d, sq, dv) = (kt.shape()[1], kt.shape()[3], qt.shape()[3], vt.shape()[1]);
-    // Mask strides over keys and queries (0 where it broadcasts).
-    let (mk, mq) = (
-        if mt.shape()[1] == 1 { 0 } else { mt.shape()[3] },
-        usize::from(mt.shape()[3] != 1),
+    let (sk, d, h, sq, dv) = (
+        kt.shape()[1],
+        kt.shape()[3],
+        qt.shape()[2],
+        qt.shape()[3],
+        vt.shape()[1],
     );
-    let mut out = pool.zeros(dv * sq);
-    let blocks: Vec<(usize, Vec<f32>)> = (0..sq.div_ceil(BLOCK))
+    // Per-head offsets (0 where an operand broadcasts over H) and the mask's strides over keys,
+    // heads and queries (0 where it broadcasts).
+    let (kh, vh, mh) = (kt.shape()[2], vt.shape()[2], mt.shape()[2]);
+    let msq = mt.shape()[3];
+    let (mk, mhs, mq) = (
+        if mt.shape()[1] == 1 { 0 } else { mh * msq },
+        if mh == 1 { 0 } else { msq },
+        usize::from(msq != 1),
+    );
+    let mut out = pool.zeros(dv * h * sq);
+    let nb = sq.div_ceil(BLOCK);
+    let blocks: Vec<(usize, usize, Vec<f32>)> = (0..h * nb)
         .into_par_iter()
-        .map(|b| {
+        .map(|t| {
+            let (hi, b) = (t / nb, t % nb);
             let (q0, bq) = (b * BLOCK, BLOCK.min(sq - b * BLOCK));
             let mut s = vec![0f32; sk * bq];
-            // Scores: Kᵀ (S_k × d) · Q[:, q0..q0+bq] (d × bq).
+            // Scores: Kᵀ (S_k × d) · Q[:, h, q0..q0+bq] (d × bq).
+            let ko = if kh == 1 { 0 } else { hi * d };
             gemm(
-                kv,
-                Mat::row_major(sk, d),
-                &qv[q0..],
+                &kv[ko..],
+                Mat {
+                    rows: sk,
+                    cols: d,
+                    rs: kh * d,
+                    cs: 1,
+                },
+                &qv[hi * sq + q0..],
                 Mat {
                     rows: d,
                     cols: bq,
-                    rs: sq,
+                    rs: h * sq,
                     cs: 1,
                 },
                 &mut s,
@@ -99,7 +123,7 @@ pub(crate) fn attention(
                 round_to_f16(&mut s);
             }
             for (k, row) in s.chunks_mut(bq).enumerate() {
-                let base = k * mk + q0 * mq;
+                let base = k * mk + hi * mhs + q0 * mq;
                 if mq == 1 {
                     for (x, &m) in row.iter_mut().zip(&mv[base..base + bq]) {
                         *x += m;
@@ -115,26 +139,33 @@ pub(crate) fn attention(
             softmax_columns(&mut s, bq, fp16);
             // Output block: V (d_v × S_k) · W (S_k × bq).
             let mut o = vec![0f32; dv * bq];
+            let vo = if vh == 1 { 0 } else { hi * sk };
             gemm(
-                vv,
-                Mat::row_major(dv, sk),
+                &vv[vo..],
+                Mat {
+                    rows: dv,
+                    cols: sk,
+                    rs: vh * sk,
+                    cs: 1,
+                },
                 &s,
                 Mat::row_major(sk, bq),
                 &mut o,
                 Mat::row_major(dv, bq),
             );
-            (q0, o)
+            (hi, q0, o)
         })
         .collect();
-    for (q0, o) in blocks {
+    for (hi, q0, o) in blocks {
         let bq = o.len() / dv.max(1);
         for (c, row) in o.chunks(bq.max(1)).enumerate() {
-            out[c * sq + q0..c * sq + q0 + bq].copy_from_slice(row);
+            let at = (c * h + hi) * sq + q0;
+            out[at..at + bq].copy_from_slice(row);
         }
     }
     let t = Tensor::new(
         vt.dtype(),
-        vec![1, dv, 1, sq],
+        vec![1, dv, h, sq],
         crate::tensor::TensorData::Float(out),
     )
     .map_err(|e| e.to_string())?;

@@ -148,6 +148,12 @@ pub fn conv_dim(
     })
 }
 
+/// The scores equation of split-einsum attention: Kᵀ `(B, S_k, H, d)` · Q `(B, d, H, S_q)` →
+/// `(B, S_k, H, S_q)`, keys on the channel axis for a softmax over axis 1.
+pub const ATTENTION_SCORES: &str = "bkhc,bchq->bkhq";
+/// The output equation of split-einsum attention: V `(B, d, H, S_k)` · weights → `(B, d, H, S_q)`.
+pub const ATTENTION_OUTPUT: &str = "bchk,bkhq->bchq";
+
 /// Which of MIL einsum's one pattern (and rank) an equation is (docs/coreml-format.md §5): rank 4
 /// `nchw,nwhu->nchu` or rank 3 `chw,whu->chu`, letters free.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
