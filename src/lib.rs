@@ -21,7 +21,7 @@
 pub use anebert_macros::model;
 pub use anebert_runtime::{
     contract, coreml, cost, cpu, dtype, fsx, metrics, model as runtime, model_info, op_table,
-    package, proto, tensor, types, Backend, ComputeUnits, DType, Dim, EmbeddedModel, Error, Fill,
-    MaskPrediction, Model, ModelInfo, Options, Output, Package, Tensor, TensorData, TensorType,
-    TokenLabel, Tokens,
+    package, packing, proto, tensor, types, Backend, ComputeUnits, DType, Dim, EmbeddedModel,
+    Error, Fill, MaskPrediction, Model, ModelInfo, Options, Output, Package, Tensor, TensorData,
+    TensorType, TokenLabel, Tokens,
 };

@@ -15,4 +15,5 @@ mod long_context;
 mod multifunction;
 mod op_cases;
 mod package_io;
+mod packing;
 mod reader_robustness;

@@ -8,6 +8,12 @@ use std::collections::BTreeMap;
 pub const INPUT_IDS: &str = "input_ids";
 /// Attention mask input, int32 `(1, S)`: 1 = token, 0 = padding.
 pub const ATTENTION_MASK: &str = "attention_mask";
+/// A packed function's segment input, int32 `(1, S)`: 0 = padding, 1..=T = the text each token
+/// belongs to (each text one contiguous run).
+pub const SEGMENT_IDS: &str = "segment_ids";
+/// A packed function's position input, int32 `(1, S)`: each token's position in its own text
+/// (0 at its first token).
+pub const POSITION_IDS: &str = "position_ids";
 /// The fill-mask head's positions input, int32 `(1, K)`: the token positions whose logits the
 /// function computes (unused slots repeat position 0; their rows are ignored).
 pub const MASK_POSITIONS: &str = "mask_positions";
@@ -108,6 +114,19 @@ pub enum ContractError {
         /// The model's S.
         seq_len: usize,
     },
+    /// One text of a batch has more tokens than the longest length.
+    #[error("text {index} has {tokens} tokens, more than the model's longest sequence length {seq_len}; shorten it, load the model with truncation, or convert with a longer --seq")]
+    TextTooLong {
+        /// Its index in the batch.
+        index: usize,
+        /// Its tokens.
+        tokens: usize,
+        /// The longest S.
+        seq_len: usize,
+    },
+    /// Packed inputs that do not describe texts one after another.
+    #[error("packed inputs: {0}")]
+    Segments(String),
     /// Inputs whose length is none of the model's (a multifunction model's length buckets).
     #[error("`input_ids` has shape {shape:?}, but the model's lengths are {lengths:?}: pass (1, S) for one of them (run_ids and the text helpers pad to the right one)")]
     NoSuchLength {

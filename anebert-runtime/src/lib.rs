@@ -30,6 +30,7 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod model_info;
+pub mod packing;
 #[cfg(feature = "text")]
 pub mod text;
 #[cfg(feature = "text")]

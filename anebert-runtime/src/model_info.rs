@@ -77,6 +77,10 @@ pub struct FunctionMetadata {
     /// The fill-mask head: positions per call (K of its `mask_positions` input).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mask_slots: Option<usize>,
+    /// A packed function (inputs `segment_ids`, `position_ids`): the most texts per call (T); its
+    /// pooled heads answer `(1, C, 1, T)`, a column per text slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_segments: Option<usize>,
 }
 
 impl PackageMetadata {

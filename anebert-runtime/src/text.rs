@@ -121,11 +121,28 @@ impl Model {
     }
 
     fn run_text(&self, text: &str) -> Result<(Encoding, Vec<Vec<f32>>), Error> {
+        let (mut encs, mut outs) = self.run_texts(&[text])?;
+        Ok((encs.swap_remove(0), outs.swap_remove(0)))
+    }
+
+    /// Tokenize and run several texts ([`Model::run_batch`]): encodings and output rows, in order.
+    #[allow(clippy::type_complexity)]
+    fn run_texts<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+    ) -> Result<(Vec<Encoding>, Vec<Vec<Vec<f32>>>), Error> {
         let t = self.text()?;
-        let enc = t.encode(text, self.truncates())?;
-        let ids: Vec<i32> = enc.get_ids().iter().map(|&i| i as i32).collect();
-        let out = self.run_ids(&ids, t.pad_id)?;
-        Ok((enc, out.rows))
+        let encs = texts
+            .iter()
+            .map(|s| t.encode(s.as_ref(), self.truncates()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let ids: Vec<Vec<i32>> = encs
+            .iter()
+            .map(|e| e.get_ids().iter().map(|&i| i as i32).collect())
+            .collect();
+        let refs: Vec<&[i32]> = ids.iter().map(Vec::as_slice).collect();
+        let outs = self.run_batch(&refs, t.pad_id)?;
+        Ok((encs, outs.into_iter().map(|o| o.rows).collect()))
     }
 
     /// Fill every `[MASK]` of `text` (mlm head): the 5 most probable tokens per mask.
@@ -192,53 +209,84 @@ impl Model {
     /// Classify `text` (sequence-classification head): every label with its softmax score, most
     /// probable first.
     pub fn classify(&self, text: &str) -> Result<Vec<(String, f32)>, Error> {
+        Ok(self.classify_batch(&[text])?.swap_remove(0))
+    }
+
+    /// Classify several texts (sequence-classification head), in input order; a packed model runs
+    /// them in as few calls as fit.
+    pub fn classify_batch<S: AsRef<str>>(
+        &self,
+        texts: &[S],
+    ) -> Result<Vec<Vec<(String, f32)>>, Error> {
         self.expect_head("classify", HeadKind::SequenceClassification)?;
-        let (_, rows) = self.run_text(text)?;
-        let probs = softmax(&rows[0]);
-        let mut out: Vec<(String, f32)> = self.info().labels.iter().cloned().zip(probs).collect();
-        out.sort_by(|a, b| b.1.total_cmp(&a.1));
-        Ok(out)
+        let (_, outs) = self.run_texts(texts)?;
+        Ok(outs
+            .into_iter()
+            .map(|rows| {
+                let probs = softmax(&rows[0]);
+                let mut out: Vec<(String, f32)> =
+                    self.info().labels.iter().cloned().zip(probs).collect();
+                out.sort_by(|a, b| b.1.total_cmp(&a.1));
+                out
+            })
+            .collect())
     }
 
     /// Label every token of `text` (token-classification head), special tokens left out.
     pub fn tag(&self, text: &str) -> Result<Vec<TokenLabel>, Error> {
+        Ok(self.tag_batch(&[text])?.swap_remove(0))
+    }
+
+    /// Label the tokens of several texts (token-classification head), in input order; a packed
+    /// model runs them in as few calls as fit.
+    pub fn tag_batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<TokenLabel>>, Error> {
         self.expect_head("tag", HeadKind::TokenClassification)?;
-        let (enc, rows) = self.run_text(text)?;
-        let chars: Vec<char> = text.chars().collect();
+        let (encs, outs) = self.run_texts(texts)?;
         let labels = &self.info().labels;
-        let mut out = Vec::new();
-        for (i, row) in rows.iter().enumerate() {
-            if enc.get_special_tokens_mask()[i] == 1 {
-                continue;
-            }
-            let (start, end) = enc.get_offsets()[i];
-            let best = metrics::argmax(row);
-            out.push(TokenLabel {
-                text: chars[start.min(chars.len())..end.min(chars.len())]
-                    .iter()
-                    .collect(),
-                start,
-                end,
-                label: labels
-                    .get(best)
-                    .cloned()
-                    .unwrap_or_else(|| format!("LABEL_{best}")),
-                score: softmax(row)[best],
-            });
-        }
-        Ok(out)
+        Ok(texts
+            .iter()
+            .zip(encs.iter().zip(outs))
+            .map(|(text, (enc, rows))| {
+                let chars: Vec<char> = text.as_ref().chars().collect();
+                let mut out = Vec::new();
+                for (i, row) in rows.iter().enumerate() {
+                    if enc.get_special_tokens_mask()[i] == 1 {
+                        continue;
+                    }
+                    let (start, end) = enc.get_offsets()[i];
+                    let best = metrics::argmax(row);
+                    out.push(TokenLabel {
+                        text: chars[start.min(chars.len())..end.min(chars.len())]
+                            .iter()
+                            .collect(),
+                        start,
+                        end,
+                        label: labels
+                            .get(best)
+                            .cloned()
+                            .unwrap_or_else(|| format!("LABEL_{best}")),
+                        score: softmax(row)[best],
+                    });
+                }
+                out
+            })
+            .collect())
     }
 
     /// The sentence embedding of `text` (embedding head).
     pub fn embed(&self, text: &str) -> Result<Vec<f32>, Error> {
-        self.expect_head("embed", HeadKind::Embedding)?;
-        let (_, mut rows) = self.run_text(text)?;
-        Ok(rows.swap_remove(0))
+        Ok(self.embed_batch(&[text])?.swap_remove(0))
     }
 
-    /// Embeddings of several texts (embedding head), in order.
+    /// Embeddings of several texts (embedding head), in input order; a packed model runs them in
+    /// as few calls as fit (each text's embedding is the one it gets alone).
     pub fn embed_batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Vec<f32>>, Error> {
-        texts.iter().map(|t| self.embed(t.as_ref())).collect()
+        self.expect_head("embed", HeadKind::Embedding)?;
+        let (_, outs) = self.run_texts(texts)?;
+        Ok(outs
+            .into_iter()
+            .map(|mut rows| rows.swap_remove(0))
+            .collect())
     }
 
     /// The last hidden state of every token of `text`, special tokens included (hidden head).

@@ -23,6 +23,14 @@ pub struct ConvertArgs {
     /// Positions per call of the fill-mask head (K of its `mask_positions` input).
     #[arg(long, default_value_t = anebert::contract::DEFAULT_MASK_SLOTS)]
     mask_slots: usize,
+    /// Packed functions: inputs `segment_ids` and `position_ids` instead of `attention_mask`, so
+    /// one call runs several texts, each attending only to itself (`embed_batch`,
+    /// `classify_batch`, `tag_batch` and `predict --texts` pack); S ≤ 1448.
+    #[arg(long)]
+    packing: bool,
+    /// Texts per call of a packed function (T: pooled heads answer one column per slot).
+    #[arg(long, default_value_t = anebert_build::convert::DEFAULT_MAX_SEGMENTS)]
+    max_segments: usize,
     /// Keep plain layer_norm ops (no folding or rotation).
     #[arg(long)]
     no_rotate: bool,
@@ -74,6 +82,8 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     let mut o = ConvertOptions::multi(a.head.clone(), a.seq.clone());
     o.rotate = !a.no_rotate;
     o.mask_slots = a.mask_slots;
+    o.packing = a.packing;
+    o.max_segments = a.max_segments;
     let (weights, mixed_target) = a.weights;
     o.weights = weights;
     o.min_cosine = a.min_cosine.or(mixed_target);

@@ -155,6 +155,7 @@ mod tests {
             inputs: vec![],
             outputs: vec![],
             mask_slots: None,
+            max_segments: None,
         };
         IndexEntry {
             name: name.into(),

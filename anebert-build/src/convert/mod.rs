@@ -5,7 +5,8 @@ mod summary;
 
 use options::check_options;
 pub use options::{
-    function_name, ConvertOptions, FunctionSpec, WeightPrecision, DEFAULT_ROTATION_SEED,
+    function_name, ConvertOptions, FunctionSpec, WeightPrecision, DEFAULT_MAX_SEGMENTS,
+    DEFAULT_ROTATION_SEED,
 };
 use summary::describe_functions;
 pub use summary::Summary;
@@ -17,7 +18,9 @@ use crate::ir::{EncoderSource, HeadKind, Step};
 use crate::mil::{BuiltProgram, MilError, ProgramBuilder};
 use crate::transforms::{Folder, Rotation};
 use crate::ConvertError;
-use anebert_runtime::contract::{ATTENTION_MASK, INPUT_IDS, MASK_POSITIONS};
+use anebert_runtime::contract::{
+    ATTENTION_MASK, INPUT_IDS, MASK_POSITIONS, POSITION_IDS, SEGMENT_IDS,
+};
 use anebert_runtime::model_info::{
     FunctionMetadata, PackageMetadata, METADATA_KEY, METADATA_SCHEMA,
 };
@@ -165,7 +168,9 @@ pub fn convert_dir_with(
                 labels: h.labels.clone(),
                 pooling: h.pooling.map(|p| p.name().to_string()),
                 normalize: h.steps.iter().any(|s| matches!(s, Step::L2Normalize)),
-                inputs: if f.head == HeadKind::FillMask {
+                inputs: if o.packing {
+                    vec![INPUT_IDS.into(), SEGMENT_IDS.into(), POSITION_IDS.into()]
+                } else if f.head == HeadKind::FillMask {
                     vec![
                         INPUT_IDS.into(),
                         ATTENTION_MASK.into(),
@@ -176,6 +181,7 @@ pub fn convert_dir_with(
                 },
                 outputs: vec![f.head.output_name().to_string()],
                 mask_slots: (f.head == HeadKind::FillMask).then_some(o.mask_slots),
+                max_segments: o.packing.then_some(o.max_segments),
             }
         })
         .collect();
@@ -198,6 +204,7 @@ pub fn convert_dir_with(
                         share_weights: functions.len() > 1,
                         mask_slots: o.mask_slots,
                         score_tile: o.score_tile,
+                        packing: o.packing.then_some(o.max_segments),
                     };
                     Emitter::new(f, gopts, meta.hidden)
                 })

@@ -105,6 +105,9 @@ pub fn function_name(head: HeadKind, seq_len: usize) -> String {
     format!("{}_s{seq_len}", head.name().replace('-', "_"))
 }
 
+/// Texts per call of a packed function unless the conversion says otherwise.
+pub const DEFAULT_MAX_SEGMENTS: usize = 16;
+
 /// Default rotation seed (recorded in metadata, so any seed reproduces).
 pub const DEFAULT_ROTATION_SEED: u64 = 0x0061_6e65_6265_7274;
 
@@ -152,6 +155,12 @@ pub struct ConvertOptions {
     /// tiles — query blocks against their band on sliding-window layers, query chunks on global
     /// ones (docs/design.md §3). Smaller values tile shorter sequences.
     pub score_tile: usize,
+    /// Packed functions (`--packing`): inputs `segment_ids` and `position_ids` instead of
+    /// `attention_mask`, so one call runs several texts, each attending only to itself (the
+    /// runtime's `*_batch` helpers pack and unpack). Lengths up to one attention tile (S ≤ 1448).
+    pub packing: bool,
+    /// Texts per call of a packed function's pooled heads (T; default 16).
+    pub max_segments: usize,
     /// How to name the source in the package metadata (`repo@commit` for hub checkpoints);
     /// `None`: the directory's path.
     pub source_label: Option<String>,
@@ -176,6 +185,8 @@ impl ConvertOptions {
             vocab_chunk: crate::graph::MAX_CHUNK,
             mask_slots: anebert_runtime::contract::DEFAULT_MASK_SLOTS,
             score_tile: crate::graph::SCORE_TILE_BYTES,
+            packing: false,
+            max_segments: DEFAULT_MAX_SEGMENTS,
             source_label: None,
         }
     }
@@ -321,6 +332,33 @@ pub(super) fn check_options(
                 .join(", "),
             o.seq_lens
         ));
+    }
+    if o.packing {
+        if o.heads.contains(&HeadKind::FillMask) {
+            return bad(
+                "the fill-mask head runs one text per call (its K positions); convert it without \
+                 `--packing`, or use `mlm`, whose packed logits cover every text"
+                    .into(),
+            );
+        }
+        let longest = o.seq_lens.iter().copied().max().unwrap_or(0);
+        if crate::graph::tiling(longest, longest, None, o.score_tile) != crate::graph::Tiling::Dense
+        {
+            return bad(format!(
+                "packing puts short texts into one call of at most one attention tile; S = \
+                 {longest} is tiled (its S × S scores exceed {} bytes): pack at S ≤ 1448 (e.g. \
+                 `--seq 256,1024 --packing`) and run long texts unpacked",
+                o.score_tile
+            ));
+        }
+        let shortest = o.seq_lens.iter().copied().min().unwrap_or(0);
+        if o.max_segments == 0 || o.max_segments > shortest {
+            return bad(format!(
+                "max_segments (T) = {} must be between 1 and the shortest sequence length \
+                 ({shortest})",
+                o.max_segments
+            ));
+        }
     }
     if o.score_tile < 2 * 64 * 64 {
         return bad(format!(

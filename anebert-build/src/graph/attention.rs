@@ -403,10 +403,8 @@ impl Emitter<'_, '_> {
     /// |key − position| > w, plus the key padding. From the int32 positions (exact at any S; no
     /// S × S constant, no position in fp16).
     fn selected_band_mask(&mut self, w: usize) -> Result<Var, MilError> {
-        let s = self.opts.seq_len;
         let pos = self.mask_positions()?;
-        let range = Tensor::i32(vec![1, s, 1, 1], (0..s as i32).collect())?;
-        let range = self.f.constant("key_positions", range)?;
+        let range = self.token_range()?;
         let diff = self.f.binary("sub", "selected_offsets", &range, &pos)?;
         let dist = self.f.unary("abs", "selected_distance", &diff)?;
         let lim = self.f.constant("window", Tensor::scalar_i32(w as i32))?;

@@ -22,6 +22,7 @@ impl Emitter<'_, '_> {
         let s = self.opts.seq_len;
         let d = self.hidden;
         match head.pooling {
+            Some(p) if self.packed.is_some() => x = self.pool_segments(&x, p)?,
             Some(Pooling::Cls) => {
                 x = self
                     .f
@@ -57,7 +58,8 @@ impl Emitter<'_, '_> {
                 }
             };
         }
-        if head.pooling.is_some() {
+        // Packed pooled outputs stay `(1, C, 1, T)`: a column per text slot.
+        if head.pooling.is_some() && self.packed.is_none() {
             let c = x
                 .shape()
                 .map(|s| s[1])

@@ -7,11 +7,13 @@
 pub mod ane_rules;
 mod attention;
 mod head;
+mod packing;
 mod tables;
 
 use crate::compress::{self, Compression};
 use crate::ir::*;
 use crate::mil::{FunctionBuilder, InputShape, MilError, Var};
+use anebert_runtime::contract::{ATTENTION_MASK, INPUT_IDS};
 use anebert_runtime::{DType, Tensor};
 use faer::Mat;
 use std::collections::HashMap;
@@ -43,6 +45,8 @@ pub struct GraphOptions {
     pub mask_slots: usize,
     /// Largest score tensor of one head and tile, in fp16 bytes ([`SCORE_TILE_BYTES`] by default).
     pub score_tile: usize,
+    /// Packed inputs (`segment_ids`, `position_ids`) with this many text slots for pooled heads.
+    pub packing: Option<usize>,
 }
 
 /// Emits one encoder into a function, piece by piece.
@@ -63,6 +67,12 @@ pub struct Emitter<'f, 'a> {
     table: Vec<(usize, Var)>,
     x: Option<Var>,
     emb_norm: Option<Var>,
+    /// A packed function's `segment_ids` and `position_ids` inputs.
+    packed: Option<(Var, Var)>,
+    /// The `(1, S, 1, S)` one-hot of `position_ids`, once built.
+    packed_onehot: Option<Var>,
+    /// The int32 `(1, S, 1, 1)` range 0..S, once made.
+    range: Option<Var>,
     /// The fill-mask head's `mask_positions` as a `(1, 1, 1, K)` row, once declared.
     positions: Option<Var>,
     /// The fill-mask head's position one-hot, once built.
@@ -82,16 +92,22 @@ fn err(msg: impl Into<String>) -> MilError {
 }
 
 impl<'f, 'a> Emitter<'f, 'a> {
-    /// Declare the inputs `input_ids` and `attention_mask` (int32 `(1, S)`).
+    /// Declare the inputs `input_ids` and `attention_mask` (int32 `(1, S)`), or, packed,
+    /// `input_ids`, `segment_ids` and `position_ids`.
     pub fn new(
         f: &'f mut FunctionBuilder<'a>,
         opts: GraphOptions,
         hidden: usize,
     ) -> Result<Self, MilError> {
         let s = opts.seq_len;
-        let ids = f.input("input_ids", DType::I32, InputShape::Fixed(vec![1, s]))?;
-        let mask = f.input("attention_mask", DType::I32, InputShape::Fixed(vec![1, s]))?;
-        let mask_f = f.cast("attention_mask_f", &mask, opts.dtype)?;
+        let ids = f.input(INPUT_IDS, DType::I32, InputShape::Fixed(vec![1, s]))?;
+        let (packed, mask_f) = if opts.packing.is_some() {
+            let (seg, pos, mask_f) = packing::inputs(f, s, opts.dtype)?;
+            (Some((seg, pos)), mask_f)
+        } else {
+            let mask = f.input(ATTENTION_MASK, DType::I32, InputShape::Fixed(vec![1, s]))?;
+            (None, f.cast("attention_mask_f", &mask, opts.dtype)?)
+        };
         Ok(Emitter {
             f,
             opts,
@@ -106,6 +122,9 @@ impl<'f, 'a> Emitter<'f, 'a> {
             table: Vec::new(),
             x: None,
             emb_norm: None,
+            packed,
+            packed_onehot: None,
+            range: None,
             positions: None,
             onehot: None,
             select_next: false,
@@ -400,6 +419,7 @@ impl<'f, 'a> Emitter<'f, 'a> {
                 }
             }
             let pv = self.weight("embeddings_positions", vec![1, d, 1, s], add)?;
+            let pv = self.at_positions("embeddings_positions_packed", &pv)?;
             self.f.binary("add", "embeddings_sum", &x, &pv)?
         } else {
             x

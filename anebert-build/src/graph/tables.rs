@@ -7,9 +7,16 @@ use crate::mil::{InputShape, MilError, Var};
 use anebert_runtime::{DType, Tensor};
 
 impl Emitter<'_, '_> {
+    /// The key mask every layer adds: `(1, S, 1, 1)`, −1e4 on padding; packed, the
+    /// `(1, S, 1, S)` segment mask.
     pub(super) fn pad_mask(&mut self) -> Result<Var, MilError> {
         if let Some(m) = &self.pad_mask {
             return Ok(m.clone());
+        }
+        if self.packed.is_some() {
+            let m = self.segment_mask()?;
+            self.pad_mask = Some(m.clone());
+            return Ok(m);
         }
         // (mask − 1) · 1e4 → 0 for tokens, −1e4 for padding; keys on axis 1.
         let one = self.scalar("one", 1.0)?;
@@ -69,6 +76,23 @@ impl Emitter<'_, '_> {
         let name = format!("rope_{}", theta as u64);
         let cv = self.weight(&format!("{name}_cos"), vec![1, 1, hd, s], cos)?;
         let sv = self.weight(&format!("{name}_sin"), vec![1, 1, hd, s], sin)?;
+        // Packed: each token's row by its position id.
+        let (cv, sv) = if self.packed.is_some() {
+            let mut pick = |v: &Var, n: &str| -> Result<Var, MilError> {
+                let t = self
+                    .f
+                    .reshape(&format!("{n}_columns"), v, &[1, hd as i32, 1, s as i32])?;
+                let t = self.at_positions(&format!("{n}_per_token"), &t)?;
+                self.f
+                    .reshape(&format!("{n}_tokens"), &t, &[1, 1, hd as i32, s as i32])
+            };
+            (
+                pick(&cv, &format!("{name}_cos"))?,
+                pick(&sv, &format!("{name}_sin"))?,
+            )
+        } else {
+            (cv, sv)
+        };
         self.rope.insert(theta.to_bits(), (cv.clone(), sv.clone()));
         Ok((cv, sv))
     }
@@ -105,13 +129,23 @@ impl Emitter<'_, '_> {
         if let Some(v) = &self.onehot {
             return Ok(v.clone());
         }
-        let s = self.opts.seq_len;
         let pos = self.mask_positions()?;
-        let range = Tensor::i32(vec![1, s, 1, 1], (0..s as i32).collect())?;
-        let range = self.f.constant("token_positions", range)?;
+        let range = self.token_range()?;
         let hit = self.f.binary("equal", "mask_onehot_bool", &range, &pos)?;
         let onehot = self.f.cast("mask_onehot", &hit, self.opts.dtype)?;
         self.onehot = Some(onehot.clone());
         Ok(onehot)
+    }
+
+    /// The int32 `(1, S, 1, 1)` constant 0..S (made once per function).
+    pub(super) fn token_range(&mut self) -> Result<Var, MilError> {
+        if let Some(v) = &self.range {
+            return Ok(v.clone());
+        }
+        let s = self.opts.seq_len;
+        let range = Tensor::i32(vec![1, s, 1, 1], (0..s as i32).collect())?;
+        let range = self.f.constant("token_positions", range)?;
+        self.range = Some(range.clone());
+        Ok(range)
     }
 }

@@ -554,6 +554,7 @@ mod tests {
                     inputs: vec!["input_ids".into(), "attention_mask".into()],
                     outputs: vec![head.output_name().into()],
                     mask_slots: (head == HeadKind::FillMask).then_some(4),
+                    max_segments: None,
                 }],
             },
             output_shape,

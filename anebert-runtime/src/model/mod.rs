@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 mod background;
+mod batch;
 mod heads;
 
 pub use crate::embedded::{cache_dir, EmbeddedModel, CACHE_ENV};
@@ -425,8 +426,8 @@ impl Model {
         &self,
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<BTreeMap<String, Tensor>, Error> {
-        let engine = match self.engines.as_slice() {
-            [one] => one,
+        let (engine, f) = match self.engines.as_slice() {
+            [one] => (one, &self.info.functions[0]),
             all => {
                 let s = inputs
                     .get(contract::INPUT_IDS)
@@ -440,11 +441,14 @@ impl Model {
                         shape: inputs.get(contract::INPUT_IDS).map(|t| t.shape().to_vec()),
                         lengths: self.info.functions.iter().map(|f| f.seq_len).collect(),
                     })?;
-                &all[i]
+                (&all[i], &self.info.functions[i])
             }
         };
         contract::check_token_ids(inputs, self.info.vocab_size)?;
         contract::check_mask_positions(inputs)?;
+        if let Some(t) = f.max_segments {
+            crate::packing::check(inputs, t)?;
+        }
         match engine {
             Engine::Cpu(m) => Ok(m.predict(inputs)?),
             #[cfg(target_vendor = "apple")]
@@ -456,6 +460,11 @@ impl Model {
     /// holds it, masked accordingly) and return the head's output: per-token rows (`tokens` of
     /// them) for per-token heads, one row for pooled heads.
     pub fn run_ids(&self, ids: &[i32], pad_id: i32) -> Result<Output, Error> {
+        if self.max_segments().is_some() {
+            // A packed model: one text is a batch of one.
+            let mut out = self.run_batch(&[ids], pad_id)?;
+            return Ok(out.swap_remove(0));
+        }
         if self.info.head == HeadKind::FillMask {
             let all: Vec<usize> = (0..ids.len()).collect();
             return Ok(Output {

@@ -169,6 +169,7 @@ fn metadata_errors_name_the_key() {
             inputs: vec!["input_ids".into(), "attention_mask".into()],
             outputs: vec!["logits".into()],
             mask_slots: None,
+            max_segments: None,
         }],
         ..package_metadata()
     };
@@ -226,6 +227,7 @@ fn core_ml_inputs_are_the_selected_functions_own() {
         inputs: inputs.iter().map(|i| i.to_string()).collect(),
         outputs: vec!["logits".into()],
         mask_slots: (head == "fill-mask").then_some(4),
+        max_segments: None,
     };
     let pm = PackageMetadata {
         functions: vec![
