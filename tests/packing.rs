@@ -160,3 +160,78 @@ fn minilm_packed_embeddings_match_unpacked() {
     );
     assert!(min_cos >= 0.99999, "{min_cos}");
 }
+
+/// `convert --packing`, `predict --texts FILE --json OUT` (one object per line, packed), and
+/// `bench --texts FILE` (texts/s one call per text and packed, side by side).
+#[test]
+fn cli_packs_texts_for_predict_and_bench() {
+    use common::cargo_anebert;
+    let fx = fixtures::fixture("modernbert-tiny");
+    let dir = common::package_dir("packing-cli");
+    let pkg = dir.join("tiny-emb-packed.mlpackage");
+    let _ = std::fs::remove_dir_all(&pkg);
+    let (ok, _, stderr) = cargo_anebert(&[
+        "convert",
+        "--model",
+        fx.to_str().unwrap(),
+        "--head",
+        "embedding",
+        "--seq",
+        "128",
+        "--packing",
+        "--max-segments",
+        "4",
+        "--out",
+        pkg.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let texts = dir.join("texts.txt");
+    let lines: Vec<String> = (0..9)
+        .map(|i| format!("text number {i} about the capital of France"))
+        .collect();
+    std::fs::write(&texts, lines.join("\n") + "\n\n").unwrap();
+    let json = dir.join("answers.json");
+    let (ok, _, stderr) = cargo_anebert(&[
+        "predict",
+        "--mlpackage",
+        pkg.to_str().unwrap(),
+        "--texts",
+        texts.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let v = v.as_array().unwrap();
+    assert_eq!(v.len(), 9);
+    // Packed answers equal the one-text answers.
+    let model = cpu(&pkg, Precision::F32);
+    for (o, line) in v.iter().zip(&lines) {
+        assert_eq!(o["text"], line.as_str());
+        let e: Vec<f32> = o["embedding"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect();
+        let alone = model.embed(line).unwrap();
+        assert!(metrics::cosine(&e, &alone) >= 0.99999);
+    }
+    let (ok, stdout, stderr) = cargo_anebert(&[
+        "bench",
+        "--mlpackage",
+        pkg.to_str().unwrap(),
+        "--texts",
+        texts.to_str().unwrap(),
+        "--backends",
+        "cpu-f32",
+        "--runs",
+        "1",
+    ]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("9 texts") && stdout.contains("packed (3 calls)"),
+        "{stdout}"
+    );
+}

@@ -44,6 +44,11 @@ pub struct BenchArgs {
     /// the time goes, per op type.
     #[arg(long)]
     profile: bool,
+    /// Instead of one full-length sequence: these texts (one per line), timed one call per text
+    /// and, for a packed model (`convert --packing`), packed into as few calls as fit — texts/s
+    /// each way side by side, and the FLOP ratio of the calls.
+    #[arg(long)]
+    texts: Option<PathBuf>,
 }
 
 /// One measured point.
@@ -331,6 +336,35 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                 );
             }
         }
+    }
+    if let Some(file) = &a.texts {
+        let texts = crate::texts::read_lines(file)?;
+        if texts.is_empty() {
+            bail!("--texts {} has no text (one per line)", file.display());
+        }
+        let mut points = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for (label, pkg, _) in &targets {
+            if !seen.insert(pkg.clone()) {
+                continue;
+            }
+            for b in &a.backends {
+                let model = Model::open(pkg, &backend_options(b)?)?;
+                let p = crate::bench_texts::measure(label, b, &model, pkg, &texts, a.runs)
+                    .with_context(|| format!("benchmarking {label} on {b}"))?;
+                crate::bench_texts::print(&p);
+                points.push(p);
+            }
+        }
+        println!(
+            "texts/s: median of {} pass(es) over all texts after one warm-up pass, each way in turn",
+            a.runs.max(1)
+        );
+        if let Some(path) = &a.json {
+            std::fs::write(path, serde_json::to_string_pretty(&points)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(());
     }
     let mut points = Vec::new();
     println!(

@@ -81,9 +81,7 @@ struct Fidelity {
 fn texts(a: &DiffArgs) -> Result<Vec<String>> {
     let mut t = a.texts.clone();
     if let Some(f) = &a.texts_file {
-        let s = anebert::fsx::read_regular_string(f, 256 << 20)
-            .with_context(|| format!("reading {}", f.display()))?;
-        t.extend(s.lines().filter(|l| !l.trim().is_empty()).map(String::from));
+        t.extend(crate::texts::read_lines(f)?);
     }
     if t.is_empty() {
         t = DEFAULT_TEXTS.iter().map(|s| s.to_string()).collect();

@@ -4,6 +4,7 @@
 //! (`cargo run --bin cargo-anebert -- anebert run ...`, or without the `anebert` word).
 
 mod bench;
+mod bench_texts;
 mod convert;
 mod diff;
 mod engine;
@@ -13,6 +14,7 @@ mod prepare;
 mod run;
 mod select;
 mod tensors;
+mod texts;
 
 use clap::{Parser, Subcommand};
 

@@ -5,7 +5,8 @@ use crate::select::Select;
 use anebert::contract::HeadKind;
 use anebert::cpu::Precision;
 use anebert::Model;
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct PredictArgs {
@@ -22,12 +23,84 @@ pub struct PredictArgs {
     /// Truncate texts longer than the sequence length.
     #[arg(long)]
     truncate: bool,
+    /// A file of texts, one per line (after the texts given as arguments).
+    #[arg(long = "texts")]
+    texts_file: Option<PathBuf>,
+    /// Write the answers as JSON: an array with one object per text (and model) — `text`,
+    /// `model` and the head's answer: `embedding`, `labels`, `fills`, `tags` or `hidden`. Pooled
+    /// and per-token heads run their texts packed when the package is (`convert --packing`).
+    #[arg(long)]
+    json: Option<PathBuf>,
     /// The texts.
-    #[arg(required = true)]
     texts: Vec<String>,
 }
 
-pub fn run(a: PredictArgs) -> Result<()> {
+/// The head's answers for `texts` as JSON objects, one per text, by the batch helpers (which
+/// pack on a packed model).
+fn answers(model: &Model, texts: &[String], top: usize) -> Result<Vec<serde_json::Value>> {
+    use serde_json::json;
+    Ok(match model.info().head {
+        HeadKind::Embedding => model
+            .embed_batch(texts)?
+            .into_iter()
+            .map(|e| json!({ "embedding": e }))
+            .collect(),
+        HeadKind::SequenceClassification => model
+            .classify_batch(texts)?
+            .into_iter()
+            .map(|l| {
+                let l: Vec<_> = l
+                    .into_iter()
+                    .take(top)
+                    .map(|(label, score)| json!({ "label": label, "score": score }))
+                    .collect();
+                json!({ "labels": l })
+            })
+            .collect(),
+        HeadKind::TokenClassification => model
+            .tag_batch(texts)?
+            .into_iter()
+            .map(|tags| {
+                let t: Vec<_> = tags
+                    .into_iter()
+                    .map(|t| json!({ "text": t.text, "start": t.start, "end": t.end, "label": t.label, "score": t.score }))
+                    .collect();
+                json!({ "tags": t })
+            })
+            .collect(),
+        HeadKind::MaskedLm | HeadKind::FillMask => texts
+            .iter()
+            .map(|t| {
+                let fills: Vec<_> = model
+                    .fill_mask_top(t, top)?
+                    .into_iter()
+                    .map(|p| {
+                        let c: Vec<_> = p
+                            .candidates
+                            .iter()
+                            .map(|f| json!({ "token": f.token, "token_id": f.token_id, "probability": f.probability }))
+                            .collect();
+                        json!({ "position": p.position, "start": p.start, "end": p.end, "candidates": c })
+                    })
+                    .collect();
+                Ok(json!({ "fills": fills }))
+            })
+            .collect::<Result<_>>()?,
+        HeadKind::Hidden => texts
+            .iter()
+            .map(|t| Ok(json!({ "hidden": model.hidden(t)? })))
+            .collect::<Result<_>>()?,
+    })
+}
+
+pub fn run(mut a: PredictArgs) -> Result<()> {
+    if let Some(f) = &a.texts_file {
+        a.texts.extend(crate::texts::read_lines(f)?);
+    }
+    if a.texts.is_empty() {
+        bail!("no text to predict: give texts as arguments or `--texts FILE` (one per line)");
+    }
+    let mut json = Vec::new();
     let opts = a.engine.options(a.precision).truncate(a.truncate);
     let mut seen = std::collections::BTreeSet::new();
     for s in a.select.resolve()? {
@@ -59,6 +132,15 @@ pub fn run(a: PredictArgs) -> Result<()> {
             None => s.label.clone(),
         };
         println!("{label} ({})", describe(&model, &opts));
+        if a.json.is_some() {
+            for (text, mut v) in a.texts.iter().zip(answers(&model, &a.texts, a.top)?) {
+                v["text"] = text.clone().into();
+                v["model"] = label.clone().into();
+                json.push(v);
+            }
+            println!("  {} answers", a.texts.len());
+            continue;
+        }
         for text in &a.texts {
             println!("  {text:?}");
             match model.info().head {
@@ -116,6 +198,11 @@ pub fn run(a: PredictArgs) -> Result<()> {
                 }
             }
         }
+    }
+    if let Some(path) = &a.json {
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
     }
     Ok(())
 }
