@@ -199,6 +199,41 @@ fn classify_and_tag_match_huggingface() {
     assert!(tokens > 50);
 }
 
+/// A model declared with `packing = true`: `embed_batch` packs (4 texts per call) and matches HF on
+/// every text; the typed `predict` (an attention mask: one text) and `embed` give the same.
+#[test]
+fn a_packed_model_declared_in_cargo_toml_packs_and_matches_huggingface() {
+    use anebert_fixture_crate::{PackedEmbedder, PackedEmbedderInput};
+    let m = PackedEmbedder::load_with(&cpu()).unwrap();
+    assert_eq!(m.model().max_segments(), Some(4));
+    let cases: Vec<_> = single_cases("modernbert-tiny")
+        .into_iter()
+        .filter(|c| c.1.len() <= 96)
+        .collect();
+    assert!(cases.len() >= 5, "{} cases", cases.len());
+    let texts: Vec<&str> = cases.iter().map(|c| c.0.as_str()).collect();
+    let batch = m.embed_batch(&texts).unwrap();
+    let mut worst = 1f64;
+    for (e, (text, row)) in batch.iter().zip(&cases) {
+        worst = metrics::nan_min(worst, metrics::cosine(e, &row.refs["embedding"].1));
+        let alone = m.embed(text).unwrap();
+        assert!(metrics::cosine(e, &alone) >= 0.99999, "{text}");
+        let ids: Vec<u32> = row.ids.iter().map(|&i| i as u32).collect();
+        let typed = m
+            .predict(&PackedEmbedderInput::from_ids(&ids).unwrap())
+            .unwrap();
+        assert!(
+            metrics::cosine(&typed.embedding, &alone) >= 0.99999,
+            "{text}: typed"
+        );
+    }
+    println!(
+        "packed embed_batch of {} texts: worst cosine vs HF {worst:.9}",
+        texts.len()
+    );
+    assert!(worst >= 0.99999, "worst cosine {worst}");
+}
+
 #[test]
 fn embed_and_hidden_match_huggingface_in_f32() {
     let emb = Embedder::load_with(&cpu()).unwrap();

@@ -42,7 +42,7 @@ pub struct ArtifactInfo {
     pub source: String,
     /// The package's metadata.
     pub metadata: PackageMetadata,
-    /// The head's output shape.
+    /// The default function's output shape for one text.
     pub output_shape: Vec<usize>,
     /// Whether `tokenizer.json` is present.
     pub has_tokenizer: bool,
@@ -276,7 +276,7 @@ pub fn get_or_convert(
             let to = tmp.join("tokenizer.json");
             fs::copy(&tok, &to).map_err(io_err(&to))?;
         }
-        let info = ArtifactInfo {
+        let mut info = ArtifactInfo {
             key: key.clone(),
             source: resolved.description.clone(),
             metadata: summary.metadata.clone(),
@@ -284,6 +284,11 @@ pub fn get_or_convert(
             has_tokenizer,
             has_weights: summary.weight_bytes > 0,
         };
+        // What one text's call answers (a packed pooled head's `(1, C, 1, T)` answers one text
+        // as `(1, C)`, as the runtime's `predict` with an attention mask returns it).
+        if let Some(f) = info.metadata.functions.first() {
+            info.output_shape = info.output_shape_of(f);
+        }
         let ap = tmp.join("artifact.json");
         let json = serde_json::to_string_pretty(&info).expect("plain data");
         fs::write(&ap, json).map_err(io_err(&ap))?;

@@ -2,7 +2,7 @@
 //! together (first-fit decreasing by length), the inputs of one call, and the checks of raw
 //! `segment_ids` / `position_ids`.
 
-use crate::contract::{ContractError, INPUT_IDS, POSITION_IDS, SEGMENT_IDS};
+use crate::contract::{ContractError, ATTENTION_MASK, INPUT_IDS, POSITION_IDS, SEGMENT_IDS};
 use crate::Tensor;
 use std::collections::BTreeMap;
 
@@ -88,6 +88,39 @@ pub fn inputs(
     m.insert(SEGMENT_IDS.to_string(), t(seg));
     m.insert(POSITION_IDS.to_string(), t(pos));
     Ok((m, offsets))
+}
+
+/// Unpacked-style inputs (`input_ids`, `attention_mask`: one text, tokens first, then padding)
+/// as a packed function's: the text is segment 1 at positions 0..n. So every caller written for
+/// unpacked models (typed wrappers, `encoder_inputs`) runs a packed model unchanged.
+pub fn from_attention_mask(
+    inputs: &BTreeMap<String, Tensor>,
+) -> Result<BTreeMap<String, Tensor>, ContractError> {
+    let bad = |detail: String| ContractError::Segments(detail);
+    let mask = inputs
+        .get(ATTENTION_MASK)
+        .and_then(|t| t.as_i32())
+        .ok_or_else(|| bad("a packed model needs `segment_ids` and `position_ids`, or an int32 `attention_mask` for one text".into()))?;
+    let n = mask.iter().take_while(|&&m| m == 1).count();
+    if let Some(i) = mask[n..].iter().position(|&m| m != 0) {
+        return Err(bad(format!(
+            "attention_mask[{}] = {}: a packed model reads `attention_mask` as one text (1s, then 0s for padding); pass `segment_ids` and `position_ids` to run several",
+            n + i,
+            mask[n + i]
+        )));
+    }
+    let s = mask.len();
+    let mut out: BTreeMap<String, Tensor> = inputs
+        .iter()
+        .filter(|(k, _)| k.as_str() != ATTENTION_MASK)
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let t = |v| Tensor::i32(vec![1, s], v).expect("length matches the shape");
+    out.insert(SEGMENT_IDS.to_string(), t(mask.to_vec()));
+    let mut pos: Vec<i32> = (0..n as i32).collect();
+    pos.resize(s, 0);
+    out.insert(POSITION_IDS.to_string(), t(pos));
+    Ok(out)
 }
 
 /// Check raw packed inputs (when `segment_ids` is there): segment ids in `0..=max_segments`, each
@@ -191,5 +224,18 @@ mod tests {
             .to_string()
             .contains("position_ids[3] = 8"));
         assert!(inputs(&[&[1; 5], &[1; 4]], 8, 0).is_err());
+        // One text through an attention mask.
+        let plain = crate::contract::encoder_inputs(&[5, 6, 7], 6, 0).unwrap();
+        let p = from_attention_mask(&plain).unwrap();
+        assert_eq!(p[SEGMENT_IDS].as_i32().unwrap(), &[1, 1, 1, 0, 0, 0]);
+        assert_eq!(p[POSITION_IDS].as_i32().unwrap(), &[0, 1, 2, 0, 0, 0]);
+        assert!(!p.contains_key(ATTENTION_MASK));
+        let mut holes = plain;
+        holes.insert(
+            ATTENTION_MASK.into(),
+            Tensor::i32(vec![1, 6], vec![1, 0, 1, 0, 0, 0]).unwrap(),
+        );
+        let e = from_attention_mask(&holes).unwrap_err().to_string();
+        assert!(e.contains("attention_mask[2] = 1"), "{e}");
     }
 }

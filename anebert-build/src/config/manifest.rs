@@ -47,6 +47,8 @@ struct ModelMeta {
     allow_lossy: Option<bool>,
     min_cosine: Option<f64>,
     calibration: Option<String>,
+    packing: Option<bool>,
+    max_segments: Option<usize>,
 }
 
 impl ModelMeta {
@@ -117,6 +119,12 @@ impl ModelMeta {
         if let Some(n) = self.normalize {
             c.normalize(n);
         }
+        if let Some(p) = self.packing {
+            c.packing(p);
+        }
+        if let Some(t) = self.max_segments {
+            c.max_segments(t);
+        }
         Ok(c)
     }
 }
@@ -136,7 +144,7 @@ impl ModelMeta {
 /// seq = 128
 /// ```
 ///
-/// Keys: `model` (required), `head`, `seq`, `name`, `weights` (`fp16`, `fp32`, `int8`, `lut8`,
+/// Keys: `model` (required), `head`, `seq`, `name`, `packing`, `max_segments`, `weights` (`fp16`, `fp32`, `int8`, `lut8`,
 /// `lut6`, `lut4`, `mixed[:MIN_COSINE]`), `target` (`ios17`/`ios18`), `allow_lossy`,
 /// `min_cosine`, `calibration` (a text file, one text per line, relative to Cargo.toml),
 /// `rotate`, `rotation_seed`, `rotation` (`hadamard`/`orthogonal`), `pooling` (`mean`/`cls`),

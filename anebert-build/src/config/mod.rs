@@ -13,6 +13,9 @@ mod error;
 mod manifest;
 mod out_dir;
 mod prepared;
+mod slow_build;
+
+use slow_build::{unoptimized_warning, OPT_LEVEL};
 
 pub use error::{fail, report, BuildError};
 pub use manifest::{configs_from_manifest, convert};
@@ -52,34 +55,8 @@ struct ModelSpec {
     allow_lossy: bool,
     min_cosine: Option<f64>,
     calibration: Option<Vec<String>>,
-}
-
-/// The opt-level anebert-build was compiled at (`OPT_LEVEL` of its build script).
-const OPT_LEVEL: &str = env!("ANEBERT_BUILD_OPT_LEVEL");
-
-/// How much faster a build whose build script converts is with the build-override at opt-level 3
-/// than at Cargo's default 0. Measured side by side on 2 cores: a crate whose build.rs converts a
-/// ModernBERT-base-sized local checkpoint (random weights, 149.7 M parameters), mlm head, S = 128,
-/// fresh artifact cache, dependencies built; `touch build.rs && cargo build`: 50.2 s vs 5.3 s wall,
-/// median of three pairs (9.2–10.3× by pair).
-const SPEEDUP: &str = "10×";
-
-/// Conversions that took longer than this in an unoptimized build script get a warning.
-const SLOW_CONVERSION_SECS: f64 = 2.0;
-
-/// The one warning a build script prints when it converted with an unoptimized converter (Cargo
-/// compiles build-dependencies at opt-level 0 unless told otherwise) and that took a while: the
-/// measured time and the profile setting that fixes it.
-fn unoptimized_warning(opt_level: &str, in_build_script: bool, secs: f64) -> Option<String> {
-    (in_build_script && opt_level == "0" && secs >= SLOW_CONVERSION_SECS).then(|| {
-        format!(
-            "anebert: the conversion took {secs:.0} s because Cargo builds build scripts' \
-             dependencies unoptimized; add `[profile.dev.build-override]` with `opt-level = 3` \
-             to the workspace's Cargo.toml (and `[profile.release.build-override]` for release \
-             builds) for a conversion about {SPEEDUP} faster (the converter then compiles once, \
-             optimized). Converted models are cached, so this happens once per model and length."
-        )
-    })
+    packing: bool,
+    max_segments: usize,
 }
 
 /// Build-time conversion settings, prost-build style: `&mut self` setters, then [`Config::convert`].
@@ -130,6 +107,8 @@ impl Config {
                 allow_lossy: false,
                 min_cosine: None,
                 calibration: None,
+                packing: false,
+                max_segments: crate::convert::DEFAULT_MAX_SEGMENTS,
             },
             out_dir: None,
             cache_dir: None,
@@ -213,6 +192,20 @@ impl Config {
         texts: impl IntoIterator<Item = S>,
     ) -> &mut Self {
         self.spec.calibration = Some(texts.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// Packed functions: several texts per call (`embed_batch`, `classify_batch`, `tag_batch`
+    /// pack them; one text runs as before). Inputs `segment_ids` and `position_ids` instead of
+    /// `attention_mask`; lengths up to 1448.
+    pub fn packing(&mut self, packing: bool) -> &mut Self {
+        self.spec.packing = packing;
+        self
+    }
+
+    /// Texts per call of a packed model (default 16).
+    pub fn max_segments(&mut self, max_segments: usize) -> &mut Self {
+        self.spec.max_segments = max_segments;
         self
     }
 
@@ -379,6 +372,8 @@ impl Config {
         o.allow_lossy = s.allow_lossy;
         o.min_cosine = s.min_cosine;
         o.calibration = s.calibration.clone();
+        o.packing = s.packing;
+        o.max_segments = s.max_segments;
         o
     }
 
@@ -411,10 +406,11 @@ impl Config {
         lens.sort_unstable();
         let lens: Vec<String> = lens.iter().map(usize::to_string).collect();
         let heads: Vec<&str> = o.heads.iter().map(|h| h.name()).collect();
+        let packed = if o.packing { "-packed" } else { "" };
         if self.spec.heads.len() > 1 || o.heads.len() > 1 {
-            format!("{name}-{}-s{}", heads.join("+"), lens.join("+"))
+            format!("{name}-{}-s{}{packed}", heads.join("+"), lens.join("+"))
         } else {
-            format!("{name}-s{}", lens.join("+"))
+            format!("{name}-s{}{packed}", lens.join("+"))
         }
     }
 
@@ -555,29 +551,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn unoptimized_conversions_get_one_warning_with_the_fix() {
-        let w = unoptimized_warning("0", true, 141.4).unwrap();
-        assert!(w.contains("141 s"), "{w}");
-        assert!(
-            w.contains("[profile.dev.build-override]") && w.contains("opt-level = 3"),
-            "{w}"
-        );
-        assert!(!w.contains('\n'), "cargo:warning takes one line: {w}");
-        assert_eq!(unoptimized_warning("3", true, 141.4), None);
-        assert_eq!(
-            unoptimized_warning("0", false, 141.4),
-            None,
-            "not a build script"
-        );
-        assert_eq!(unoptimized_warning("0", true, 0.5), None, "fast enough");
-        // build.rs passed Cargo's OPT_LEVEL through (this workspace builds the converter at 2).
-        assert!(
-            ["0", "1", "2", "3", "s", "z"].contains(&OPT_LEVEL),
-            "{OPT_LEVEL:?}"
-        );
-    }
 
     #[test]
     fn report_has_cause_and_help() {

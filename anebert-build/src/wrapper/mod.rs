@@ -60,16 +60,20 @@ fn head_helpers(head: HeadKind, model: &str) -> String {
         ),
         HeadKind::SequenceClassification => format!(
             "/// Every label of [`Self::LABELS`] with its probability, most probable first.\n\
-             pub fn classify(&self, text: &str) -> {r}<::std::vec::Vec<(::std::string::String, f32)>, {e}> {{ {model}.classify(text) }}"
+             pub fn classify(&self, text: &str) -> {r}<::std::vec::Vec<(::std::string::String, f32)>, {e}> {{ {model}.classify(text) }}\n\
+             /// [`Self::classify`] for several texts, in order (packed models run them in as few calls as fit).\n\
+             pub fn classify_batch<S: ::core::convert::AsRef<str>>(&self, texts: &[S]) -> {r}<::std::vec::Vec<::std::vec::Vec<(::std::string::String, f32)>>, {e}> {{ {model}.classify_batch(texts) }}"
         ),
         HeadKind::TokenClassification => format!(
             "/// The most probable label of every token, with character offsets.\n\
-             pub fn tag(&self, text: &str) -> {r}<::std::vec::Vec<::anebert::TokenLabel>, {e}> {{ {model}.tag(text) }}"
+             pub fn tag(&self, text: &str) -> {r}<::std::vec::Vec<::anebert::TokenLabel>, {e}> {{ {model}.tag(text) }}\n\
+             /// [`Self::tag`] for several texts, in order (packed models run them in as few calls as fit).\n\
+             pub fn tag_batch<S: ::core::convert::AsRef<str>>(&self, texts: &[S]) -> {r}<::std::vec::Vec<::std::vec::Vec<::anebert::TokenLabel>>, {e}> {{ {model}.tag_batch(texts) }}"
         ),
         HeadKind::Embedding => format!(
             "/// The sentence embedding of `text` ([`Self::HIDDEN_SIZE`] values).\n\
              pub fn embed(&self, text: &str) -> {r}<::std::vec::Vec<f32>, {e}> {{ {model}.embed(text) }}\n\
-             /// Embeddings of several texts, in order.\n\
+             /// Embeddings of several texts, in order (packed models run them in as few calls as fit).\n\
              pub fn embed_batch<S: ::core::convert::AsRef<str>>(&self, texts: &[S]) -> {r}<::std::vec::Vec<::std::vec::Vec<f32>>, {e}> {{ {model}.embed_batch(texts) }}"
         ),
         HeadKind::Hidden => format!(

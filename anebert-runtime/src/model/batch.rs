@@ -2,10 +2,12 @@
 //! [`Model::run_batch`] packs token sequences into as few calls as fit and unpacks the answers in
 //! input order; other models run one call per text.
 
-use super::{Model, Output};
+use super::{Engine, Model, Output};
 use crate::contract::{self, ContractError};
 use crate::error::Error;
 use crate::packing;
+use crate::Tensor;
+use std::collections::BTreeMap;
 
 impl Model {
     /// The most texts one call of a packed model holds (`None`: the model is not packed).
@@ -60,5 +62,26 @@ impl Model {
                 })
             })
             .collect()
+    }
+
+    /// A packed function called with `attention_mask` (one text, as for an unpacked model): run
+    /// as segment 1, and a pooled head's answer is the first column, `(1, C)` — what the
+    /// unpacked function answers.
+    pub(super) fn predict_one_packed(
+        &self,
+        engine: &Engine,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<BTreeMap<String, Tensor>, Error> {
+        let packed = packing::from_attention_mask(inputs)?;
+        let mut out = Self::run_engine(engine, &packed)?;
+        if self.info.head.pooled() {
+            for t in out.values_mut() {
+                let col = contract::token_vectors(t, 1)?.swap_remove(0);
+                let c = col.len();
+                *t = Tensor::new(t.dtype(), vec![1, c], crate::tensor::TensorData::Float(col))
+                    .map_err(|e| Error::Metadata(e.to_string()))?;
+            }
+        }
+        Ok(out)
     }
 }

@@ -447,8 +447,18 @@ impl Model {
         contract::check_token_ids(inputs, self.info.vocab_size)?;
         contract::check_mask_positions(inputs)?;
         if let Some(t) = f.max_segments {
+            if !inputs.contains_key(contract::SEGMENT_IDS) {
+                return self.predict_one_packed(engine, inputs);
+            }
             crate::packing::check(inputs, t)?;
         }
+        Self::run_engine(engine, inputs)
+    }
+
+    fn run_engine(
+        engine: &Engine,
+        inputs: &BTreeMap<String, Tensor>,
+    ) -> Result<BTreeMap<String, Tensor>, Error> {
         match engine {
             Engine::Cpu(m) => Ok(m.predict(inputs)?),
             #[cfg(target_vendor = "apple")]

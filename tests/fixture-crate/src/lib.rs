@@ -33,3 +33,7 @@ pub struct Hidden;
 /// Fill-mask and embeddings over one backbone at S = 32 and 128: one multifunction package.
 #[anebert::model(name = "tiny-both", heads = ["mlm", "embedding"], seq = [32, 128])]
 pub struct Both;
+
+/// Packed mean-pooled embeddings at S = 96 (declared with `packing = true`, 4 texts per call).
+#[anebert::model(name = "tiny-packed", head = "embedding", seq = 96)]
+pub struct PackedEmbedder;

@@ -42,7 +42,7 @@ if values.len() != 8 { return ::core::result::Result::Err(::anebert::Error::Meta
 ::core::result::Result::Ok(TinyOutput { embedding: values }) }
 /// The sentence embedding of `text` ([`Self::HIDDEN_SIZE`] values).
 pub fn embed(&self, text: &str) -> ::core::result::Result<::std::vec::Vec<f32>, ::anebert::Error> { self.model.embed(text) }
-/// Embeddings of several texts, in order.
+/// Embeddings of several texts, in order (packed models run them in as few calls as fit).
 pub fn embed_batch<S: ::core::convert::AsRef<str>>(&self, texts: &[S]) -> ::core::result::Result<::std::vec::Vec<::std::vec::Vec<f32>>, ::anebert::Error> { self.model.embed_batch(texts) }
 /// Token ids (with special tokens) and character offsets of `text`, as the model reads them.
 pub fn tokenize(&self, text: &str) -> ::core::result::Result<::anebert::Tokens, ::anebert::Error> { self.model.tokenize(text) }

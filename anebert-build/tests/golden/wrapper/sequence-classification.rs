@@ -42,6 +42,8 @@ if values.len() != 2 { return ::core::result::Result::Err(::anebert::Error::Meta
 ::core::result::Result::Ok(TinyOutput { logits: values }) }
 /// Every label of [`Self::LABELS`] with its probability, most probable first.
 pub fn classify(&self, text: &str) -> ::core::result::Result<::std::vec::Vec<(::std::string::String, f32)>, ::anebert::Error> { self.model.classify(text) }
+/// [`Self::classify`] for several texts, in order (packed models run them in as few calls as fit).
+pub fn classify_batch<S: ::core::convert::AsRef<str>>(&self, texts: &[S]) -> ::core::result::Result<::std::vec::Vec<::std::vec::Vec<(::std::string::String, f32)>>, ::anebert::Error> { self.model.classify_batch(texts) }
 /// Token ids (with special tokens) and character offsets of `text`, as the model reads them.
 pub fn tokenize(&self, text: &str) -> ::core::result::Result<::anebert::Tokens, ::anebert::Error> { self.model.tokenize(text) }
 }

@@ -42,6 +42,8 @@ if values.len() != 48 { return ::core::result::Result::Err(::anebert::Error::Met
 ::core::result::Result::Ok(TinyOutput { logits: values }) }
 /// The most probable label of every token, with character offsets.
 pub fn tag(&self, text: &str) -> ::core::result::Result<::std::vec::Vec<::anebert::TokenLabel>, ::anebert::Error> { self.model.tag(text) }
+/// [`Self::tag`] for several texts, in order (packed models run them in as few calls as fit).
+pub fn tag_batch<S: ::core::convert::AsRef<str>>(&self, texts: &[S]) -> ::core::result::Result<::std::vec::Vec<::std::vec::Vec<::anebert::TokenLabel>>, ::anebert::Error> { self.model.tag_batch(texts) }
 /// Token ids (with special tokens) and character offsets of `text`, as the model reads them.
 pub fn tokenize(&self, text: &str) -> ::core::result::Result<::anebert::Tokens, ::anebert::Error> { self.model.tokenize(text) }
 }
