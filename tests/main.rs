@@ -17,3 +17,4 @@ mod op_cases;
 mod package_io;
 mod packing;
 mod reader_robustness;
+mod treatments;

@@ -38,6 +38,10 @@ pub struct PackageMetadata {
     pub rotation: Option<String>,
     /// Seed of the rotation, if any.
     pub rotation_seed: Option<u64>,
+    /// LayerNorms the conversion kept are computed overflow-safe in fp16 (centre, then an L2
+    /// norm): the `safe-norm` treatment.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub safe_norm: bool,
     /// Where the checkpoint came from: `repo@commit`, or `local:{dir name}` (never a local path).
     pub source: String,
     /// sha256 of every checkpoint file the conversion read, by file name.

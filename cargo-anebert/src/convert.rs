@@ -34,6 +34,10 @@ pub struct ConvertArgs {
     /// Keep plain layer_norm ops (no folding or rotation).
     #[arg(long)]
     no_rotate: bool,
+    /// Compute the LayerNorms the conversion keeps (all with `--no-rotate`; BERT's post-norms)
+    /// overflow-safe in fp16: centre, then an L2 norm (the `safe-norm` treatment).
+    #[arg(long)]
+    safe_norm: bool,
     /// Weight precision: fp16 (ships to the ANE), fp32 (reference), or compressed — int8, lut8,
     /// lut6, lut4 (palettes), mixed or mixed:MIN_COSINE (per weight the fewest bits that keep the
     /// gate) — checked by the fidelity gate.
@@ -81,6 +85,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     }
     let mut o = ConvertOptions::multi(a.head.clone(), a.seq.clone());
     o.rotate = !a.no_rotate;
+    o.safe_norm = a.safe_norm;
     o.mask_slots = a.mask_slots;
     o.packing = a.packing;
     o.max_segments = a.max_segments;

@@ -57,6 +57,7 @@ struct ModelSpec {
     calibration: Option<Vec<String>>,
     packing: bool,
     max_segments: usize,
+    safe_norm: bool,
 }
 
 /// Build-time conversion settings, prost-build style: `&mut self` setters, then [`Config::convert`].
@@ -109,6 +110,7 @@ impl Config {
                 calibration: None,
                 packing: false,
                 max_segments: crate::convert::DEFAULT_MAX_SEGMENTS,
+                safe_norm: false,
             },
             out_dir: None,
             cache_dir: None,
@@ -206,6 +208,14 @@ impl Config {
     /// Texts per call of a packed model (default 16).
     pub fn max_segments(&mut self, max_segments: usize) -> &mut Self {
         self.spec.max_segments = max_segments;
+        self
+    }
+
+    /// LayerNorms the conversion keeps (all of them with `rotate(false)`; BERT's post-norms)
+    /// computed overflow-safe in fp16: centre, then an L2 norm (the `safe-norm` treatment; on
+    /// the outlier fixtures it beats rotation in worst-sequence KL).
+    pub fn safe_norm(&mut self, safe: bool) -> &mut Self {
+        self.spec.safe_norm = safe;
         self
     }
 
@@ -373,6 +383,7 @@ impl Config {
         o.min_cosine = s.min_cosine;
         o.calibration = s.calibration.clone();
         o.packing = s.packing;
+        o.safe_norm = s.safe_norm;
         o.max_segments = s.max_segments;
         o
     }

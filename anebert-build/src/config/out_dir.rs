@@ -174,6 +174,7 @@ mod tests {
                     num_layers: 1,
                     weights: "fp16".into(),
                     rotation: None,
+                    safe_norm: false,
                     rotation_seed: None,
                     source: String::new(),
                     source_sha256: Default::default(),

@@ -205,6 +205,7 @@ pub fn convert_dir_with(
                         mask_slots: o.mask_slots,
                         score_tile: o.score_tile,
                         packing: o.packing.then_some(o.max_segments),
+                        safe_norm: o.safe_norm,
                     };
                     Emitter::new(f, gopts, meta.hidden)
                 })
@@ -294,6 +295,7 @@ pub fn convert_dir_with(
         weights: o.weights.name().to_string(),
         rotation: rot_desc,
         rotation_seed: rotate.then_some(o.rotation_seed),
+        safe_norm: o.safe_norm,
         source: o
             .source_label
             .clone()

@@ -155,6 +155,10 @@ pub struct ConvertOptions {
     /// tiles — query blocks against their band on sliding-window layers, query chunks on global
     /// ones (docs/design.md §3). Smaller values tile shorter sequences.
     pub score_tile: usize,
+    /// Compute every LayerNorm the conversion keeps (all of them without rotation; BERT's
+    /// post-norms always) overflow-safe in fp16: centre, then `x / ‖[x, √(eps·d)]‖₂ · √d`,
+    /// instead of the `layer_norm` op whose squares overflow once |x − μ| > 256 (`--safe-norm`).
+    pub safe_norm: bool,
     /// Packed functions (`--packing`): inputs `segment_ids` and `position_ids` instead of
     /// `attention_mask`, so one call runs several texts, each attending only to itself (the
     /// runtime's `*_batch` helpers pack and unpack). Lengths up to one attention tile (S ≤ 1448).
@@ -185,6 +189,7 @@ impl ConvertOptions {
             vocab_chunk: crate::graph::MAX_CHUNK,
             mask_slots: anebert_runtime::contract::DEFAULT_MASK_SLOTS,
             score_tile: crate::graph::SCORE_TILE_BYTES,
+            safe_norm: false,
             packing: false,
             max_segments: DEFAULT_MAX_SEGMENTS,
             source_label: None,

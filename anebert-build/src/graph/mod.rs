@@ -47,6 +47,8 @@ pub struct GraphOptions {
     pub score_tile: usize,
     /// Packed inputs (`segment_ids`, `position_ids`) with this many text slots for pooled heads.
     pub packing: Option<usize>,
+    /// LayerNorms as centre + overflow-safe L2 norm instead of the `layer_norm` op.
+    pub safe_norm: bool,
 }
 
 /// Emits one encoder into a function, piece by piece.
@@ -306,28 +308,69 @@ impl<'f, 'a> Emitter<'f, 'a> {
                     }
                     None => None,
                 };
+                if self.opts.safe_norm {
+                    return self.safe_layer_norm(hint, x, *eps, g.as_ref(), b.as_ref());
+                }
                 self.f
                     .layer_norm(hint, x, &[1], g.as_ref(), b.as_ref(), *eps as f32)
             }
-            Norm::ScaledRms { eps } => {
-                // ‖[x, √(eps·d)]‖₂ = √d · sqrt(mean(x²) + eps), computed without squaring in fp16.
-                // Over x's own positions: S, or K after the fill-mask head's selection.
-                let s = x
-                    .shape()
-                    .and_then(|sh| sh.last().copied())
-                    .ok_or_else(|| err("a norm's input needs a known shape"))?;
-                let c = ((*eps) * self.hidden as f64).sqrt() as f32;
-                let cv =
-                    self.weight(&format!("{hint}_eps_channel"), vec![1, 1, 1, s], vec![c; s])?;
-                let cat = self
-                    .f
-                    .concat(&format!("{hint}_cat"), &[x.clone(), cv], 1, false)?;
-                let l2 =
-                    self.f
-                        .reduce("reduce_l2_norm", &format!("{hint}_l2"), &cat, &[1], true)?;
-                self.f.binary("real_div", hint, x, &l2)
-            }
+            Norm::ScaledRms { eps } => self.scaled_rms(hint, x, *eps),
         }
+    }
+
+    /// LayerNorm without squares in fp16 (the `safe-norm` treatment): `c = x − mean(x)`, then
+    /// `c / ‖[c, √(eps·d)]‖₂ · √d` (= `(x − μ)/√(var + eps)`), then γ and β. The stream keeps
+    /// its own values (no centring folded into the writers, which would smear an outlier channel's
+    /// mean over every channel); only the norm's input is centred.
+    fn safe_layer_norm(
+        &mut self,
+        hint: &str,
+        x: &Var,
+        eps: f64,
+        gamma: Option<&Var>,
+        beta: Option<&Var>,
+    ) -> Result<Var, MilError> {
+        let mean = self
+            .f
+            .reduce("reduce_mean", &format!("{hint}_mean"), x, &[1], true)?;
+        let c = self.f.binary("sub", &format!("{hint}_centred"), x, &mean)?;
+        let n = self.scaled_rms(hint, &c, eps)?;
+        let root_d = self.scalar(&format!("{hint}_sqrt_d"), (self.hidden as f32).sqrt())?;
+        let mut y = self.f.binary("mul", &format!("{hint}_unit"), &n, &root_d)?;
+        if let Some(g) = gamma {
+            let g = self.f.reshape(
+                &format!("{hint}_gamma_c"),
+                g,
+                &[1, self.hidden as i32, 1, 1],
+            )?;
+            y = self.f.binary("mul", &format!("{hint}_scaled"), &y, &g)?;
+        }
+        if let Some(b) = beta {
+            let b = self
+                .f
+                .reshape(&format!("{hint}_beta_c"), b, &[1, self.hidden as i32, 1, 1])?;
+            y = self.f.binary("add", &format!("{hint}_shifted"), &y, &b)?;
+        }
+        Ok(y)
+    }
+
+    /// `x / ‖[x, √(eps·d)]‖₂` over channels: `rms_normalize(x)/√d` of a zero-mean `x`.
+    fn scaled_rms(&mut self, hint: &str, x: &Var, eps: f64) -> Result<Var, MilError> {
+        // ‖[x, √(eps·d)]‖₂ = √d · sqrt(mean(x²) + eps), computed without squaring in fp16.
+        // Over x's own positions: S, or K after the fill-mask head's selection.
+        let s = x
+            .shape()
+            .and_then(|sh| sh.last().copied())
+            .ok_or_else(|| err("a norm's input needs a known shape"))?;
+        let c = (eps * self.hidden as f64).sqrt() as f32;
+        let cv = self.weight(&format!("{hint}_eps_channel"), vec![1, 1, 1, s], vec![c; s])?;
+        let cat = self
+            .f
+            .concat(&format!("{hint}_cat"), &[x.clone(), cv], 1, false)?;
+        let l2 = self
+            .f
+            .reduce("reduce_l2_norm", &format!("{hint}_l2"), &cat, &[1], true)?;
+        self.f.binary("real_div", hint, x, &l2)
     }
 
     fn act(&mut self, hint: &str, x: &Var, a: Activation) -> Result<Var, MilError> {

@@ -142,6 +142,7 @@ fn package_metadata() -> crate::model_info::PackageMetadata {
         num_layers: 1,
         weights: "fp16".into(),
         rotation: None,
+        safe_norm: false,
         rotation_seed: None,
         source: "local:x".into(),
         source_sha256: BTreeMap::new(),
