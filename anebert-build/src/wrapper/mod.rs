@@ -544,6 +544,7 @@ mod tests {
                 weights: "fp16".into(),
                 rotation: Some("hadamard 8".into()),
                 rotation_seed: Some(7),
+                safe_norm: false,
                 source: "org/tiny@0000000000000000000000000000000000000000".into(),
                 source_sha256: BTreeMap::new(),
                 tokenizer_sha256: Some("ab".repeat(32)),
