@@ -39,6 +39,16 @@ pub enum Error {
         /// Why not, and what to do instead.
         why: String,
     },
+    /// The golden input's output drifted from the converter's reference at load.
+    #[error("self-test of `{function}` failed on {backend}: {detail} — this backend computes wrong outputs for the model (fp16 garbage on this compute unit, or weights damaged after conversion); load with another compute unit (ComputeUnits::CpuAndGpu / Cpu) or the CPU backend, or reconvert")]
+    SelfTest {
+        /// The function tested.
+        function: String,
+        /// The backend (and compute units).
+        backend: String,
+        /// What was measured against what.
+        detail: String,
+    },
     /// A helper was called on a model with another head.
     #[error(
         "{helper}() needs a model with the {expected} head, but this one has the {actual} head"

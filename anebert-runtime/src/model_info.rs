@@ -55,6 +55,27 @@ pub struct PackageMetadata {
     /// weights, and the verdict).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fidelity: Option<String>,
+    /// A golden input and a sample of its reference output, for the check at load
+    /// ([`crate::Options::self_test`]); recorded when the conversion was asked to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_test: Option<SelfTest>,
+}
+
+/// The converter's golden input and the reference it computed for it (f32, on the CPU backend).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SelfTest {
+    /// The function it runs.
+    pub function: String,
+    /// Token ids of the golden text (run as one text, padded with 0 and masked).
+    pub input_ids: Vec<i32>,
+    /// The head's output for the text (its tokens' rows, or the pooled row; the fill-mask head's
+    /// first K positions), flattened: every `stride`-th value is in `reference`.
+    pub stride: usize,
+    /// The sampled reference values.
+    pub reference: Vec<f32>,
+    /// The smallest Pearson correlation with the reference a healthy model reaches (fp16 on the
+    /// Neural Engine included); below it, or with any non-finite value, the check fails.
+    pub min_correlation: f64,
 }
 
 /// One function of a package: its head, length and I/O.

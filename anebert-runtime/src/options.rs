@@ -141,6 +141,7 @@ pub struct Options {
     pub(crate) function: Option<String>,
     pub(crate) head: Option<HeadKind>,
     pub(crate) min_ane_share: Option<f64>,
+    pub(crate) self_test: Option<bool>,
 }
 
 impl Options {
@@ -187,6 +188,15 @@ impl Options {
     /// ```
     pub fn min_ane_share(mut self, share: f64) -> Self {
         self.min_ane_share = Some(share);
+        self
+    }
+    /// Run the package's golden input at load and refuse a model whose output drifts from the
+    /// converter's reference (a package converted with a self-test, `convert --self-test`):
+    /// catches a compute unit that computes garbage in fp16, or weights damaged after
+    /// conversion. Default: on for Core ML, off for the CPU backend (which the converter's
+    /// reference comes from). One call at the golden function's length.
+    pub fn self_test(mut self, on: bool) -> Self {
+        self.self_test = Some(on);
         self
     }
     /// The backend asked for.

@@ -38,6 +38,10 @@ pub struct ConvertArgs {
     /// overflow-safe in fp16: centre, then an L2 norm (the `safe-norm` treatment).
     #[arg(long)]
     safe_norm: bool,
+    /// Store a golden input and its f32 reference output in the package (one CPU run at
+    /// conversion); loading on Core ML checks it and refuses a model that computes garbage.
+    #[arg(long)]
+    self_test: bool,
     /// Weight precision: fp16 (ships to the ANE), fp32 (reference), or compressed — int8, lut8,
     /// lut6, lut4 (palettes), mixed or mixed:MIN_COSINE (per weight the fewest bits that keep the
     /// gate) — checked by the fidelity gate.
@@ -86,6 +90,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     let mut o = ConvertOptions::multi(a.head.clone(), a.seq.clone());
     o.rotate = !a.no_rotate;
     o.safe_norm = a.safe_norm;
+    o.self_test = a.self_test;
     o.mask_slots = a.mask_slots;
     o.packing = a.packing;
     o.max_segments = a.max_segments;

@@ -26,8 +26,14 @@ impl Engine {
 
 /// `cpu backend, fp16-ane` / `coreml backend, cpu+ne` — what ran a model.
 pub fn describe(model: &Model, options: &Options) -> String {
-    match model.backend() {
+    let engine = match model.backend() {
         Backend::CoreMl => format!("coreml backend, {}", options.get_compute_units()),
         b => format!("{b} backend, {}", options.get_precision()),
+    };
+    // The package's self-test (if it carries one), run here on the chosen backend.
+    match model.self_test() {
+        Ok(Some(r)) => format!("{engine}, self-test passed: correlation {r:.6}"),
+        Ok(None) => engine,
+        Err(e) => format!("{engine}, SELF-TEST FAILED: {e}"),
     }
 }

@@ -50,6 +50,7 @@ struct ModelMeta {
     packing: Option<bool>,
     max_segments: Option<usize>,
     safe_norm: Option<bool>,
+    self_test: Option<bool>,
 }
 
 impl ModelMeta {
@@ -120,6 +121,9 @@ impl ModelMeta {
         if let Some(n) = self.normalize {
             c.normalize(n);
         }
+        if let Some(t) = self.self_test {
+            c.self_test(t);
+        }
         if let Some(s) = self.safe_norm {
             c.safe_norm(s);
         }
@@ -148,7 +152,7 @@ impl ModelMeta {
 /// seq = 128
 /// ```
 ///
-/// Keys: `model` (required), `head`, `seq`, `name`, `packing`, `max_segments`, `safe_norm`, `weights` (`fp16`, `fp32`, `int8`, `lut8`,
+/// Keys: `model` (required), `head`, `seq`, `name`, `packing`, `max_segments`, `safe_norm`, `self_test`, `weights` (`fp16`, `fp32`, `int8`, `lut8`,
 /// `lut6`, `lut4`, `mixed[:MIN_COSINE]`), `target` (`ios17`/`ios18`), `allow_lossy`,
 /// `min_cosine`, `calibration` (a text file, one text per line, relative to Cargo.toml),
 /// `rotate`, `rotation_seed`, `rotation` (`hadamard`/`orthogonal`), `pooling` (`mean`/`cls`),

@@ -58,6 +58,7 @@ struct ModelSpec {
     packing: bool,
     max_segments: usize,
     safe_norm: bool,
+    self_test: bool,
 }
 
 /// Build-time conversion settings, prost-build style: `&mut self` setters, then [`Config::convert`].
@@ -111,6 +112,7 @@ impl Config {
                 packing: false,
                 max_segments: crate::convert::DEFAULT_MAX_SEGMENTS,
                 safe_norm: false,
+                self_test: false,
             },
             out_dir: None,
             cache_dir: None,
@@ -216,6 +218,13 @@ impl Config {
     /// the outlier fixtures it beats rotation in worst-sequence KL).
     pub fn safe_norm(&mut self, safe: bool) -> &mut Self {
         self.spec.safe_norm = safe;
+        self
+    }
+
+    /// Store a golden input and its reference output in the package, checked at load on Core ML
+    /// (`Options::self_test`); one CPU run of the shortest function at conversion.
+    pub fn self_test(&mut self, on: bool) -> &mut Self {
+        self.spec.self_test = on;
         self
     }
 
@@ -384,6 +393,7 @@ impl Config {
         o.calibration = s.calibration.clone();
         o.packing = s.packing;
         o.safe_norm = s.safe_norm;
+        o.self_test = s.self_test;
         o.max_segments = s.max_segments;
         o
     }

@@ -181,6 +181,7 @@ mod tests {
                     tokenizer_sha256: None,
                     functions: functions.iter().map(f).collect(),
                     fidelity: None,
+                    self_test: None,
                 },
                 output_shape: vec![],
                 has_tokenizer: false,

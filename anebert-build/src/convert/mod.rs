@@ -303,6 +303,7 @@ pub fn convert_dir_with(
         source_sha256: ckpt_sha.0,
         tokenizer_sha256: ckpt_sha.1,
         fidelity: None,
+        self_test: None,
         functions: function_md,
     };
     pb.metadata(METADATA_KEY, &md.to_json());
@@ -317,9 +318,7 @@ pub fn convert_dir_with(
         ));
     }
     let fidelity = gate_weights(&mut built, o, meta.vocab)?;
-    if let Some(report) = &fidelity {
-        // The package records what its weights were measured to keep.
-        md.fidelity = Some(report.to_string());
+    let rewrite = |built: &mut BuiltProgram, md: &PackageMetadata| {
         if let Some(meta) = built
             .spec
             .description
@@ -329,6 +328,24 @@ pub fn convert_dir_with(
             meta.user_defined
                 .insert(METADATA_KEY.to_string(), md.to_json());
         }
+    };
+    if o.self_test {
+        // The default head's shortest function: the cheapest call.
+        let f = functions
+            .iter()
+            .filter(|f| f.head == o.head())
+            .min_by_key(|f| f.seq_len)
+            .unwrap_or(&functions[0]);
+        let texts = o.calibration.as_deref();
+        md.self_test = Some(gate::golden::golden(
+            &built, &f.name, f.seq_len, texts, meta.vocab,
+        )?);
+        rewrite(&mut built, &md);
+    }
+    if let Some(report) = &fidelity {
+        // The package records what its weights were measured to keep.
+        md.fidelity = Some(report.to_string());
+        rewrite(&mut built, &md);
         if !report.misses().is_empty() && !o.allow_lossy {
             let fix =
                 format!(

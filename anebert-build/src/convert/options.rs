@@ -159,6 +159,10 @@ pub struct ConvertOptions {
     /// post-norms always) overflow-safe in fp16: centre, then `x / ‖[x, √(eps·d)]‖₂ · √d`,
     /// instead of the `layer_norm` op whose squares overflow once |x − μ| > 256 (`--safe-norm`).
     pub safe_norm: bool,
+    /// Store a golden input and its f32 reference output in the package (one CPU run of the
+    /// shortest function at conversion), which `Model::load` checks on Core ML
+    /// (`--self-test`; `Options::self_test`).
+    pub self_test: bool,
     /// Packed functions (`--packing`): inputs `segment_ids` and `position_ids` instead of
     /// `attention_mask`, so one call runs several texts, each attending only to itself (the
     /// runtime's `*_batch` helpers pack and unpack). Lengths up to one attention tile (S ≤ 1448).
@@ -190,6 +194,7 @@ impl ConvertOptions {
             mask_slots: anebert_runtime::contract::DEFAULT_MASK_SLOTS,
             score_tile: crate::graph::SCORE_TILE_BYTES,
             safe_norm: false,
+            self_test: false,
             packing: false,
             max_segments: DEFAULT_MAX_SEGMENTS,
             source_label: None,

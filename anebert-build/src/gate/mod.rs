@@ -5,6 +5,7 @@
 
 use crate::compress::Compression;
 
+pub mod golden;
 pub mod mixed;
 use crate::mil::BuiltProgram;
 use crate::ConvertError;
@@ -322,10 +323,21 @@ impl Runner {
 
     /// Run `seqs` with `constants` replacing weights (fp16-ane simulation).
     pub fn run(&self, seqs: &[Vec<i32>], constants: &Constants) -> Result<Outputs, ConvertError> {
+        self.run_in(seqs, constants, Precision::Fp16Ane)
+    }
+
+    /// [`Self::run`] in `precision`: each sequence as one text (a packed function reads it as
+    /// segment 1).
+    pub fn run_in(
+        &self,
+        seqs: &[Vec<i32>],
+        constants: &Constants,
+        precision: Precision,
+    ) -> Result<Outputs, ConvertError> {
         let model = CpuModel::load_with_constants(
             &self.package,
             Some(&self.function),
-            Precision::Fp16Ane,
+            precision,
             constants,
         )
         .map_err(|e| gate_err("the program does not load", e))?;
@@ -345,13 +357,21 @@ impl Runner {
                         .map_err(|e| gate_err("calibration input", e))?;
                     inputs.insert(contract::MASK_POSITIONS.to_string(), t);
                 }
+                let packed = self.info.functions.last().and_then(|f| f.max_segments);
+                if packed.is_some() {
+                    inputs = anebert_runtime::packing::from_attention_mask(&inputs)
+                        .map_err(|e| gate_err("calibration input", e))?;
+                }
                 let mut out = model
                     .predict(&inputs)
                     .map_err(|e| gate_err("a calibration run failed", e))?;
                 let t = out
                     .remove(name)
                     .ok_or_else(|| gate_err("output", format!("no `{name}`")))?;
-                if self.info.head.pooled() {
+                if packed.is_some() && self.info.head.pooled() {
+                    // `(1, C, 1, T)`: the text's column.
+                    contract::token_vectors(&t, 1).map_err(|e| gate_err("output", e))
+                } else if self.info.head.pooled() {
                     Ok(vec![t.as_f32().unwrap_or_default().to_vec()])
                 } else {
                     contract::token_vectors(&t, rows).map_err(|e| gate_err("output", e))

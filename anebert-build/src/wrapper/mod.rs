@@ -549,6 +549,7 @@ mod tests {
                 source_sha256: BTreeMap::new(),
                 tokenizer_sha256: Some("ab".repeat(32)),
                 fidelity: None,
+                self_test: None,
                 functions: vec![FunctionMetadata {
                     name: "main".into(),
                     head: head.name().into(),

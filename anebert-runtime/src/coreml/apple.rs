@@ -107,6 +107,11 @@ unsafe impl Send for CoreMlModel {}
 unsafe impl Sync for CoreMlModel {}
 
 impl CoreMlModel {
+    /// The compute units it was loaded with.
+    pub(crate) fn compute_units(&self) -> ComputeUnits {
+        self.units
+    }
+
     /// Load a compiled `.mlmodelc` with `+[MLModel modelWithContentsOfURL:configuration:error:]`.
     pub(crate) fn load(
         compiled: &Path,

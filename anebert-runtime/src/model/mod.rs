@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 mod background;
 mod batch;
 mod heads;
+mod self_test;
 
 pub use crate::embedded::{cache_dir, EmbeddedModel, CACHE_ENV};
 pub use crate::error::Error;
@@ -349,7 +350,8 @@ impl Model {
                 )));
             }
         }
-        Ok(Model {
+        let coreml = !engines.iter().all(|e| matches!(e, Engine::Cpu(_)));
+        let model = Model {
             #[cfg(feature = "text")]
             tokenizer: match tokenizer {
                 Some(bytes) => Some(crate::tokenizer::Text::from_bytes(bytes, info.seq_len)?),
@@ -359,7 +361,11 @@ impl Model {
             engines,
             fallback: None,
             truncate: options.truncate,
-        })
+        };
+        if options.self_test.unwrap_or(coreml) {
+            model.self_test()?;
+        }
+        Ok(model)
     }
 
     /// What the converter recorded.

@@ -148,6 +148,7 @@ fn package_metadata() -> crate::model_info::PackageMetadata {
         source_sha256: BTreeMap::new(),
         tokenizer_sha256: None,
         fidelity: None,
+        self_test: None,
         functions: vec![],
     }
 }
