@@ -197,3 +197,27 @@ fn self_test_at_load_catches_damaged_weights() {
         assert!(m.self_test().is_err());
     }
 }
+
+/// `treatment_auto` converts with rotation and with safe-norm, measures both in the fp16
+/// simulation, keeps the better and records why: safe-norm on the outlier fixture; the package is
+/// still exact in f32 against HF.
+#[test]
+fn auto_treatment_measures_and_records_its_choice() {
+    let fx = fixtures::fixture("modernbert-tiny-outliers");
+    let mut o = ConvertOptions::new(HeadKind::MaskedLm, SEQ);
+    o.treatment_auto = true;
+    o.weights = WeightPrecision::Fp32;
+    let out = common::package_dir("treatments").join("auto-outliers.mlpackage");
+    let summary = convert(&fx, &o, &out).unwrap();
+    let md = common::package_metadata(&out);
+    let why = md.treatment.clone().unwrap();
+    println!("{why}");
+    assert!(
+        why.starts_with("treatment auto: safe-norm") && why.contains("rotation: worst token KL"),
+        "{why}"
+    );
+    assert!(md.safe_norm && md.rotation.is_none());
+    assert!(summary.notes.iter().any(|n| n == &why));
+    let (_, _, worst) = fidelity(&fx, &out, Precision::F32);
+    assert!(worst <= 1e-6, "{worst:e}");
+}

@@ -42,6 +42,9 @@ pub struct PackageMetadata {
     /// norm): the `safe-norm` treatment.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub safe_norm: bool,
+    /// How the outlier treatment was chosen, when the conversion measured the candidates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub treatment: Option<String>,
     /// Where the checkpoint came from: `repo@commit`, or `local:{dir name}` (never a local path).
     pub source: String,
     /// sha256 of every checkpoint file the conversion read, by file name.

@@ -51,6 +51,7 @@ struct ModelMeta {
     max_segments: Option<usize>,
     safe_norm: Option<bool>,
     self_test: Option<bool>,
+    treatment: Option<String>,
 }
 
 impl ModelMeta {
@@ -121,6 +122,26 @@ impl ModelMeta {
         if let Some(n) = self.normalize {
             c.normalize(n);
         }
+        match self.treatment.as_deref() {
+            None => {}
+            Some("auto") => {
+                c.treatment_auto(true);
+            }
+            Some("rotation") => {
+                c.rotate(true).safe_norm(false);
+            }
+            Some("safe-norm") => {
+                c.rotate(false).safe_norm(true);
+            }
+            Some("none") => {
+                c.rotate(false).safe_norm(false);
+            }
+            Some(t) => {
+                return Err(bad(format!(
+                    "treatment = {t:?}: expected \"auto\", \"rotation\", \"safe-norm\" or \"none\""
+                )))
+            }
+        }
         if let Some(t) = self.self_test {
             c.self_test(t);
         }
@@ -152,7 +173,7 @@ impl ModelMeta {
 /// seq = 128
 /// ```
 ///
-/// Keys: `model` (required), `head`, `seq`, `name`, `packing`, `max_segments`, `safe_norm`, `self_test`, `weights` (`fp16`, `fp32`, `int8`, `lut8`,
+/// Keys: `model` (required), `head`, `seq`, `name`, `packing`, `max_segments`, `safe_norm`, `self_test`, `treatment` (`auto`, `rotation`, `safe-norm`, `none`), `weights` (`fp16`, `fp32`, `int8`, `lut8`,
 /// `lut6`, `lut4`, `mixed[:MIN_COSINE]`), `target` (`ios17`/`ios18`), `allow_lossy`,
 /// `min_cosine`, `calibration` (a text file, one text per line, relative to Cargo.toml),
 /// `rotate`, `rotation_seed`, `rotation` (`hadamard`/`orthogonal`), `pooling` (`mean`/`cls`),

@@ -59,6 +59,7 @@ struct ModelSpec {
     max_segments: usize,
     safe_norm: bool,
     self_test: bool,
+    treatment_auto: bool,
 }
 
 /// Build-time conversion settings, prost-build style: `&mut self` setters, then [`Config::convert`].
@@ -113,6 +114,7 @@ impl Config {
                 max_segments: crate::convert::DEFAULT_MAX_SEGMENTS,
                 safe_norm: false,
                 self_test: false,
+                treatment_auto: false,
             },
             out_dir: None,
             cache_dir: None,
@@ -225,6 +227,13 @@ impl Config {
     /// (`Options::self_test`); one CPU run of the shortest function at conversion.
     pub fn self_test(&mut self, on: bool) -> &mut Self {
         self.spec.self_test = on;
+        self
+    }
+
+    /// Choose rotation or safe-norm by measuring both in the fp16 simulation on the calibration
+    /// text (converts twice; `ConvertOptions::treatment_auto`).
+    pub fn treatment_auto(&mut self, on: bool) -> &mut Self {
+        self.spec.treatment_auto = on;
         self
     }
 
@@ -394,6 +403,7 @@ impl Config {
         o.packing = s.packing;
         o.safe_norm = s.safe_norm;
         o.self_test = s.self_test;
+        o.treatment_auto = s.treatment_auto;
         o.max_segments = s.max_segments;
         o
     }

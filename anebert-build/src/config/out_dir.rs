@@ -175,6 +175,7 @@ mod tests {
                     weights: "fp16".into(),
                     rotation: None,
                     safe_norm: false,
+                    treatment: None,
                     rotation_seed: None,
                     source: String::new(),
                     source_sha256: Default::default(),

@@ -113,6 +113,9 @@ pub fn convert_dir_with(
     o: &ConvertOptions,
     hooks: Hooks,
 ) -> Result<(BuiltProgram, Summary), ConvertError> {
+    if o.treatment_auto {
+        return choose_treatment(dir, o, hooks);
+    }
     let start = Instant::now();
     let src = open_source(dir)?;
     check_options(src.as_ref(), o)?;
@@ -296,6 +299,7 @@ pub fn convert_dir_with(
         rotation: rot_desc,
         rotation_seed: rotate.then_some(o.rotation_seed),
         safe_norm: o.safe_norm,
+        treatment: None,
         source: o
             .source_label
             .clone()
@@ -375,6 +379,52 @@ pub fn convert_dir_with(
         metadata: md,
         fidelity,
     };
+    Ok((built, summary))
+}
+
+/// `treatment_auto`: convert with each treatment, measure each in the fp16 simulation, keep the
+/// best (see [`ConvertOptions::treatment_auto`]); the summary's notes and the metadata say which
+/// and why.
+fn choose_treatment(
+    dir: &Path,
+    o: &ConvertOptions,
+    hooks: Hooks,
+) -> Result<(BuiltProgram, Summary), ConvertError> {
+    let start = Instant::now();
+    let mut best: Option<(f64, &str, String, BuiltProgram, Summary)> = None;
+    let mut seen = Vec::new();
+    for (name, rotate, safe) in [("rotation", true, false), ("safe-norm", false, true)] {
+        let mut c = o.clone();
+        (c.treatment_auto, c.rotate, c.safe_norm) = (false, rotate, safe);
+        let (built, summary) = convert_dir_with(dir, &c, hooks)?;
+        let m = gate::treatment::measure(
+            &built,
+            o.calibration.as_deref(),
+            summary.metadata.vocab_size,
+        )?;
+        let (bad, said) = (gate::treatment::badness(&m), gate::treatment::describe(&m));
+        seen.push(format!("{name}: {said}"));
+        if best.as_ref().is_none_or(|b| bad < b.0) {
+            best = Some((bad, name, said, built, summary));
+        }
+    }
+    let (_, name, _, mut built, mut summary) = best.expect("two candidates");
+    let why = format!(
+        "treatment auto: {name} (fp16-ane vs f32 on the calibration text — {})",
+        seen.join("; ")
+    );
+    summary.metadata.treatment = Some(why.clone());
+    if let Some(meta) = built
+        .spec
+        .description
+        .as_mut()
+        .and_then(|d| d.metadata.as_mut())
+    {
+        meta.user_defined
+            .insert(METADATA_KEY.to_string(), summary.metadata.to_json());
+    }
+    summary.notes.push(why);
+    summary.seconds = start.elapsed().as_secs_f64();
     Ok((built, summary))
 }
 

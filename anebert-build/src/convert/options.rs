@@ -163,6 +163,11 @@ pub struct ConvertOptions {
     /// shortest function at conversion), which `Model::load` checks on Core ML
     /// (`--self-test`; `Options::self_test`).
     pub self_test: bool,
+    /// Choose the outlier treatment by measurement (`--treatment auto`): convert with rotation
+    /// and with safe-norm, run both in the fp16 simulation against their own f32 outputs on the
+    /// calibration text, keep the one with the smaller worst error (ties: rotation, the smaller
+    /// graph). `rotate` and `safe_norm` are then ignored. Converts twice.
+    pub treatment_auto: bool,
     /// Packed functions (`--packing`): inputs `segment_ids` and `position_ids` instead of
     /// `attention_mask`, so one call runs several texts, each attending only to itself (the
     /// runtime's `*_batch` helpers pack and unpack). Lengths up to one attention tile (S ≤ 1448).
@@ -195,6 +200,7 @@ impl ConvertOptions {
             score_tile: crate::graph::SCORE_TILE_BYTES,
             safe_norm: false,
             self_test: false,
+            treatment_auto: false,
             packing: false,
             max_segments: DEFAULT_MAX_SEGMENTS,
             source_label: None,

@@ -7,6 +7,7 @@ use crate::compress::Compression;
 
 pub mod golden;
 pub mod mixed;
+pub mod treatment;
 use crate::mil::BuiltProgram;
 use crate::ConvertError;
 use anebert_runtime::contract::{self, HeadKind};

@@ -545,6 +545,7 @@ mod tests {
                 rotation: Some("hadamard 8".into()),
                 rotation_seed: Some(7),
                 safe_norm: false,
+                treatment: None,
                 source: "org/tiny@0000000000000000000000000000000000000000".into(),
                 source_sha256: BTreeMap::new(),
                 tokenizer_sha256: Some("ab".repeat(32)),

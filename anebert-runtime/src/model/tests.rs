@@ -143,6 +143,7 @@ fn package_metadata() -> crate::model_info::PackageMetadata {
         weights: "fp16".into(),
         rotation: None,
         safe_norm: false,
+        treatment: None,
         rotation_seed: None,
         source: "local:x".into(),
         source_sha256: BTreeMap::new(),

@@ -1,0 +1,44 @@
+//! Choosing the outlier treatment (`ConvertOptions::treatment_auto`): each candidate's program in
+//! the fp16 simulation of the Neural Engine against its own f32 run, on the calibration text.
+
+use super::{compare, Calibration, Measured, Runner};
+use crate::mil::BuiltProgram;
+use crate::ConvertError;
+use anebert_runtime::cpu::Precision;
+
+/// The fp16-ane error of `built`'s default function against its f32 run on the calibration
+/// `texts` (default: the built-in set).
+pub fn measure(
+    built: &BuiltProgram,
+    texts: Option<&[String]>,
+    vocab: usize,
+) -> Result<Measured, ConvertError> {
+    let runner = Runner::for_function(built, None)?;
+    let cal = Calibration::new(built, &runner, texts, vocab);
+    let none = Default::default();
+    let reference = runner.run_in(&cal.seqs, &none, Precision::F32)?;
+    let fp16 = runner.run_in(&cal.seqs, &none, Precision::Fp16Ane)?;
+    Ok(compare(runner.info.head, &reference, &fp16))
+}
+
+/// The figure a treatment is judged by, lower is better: the worst token's KL for MLM heads,
+/// else 1 − the smallest row cosine. NaN (a non-finite output) ranks last.
+pub fn badness(m: &Measured) -> f64 {
+    let v = match m.kl {
+        Some((_, worst)) => worst,
+        None => 1.0 - m.min_cosine,
+    };
+    if v.is_nan() {
+        f64::INFINITY
+    } else {
+        v
+    }
+}
+
+/// `m` in words: `worst token KL 4.1e-4` / `min cosine 0.999981`.
+pub fn describe(m: &Measured) -> String {
+    match m.kl {
+        Some((mean, worst)) => format!("worst token KL {worst:.2e} (mean {mean:.2e})"),
+        None => format!("min cosine {:.6}", m.min_cosine),
+    }
+}
