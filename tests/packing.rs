@@ -235,3 +235,25 @@ fn cli_packs_texts_for_predict_and_bench() {
         "{stdout}"
     );
 }
+
+/// A packed, compressed package: the fidelity gate runs the packed function (one calibration text
+/// per call) and passes, and a self-test recorded on it passes at load.
+#[test]
+fn packed_packages_gate_and_self_test() {
+    let fx = fixtures::fixture("modernbert-tiny");
+    let mut o = ConvertOptions::new(HeadKind::Embedding, 64);
+    o.packing = true;
+    o.weights = WeightPrecision::Int8;
+    o.self_test = true;
+    let out = common::package_dir("packing").join("tiny-emb-packed-int8.mlpackage");
+    let summary = convert(&fx, &o, &out).unwrap();
+    let report = summary
+        .fidelity
+        .as_ref()
+        .expect("a gate report")
+        .to_string();
+    assert!(report.contains("passed"), "{report}");
+    let opts = Options::default().backend(Backend::Cpu).self_test(true);
+    let m = Model::open(&out, &opts).unwrap();
+    assert!(m.self_test().unwrap().unwrap() >= 0.99);
+}
