@@ -322,17 +322,6 @@ pub fn convert_dir_with(
         ));
     }
     let fidelity = gate_weights(&mut built, o, meta.vocab)?;
-    let rewrite = |built: &mut BuiltProgram, md: &PackageMetadata| {
-        if let Some(meta) = built
-            .spec
-            .description
-            .as_mut()
-            .and_then(|d| d.metadata.as_mut())
-        {
-            meta.user_defined
-                .insert(METADATA_KEY.to_string(), md.to_json());
-        }
-    };
     if o.self_test {
         // The default head's shortest function: the cheapest call.
         let f = functions
@@ -344,12 +333,12 @@ pub fn convert_dir_with(
         md.self_test = Some(gate::golden::golden(
             &built, &f.name, f.seq_len, texts, meta.vocab,
         )?);
-        rewrite(&mut built, &md);
+        rewrite_metadata(&mut built, &md);
     }
     if let Some(report) = &fidelity {
         // The package records what its weights were measured to keep.
         md.fidelity = Some(report.to_string());
-        rewrite(&mut built, &md);
+        rewrite_metadata(&mut built, &md);
         if !report.misses().is_empty() && !o.allow_lossy {
             let fix =
                 format!(
@@ -380,6 +369,19 @@ pub fn convert_dir_with(
         fidelity,
     };
     Ok((built, summary))
+}
+
+/// Replace the metadata a built program carries with `md` (after measuring what it records).
+fn rewrite_metadata(built: &mut BuiltProgram, md: &PackageMetadata) {
+    if let Some(meta) = built
+        .spec
+        .description
+        .as_mut()
+        .and_then(|d| d.metadata.as_mut())
+    {
+        meta.user_defined
+            .insert(METADATA_KEY.to_string(), md.to_json());
+    }
 }
 
 /// `treatment_auto`: convert with each treatment, measure each in the fp16 simulation, keep the
@@ -414,15 +416,7 @@ fn choose_treatment(
         seen.join("; ")
     );
     summary.metadata.treatment = Some(why.clone());
-    if let Some(meta) = built
-        .spec
-        .description
-        .as_mut()
-        .and_then(|d| d.metadata.as_mut())
-    {
-        meta.user_defined
-            .insert(METADATA_KEY.to_string(), summary.metadata.to_json());
-    }
+    rewrite_metadata(&mut built, &summary.metadata);
     summary.notes.push(why);
     summary.seconds = start.elapsed().as_secs_f64();
     Ok((built, summary))
