@@ -116,6 +116,18 @@ pub enum ComputeUnits {
     CpuOnly,
 }
 
+impl ComputeUnits {
+    /// The compute units a failed self-test falls back to: away from the Neural Engine first
+    /// (the unit fp16 garbage is reported on), then away from the GPU; none after the CPU.
+    pub fn fallback(self) -> Option<ComputeUnits> {
+        match self {
+            ComputeUnits::All | ComputeUnits::CpuAndNeuralEngine => Some(ComputeUnits::CpuAndGpu),
+            ComputeUnits::CpuAndGpu => Some(ComputeUnits::CpuOnly),
+            ComputeUnits::CpuOnly => None,
+        }
+    }
+}
+
 fn unknown_units(s: &str) -> String {
     use strum::VariantNames;
     format!(
@@ -142,6 +154,7 @@ pub struct Options {
     pub(crate) head: Option<HeadKind>,
     pub(crate) min_ane_share: Option<f64>,
     pub(crate) self_test: Option<bool>,
+    pub(crate) fallback: bool,
 }
 
 impl Options {
@@ -199,6 +212,13 @@ impl Options {
         self.self_test = Some(on);
         self
     }
+    /// On Core ML, when the self-test fails on the compute units asked for, load again on the
+    /// next ones (Neural Engine → GPU → CPU; see [`ComputeUnits::fallback`]) instead of failing;
+    /// [`crate::Model::fallback_reason`] then says what failed where (default: off).
+    pub fn fallback(mut self, on: bool) -> Self {
+        self.fallback = on;
+        self
+    }
     /// The backend asked for.
     pub fn get_backend(&self) -> Backend {
         self.backend
@@ -226,5 +246,18 @@ impl Options {
     /// The required Neural Engine share, if any.
     pub fn get_min_ane_share(&self) -> Option<f64> {
         self.min_ane_share
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ComputeUnits::*;
+
+    #[test]
+    fn a_failed_self_test_falls_back_away_from_the_neural_engine_then_the_gpu() {
+        assert_eq!(CpuAndNeuralEngine.fallback(), Some(CpuAndGpu));
+        assert_eq!(All.fallback(), Some(CpuAndGpu));
+        assert_eq!(CpuAndGpu.fallback(), Some(CpuOnly));
+        assert_eq!(CpuOnly.fallback(), None);
     }
 }

@@ -28,7 +28,9 @@ pub struct Model {
     info: ModelInfo,
     /// One engine per function of `info.functions`, in that order (shortest length first).
     engines: Vec<Engine>,
-    /// Why `Backend::Auto` runs this model on the CPU backend on an Apple platform, if it does.
+    /// Why `Backend::Auto` runs this model on the CPU backend on an Apple platform, or why Core
+    /// ML runs it on other compute units than asked (a failed self-test with
+    /// `Options::fallback`), if it does.
     fallback: Option<String>,
     truncate: bool,
     #[cfg(feature = "text")]
@@ -287,26 +289,44 @@ impl Model {
                     .map_err(|e| Error::CoreMl(format!("compiling {}: {e}", package.display())))?,
             };
             // A multifunction package: one Core ML model per function (`functionName`); a
-            // single-function package loads as it is.
+            // single-function package loads as it is. With `fallback`, a failed self-test loads
+            // again on the next compute units.
             let multi = info.package.functions.len() > 1;
-            let mut engines = Vec::with_capacity(info.functions.len());
-            for (f, inputs) in info.functions.iter().zip(inputs) {
-                let function = if multi {
-                    Some(f.name.as_str())
-                } else {
-                    options.function.as_deref()
-                };
-                let m =
-                    apple::CoreMlModel::load(&compiled, options.compute_units, function, inputs)
+            let (mut units, mut failed) = (options.compute_units, Vec::new());
+            loop {
+                let mut engines = Vec::with_capacity(info.functions.len());
+                for (f, inputs) in info.functions.iter().zip(inputs.clone()) {
+                    let function = if multi {
+                        Some(f.name.as_str())
+                    } else {
+                        options.function.as_deref()
+                    };
+                    let m = apple::CoreMlModel::load(&compiled, units, function, inputs)
                         .map_err(Error::CoreMl)?;
-                if let Some(min) = options.min_ane_share {
-                    m.placement()
-                        .map_err(Error::CoreMl)?
-                        .require_ane_share(min)?;
+                    if let Some(min) = options.min_ane_share {
+                        m.placement()
+                            .map_err(Error::CoreMl)?
+                            .require_ane_share(min)?;
+                    }
+                    engines.push(Engine::CoreMl(m));
                 }
-                engines.push(Engine::CoreMl(m));
+                let opts = options.clone().compute_units(units);
+                match Self::assemble(info.clone(), engines, tokenizer, &opts) {
+                    Err(e @ Error::SelfTest { .. }) if options.fallback => {
+                        let next = units.fallback().ok_or_else(|| e.to_string());
+                        failed.push(e.to_string());
+                        match next {
+                            Ok(n) => units = n,
+                            Err(_) => return Err(e),
+                        }
+                    }
+                    Ok(mut m) if !failed.is_empty() => {
+                        m.fallback = Some(format!("{}; running on {units}", failed.join("; ")));
+                        return Ok(m);
+                    }
+                    r => return r,
+                }
             }
-            Self::assemble(info, engines, tokenizer, options)
         }
         #[cfg(not(target_vendor = "apple"))]
         Err(coreml_unavailable())
@@ -382,8 +402,9 @@ impl Model {
         }
     }
 
-    /// Why this model runs on the CPU backend although `Backend::Auto` prefers Core ML here (the
-    /// OS is older than the package needs); `None` when it runs where it was asked to.
+    /// Why this model runs elsewhere than asked: on the CPU backend although `Backend::Auto`
+    /// prefers Core ML here (the OS is older than the package needs), or on other compute units
+    /// after a failed self-test (`Options::fallback`); `None` when it runs where it was asked to.
     pub fn fallback_reason(&self) -> Option<&str> {
         self.fallback.as_deref()
     }
