@@ -391,16 +391,46 @@ pub fn find_coremlcompiler() -> Result<PathBuf, String> {
     }
 }
 
+/// `coremlcompiler compile`'s platform and deployment-target arguments (as Xcode passes them,
+/// `--deployment-target 14.0 --platform macos`) for a build targeting `target_os` (Cargo's
+/// `CARGO_CFG_TARGET_OS`) and a package of specification version `spec`: the oldest OS the
+/// package runs on (the runtime's own gate, `os_gate::min_os`). None for other targets: the
+/// compiler's defaults then.
+pub fn deployment_args(target_os: Option<&str>, spec: i32) -> Vec<String> {
+    use anebert_runtime::coreml::os_gate::{min_os, ApplePlatform};
+    let (platform, name) = match target_os {
+        Some("macos") => (ApplePlatform::MacOs, "macos"),
+        Some("ios") => (ApplePlatform::Ios, "ios"),
+        _ => return Vec::new(),
+    };
+    vec![
+        "--deployment-target".into(),
+        min_os(platform, spec).to_string(),
+        "--platform".into(),
+        name.into(),
+    ]
+}
+
 /// Compile the artifact's package to `model.mlmodelc` with `coremlcompiler compile` (once; cached
 /// beside the package) and return the compiled directory. Core ML then loads it without the
 /// first-load compile.
 pub fn compile_mlmodelc(a: &Artifact, coremlcompiler: &Path) -> Result<PathBuf, ArtifactError> {
-    let out = a.dir.join("model.mlmodelc");
+    let spec = anebert_runtime::Package::open_spec(a.package())
+        .map(|s| s.specification_version)
+        .unwrap_or(0);
+    let target_os = std::env::var("CARGO_CFG_TARGET_OS").ok();
+    let deploy = deployment_args(target_os.as_deref(), spec);
+    // One cached compile per platform and deployment target (`model-macos-14.0.mlmodelc`).
+    let out = a.dir.join(match deploy.as_slice() {
+        [_, version, _, platform] => format!("model-{platform}-{version}.mlmodelc"),
+        _ => "model.mlmodelc".to_string(),
+    });
     anebert_runtime::fsx::produce_once(&out, |scratch| {
         let o = std::process::Command::new(coremlcompiler)
             .arg("compile")
             .arg(a.package())
             .arg(scratch)
+            .args(&deploy)
             .output()
             .map_err(|e| format!("running {}: {e}", coremlcompiler.display()))?;
         let compiled = scratch.join("model.mlmodelc");
@@ -428,6 +458,20 @@ pub fn compile_mlmodelc(a: &Artifact, coremlcompiler: &Path) -> Result<PathBuf, 
 mod tests {
     use super::*;
     use crate::convert::CONVERTER_VERSION;
+
+    #[test]
+    fn deployment_targets_follow_the_package_spec() {
+        assert_eq!(
+            deployment_args(Some("macos"), 8),
+            ["--deployment-target", "14.0", "--platform", "macos"]
+        );
+        assert_eq!(
+            deployment_args(Some("ios"), 9),
+            ["--deployment-target", "18.0", "--platform", "ios"]
+        );
+        assert!(deployment_args(Some("linux"), 8).is_empty());
+        assert!(deployment_args(None, 8).is_empty());
+    }
 
     /// The cache key names the converter by its source, not only its version: an edit to the
     /// converter or the runtime's writer gives every artifact a new key (build.rs hashes both

@@ -29,7 +29,7 @@ fn apple_targets_embed_a_compiled_model() {
         "coremlcompiler",
         &format!(
             "[ \"$1\" = compile ] || exit 2\n\
-             echo \"$2\" >> {calls}\n\
+             echo \"$@\" >> {calls}\n\
              mkdir -p \"$3/model.mlmodelc/weights\" || exit 3\n\
              cp \"$2/Data/com.apple.CoreML/weights/weight.bin\" \"$3/model.mlmodelc/weights/\" || exit 4\n\
              echo program > \"$3/model.mlmodelc/model.mil\"",
@@ -91,6 +91,8 @@ fn apple_targets_embed_a_compiled_model() {
     };
     // SAFETY: as above.
     unsafe { std::env::set_var("CARGO_CFG_TARGET_VENDOR", "apple") };
+    // SAFETY: as above.
+    unsafe { std::env::set_var("CARGO_CFG_TARGET_OS", "macos") };
     assert!(
         artifact::find_coremlcompiler().is_err(),
         "no xcrun here yet"
@@ -99,6 +101,14 @@ fn apple_targets_embed_a_compiled_model() {
     assert_eq!(artifact::find_coremlcompiler().unwrap(), compiler);
     let entries = c.convert().unwrap();
     assert_eq!(entries[0].compiled, ["model.mil", "weights/weight.bin"]);
+    // Built for macOS: the compiler is told the package's oldest OS (spec 8: macOS 14), as Xcode
+    // tells it.
+    let last = std::fs::read_to_string(&calls).unwrap();
+    assert!(
+        last.lines()
+            .any(|l| l.ends_with("--deployment-target 14.0 --platform macos")),
+        "{last}"
+    );
     let placed = entries[0].dir.join("model.mlmodelc/weights/weight.bin");
     assert_eq!(
         std::fs::read(placed).unwrap(),

@@ -51,7 +51,10 @@ impl Config {
             let res = (|| {
                 for rel in artifact::list_files(&a.dir)? {
                     if rel.ends_with(".lock")
-                        || rel.starts_with("model.mlmodelc")
+                        || rel
+                            .split('/')
+                            .next()
+                            .is_some_and(|d| d.ends_with(".mlmodelc"))
                         || rel.starts_with("mlmodelc")
                     {
                         continue;
