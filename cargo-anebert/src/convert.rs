@@ -45,8 +45,8 @@ pub struct ConvertArgs {
     /// Outlier treatment: rotation (the default), safe-norm, none, or auto (convert with rotation
     /// and with safe-norm, keep the one whose fp16 simulation is closer to its f32 output on the
     /// calibration text; converts twice). Overrides --no-rotate / --safe-norm.
-    #[arg(long, value_parser = ["auto", "rotation", "safe-norm", "none"])]
-    treatment: Option<String>,
+    #[arg(long)]
+    treatment: Option<anebert_build::convert::Treatment>,
     /// Weight precision: fp16 (ships to the ANE), fp32 (reference), or compressed — int8, lut8,
     /// lut6, lut4 (palettes), mixed or mixed:MIN_COSINE (per weight the fewest bits that keep the
     /// gate) — checked by the fidelity gate.
@@ -96,12 +96,8 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     o.rotate = !a.no_rotate;
     o.safe_norm = a.safe_norm;
     o.self_test = a.self_test;
-    match a.treatment.as_deref() {
-        Some("auto") => o.treatment_auto = true,
-        Some("rotation") => (o.rotate, o.safe_norm) = (true, false),
-        Some("safe-norm") => (o.rotate, o.safe_norm) = (false, true),
-        Some("none") => (o.rotate, o.safe_norm) = (false, false),
-        _ => {}
+    if let Some(t) = a.treatment {
+        t.apply(&mut o);
     }
     o.mask_slots = a.mask_slots;
     o.packing = a.packing;

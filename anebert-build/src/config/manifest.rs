@@ -122,25 +122,8 @@ impl ModelMeta {
         if let Some(n) = self.normalize {
             c.normalize(n);
         }
-        match self.treatment.as_deref() {
-            None => {}
-            Some("auto") => {
-                c.treatment_auto(true);
-            }
-            Some("rotation") => {
-                c.rotate(true).safe_norm(false);
-            }
-            Some("safe-norm") => {
-                c.rotate(false).safe_norm(true);
-            }
-            Some("none") => {
-                c.rotate(false).safe_norm(false);
-            }
-            Some(t) => {
-                return Err(bad(format!(
-                    "treatment = {t:?}: expected \"auto\", \"rotation\", \"safe-norm\" or \"none\""
-                )))
-            }
+        if let Some(t) = self.treatment {
+            c.treatment(t.parse().map_err(bad)?);
         }
         if let Some(t) = self.self_test {
             c.self_test(t);

@@ -238,6 +238,13 @@ impl Config {
         self
     }
 
+    /// The outlier treatment by name: sets [`Self::treatment_auto`], [`Self::rotate`] and
+    /// [`Self::safe_norm`] together.
+    pub fn treatment(&mut self, t: crate::convert::Treatment) -> &mut Self {
+        let (auto, rotate, safe) = t.settings();
+        self.treatment_auto(auto).rotate(rotate).safe_norm(safe)
+    }
+
     /// Outlier rotation on or off (default on; not applicable to post-norm BERT blocks).
     pub fn rotate(&mut self, rotate: bool) -> &mut Self {
         self.spec.rotate = rotate;

@@ -5,7 +5,7 @@ mod summary;
 
 use options::check_options;
 pub use options::{
-    function_name, ConvertOptions, FunctionSpec, WeightPrecision, DEFAULT_MAX_SEGMENTS,
+    function_name, ConvertOptions, FunctionSpec, Treatment, WeightPrecision, DEFAULT_MAX_SEGMENTS,
     DEFAULT_ROTATION_SEED,
 };
 use summary::describe_functions;

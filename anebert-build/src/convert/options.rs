@@ -51,6 +51,49 @@ pub enum WeightPrecision {
     Mixed,
 }
 
+/// An outlier treatment by name (`--treatment`, manifest `treatment = "..."`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::VariantNames)]
+#[strum(parse_err_ty = String, parse_err_fn = unknown_treatment)]
+pub enum Treatment {
+    /// Measure rotation and safe-norm, keep the better ([`ConvertOptions::treatment_auto`]).
+    #[strum(serialize = "auto")]
+    Auto,
+    /// Norm folding and rotation (the default).
+    #[strum(serialize = "rotation")]
+    Rotation,
+    /// Overflow-safe LayerNorms, no rotation ([`ConvertOptions::safe_norm`]).
+    #[strum(serialize = "safe-norm")]
+    SafeNorm,
+    /// Plain `layer_norm` ops.
+    #[strum(serialize = "none")]
+    None,
+}
+
+fn unknown_treatment(s: &str) -> String {
+    use strum::VariantNames;
+    format!(
+        "unknown treatment {s:?}; expected {}",
+        anebert_runtime::names::one_of(Treatment::VARIANTS)
+    )
+}
+
+impl Treatment {
+    /// `(treatment_auto, rotate, safe_norm)` of this treatment.
+    pub fn settings(self) -> (bool, bool, bool) {
+        match self {
+            Treatment::Auto => (true, true, false),
+            Treatment::Rotation => (false, true, false),
+            Treatment::SafeNorm => (false, false, true),
+            Treatment::None => (false, false, false),
+        }
+    }
+
+    /// Set `o`'s treatment options.
+    pub fn apply(self, o: &mut ConvertOptions) {
+        (o.treatment_auto, o.rotate, o.safe_norm) = self.settings();
+    }
+}
+
 fn unknown_weights(s: &str) -> String {
     use strum::VariantNames;
     format!(
