@@ -227,6 +227,40 @@ pub fn encoder_inputs(
     Ok(m)
 }
 
+/// One text's inputs for a function of length `seq_len` ([`encoder_inputs`]) and, for a
+/// fill-mask function of `mask_slots` (K) positions, its first min(len, K) positions (unused slots
+/// 0); with the number of rows the head answers for it.
+pub fn one_text_inputs(
+    ids: &[i32],
+    seq_len: usize,
+    pad_id: i32,
+    mask_slots: Option<usize>,
+) -> Result<(BTreeMap<String, Tensor>, usize), ContractError> {
+    let mut inputs = encoder_inputs(ids, seq_len, pad_id)?;
+    let mut rows = ids.len();
+    if let Some(k) = mask_slots {
+        rows = rows.min(k);
+        let mut p: Vec<i32> = (0..rows as i32).collect();
+        p.resize(k, 0);
+        let t = Tensor::i32(vec![1, k], p).expect("length matches the shape");
+        inputs.insert(MASK_POSITIONS.to_string(), t);
+    }
+    Ok((inputs, rows))
+}
+
+/// A head's answer for one text from its output `t`: the pooled row (`pooled`), or the first
+/// `rows` token vectors.
+pub fn output_rows(t: &Tensor, pooled: bool, rows: usize) -> Result<Vec<Vec<f32>>, ContractError> {
+    if pooled {
+        let v = t
+            .as_f32()
+            .ok_or_else(|| ContractError::NotPerToken(t.shape().to_vec()))?;
+        Ok(vec![v.to_vec()])
+    } else {
+        token_vectors(t, rows)
+    }
+}
+
 /// The first `len` token vectors of a `(1, C, 1, S)` output (C values each).
 pub fn token_vectors(t: &Tensor, len: usize) -> Result<Vec<Vec<f32>>, ContractError> {
     let shape = t.shape();

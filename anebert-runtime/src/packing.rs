@@ -123,6 +123,17 @@ pub fn from_attention_mask(
     Ok(out)
 }
 
+/// A packed pooled head's answer `(1, C, 1, T)` read as one text's (segment 1): its column,
+/// `(1, C)` — what the unpacked function answers.
+pub fn first_text(t: &Tensor) -> Result<Tensor, ContractError> {
+    let col = crate::contract::token_vectors(t, 1)?.swap_remove(0);
+    let c = col.len();
+    Ok(
+        Tensor::new(t.dtype(), vec![1, c], crate::tensor::TensorData::Float(col))
+            .expect("C values for (1, C)"),
+    )
+}
+
 /// Check raw packed inputs (when `segment_ids` is there): segment ids in `0..=max_segments`, each
 /// text one contiguous run, positions in `0..S` — the graph would otherwise mix texts or read no
 /// position row, silently.

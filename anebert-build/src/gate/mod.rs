@@ -347,17 +347,9 @@ impl Runner {
         let slots = self.info.functions.last().and_then(|f| f.mask_slots);
         seqs.iter()
             .map(|ids| {
-                let mut inputs = contract::encoder_inputs(ids, self.info.seq_len, 0)
-                    .map_err(|e| gate_err("calibration input", e))?;
-                let mut rows = ids.len();
-                if let Some(k) = slots {
-                    rows = rows.min(k);
-                    let mut p: Vec<i32> = (0..rows as i32).collect();
-                    p.resize(k, 0);
-                    let t = anebert_runtime::Tensor::i32(vec![1, k], p)
+                let (mut inputs, rows) =
+                    contract::one_text_inputs(ids, self.info.seq_len, 0, slots)
                         .map_err(|e| gate_err("calibration input", e))?;
-                    inputs.insert(contract::MASK_POSITIONS.to_string(), t);
-                }
                 let packed = self.info.functions.last().and_then(|f| f.max_segments);
                 if packed.is_some() {
                     inputs = anebert_runtime::packing::from_attention_mask(&inputs)
@@ -366,17 +358,15 @@ impl Runner {
                 let mut out = model
                     .predict(&inputs)
                     .map_err(|e| gate_err("a calibration run failed", e))?;
-                let t = out
+                let mut t = out
                     .remove(name)
                     .ok_or_else(|| gate_err("output", format!("no `{name}`")))?;
-                if packed.is_some() && self.info.head.pooled() {
-                    // `(1, C, 1, T)`: the text's column.
-                    contract::token_vectors(&t, 1).map_err(|e| gate_err("output", e))
-                } else if self.info.head.pooled() {
-                    Ok(vec![t.as_f32().unwrap_or_default().to_vec()])
-                } else {
-                    contract::token_vectors(&t, rows).map_err(|e| gate_err("output", e))
+                let pooled = self.info.head.pooled();
+                if packed.is_some() && pooled {
+                    t = anebert_runtime::packing::first_text(&t)
+                        .map_err(|e| gate_err("output", e))?;
                 }
+                contract::output_rows(&t, pooled, rows).map_err(|e| gate_err("output", e))
             })
             .collect()
     }

@@ -76,10 +76,7 @@ impl Model {
         let mut out = Self::run_engine(engine, &packed)?;
         if self.info.head.pooled() {
             for t in out.values_mut() {
-                let col = contract::token_vectors(t, 1)?.swap_remove(0);
-                let c = col.len();
-                *t = Tensor::new(t.dtype(), vec![1, c], crate::tensor::TensorData::Float(col))
-                    .map_err(|e| Error::Metadata(e.to_string()))?;
+                *t = packing::first_text(t)?;
             }
         }
         Ok(out)

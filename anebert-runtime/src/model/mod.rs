@@ -519,14 +519,7 @@ impl Model {
         let t = out.remove(name).ok_or_else(|| {
             Error::Metadata(format!("the model has no `{name}` output for its head"))
         })?;
-        let rows = if self.info.head.pooled() {
-            let v = t
-                .as_f32()
-                .ok_or_else(|| ContractError::NotPerToken(t.shape().to_vec()))?;
-            vec![v.to_vec()]
-        } else {
-            contract::token_vectors(&t, ids.len())?
-        };
+        let rows = contract::output_rows(&t, self.info.head.pooled(), ids.len())?;
         Ok(Output { rows })
     }
 }

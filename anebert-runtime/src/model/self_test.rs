@@ -4,7 +4,6 @@
 use super::{Engine, Model};
 use crate::contract;
 use crate::error::Error;
-use crate::Tensor;
 
 impl Model {
     /// Run the package's self-test (if it has one, for a function this model loaded): the
@@ -18,15 +17,8 @@ impl Model {
         let Some(f) = self.info.functions.iter().find(|f| f.name == g.function) else {
             return Ok(None);
         };
-        let mut inputs = contract::encoder_inputs(&g.input_ids, f.seq_len, 0)?;
-        let mut rows = g.input_ids.len();
-        if let Some(k) = f.mask_slots {
-            rows = rows.min(k);
-            let mut p: Vec<i32> = (0..rows as i32).collect();
-            p.resize(k, 0);
-            let t = Tensor::i32(vec![1, k], p).map_err(|e| Error::Options(e.to_string()))?;
-            inputs.insert(contract::MASK_POSITIONS.to_string(), t);
-        }
+        // As the converter's gate runner made the reference: padded with 0.
+        let (inputs, rows) = contract::one_text_inputs(&g.input_ids, f.seq_len, 0, f.mask_slots)?;
         let mut out = self.predict(&inputs)?;
         let t = out.remove(self.info.head.output_name()).ok_or_else(|| {
             Error::Metadata(format!(
@@ -34,11 +26,7 @@ impl Model {
                 self.info.head.output_name()
             ))
         })?;
-        let values: Vec<f32> = if self.info.head.pooled() {
-            t.as_f32().unwrap_or_default().to_vec()
-        } else {
-            contract::token_vectors(&t, rows)?.concat()
-        };
+        let values = contract::output_rows(&t, self.info.head.pooled(), rows)?.concat();
         let sample: Vec<f32> = values.iter().step_by(g.stride.max(1)).copied().collect();
         let backend = self.describe_backend();
         let fail = |detail: String| Error::SelfTest {
