@@ -21,20 +21,28 @@ pub struct TextsPoint {
     flop_ratio: Option<f64>,
 }
 
-/// FLOPs of one call of the function that runs `tokens` tokens.
-fn call_flops(model: &Model, pkg: &Package, tokens: usize) -> Result<u64> {
-    let f = model
+/// FLOPs of one call of each of the model's functions, shortest first (each counted once).
+fn function_flops(model: &Model, pkg: &Package) -> Result<Vec<(usize, u64)>> {
+    let multi = pkg.program().functions.len() > 1;
+    model
         .info()
-        .function_for(tokens)
-        .context("a text longer than every length")?;
-    let name = if pkg.program().functions.len() > 1 {
-        Some(f.name.as_str())
-    } else {
-        None
-    };
-    Ok(anebert::cost::flops(pkg, name)
-        .map_err(anyhow::Error::msg)?
-        .total())
+        .functions
+        .iter()
+        .map(|f| {
+            let name = multi.then_some(f.name.as_str());
+            let n = anebert::cost::flops(pkg, name).map_err(anyhow::Error::msg)?;
+            Ok((f.seq_len, n.total()))
+        })
+        .collect()
+}
+
+/// FLOPs of the call that runs `tokens` tokens: the shortest function that holds them.
+fn call_flops(per_function: &[(usize, u64)], tokens: usize) -> Result<u64> {
+    per_function
+        .iter()
+        .find(|(s, _)| *s >= tokens)
+        .map(|&(_, f)| f)
+        .context("a text longer than every length")
 }
 
 /// Time `passes` passes over `texts` each way (median), on `model`.
@@ -81,13 +89,14 @@ pub fn measure(
                 model.run_batch(&refs, pad)?;
                 Ok(())
             })?;
+            let per_function = function_flops(model, &pkg)?;
             let mut one = 0u64;
             for n in &lens {
-                one += call_flops(model, &pkg, *n)?;
+                one += call_flops(&per_function, *n)?;
             }
             let mut packed = 0u64;
             for p in &plan {
-                packed += call_flops(model, &pkg, p.tokens)?;
+                packed += call_flops(&per_function, p.tokens)?;
             }
             (
                 Some(texts.len() as f64 / secs),
