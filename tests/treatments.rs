@@ -140,21 +140,18 @@ fn safe_norm_on_minilm() {
 /// Flip the sign of every other value of the largest fp16 blob of `weight.bin` (finite, wrong).
 fn damage_largest_blob(package: &Path) {
     let path = package.join("Data/com.apple.CoreML/weights/weight.bin");
-    let mut b = std::fs::read(&path).unwrap();
-    let u32_at = |b: &[u8], i: usize| u32::from_le_bytes(b[i..i + 4].try_into().unwrap());
-    let u64_at = |b: &[u8], i: usize| u64::from_le_bytes(b[i..i + 8].try_into().unwrap()) as usize;
-    let (mut best, mut at) = (0usize, 0usize);
-    for h in (64..b.len().saturating_sub(64)).step_by(64) {
-        // A blob header: sentinel 0xDEADBEEF, dtype (1 = fp16), size, offset.
-        if u32_at(&b, h) == 0xDEAD_BEEF && u32_at(&b, h + 4) == 1 && u64_at(&b, h + 8) > best {
-            (best, at) = (u64_at(&b, h + 8), u64_at(&b, h + 16));
-        }
+    let blobs = anebert::package::blob::BlobStorage::parse(std::fs::read(&path).unwrap()).unwrap();
+    let largest = *blobs
+        .blobs()
+        .filter(|b| b.dtype == anebert::DType::F16)
+        .max_by_key(|b| b.size)
+        .expect("an fp16 blob");
+    let mut bytes = blobs.as_bytes().to_vec();
+    let at = largest.data_offset as usize;
+    for i in (at..at + largest.size as usize).step_by(4) {
+        bytes[i + 1] ^= 0x80;
     }
-    assert!(best > 0, "no fp16 blob found");
-    for i in (at..at + best).step_by(4) {
-        b[i + 1] ^= 0x80;
-    }
-    std::fs::write(&path, b).unwrap();
+    std::fs::write(&path, bytes).unwrap();
 }
 
 /// A package converted with a self-test: a healthy model passes it at load (f32 and the fp16
