@@ -126,35 +126,41 @@ impl Emitter<'_, '_> {
         let hd = d / heads;
         let kt = self.f.transpose(&format!("{p}_k_t"), k, &[0, 3, 2, 1])?;
         let (qs, ks, vs) = self.split_heads(p, q, &kt, v, heads, hd)?;
+        // The chunks' query ranges and masks, made once for every head.
         let per_query = dim(mask, 3)? != 1;
+        let mut chunks = Vec::new();
+        for c0 in (0..s_q).step_by(chunk.max(1)) {
+            let c1 = (c0 + chunk).min(s_q);
+            let mc = if per_query && c1 - c0 < s_q {
+                let s = dim(mask, 1)? as i32;
+                self.f.slice(
+                    &format!("{p}_c{}_mask", c0 / chunk),
+                    mask,
+                    &[0, 0, 0, c0 as i32],
+                    &[1, s, 1, c1 as i32],
+                )?
+            } else {
+                mask.clone()
+            };
+            chunks.push((c0, c1, mc));
+        }
         let mut outs = Vec::with_capacity(heads);
         for i in 0..heads {
             let hp = format!("{p}_h{i}");
             let mut parts = Vec::new();
-            for c0 in (0..s_q).step_by(chunk.max(1)) {
-                let c1 = (c0 + chunk).min(s_q);
-                let (qc, mc, cp) = if c1 - c0 == s_q {
-                    (qs[i].clone(), mask.clone(), hp.clone())
+            for (c0, c1, mc) in &chunks {
+                let (c0, c1) = (*c0, *c1);
+                let (qc, cp) = if c1 - c0 == s_q {
+                    (qs[i].clone(), hp.clone())
                 } else {
                     let cp = format!("{hp}_c{}", c0 / chunk);
                     let end = [1, hd as i32, 1, c1 as i32];
                     let qc =
                         self.f
                             .slice(&format!("{cp}_q"), &qs[i], &[0, 0, 0, c0 as i32], &end)?;
-                    let mc = if per_query {
-                        let s = dim(mask, 1)? as i32;
-                        self.f.slice(
-                            &format!("{cp}_mask"),
-                            mask,
-                            &[0, 0, 0, c0 as i32],
-                            &[1, s, 1, c1 as i32],
-                        )?
-                    } else {
-                        mask.clone()
-                    };
-                    (qc, mc, cp)
+                    (qc, cp)
                 };
-                parts.push(self.tile(&cp, &ks[i], &qc, &mc, &vs[i])?);
+                parts.push(self.tile(&cp, &ks[i], &qc, mc, &vs[i])?);
             }
             outs.push(if parts.len() == 1 {
                 parts.pop().expect("one")
