@@ -455,8 +455,9 @@ fn chunked_vocabulary_matches_huggingface() {
     }
 }
 
-/// The CPU backend's fused attention (one kernel per head for einsum → add → softmax → einsum)
-/// gives the unfused ops' outputs within f32 rounding, and in the fp16 simulation within the
+/// The CPU backend's optimized plan — fused attention (one kernel per head for einsum → add →
+/// softmax → einsum) and fp16 weights kept as fp16 — gives the reference plan's outputs (every op
+/// as written, every weight decoded) within f32 rounding, and in the fp16 simulation within the
 /// rounding of fp16, on padded rows, local (banded) and global layers.
 #[test]
 fn fused_attention_matches_the_unfused_ops() {
@@ -478,6 +479,12 @@ fn fused_attention_matches_the_unfused_ops() {
                 fused.op_count(),
                 plain.op_count()
             );
+            // fp16 packages: every conv weight and the embedding table stay fp16.
+            let halves = (fused.fp16_weights(), plain.fp16_weights());
+            match weights {
+                WeightPrecision::Fp16 => assert!(halves.0 > 4 && halves.1 == 0, "{halves:?}"),
+                _ => assert_eq!(halves, (0, 0)),
+            }
             let (mut worst, mut scale) = (0f64, 0f64);
             for row in fixtures::rows(&fixtures::fixture(fixture)) {
                 // The text's tokens (outputs at padding positions are not part of the contract).

@@ -13,7 +13,7 @@
 //! unfused ops do (scores, masked scores, exponentials, weights, output).
 
 use super::ops::fast_math::exp;
-use super::ops::linalg::{gemm_seq as gemm, Mat};
+use super::ops::gemm::{gemm_seq as gemm, Mat};
 use super::ops::reduce::{divide_columns, fold};
 use super::pool::Pool;
 use crate::tensor::{round_to_f16, Tensor};

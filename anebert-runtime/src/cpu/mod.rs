@@ -23,6 +23,7 @@ mod attention;
 mod ops;
 mod plan;
 mod pool;
+mod weights;
 
 pub use ops::SUPPORTED;
 use plan::SharedConsts;
@@ -111,8 +112,9 @@ impl CpuModel {
         Self::load_with(package, function, precision, true)
     }
 
-    /// Like [`load`](Self::load), but every op runs as written: no fused attention. The
-    /// reference the fused plan is checked against.
+    /// Like [`load`](Self::load), but every op runs as written and every weight is decoded to
+    /// f32: no fused attention, no fp16 weights. The reference the optimized plan is checked
+    /// against.
     pub fn load_unfused(
         package: &Package,
         function: Option<&str>,
@@ -229,8 +231,14 @@ impl CpuModel {
     /// How many of this model's constants are the very tensors (one allocation) `other` holds:
     /// what loading several functions together shares ([`CpuModel::load_functions`]).
     pub fn shared_constants(&self, other: &CpuModel) -> usize {
-        let theirs: std::collections::HashSet<*const Tensor> = other.plan.constants().collect();
+        let theirs: std::collections::HashSet<*const ()> = other.plan.constants().collect();
         self.plan.constants().filter(|p| theirs.contains(p)).count()
+    }
+
+    /// How many constants the plan holds as fp16 (views of the weight file, widened by the GEMM
+    /// block by block) rather than decoded to f32.
+    pub fn fp16_weights(&self) -> usize {
+        self.plan.fp16_weights()
     }
 
     /// The precision this model runs in.

@@ -1,6 +1,6 @@
 //! Loading off the caller's thread. Core ML's first load compiles and specializes the model for
 //! the Neural Engine, which can take minutes, and Apple asks apps not to do that on the main
-//! thread; the CPU backend's load decodes every weight. [`Loading`] runs [`Model::load_embedded`]
+//! thread; the CPU backend's load reads the weights and decodes the small ones. [`Loading`] runs [`Model::load_embedded`]
 //! or [`Model::open`] on a thread of its own; the caller polls it or waits for it.
 //!
 //! Which thread may call what: any thread may start a load, poll and wait; a `Model` is `Send +

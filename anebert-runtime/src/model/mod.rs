@@ -534,7 +534,7 @@ fn embedded_package(model: &EmbeddedModel, label: &Path) -> Result<Package, Erro
     Ok(Package::from_bytes(
         label,
         model.spec,
-        model.weights.map(<[u8]>::to_vec),
+        model.weights.map(bytes::Bytes::from_static),
     )?)
 }
 

@@ -7,6 +7,7 @@
 
 use crate::dtype::DType;
 use crate::tensor::{Tensor, TensorError};
+use bytes::Bytes;
 use std::collections::{BTreeMap, HashMap};
 
 const HEADER_SIZE: usize = 64;
@@ -97,10 +98,12 @@ pub struct BlobInfo {
     pub padding_bits: u64,
 }
 
-/// A validated, in-memory `weight.bin`.
+/// A validated, in-memory `weight.bin`. The bytes are shared, not copied: an embedded model's
+/// static bytes stay where the binary has them, and the CPU backend keeps fp16 weights as views
+/// of this storage ([`BlobStorage::shared_data`]) instead of decoding them.
 #[derive(Clone, Debug)]
 pub struct BlobStorage {
-    bytes: Vec<u8>,
+    bytes: Bytes,
     blobs: BTreeMap<u64, BlobInfo>,
 }
 
@@ -115,7 +118,8 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 impl BlobStorage {
     /// Parse and validate a whole weight file: header, then every blob's metadata and bounds.
     /// Never panics and allocates nothing beyond one record per blob (bounded by the file size).
-    pub fn parse(bytes: Vec<u8>) -> Result<Self, BlobError> {
+    pub fn parse(bytes: impl Into<Bytes>) -> Result<Self, BlobError> {
+        let bytes: Bytes = bytes.into();
         let len = bytes.len();
         if len < HEADER_SIZE {
             return Err(BlobError::TooShort(len));
@@ -261,6 +265,17 @@ impl BlobStorage {
             });
         }
         Ok(data)
+    }
+
+    /// [`Self::checked_data`] as a shared handle on the same memory (no copy).
+    pub fn shared_data(
+        &self,
+        offset: u64,
+        dtype: DType,
+        shape: &[usize],
+    ) -> Result<Bytes, BlobError> {
+        let data = self.checked_data(offset, dtype, shape)?;
+        Ok(self.bytes.slice_ref(data))
     }
 
     /// The whole file.

@@ -128,7 +128,7 @@ impl Package {
             inside(path, &wpath)?;
             let bytes =
                 crate::fsx::read_regular(&wpath, MAX_WEIGHTS_BYTES).map_err(io_err(&wpath))?;
-            Ok((bytes, wpath))
+            Ok((bytes.into(), wpath))
         })
     }
 
@@ -199,10 +199,10 @@ impl Package {
     pub fn from_bytes(
         label: impl AsRef<Path>,
         spec: &[u8],
-        weights: Option<Vec<u8>>,
+        weights: Option<impl Into<bytes::Bytes>>,
     ) -> Result<Package, PackageError> {
         let label = label.as_ref();
-        let mut weights = weights;
+        let mut weights = weights.map(Into::into);
         let wlabel = label.join("weights/weight.bin");
         Self::decode(label, label, spec, |_| match weights.take() {
             Some(w) => Ok((w, wlabel.clone())),
@@ -222,7 +222,7 @@ impl Package {
         path: &Path,
         spec_path: &Path,
         bytes: &[u8],
-        mut load_weights: impl FnMut(&str) -> Result<(Vec<u8>, PathBuf), PackageError>,
+        mut load_weights: impl FnMut(&str) -> Result<(bytes::Bytes, PathBuf), PackageError>,
     ) -> Result<Package, PackageError> {
         let spec = proto::Model::decode(bytes).map_err(|source| PackageError::Decode {
             path: spec_path.to_path_buf(),

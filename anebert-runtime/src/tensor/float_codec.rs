@@ -43,6 +43,24 @@ pub(super) fn decode_f16(bytes: &[u8], n: usize) -> Vec<f32> {
     out
 }
 
+/// fp16 values → f32 on the calling thread (an fp16 weight's block before a product), with F16C
+/// where the CPU has it. Panics if the lengths differ.
+pub(crate) fn widen_f16(src: &[f16], out: &mut [f32]) {
+    use half::slice::HalfFloatSliceExt;
+    assert_eq!(src.len(), out.len(), "widen_f16 lengths");
+    #[cfg(target_arch = "x86_64")]
+    if has_f16c() {
+        // SAFETY: f16 is a plain 2-byte value, so its slice is readable as 2·n bytes; the CPU has
+        // F16C and AVX (checked) and the byte view is twice the output's length.
+        unsafe {
+            let bytes = std::slice::from_raw_parts(src.as_ptr().cast::<u8>(), 2 * src.len());
+            f16c_decode(bytes, out);
+        }
+        return;
+    }
+    src.convert_to_f32_slice(out);
+}
+
 /// `out[i] = f16(bytes[2i..2i+2])` with F16C, 16 values per step.
 ///
 /// # Safety

@@ -5,6 +5,7 @@ mod float_codec;
 
 #[cfg(test)]
 pub(crate) use float_codec::same_value;
+pub(crate) use float_codec::widen_f16;
 use float_codec::{decode_f16, decode_f32};
 pub use float_codec::{round_f16, round_to_f16};
 

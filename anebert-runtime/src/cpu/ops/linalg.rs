@@ -1,131 +1,10 @@
-//! conv, linear, matmul and einsum, all lowered onto one strided f32 GEMM (faer; multithreaded
-//! through rayon for large products). In fp16 mode the inputs already hold fp16 values and faer
-//! accumulates in f32; the plan rounds the result — the "f32 accumulate, fp16 out" model.
+//! conv, linear, matmul and einsum, all lowered onto the GEMMs of `gemm` (an fp16 weight the plan
+//! kept as fp16 goes to `gemm_f16`). In fp16 mode the inputs already hold fp16 values and the
+//! products accumulate in f32; the plan rounds the result — the "f32 accumulate, fp16 out" model.
 
+use super::gemm::{gemm, gemm_f16, Mat, PAR_FLOPS};
 use super::{float_out, strides, Ctx, OpResult};
 use crate::op_table::dims::{self, EinsumPattern};
-use faer::{Accum, MatMut, MatRef, Par};
-
-/// A strided matrix view description (element strides, non-negative).
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Mat {
-    pub rows: usize,
-    pub cols: usize,
-    pub rs: usize,
-    pub cs: usize,
-}
-
-impl Mat {
-    pub(crate) fn row_major(rows: usize, cols: usize) -> Self {
-        Mat {
-            rows,
-            cols,
-            rs: cols,
-            cs: 1,
-        }
-    }
-    fn t(self) -> Self {
-        Mat {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-        }
-    }
-    /// One past the largest element offset the view touches.
-    fn extent(&self) -> usize {
-        if self.rows == 0 || self.cols == 0 {
-            0
-        } else {
-            (self.rows - 1) * self.rs + (self.cols - 1) * self.cs + 1
-        }
-    }
-}
-
-/// Products below this many flops run single-threaded (thread start-up would dominate).
-const PAR_FLOPS: usize = 1 << 21;
-
-/// `c = a · b` (c overwritten), multithreaded for large products. Panics if a view exceeds its
-/// slice or the shapes disagree; callers derive every view from validated tensor shapes.
-pub(crate) fn gemm(a: &[f32], am: Mat, b: &[f32], bm: Mat, c: &mut [f32], cm: Mat) {
-    gemm_with(a, am, b, bm, c, cm, true)
-}
-
-/// [`gemm`] on the calling thread only: for products inside an already parallel loop.
-pub(crate) fn gemm_seq(a: &[f32], am: Mat, b: &[f32], bm: Mat, c: &mut [f32], cm: Mat) {
-    gemm_with(a, am, b, bm, c, cm, false)
-}
-
-fn gemm_with(a: &[f32], am: Mat, b: &[f32], bm: Mat, c: &mut [f32], cm: Mat, threads: bool) {
-    assert!(
-        am.cols == bm.rows && cm.rows == am.rows && cm.cols == bm.cols,
-        "gemm shapes"
-    );
-    assert!(
-        am.extent() <= a.len() && bm.extent() <= b.len() && cm.extent() <= c.len(),
-        "gemm bounds"
-    );
-    // The output view must not overlap itself, or faer would write one element twice.
-    assert!(
-        cm.rows <= 1 || cm.cols <= 1 || cm.rs >= cm.cols * cm.cs || cm.cs >= cm.rows * cm.rs,
-        "gemm output aliasing"
-    );
-    if cm.rows == 0 || cm.cols == 0 {
-        return;
-    }
-    if am.cols == 0 {
-        for r in 0..cm.rows {
-            for q in 0..cm.cols {
-                c[r * cm.rs + q * cm.cs] = 0.0;
-            }
-        }
-        return;
-    }
-    let flops = 2 * am.rows * am.cols * bm.cols;
-    let par = if threads && flops >= PAR_FLOPS && rayon::current_num_threads() > 1 {
-        Par::rayon(rayon::current_num_threads())
-    } else {
-        Par::Seq
-    };
-    // SAFETY: the asserts above keep every view inside its slice, the output view does not alias
-    // itself, and `c` is borrowed mutably (so it aliases neither `a` nor `b`).
-    unsafe {
-        let av =
-            MatRef::from_raw_parts(a.as_ptr(), am.rows, am.cols, am.rs as isize, am.cs as isize);
-        let bv =
-            MatRef::from_raw_parts(b.as_ptr(), bm.rows, bm.cols, bm.rs as isize, bm.cs as isize);
-        let cv = MatMut::from_raw_parts_mut(
-            c.as_mut_ptr(),
-            cm.rows,
-            cm.cols,
-            cm.rs as isize,
-            cm.cs as isize,
-        );
-        faer::linalg::matmul::matmul(cv, Accum::Replace, av, bv, 1.0f32, par);
-    }
-    if matches!(par, Par::Seq) {
-        clean_vector_state();
-    } else {
-        rayon::broadcast(|_| clean_vector_state());
-    }
-}
-
-/// faer's AVX / AVX-512 kernels may return with the upper halves of the vector registers dirty.
-/// On Intel cores every later legacy-SSE instruction on that thread — all code built for baseline
-/// x86-64, ours and libm's — then pays a state-transition penalty until the next `vzeroupper`
-/// (measured: the softmax after an attention GEMM ran 5× slower). So each thread that took part in
-/// a product clears the state afterwards. A no-op elsewhere and on CPUs without AVX.
-fn clean_vector_state() {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx") {
-        #[target_feature(enable = "avx")]
-        fn zero_upper() {
-            std::arch::x86_64::_mm256_zeroupper()
-        }
-        // SAFETY: the CPU supports AVX (checked above).
-        unsafe { zero_upper() }
-    }
-}
 
 fn add_bias(out: &mut [f32], bias: &[f32], channels: usize, inner: usize) {
     for chunk in out.chunks_mut(channels * inner) {
@@ -136,9 +15,9 @@ fn add_bias(out: &mut [f32], bias: &[f32], channels: usize, inner: usize) {
 }
 
 pub fn conv(c: &Ctx) -> OpResult {
-    let (x, w) = (c.t("x")?, c.t("weight")?);
-    let (xv, wv) = (c.f32s("x")?, c.f32s("weight")?);
-    let (xs, ws) = (x.shape(), w.shape());
+    let (x, xv) = (c.t("x")?, c.f32s("x")?);
+    let half = c.half("weight");
+    let (xs, ws) = (x.shape(), c.shape("weight")?);
     if xs.len() < 3 || xs.len() != ws.len() {
         return Err(format!(
             "conv needs x [N, C, *spatial] and a weight of the same rank; got {xs:?} and {ws:?}"
@@ -197,6 +76,16 @@ pub fn conv(c: &Ctx) -> OpResult {
         && gh.pad_before == 0
         && gw.pad_before == 0
         && op == ip;
+    // An fp16 weight kept as fp16 feeds the pointwise product as it is; other convs widen it.
+    let widened: Vec<f32>;
+    let wv: &[f32] = match half {
+        Some(h) if !pointwise => {
+            widened = h.values().iter().map(|v| v.to_f32()).collect();
+            &widened
+        }
+        Some(_) => &[],
+        None => c.f32s("weight")?,
+    };
     let mut col = if pointwise {
         Vec::new()
     } else {
@@ -205,8 +94,23 @@ pub fn conv(c: &Ctx) -> OpResult {
     for b in 0..n {
         for gi in 0..g {
             let xg = &xv[(b * cin + gi * cin_g) * ip..(b * cin + (gi + 1) * cin_g) * ip];
-            let wg = &wv[gi * cout_g * kk..(gi + 1) * cout_g * kk];
             let og = &mut out[(b * cout + gi * cout_g) * op..(b * cout + (gi + 1) * cout_g) * op];
+            if let (true, Some(h)) = (pointwise, half) {
+                let wg = &h.values()[gi * cout_g * kk..(gi + 1) * cout_g * kk];
+                let xm = Mat::row_major(cin_g, ip);
+                gemm_f16(
+                    wg,
+                    cout_g,
+                    cin_g,
+                    xg,
+                    xm,
+                    og,
+                    Mat::row_major(cout_g, op),
+                    true,
+                );
+                continue;
+            }
+            let wg = &wv[gi * cout_g * kk..(gi + 1) * cout_g * kk];
             if pointwise {
                 // The ANE "linear": W (Cout×Cin) · X (Cin×S).
                 gemm(
@@ -256,20 +160,25 @@ pub fn conv(c: &Ctx) -> OpResult {
 }
 
 pub fn linear(c: &Ctx) -> OpResult {
-    let (x, w) = (c.t("x")?, c.t("weight")?);
-    let (xv, wv) = (c.f32s("x")?, c.f32s("weight")?);
-    let ws = w.shape();
+    let (x, xv) = (c.t("x")?, c.f32s("x")?);
+    let ws = c.shape("weight")?;
     let (din, dout) = (ws[1], ws[0]);
     let m = xv.len() / din.max(1);
     let mut out = c.zeros(m * dout);
-    gemm(
-        xv,
-        Mat::row_major(m, din),
-        wv,
-        Mat::row_major(dout, din).t(),
-        &mut out,
-        Mat::row_major(m, dout),
-    );
+    if let Some(h) = c.half("weight") {
+        let (xm, om) = (Mat::row_major(m, din), Mat::row_major(m, dout));
+        gemm_f16(h.values(), dout, din, xv, xm, &mut out, om, false);
+    } else {
+        let wv = c.f32s("weight")?;
+        gemm(
+            xv,
+            Mat::row_major(m, din),
+            wv,
+            Mat::row_major(dout, din).t(),
+            &mut out,
+            Mat::row_major(m, dout),
+        );
+    }
     if c.has("bias") {
         add_bias(&mut out, c.f32s("bias")?, dout, 1);
     }

@@ -15,12 +15,14 @@ macro_rules! map_data {
 
 mod elementwise;
 pub(crate) mod fast_math;
+pub(crate) mod gemm;
 pub(crate) mod linalg;
 pub(crate) mod reduce;
 mod select;
 mod shape;
 
 use super::pool::Pool;
+use super::weights::HalfWeight;
 use crate::dtype::DType;
 use crate::op_table::{self, OpInputs, View};
 use crate::tensor::Tensor;
@@ -37,6 +39,8 @@ pub(crate) type Kernel = fn(&Ctx) -> OpResult;
 pub(crate) struct Ctx<'a> {
     pub op: &'a str,
     pub args: &'a BTreeMap<&'a str, Vec<Arc<Tensor>>>,
+    /// Inputs bound to fp16 weights kept as fp16 (only the parameters `cpu::weights` allows).
+    halves: &'a BTreeMap<&'a str, HalfWeight>,
     /// fp16 ANE simulation: kernels with internal fp16 steps (layer_norm, softmax, ...) use it.
     pub fp16: bool,
     out: Vec<Vec<usize>>,
@@ -45,10 +49,13 @@ pub(crate) struct Ctx<'a> {
 
 impl OpInputs for Ctx<'_> {
     fn has(&self, name: &str) -> bool {
-        self.args.contains_key(name)
+        self.args.contains_key(name) || self.halves.contains_key(name)
     }
 
     fn types(&self, name: &str) -> Option<Vec<TensorType>> {
+        if let Some(h) = self.halves.get(name) {
+            return Some(vec![TensorType::fixed(DType::F16, h.shape())]);
+        }
         let v = self.args.get(name)?;
         Some(
             v.iter()
@@ -70,12 +77,14 @@ impl<'a> Ctx<'a> {
     pub fn new(
         op: &'a str,
         args: &'a BTreeMap<&'a str, Vec<Arc<Tensor>>>,
+        halves: &'a BTreeMap<&'a str, HalfWeight>,
         fp16: bool,
         pool: &'a Pool,
     ) -> Result<Self, String> {
         let mut c = Ctx {
             op,
             args,
+            halves,
             fp16,
             out: Vec::new(),
             pool,
@@ -115,7 +124,21 @@ impl<'a> Ctx<'a> {
     }
 
     pub fn has(&self, name: &str) -> bool {
-        self.args.contains_key(name)
+        self.args.contains_key(name) || self.halves.contains_key(name)
+    }
+
+    /// The input `name` when the plan kept it as an fp16 weight (read it with `linalg`'s fp16
+    /// GEMM or `values()`); `None` when it is an ordinary tensor.
+    pub fn half(&self, name: &str) -> Option<&HalfWeight> {
+        self.halves.get(name)
+    }
+
+    /// The shape of input `name`, whichever way it is held.
+    pub fn shape(&self, name: &str) -> Result<&[usize], String> {
+        match self.halves.get(name) {
+            Some(h) => Ok(h.shape()),
+            None => Ok(self.t(name)?.shape()),
+        }
     }
 
     pub fn t(&self, name: &str) -> Result<&Tensor, String> {

@@ -3,6 +3,7 @@
 
 use super::shape::out;
 use super::{axis, split3, Ctx, OpResult};
+use crate::cpu::weights::HalfWeight;
 use crate::dtype::DType;
 use crate::tensor::TensorData;
 
@@ -15,6 +16,9 @@ fn index(i: i64, n: usize) -> Result<usize, String> {
 }
 
 pub fn gather(c: &Ctx) -> OpResult {
+    if let Some(table) = c.half("x") {
+        return gather_half(c, table);
+    }
     let (x, ind) = (c.t("x")?, c.t("indices")?);
     let idx = ind.as_i32().ok_or("indices must be integers")?;
     let a = axis(c.int("axis")?, x.rank())?;
@@ -37,6 +41,34 @@ pub fn gather(c: &Ctx) -> OpResult {
         o
     });
     Ok(vec![out(x.dtype(), c.out_shape(0).to_vec(), data)?])
+}
+
+/// [`gather`] from an embedding table the plan kept as fp16: only the gathered rows are widened.
+fn gather_half(c: &Ctx, table: &HalfWeight) -> OpResult {
+    let ind = c.t("indices")?;
+    let idx = ind.as_i32().ok_or("indices must be integers")?;
+    let a = axis(c.int("axis")?, table.shape().len())?;
+    if c.int("batch_dims")? != 0 {
+        return Err("gather with batch_dims > 0 is not supported by the CPU backend".into());
+    }
+    let (outer, n, inner) = split3(table.shape(), a, a);
+    let v = table.values();
+    let mut o = c.zeros(outer * idx.len() * inner);
+    let mut rows = o.chunks_mut(inner.max(1));
+    for oi in 0..outer {
+        for &i in idx {
+            let p = index(i as i64, n)?;
+            let src = &v[(oi * n + p) * inner..(oi * n + p + 1) * inner];
+            if let Some(dst) = rows.next() {
+                crate::tensor::widen_f16(src, dst);
+            }
+        }
+    }
+    Ok(vec![out(
+        DType::F16,
+        c.out_shape(0).to_vec(),
+        TensorData::Float(o),
+    )?])
 }
 
 pub fn gather_along_axis(c: &Ctx) -> OpResult {

@@ -2,6 +2,7 @@
 //! one package's functions.
 
 use super::{load_err, CpuError};
+use crate::cpu::weights::SharedHalves;
 use crate::op_table::constexpr;
 use crate::package::{value, BlobStorage};
 use crate::proto::mil_spec as mil;
@@ -11,8 +12,21 @@ use std::sync::Arc;
 
 /// Decoded constants of one package, shared by the plans of its functions: a multifunction
 /// package's functions define the same weights over the same stored bytes, and each is decoded
-/// (and held in memory) once. Keyed by the defining op without its name (see [`const_key`]).
-pub(crate) type SharedConsts = HashMap<Vec<u8>, Vec<Arc<Tensor>>>;
+/// (and held in memory) once.
+#[derive(Default)]
+pub(crate) struct SharedConsts {
+    /// Decoded values, keyed by the defining op without its name (see [`const_key`]).
+    pub(super) tensors: HashMap<Vec<u8>, Vec<Arc<Tensor>>>,
+    /// fp16 weights kept as fp16, by blob offset.
+    pub(super) halves: SharedHalves,
+}
+
+impl SharedConsts {
+    /// Nothing shared yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
 
 /// What identifies a constant's value across functions: its op with the name and output names
 /// cleared (type, attributes, value bindings, blob offsets, output types). `None` when it reads

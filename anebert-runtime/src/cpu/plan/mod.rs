@@ -7,6 +7,7 @@ mod fusion;
 
 use super::ops::{self, Ctx, Kernel};
 use super::pool::Pool;
+use super::weights::{self, HalfWeight};
 use super::{CpuError, Precision};
 use crate::dtype::DType;
 use crate::op_table::constexpr;
@@ -48,6 +49,8 @@ pub(crate) struct Plan {
     pub inputs: Vec<(String, TensorType)>,
     input_slots: Vec<usize>,
     consts: Vec<(usize, Arc<Tensor>)>,
+    /// Large fp16 weights kept as fp16 (see `cpu::weights`), by slot.
+    halves: HashMap<usize, HalfWeight>,
     pub steps: Vec<Step>,
     outputs: Vec<(String, usize, TensorType)>,
     n_slots: usize,
@@ -76,9 +79,15 @@ fn prepare_const(mut t: Tensor, precision: Precision) -> Tensor {
 }
 
 impl Plan {
-    /// The constant tensors this plan holds, by address.
-    pub fn constants(&self) -> impl Iterator<Item = *const Tensor> + '_ {
-        self.consts.iter().map(|(_, t)| Arc::as_ptr(t))
+    /// The constants this plan holds (decoded tensors and fp16 weights), by storage address.
+    pub fn constants(&self) -> impl Iterator<Item = *const ()> + '_ {
+        let tensors = self.consts.iter().map(|(_, t)| Arc::as_ptr(t).cast());
+        tensors.chain(self.halves.values().map(HalfWeight::storage))
+    }
+
+    /// Constants held as fp16.
+    pub fn fp16_weights(&self) -> usize {
+        self.halves.len()
     }
 
     pub fn build(
@@ -131,6 +140,13 @@ impl Plan {
             input_slots.push(s);
         }
         let mut consts = Vec::new();
+        let mut halves = HashMap::new();
+        // The reference (unfused) plan decodes every weight.
+        let half_ok = if fuse {
+            weights::eligible(block)
+        } else {
+            Default::default()
+        };
         let mut steps = Vec::new();
         let mut const_slots = std::collections::HashSet::new();
         for op in &block.operations {
@@ -153,6 +169,26 @@ impl Plan {
                     Ok((o.name.clone(), ty))
                 })
                 .collect::<Result<_, CpuError>>()?;
+            let half = match declared.as_slice() {
+                [(n, ty)]
+                    if op.r#type == "const" && half_ok.contains(n) && !replace.contains_key(n) =>
+                {
+                    weights::half_const(op, ty, weights, &mut shared.halves)
+                }
+                _ => None,
+            };
+            if let Some(h) = half {
+                let s = new_slot(&mut n_slots);
+                if slots.insert(declared[0].0.clone(), s).is_some() {
+                    return Err(load_err(
+                        op,
+                        format!("value `{}` is defined twice", declared[0].0),
+                    ));
+                }
+                const_slots.insert(s);
+                halves.insert(s, h);
+                continue;
+            }
             if op.r#type == "const" || constexpr::is_constexpr(&op.r#type) {
                 let replaced = declared.first().and_then(|(n, _)| replace.get(n));
                 let values: Vec<Arc<Tensor>> = match replaced {
@@ -163,7 +199,7 @@ impl Plan {
                     Some(t) => vec![Arc::new(prepare_const(t.as_ref().clone(), precision))],
                     None => {
                         let key = const_key(op);
-                        match key.as_ref().and_then(|k| shared.get(k)) {
+                        match key.as_ref().and_then(|k| shared.tensors.get(k)) {
                             Some(values) => values.clone(),
                             None => {
                                 let values = decode_const(op, weights, &slots, &consts)?
@@ -171,7 +207,7 @@ impl Plan {
                                     .map(|t| Arc::new(prepare_const(t, precision)))
                                     .collect::<Vec<_>>();
                                 if let Some(k) = key {
-                                    shared.insert(k, values.clone());
+                                    shared.tensors.insert(k, values.clone());
                                 }
                                 values
                             }
@@ -325,6 +361,7 @@ impl Plan {
             inputs,
             input_slots,
             consts,
+            halves,
             steps,
             outputs,
             n_slots,
@@ -404,7 +441,14 @@ impl Plan {
         for st in &self.steps {
             let started = profile.as_ref().map(|_| std::time::Instant::now());
             let mut args: BTreeMap<&str, Vec<Arc<Tensor>>> = BTreeMap::new();
+            let mut half_args: BTreeMap<&str, HalfWeight> = BTreeMap::new();
             for (k, ss) in &st.args {
+                if let [s] = ss.as_slice() {
+                    if let Some(h) = self.halves.get(s) {
+                        half_args.insert(k, h.clone());
+                        continue;
+                    }
+                }
                 args.insert(
                     k,
                     ss.iter()
@@ -421,7 +465,8 @@ impl Plan {
             };
             let results = match st.exec {
                 Exec::Op(kernel) => {
-                    let ctx = Ctx::new(&st.op_type, &args, fp16, &pool.run).map_err(err)?;
+                    let ctx =
+                        Ctx::new(&st.op_type, &args, &half_args, fp16, &pool.run).map_err(err)?;
                     kernel(&ctx).map_err(err)?
                 }
                 Exec::Attention => {
