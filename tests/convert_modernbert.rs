@@ -432,6 +432,47 @@ fn chunked_vocabulary_matches_huggingface() {
         if weights == WeightPrecision::Fp32 {
             assert!(stats.max_abs <= 1e-3 && stats.top1_agree == stats.tokens);
         }
+        // The optimized plan runs the four decoder convs straight into their concatenation (one
+        // step) and agrees with the reference plan (every op as written).
+        let pkg = anebert::Package::open(&out).unwrap();
+        let plain = anebert::cpu::CpuModel::load_unfused(&pkg, None, precision).unwrap();
+        let row = &fixtures::rows(&fixtures::fixture(fixture))[0];
+        let ids = &row.ids;
+        let inputs: std::collections::BTreeMap<String, std::sync::Arc<anebert::Tensor>> =
+            anebert::contract::encoder_inputs(ids, SEQ, PAD)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (k, std::sync::Arc::new(v)))
+                .collect();
+        let mut profile = anebert::cpu::OpProfile::new();
+        let fast = model.predict_profiled(&inputs, &mut profile).unwrap();
+        assert_eq!(
+            profile.get("conv → concat (fused)").map(|p| p.0),
+            Some(1),
+            "{profile:?}"
+        );
+        let (a, b) = (
+            &fast["logits"],
+            &plain.predict_arc(&inputs).unwrap()["logits"],
+        );
+        // The text's tokens (outputs at padding positions are not part of the contract).
+        let (a, b) = (
+            fixtures::per_token(a, row.len()).concat(),
+            fixtures::per_token(b, row.len()).concat(),
+        );
+        let scale = b
+            .iter()
+            .fold(1f64, |m, &v| metrics::nan_max(m, v.abs() as f64));
+        let worst = metrics::max_abs_diff(&b, &a);
+        let tol = if precision == Precision::F32 {
+            5e-6
+        } else {
+            1e-2
+        };
+        assert!(
+            worst.is_finite() && worst <= tol * scale,
+            "fused decoder differs by {worst}"
+        );
         // The decoder convs view the table chunks: weight.bin holds the table once, as unchunked.
         let bin = |p: &std::path::Path| {
             std::fs::metadata(p.join("Data/com.apple.CoreML/weights/weight.bin"))

@@ -15,6 +15,19 @@ fn add_bias(out: &mut [f32], bias: &[f32], channels: usize, inner: usize) {
 }
 
 pub fn conv(c: &Ctx) -> OpResult {
+    let n: usize = c.out_shape(0).iter().product();
+    let mut out = c.zeros(n);
+    conv_into(c, &mut out)?;
+    Ok(vec![float_out(
+        c.t("x")?.dtype(),
+        c.out_shape(0).to_vec(),
+        out,
+    )?])
+}
+
+/// [`conv`] into `out` (every element written; its length is the output's): the fused
+/// conv → concat step writes each conv straight into its part of the concatenation.
+pub(crate) fn conv_into(c: &Ctx, out: &mut [f32]) -> Result<(), String> {
     let (x, xv) = (c.t("x")?, c.f32s("x")?);
     let half = c.half("weight");
     let (xs, ws) = (x.shape(), c.shape("weight")?);
@@ -68,7 +81,13 @@ pub fn conv(c: &Ctx) -> OpResult {
     let (oh, ow) = (gh.out, gw.out);
     let (ip, op) = (ih * iw, oh * ow);
     let kk = cin_g * kh * kw;
-    let mut out = c.zeros(n * cout * op);
+    if out.len() != n * cout * op {
+        return Err(format!(
+            "conv output holds {} values, not {}",
+            out.len(),
+            n * cout * op
+        ));
+    }
     let pointwise = kh == 1
         && kw == 1
         && sh == 1
@@ -154,9 +173,9 @@ pub fn conv(c: &Ctx) -> OpResult {
         }
     }
     if c.has("bias") {
-        add_bias(&mut out, c.f32s("bias")?, cout, op);
+        add_bias(out, c.f32s("bias")?, cout, op);
     }
-    Ok(vec![float_out(x.dtype(), c.out_shape(0).to_vec(), out)?])
+    Ok(())
 }
 
 pub fn linear(c: &Ctx) -> OpResult {

@@ -37,6 +37,8 @@ enum Exec {
     Op(Kernel),
     /// A head's attention chain run as one kernel (see `cpu::attention`).
     Attention,
+    /// This many convs written straight into their channel concatenation (see `fusion`).
+    ConvConcat(usize),
 }
 
 /// Constants replacing the values of `const` / `constexpr_*` ops, by value name.
@@ -334,6 +336,7 @@ impl Plan {
             let out_slots: Vec<usize> = outputs.iter().map(|(_, s, _)| *s).collect();
             steps =
                 fusion::fuse_attention(steps, &consts_by_slot, &out_slots, &inputs, &input_slots);
+            steps = fusion::fuse_conv_concat(steps, &consts_by_slot, &out_slots);
         }
         // Liveness: free each non-const, non-output slot after its last use.
         let mut last_use: HashMap<usize, usize> = HashMap::new();
@@ -471,6 +474,9 @@ impl Plan {
                 }
                 Exec::Attention => {
                     super::attention::attention(&args, fp16, &pool.run).map_err(err)?
+                }
+                Exec::ConvConcat(n) => {
+                    fusion::run_conv_concat(n, &args, &half_args, fp16, &pool.run).map_err(err)?
                 }
             };
             drop(args);
