@@ -192,6 +192,32 @@ fn self_test_at_load_catches_damaged_weights() {
         // Off by default on the CPU backend: the load succeeds, the check can still be run.
         let m = Model::open(&bad, &cpu).unwrap();
         assert!(m.self_test().is_err());
+        // The CLI shows it: `inspect` the stored golden, `bench` the result per backend — and
+        // refuses to time the damaged package.
+        let (g, b) = (good.to_str().unwrap(), bad.to_str().unwrap());
+        let (ok, out, err) =
+            common::cargo_anebert(&["inspect", "--mlpackage", g, "--no-placement"]);
+        assert!(
+            ok && out.contains("self-test: function main, a golden text of"),
+            "{out}{err}"
+        );
+        let bench = |p: &str| {
+            let args = ["bench", "--mlpackage", p, "--runs", "1", "--warmup", "0"];
+            common::cargo_anebert(&[&args[..], &["--backends", "cpu-f32,cpu-fp16-ane"]].concat())
+        };
+        let (ok, out, err) = bench(g);
+        assert!(ok, "{err}");
+        for b in ["cpu-f32", "cpu-fp16-ane"] {
+            assert!(
+                out.contains(&format!("self-test passed on {b}: correlation")),
+                "{out}"
+            );
+        }
+        let (ok, _, err) = bench(b);
+        assert!(
+            !ok && err.contains("self-test") && err.contains("correlates"),
+            "{err}"
+        );
     }
 }
 
@@ -217,4 +243,33 @@ fn auto_treatment_measures_and_records_its_choice() {
     assert!(summary.notes.iter().any(|n| n == &why));
     let (_, _, worst) = fidelity(&fx, &out, Precision::F32);
     assert!(worst <= 1e-6, "{worst:e}");
+}
+
+/// Without a tokenizer, `auto` and the self-test run on synthetic token ids — and say so in the
+/// summary (the metadata's `treatment` carries the same words).
+#[test]
+fn auto_and_self_test_say_when_their_ids_are_synthetic() {
+    let fx = fixtures::fixture("modernbert-tiny");
+    let dir = common::package_dir("treatments").join("no-tokenizer");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(fx.join(f), dir.join(f)).unwrap();
+    }
+    let mut o = ConvertOptions::new(HeadKind::MaskedLm, 64);
+    (o.treatment_auto, o.self_test) = (true, true);
+    let out = common::package_dir("treatments").join("no-tokenizer.mlpackage");
+    let summary = convert(&dir, &o, &out).unwrap();
+    let synthetic = "synthetic token ids: the checkpoint has no tokenizer.json";
+    for what in ["treatment auto:", "self-test:"] {
+        assert!(
+            summary
+                .notes
+                .iter()
+                .any(|n| n.starts_with(what) && n.contains(synthetic)),
+            "{what} {:?}",
+            summary.notes
+        );
+    }
+    let md = common::package_metadata(&out);
+    assert!(md.treatment.unwrap().contains(synthetic) && md.self_test.is_some());
 }

@@ -68,6 +68,10 @@ pub struct Point {
     /// Core ML: share of ops placed on the Neural Engine (compute plan), when available.
     #[serde(skip_serializing_if = "Option::is_none")]
     ane_share: Option<f64>,
+    /// The package's self-test run on this backend: its correlation with the stored reference
+    /// (absent when the package carries none; a failed self-test stops the bench).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    self_test: Option<f64>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -198,6 +202,8 @@ fn measure(
         },
         _ => None,
     };
+    // Timing a model that computes garbage would be meaningless: a failed self-test is an error.
+    let self_test = model.self_test()?;
     let info = model.info().clone();
     let s = info.seq_len;
     let inputs = bench_inputs(&info)?;
@@ -232,6 +238,7 @@ fn measure(
         tflops: flops as f64 / (p50 / 1e3) / 1e12,
         peak_rss_bytes: peak_rss(),
         ane_share,
+        self_test,
     };
     let profile = match (a.profile, model.cpu_model()) {
         (true, Some(m)) => {
@@ -403,6 +410,9 @@ pub fn run(mut a: BenchArgs) -> Result<()> {
                 p.ane_share
                     .map_or("-".into(), |s| format!("{:.0}%", 100.0 * s))
             );
+            if let Some(r) = p.self_test {
+                println!("  self-test passed on {}: correlation {r:.6}", p.backend);
+            }
             if let Some(prof) = profile {
                 print_profile(prof, p.runs);
             }

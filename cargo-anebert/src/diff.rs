@@ -189,6 +189,7 @@ pub fn run(a: DiffArgs) -> Result<()> {
             variants.push(other);
         }
         let mut rows = Vec::new();
+        let mut self_tests = Vec::new();
         for (i, v) in variants.iter().enumerate() {
             let cand = load(v, &cand_options)?;
             let engine = match cand.backend() {
@@ -206,6 +207,15 @@ pub fn run(a: DiffArgs) -> Result<()> {
                 }
             );
             let f = compare(&reference, &cand, &texts, &name)?;
+            // The package's own check at load, run on the candidate's backend: a failure fails
+            // the diff like a gate.
+            match cand.self_test() {
+                Ok(Some(r)) => {
+                    self_tests.push(format!("  self-test of {name}: passed, correlation {r:.6}"))
+                }
+                Ok(None) => {}
+                Err(e) => failures.push(format!("{label} ({name}): {e}")),
+            }
             if i == 0 {
                 // NaN fails every gate (`exceeds`/`falls_below`), and non-finite outputs fail
                 // the run even without one: fp16 overflow must never pass as a score.
@@ -294,6 +304,9 @@ pub fn run(a: DiffArgs) -> Result<()> {
                 pct(f.argmax_agreement),
                 f.non_finite
             );
+        }
+        for line in &self_tests {
+            println!("{line}");
         }
         results.push(serde_json::json!({"model": label, "texts": texts.len(), "results": rows}));
     }

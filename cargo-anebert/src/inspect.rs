@@ -389,8 +389,22 @@ fn print_report(r: &serde_json::Value) {
     if small > 0 {
         println!("  note: {small} BC1S tensors have a last axis < 32 (padded to 64 bytes on the ANE: wasted bandwidth)");
     }
+    let st = &r["metadata"]["self_test"];
+    if st.is_object() {
+        println!(
+            "  self-test: function {}, a golden text of {} tokens, {} reference values (one output value in {}), minimum correlation {}",
+            st["function"].as_str().unwrap_or("?"),
+            st["input_ids"].as_array().map_or(0, Vec::len),
+            st["reference"].as_array().map_or(0, Vec::len),
+            num(&st["stride"]),
+            st["min_correlation"]
+        );
+    }
     println!("  metadata:");
     for (k, v) in r["metadata"].as_object().into_iter().flatten() {
+        if k == "self_test" {
+            continue;
+        }
         let v = match v.as_str() {
             Some(s) => s.to_string(),
             None => v.to_string(),

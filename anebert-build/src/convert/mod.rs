@@ -330,9 +330,11 @@ pub fn convert_dir_with(
             .min_by_key(|f| f.seq_len)
             .unwrap_or(&functions[0]);
         let texts = o.calibration.as_deref();
-        md.self_test = Some(gate::golden::golden(
-            &built, &f.name, f.seq_len, texts, meta.vocab,
-        )?);
+        let (test, source) = gate::golden::golden(&built, &f.name, f.seq_len, texts, meta.vocab)?;
+        if source.starts_with("synthetic") {
+            notes.push(format!("self-test: the golden input is {source}"));
+        }
+        md.self_test = Some(test);
         rewrite_metadata(&mut built, &md);
     }
     if let Some(report) = &fidelity {
@@ -394,16 +396,17 @@ fn choose_treatment(
 ) -> Result<(BuiltProgram, Summary), ConvertError> {
     let start = Instant::now();
     let mut best: Option<(f64, &str, String, BuiltProgram, Summary)> = None;
-    let mut seen = Vec::new();
+    let (mut seen, mut source) = (Vec::new(), String::new());
     for (name, rotate, safe) in [("rotation", true, false), ("safe-norm", false, true)] {
         let mut c = o.clone();
         (c.treatment_auto, c.rotate, c.safe_norm) = (false, rotate, safe);
         let (built, summary) = convert_dir_with(dir, &c, hooks)?;
-        let m = gate::treatment::measure(
+        let (m, src) = gate::treatment::measure(
             &built,
             o.calibration.as_deref(),
             summary.metadata.vocab_size,
         )?;
+        source = src;
         let (bad, said) = (gate::treatment::badness(&m), gate::treatment::describe(&m));
         seen.push(format!("{name}: {said}"));
         if best.as_ref().is_none_or(|b| bad < b.0) {
@@ -412,7 +415,7 @@ fn choose_treatment(
     }
     let (_, name, _, mut built, mut summary) = best.expect("two candidates");
     let why = format!(
-        "treatment auto: {name} (fp16-ane vs f32 on the calibration text — {})",
+        "treatment auto: {name} (fp16-ane vs f32 on {source} — {})",
         seen.join("; ")
     );
     summary.metadata.treatment = Some(why.clone());

@@ -17,16 +17,18 @@ const MAX_TOKENS: usize = 32;
 pub const MIN_CORRELATION: f64 = 0.99;
 
 /// The golden input and its reference sample for `function` (of length `seq_len`) of `built`,
-/// from the first of the calibration `texts` (default: the built-in set).
+/// from the first of the calibration `texts` (default: the built-in set), and where its ids came
+/// from (synthetic ids when the checkpoint has no tokenizer, and why).
 pub fn golden(
     built: &BuiltProgram,
     function: &str,
     seq_len: usize,
     texts: Option<&[String]>,
     vocab: usize,
-) -> Result<SelfTest, ConvertError> {
+) -> Result<(SelfTest, String), ConvertError> {
     let runner = Runner::for_function(built, Some(function))?;
     let cal = Calibration::new(built, &runner, texts, vocab);
+    let source = cal.source;
     let mut ids = cal
         .seqs
         .into_iter()
@@ -46,11 +48,12 @@ pub fn golden(
             "self-test: the converted model's f32 output on the golden text is not finite".into(),
         ));
     }
-    Ok(SelfTest {
+    let test = SelfTest {
         function: function.to_string(),
         input_ids: ids,
         stride,
         reference,
         min_correlation: MIN_CORRELATION,
-    })
+    };
+    Ok((test, source))
 }

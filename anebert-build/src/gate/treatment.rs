@@ -7,18 +7,19 @@ use crate::ConvertError;
 use anebert_runtime::cpu::Precision;
 
 /// The fp16-ane error of `built`'s default function against its f32 run on the calibration
-/// `texts` (default: the built-in set).
+/// `texts` (default: the built-in set), and where the token ids came from (synthetic ids when the
+/// checkpoint has no tokenizer, and why).
 pub fn measure(
     built: &BuiltProgram,
     texts: Option<&[String]>,
     vocab: usize,
-) -> Result<Measured, ConvertError> {
+) -> Result<(Measured, String), ConvertError> {
     let runner = Runner::for_function(built, None)?;
     let cal = Calibration::new(built, &runner, texts, vocab);
     let none = Default::default();
     let reference = runner.run_in(&cal.seqs, &none, Precision::F32)?;
     let fp16 = runner.run_in(&cal.seqs, &none, Precision::Fp16Ane)?;
-    Ok(compare(runner.info.head, &reference, &fp16))
+    Ok((compare(runner.info.head, &reference, &fp16), cal.source))
 }
 
 /// The figure a treatment is judged by, lower is better: the worst token's KL for MLM heads,
