@@ -48,10 +48,40 @@ pub(crate) fn gather_strided<T: Copy>(
 
 /// Transpose: output axis i is input axis `perm[i]`.
 pub(crate) fn permute<T: Copy>(v: &[T], shape: &[usize], perm: &[usize]) -> Vec<T> {
+    // Axes of size 1 do not move data: what is left is often a plain matrix transpose (the
+    // attention's Kᵀ, `(1, C, 1, S)` → `(1, S, 1, C)`), done in cache-sized tiles.
+    let kept: Vec<usize> = perm.iter().copied().filter(|&p| shape[p] > 1).collect();
+    if let [a, b] = kept[..] {
+        if a > b {
+            return transpose_2d(v, shape[b], shape[a]);
+        }
+    }
     let s = strides(shape);
     let oshape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
     let ost: Vec<isize> = perm.iter().map(|&p| s[p] as isize).collect();
     gather_strided(v, 0, &oshape, &ost)
+}
+
+/// `v` as a row-major `rows × cols` matrix, transposed. Tiles of 32 × 32 keep both the rows read
+/// and the rows written in cache (an element-by-element strided gather ran at ~0.2 G values/s on
+/// a 768 × 512 matrix).
+fn transpose_2d<T: Copy>(v: &[T], rows: usize, cols: usize) -> Vec<T> {
+    const TILE: usize = 32;
+    let n = rows * cols;
+    let mut out: Vec<T> = v[..n].to_vec();
+    for r0 in (0..rows).step_by(TILE) {
+        let r1 = (r0 + TILE).min(rows);
+        for c0 in (0..cols).step_by(TILE) {
+            let c1 = (c0 + TILE).min(cols);
+            for r in r0..r1 {
+                let src = &v[r * cols + c0..r * cols + c1];
+                for (c, &x) in (c0..c1).zip(src) {
+                    out[c * rows + r] = x;
+                }
+            }
+        }
+    }
+    out
 }
 
 /// reshape, expand_dims, squeeze: the data unchanged, the shape the rule gives.
@@ -215,6 +245,25 @@ pub fn tile(c: &Ctx) -> OpResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tiled_transpose_matches_the_strided_gather() {
+        for (shape, perm) in [
+            (vec![1, 70, 1, 45], vec![0, 3, 2, 1]),
+            (vec![1, 33, 64], vec![0, 2, 1]),
+            (vec![5, 3], vec![1, 0]),
+            (vec![1, 1, 9], vec![2, 1, 0]),
+        ] {
+            let v: Vec<i32> = (0..shape.iter().product::<usize>() as i32).collect();
+            let s = strides(&shape);
+            let oshape: Vec<usize> = perm.iter().map(|&p| shape[p]).collect();
+            let ost: Vec<isize> = perm.iter().map(|&p| s[p] as isize).collect();
+            assert_eq!(
+                permute(&v, &shape, &perm),
+                gather_strided(&v, 0, &oshape, &ost)
+            );
+        }
+    }
 
     #[test]
     fn permute_matches_manual() {

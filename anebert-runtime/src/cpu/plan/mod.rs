@@ -4,6 +4,7 @@
 
 mod consts;
 mod fusion;
+mod inputs;
 
 use super::ops::{self, Ctx, Kernel};
 use super::pool::Pool;
@@ -18,6 +19,7 @@ use crate::types::TensorType;
 use crate::value;
 pub(crate) use consts::SharedConsts;
 use consts::{const_key, decode_const};
+use inputs::prepare_input;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -39,6 +41,9 @@ enum Exec {
     Attention,
     /// This many convs written straight into their channel concatenation (see `fusion`).
     ConvConcat(usize),
+    /// reshape / expand_dims / squeeze: the data unchanged, so at its input's last use the
+    /// storage moves to the output instead of being copied.
+    Reshape(Kernel),
 }
 
 /// Constants replacing the values of `const` / `constexpr_*` ops, by value name.
@@ -293,10 +298,15 @@ impl Plan {
                 }
                 outputs.push((s, name, ty));
             }
+            let reshape = matches!(op.r#type.as_str(), "reshape" | "expand_dims" | "squeeze");
             steps.push(Step {
                 op_type: op.r#type.clone(),
                 name: op_name(op),
-                exec: Exec::Op(kernel),
+                exec: if reshape {
+                    Exec::Reshape(kernel)
+                } else {
+                    Exec::Op(kernel)
+                },
                 args,
                 outputs,
                 free: vec![],
@@ -478,6 +488,26 @@ impl Plan {
                 Exec::ConvConcat(n) => {
                     fusion::run_conv_concat(n, &args, &half_args, fp16, &pool.run).map_err(err)?
                 }
+                Exec::Reshape(kernel) => {
+                    let ctx =
+                        Ctx::new(&st.op_type, &args, &half_args, fp16, &pool.run).map_err(err)?;
+                    let shape = ctx.out_shape(0).to_vec();
+                    let last = match st.args.get("x").map(Vec::as_slice) {
+                        Some([x]) if st.free.contains(x) && self.computed[*x] => Some(*x),
+                        _ => None,
+                    };
+                    match last {
+                        Some(x) => {
+                            drop(ctx);
+                            args.clear();
+                            let t = slots[x].take().expect("slot computed before use");
+                            let t = Arc::try_unwrap(t).unwrap_or_else(|a| (*a).clone());
+                            live -= t.as_f32().map_or(0, <[f32]>::len);
+                            vec![t.reshaped(shape).map_err(|e| err(e.to_string()))?]
+                        }
+                        None => kernel(&ctx).map_err(err)?,
+                    }
+                }
             };
             drop(args);
             if results.len() != st.outputs.len() {
@@ -565,42 +595,4 @@ impl Drop for PoolLease<'_> {
     fn drop(&mut self) {
         self.home.absorb(std::mem::take(&mut self.run));
     }
-}
-
-fn prepare_input(
-    name: &str,
-    t: &Arc<Tensor>,
-    ty: &TensorType,
-    precision: Precision,
-) -> Result<Arc<Tensor>, CpuError> {
-    let err = |msg: String| CpuError::Input {
-        name: name.to_string(),
-        msg,
-    };
-    if !ty.admits(t.shape()) {
-        return Err(err(format!(
-            "shape {:?} does not match the model's {ty}",
-            t.shape()
-        )));
-    }
-    let compatible = (t.dtype().is_float() && ty.dtype.is_float())
-        || (t.dtype().is_int() && ty.dtype.is_int())
-        || t.dtype() == ty.dtype;
-    if !compatible {
-        return Err(err(format!("got {} data, the model takes {ty}", t.dtype())));
-    }
-    let round = precision == Precision::Fp16Ane && ty.dtype.is_float();
-    if t.dtype() == ty.dtype && !round {
-        return Ok(t.clone());
-    }
-    let mut owned = (**t)
-        .clone()
-        .relabel(ty.dtype)
-        .map_err(|e| err(e.to_string()))?;
-    if round {
-        if let Some(v) = owned.as_f32_mut() {
-            round_to_f16(v);
-        }
-    }
-    Ok(Arc::new(owned))
 }

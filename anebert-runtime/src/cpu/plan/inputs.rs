@@ -1,0 +1,47 @@
+//! A run's inputs: checked against the function's declared types and brought to the run's
+//! precision.
+
+use super::{CpuError, Precision};
+use crate::tensor::{round_to_f16, Tensor};
+use crate::types::TensorType;
+use std::sync::Arc;
+
+/// `t` for input `name` of type `ty`: shape and kind checked, relabelled to the declared float
+/// type and, for the fp16 simulation, rounded (shared as given when nothing changes).
+pub(super) fn prepare_input(
+    name: &str,
+    t: &Arc<Tensor>,
+    ty: &TensorType,
+    precision: Precision,
+) -> Result<Arc<Tensor>, CpuError> {
+    let err = |msg: String| CpuError::Input {
+        name: name.to_string(),
+        msg,
+    };
+    if !ty.admits(t.shape()) {
+        return Err(err(format!(
+            "shape {:?} does not match the model's {ty}",
+            t.shape()
+        )));
+    }
+    let compatible = (t.dtype().is_float() && ty.dtype.is_float())
+        || (t.dtype().is_int() && ty.dtype.is_int())
+        || t.dtype() == ty.dtype;
+    if !compatible {
+        return Err(err(format!("got {} data, the model takes {ty}", t.dtype())));
+    }
+    let round = precision == Precision::Fp16Ane && ty.dtype.is_float();
+    if t.dtype() == ty.dtype && !round {
+        return Ok(t.clone());
+    }
+    let mut owned = (**t)
+        .clone()
+        .relabel(ty.dtype)
+        .map_err(|e| err(e.to_string()))?;
+    if round {
+        if let Some(v) = owned.as_f32_mut() {
+            round_to_f16(v);
+        }
+    }
+    Ok(Arc::new(owned))
+}
