@@ -23,14 +23,27 @@ use std::collections::BTreeMap;
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 use std::ptr::NonNull;
-use std::sync::{mpsc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// How long to wait for Core ML's completion handlers (compiling a large model takes minutes).
 const WAIT: Duration = Duration::from_secs(30 * 60);
 
+/// An `NSError` in words: its description, domain and code, then its failure reason and the
+/// underlying errors Core ML chains (which name the actual cause: a missing file, an unsupported
+/// op, the ANE compiler's complaint).
 fn ns_error(e: &NSError) -> String {
-    format!("{} ({} {})", e.localizedDescription(), e.domain(), e.code())
+    let mut s = format!("{} ({} {})", e.localizedDescription(), e.domain(), e.code());
+    if let Some(r) = e.localizedFailureReason() {
+        s.push_str(&format!(": {r}"));
+    }
+    // `underlyingErrors` exists from macOS 11.3 / iOS 14.5.
+    if e.respondsToSelector(sel!(underlyingErrors)) {
+        for u in e.underlyingErrors().iter() {
+            s.push_str(&format!("; caused by: {}", ns_error(&u)));
+        }
+    }
+    s
 }
 
 fn file_url(path: &Path) -> Result<Retained<NSURL>, String> {
@@ -63,6 +76,11 @@ pub(crate) fn os_version() -> super::os_gate::OsVersion {
 /// temporary `.mlmodelc` Core ML wrote (the caller moves it somewhere permanent, as Apple's
 /// documentation asks).
 pub(crate) fn compile(package: &Path) -> Result<PathBuf, String> {
+    // Objects Core ML autoreleases on this thread are released here, not at thread exit.
+    autoreleasepool(|_| compile_in_pool(package))
+}
+
+fn compile_in_pool(package: &Path) -> Result<PathBuf, String> {
     let url = file_url(package)?;
     let (tx, rx) = mpsc::channel::<Result<PathBuf, String>>();
     let handler = RcBlock::new(move |compiled: *mut NSURL, error: *mut NSError| {
@@ -95,6 +113,8 @@ pub(crate) struct CoreMlModel {
     /// Apple documents the asynchronous prediction API as safe to call concurrently, not the
     /// synchronous one this backend uses; predictions on one model are serialized.
     predict_lock: Mutex<()>,
+    /// The compute plan's placement, once read.
+    placement: OnceLock<Placement>,
 }
 
 // SAFETY: `MLModel` and `MLModelConfiguration` are ordinary reference-counted Foundation objects
@@ -151,6 +171,7 @@ impl CoreMlModel {
                 inputs,
                 outputs,
                 predict_lock: Mutex::new(()),
+                placement: OnceLock::new(),
             })
         })
     }
@@ -205,6 +226,15 @@ impl CoreMlModel {
     /// The placement of every op under this model's configuration, from `MLComputePlan`
     /// (macOS 14.4 / iOS 17.4).
     pub(crate) fn placement(&self) -> Result<Placement, String> {
+        // The plan does not change for a loaded model: read it once.
+        if let Some(p) = self.placement.get() {
+            return Ok(p.clone());
+        }
+        let p = autoreleasepool(|_| self.load_placement())?;
+        Ok(self.placement.get_or_init(|| p).clone())
+    }
+
+    fn load_placement(&self) -> Result<Placement, String> {
         if AnyClass::get(c"MLComputePlan").is_none() {
             return Err(
                 "placement reports need MLComputePlan (macOS 14.4 / iOS 17.4 or later)".into(),
@@ -239,7 +269,8 @@ impl CoreMlModel {
 }
 
 /// An `MLMultiArray` that owns `a`'s buffer: Core ML reads it in place and frees it through the
-/// deallocator whenever it releases the array, so no copy is made and none can dangle.
+/// deallocator whenever it releases the array, so no copy is made and none can dangle; if the
+/// array cannot be made, the buffer is freed here.
 fn multi_array(a: ArrayInput) -> Result<Retained<MLMultiArray>, String> {
     let numbers = |v: &[usize]| {
         let n: Vec<Retained<NSNumber>> =
@@ -247,14 +278,14 @@ fn multi_array(a: ArrayInput) -> Result<Retained<MLMultiArray>, String> {
         NSArray::from_retained_slice(&n)
     };
     let (shape, strides) = (numbers(&a.shape), numbers(&a.strides));
-    let (ptr, free) = match a.data {
+    let (ptr, (free, buffer)) = match a.data {
         InputData::I32(v) => owned(v),
         InputData::F32(v) => owned(v),
         InputData::F16(v) => owned(v),
     };
     // SAFETY: `ptr` points at `count` elements of the declared type laid out by `strides`, and
-    // stays valid until Core ML calls `free` with it.
-    unsafe {
+    // stays valid until the buffer is released (by Core ML's call of `free`, or below).
+    let made = unsafe {
         MLMultiArray::initWithDataPointer_shape_dataType_strides_deallocator_error(
             MLMultiArray::alloc(),
             ptr,
@@ -263,27 +294,34 @@ fn multi_array(a: ArrayInput) -> Result<Retained<MLMultiArray>, String> {
             &strides,
             Some(&free),
         )
-    }
-    .map_err(|e| format!("input `{}`: {}", a.name, ns_error(&e)))
+    };
+    // On failure Core ML may never call the deallocator: release the buffer here (whichever side
+    // comes first frees it; the other finds it gone).
+    made.map_err(|e| {
+        buffer();
+        format!("input `{}`: {}", a.name, ns_error(&e))
+    })
 }
 
 type Deallocator = RcBlock<dyn Fn(NonNull<c_void>)>;
 
-/// Leak `v` to a raw pointer plus the block that frees it again.
-fn owned<T: 'static>(v: Vec<T>) -> (NonNull<c_void>, Deallocator) {
-    let boxed = v.into_boxed_slice();
-    let len = boxed.len();
-    let ptr = NonNull::from(Box::leak(boxed)).cast::<c_void>();
-    let free = RcBlock::new(move |p: NonNull<c_void>| {
-        // SAFETY: `p` is the pointer leaked above (Core ML calls the deallocator once with it).
-        drop(unsafe {
-            Box::from_raw(std::ptr::slice_from_raw_parts_mut(
-                p.cast::<T>().as_ptr(),
-                len,
-            ))
-        });
-    });
-    (ptr, free)
+/// A buffer handed to Core ML: its address, the deallocator block Core ML calls, and the caller's
+/// own release (for when Core ML never took it).
+type Handed = (NonNull<c_void>, (Deallocator, Box<dyn Fn()>));
+
+/// `v` behind a raw pointer, with the block Core ML calls to free it and a closure that frees it
+/// on the caller's side; whichever runs first drops the buffer, the other does nothing.
+fn owned<T: Send + 'static>(v: Vec<T>) -> Handed {
+    let mut boxed = v.into_boxed_slice();
+    let ptr = NonNull::from(&mut *boxed).cast::<c_void>();
+    // The box's heap block does not move when the box does.
+    let slot = Arc::new(Mutex::new(Some(boxed)));
+    let release = move |s: &Mutex<Option<Box<[T]>>>| {
+        drop(s.lock().unwrap_or_else(|e| e.into_inner()).take());
+    };
+    let theirs = slot.clone();
+    let free = RcBlock::new(move |_: NonNull<c_void>| release(&theirs));
+    (ptr, (free, Box::new(move || release(&slot))))
 }
 
 /// Read an output array with its own shape and strides (`getBytesWithHandler:`, which hands over
