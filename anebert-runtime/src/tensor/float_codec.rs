@@ -43,22 +43,27 @@ pub(super) fn decode_f16(bytes: &[u8], n: usize) -> Vec<f32> {
     out
 }
 
-/// fp16 values → f32 on the calling thread (an fp16 weight's block before a product), with F16C
-/// where the CPU has it. Panics if the lengths differ.
-pub(crate) fn widen_f16(src: &[f16], out: &mut [f32]) {
+/// fp16 little-endian bytes (`2·out.len()` of them, any alignment) → f32 on the calling thread:
+/// an fp16 weight's block before a product, or the rows a gather reads. F16C where the CPU has it
+/// (unaligned loads), else `half` over a stack block. Panics if the lengths disagree.
+pub(crate) fn widen_f16(bytes: &[u8], out: &mut [f32]) {
     use half::slice::HalfFloatSliceExt;
-    assert_eq!(src.len(), out.len(), "widen_f16 lengths");
+    assert_eq!(bytes.len(), 2 * out.len(), "widen_f16 lengths");
     #[cfg(target_arch = "x86_64")]
     if has_f16c() {
-        // SAFETY: f16 is a plain 2-byte value, so its slice is readable as 2·n bytes; the CPU has
-        // F16C and AVX (checked) and the byte view is twice the output's length.
-        unsafe {
-            let bytes = std::slice::from_raw_parts(src.as_ptr().cast::<u8>(), 2 * src.len());
-            f16c_decode(bytes, out);
-        }
+        // SAFETY: the CPU has F16C and AVX (checked); the bytes are twice the output's length.
+        unsafe { f16c_decode(bytes, out) };
         return;
     }
-    src.convert_to_f32_slice(out);
+    const BLOCK: usize = 256;
+    let mut bits = [f16::ZERO; BLOCK];
+    for (src, dst) in bytes.chunks(2 * BLOCK).zip(out.chunks_mut(BLOCK)) {
+        let b = &mut bits[..dst.len()];
+        for (h, c) in b.iter_mut().zip(src.chunks_exact(2)) {
+            *h = f16::from_le_bytes([c[0], c[1]]);
+        }
+        b.convert_to_f32_slice(dst);
+    }
 }
 
 /// `out[i] = f16(bytes[2i..2i+2])` with F16C, 16 values per step.

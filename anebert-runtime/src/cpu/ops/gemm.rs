@@ -131,14 +131,15 @@ impl OutPtr {
     }
 }
 
-/// A product with an fp16 weight `w` (row-major `rows × k`, kept as fp16 by the plan):
+/// A product with an fp16 weight `w` (little-endian bytes of a row-major `rows × k` matrix, kept
+/// as fp16 by the plan):
 /// `c = w · b` when `w_left`, else `c = b · wᵀ` (a linear layer). The weight's rows are widened a
 /// block at a time into a per-thread scratch and multiplied by faer on that thread; blocks run in
 /// parallel for large products. fp16 → f32 is exact, so this computes what [`gemm`] does on the
 /// widened weight. Panics on shapes or views that disagree, as [`gemm`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_f16(
-    w: &[half::f16],
+    w: &[u8],
     rows: usize,
     k: usize,
     b: &[f32],
@@ -152,7 +153,7 @@ pub(crate) fn gemm_f16(
     } else {
         bm.cols == k && cm.rows == bm.rows && cm.cols == rows
     };
-    assert!(shapes && w.len() >= rows * k, "gemm_f16 shapes");
+    assert!(shapes && w.len() >= 2 * rows * k, "gemm_f16 shapes");
     assert!(
         bm.extent() <= b.len() && cm.extent() <= c.len(),
         "gemm_f16 bounds"
@@ -184,7 +185,7 @@ pub(crate) fn gemm_f16(
         let n = r1 - r0;
         F16_BLOCK.with_borrow_mut(|buf| {
             buf.resize(n * k, 0.0);
-            crate::tensor::widen_f16(&w[r0 * k..r1 * k], &mut buf[..n * k]);
+            crate::tensor::widen_f16(&w[2 * r0 * k..2 * r1 * k], &mut buf[..n * k]);
             // SAFETY: the asserts keep `b` and `c`'s views inside their slices; this block's
             // output view (rows or columns r0..r1 of `c`) is disjoint from every other block's,
             // `c` is borrowed exclusively for the whole product, and `buf` holds n × k values.
@@ -266,7 +267,8 @@ mod tests {
                     gemm(&b, bm, &wf, Mat::row_major(rows, k).t(), &mut want, cm);
                 }
                 let mut got = vec![f32::NAN; rows * other];
-                gemm_f16(&w, rows, k, &b, bm, &mut got, cm, w_left);
+                let wb: Vec<u8> = w.iter().flat_map(|v| v.to_le_bytes()).collect();
+                gemm_f16(&wb, rows, k, &b, bm, &mut got, cm, w_left);
                 for (g, e) in got.iter().zip(&want) {
                     assert!(
                         (g - e).abs() <= 1e-5 * e.abs().max(1.0),

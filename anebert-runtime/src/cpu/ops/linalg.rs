@@ -99,7 +99,7 @@ pub(crate) fn conv_into(c: &Ctx, out: &mut [f32]) -> Result<(), String> {
     let widened: Vec<f32>;
     let wv: &[f32] = match half {
         Some(h) if !pointwise => {
-            widened = h.values().iter().map(|v| v.to_f32()).collect();
+            widened = h.to_f32();
             &widened
         }
         Some(_) => &[],
@@ -115,7 +115,7 @@ pub(crate) fn conv_into(c: &Ctx, out: &mut [f32]) -> Result<(), String> {
             let xg = &xv[(b * cin + gi * cin_g) * ip..(b * cin + (gi + 1) * cin_g) * ip];
             let og = &mut out[(b * cout + gi * cout_g) * op..(b * cout + (gi + 1) * cout_g) * op];
             if let (true, Some(h)) = (pointwise, half) {
-                let wg = &h.values()[gi * cout_g * kk..(gi + 1) * cout_g * kk];
+                let wg = &h.bytes()[2 * gi * cout_g * kk..2 * (gi + 1) * cout_g * kk];
                 let xm = Mat::row_major(cin_g, ip);
                 gemm_f16(
                     wg,
@@ -186,7 +186,7 @@ pub fn linear(c: &Ctx) -> OpResult {
     let mut out = c.zeros(m * dout);
     if let Some(h) = c.half("weight") {
         let (xm, om) = (Mat::row_major(m, din), Mat::row_major(m, dout));
-        gemm_f16(h.values(), dout, din, xv, xm, &mut out, om, false);
+        gemm_f16(h.bytes(), dout, din, xv, xm, &mut out, om, false);
     } else {
         let wv = c.f32s("weight")?;
         gemm(

@@ -127,8 +127,8 @@ impl<'a> Ctx<'a> {
         self.args.contains_key(name) || self.halves.contains_key(name)
     }
 
-    /// The input `name` when the plan kept it as an fp16 weight (read it with `linalg`'s fp16
-    /// GEMM or `values()`); `None` when it is an ordinary tensor.
+    /// The input `name` when the plan kept it as an fp16 weight (read it with the fp16 GEMM, or
+    /// widen its bytes); `None` when it is an ordinary tensor.
     pub fn half(&self, name: &str) -> Option<&HalfWeight> {
         self.halves.get(name)
     }

@@ -52,13 +52,13 @@ fn gather_half(c: &Ctx, table: &HalfWeight) -> OpResult {
         return Err("gather with batch_dims > 0 is not supported by the CPU backend".into());
     }
     let (outer, n, inner) = split3(table.shape(), a, a);
-    let v = table.values();
+    let v = table.bytes();
     let mut o = c.zeros(outer * idx.len() * inner);
     let mut rows = o.chunks_mut(inner.max(1));
     for oi in 0..outer {
         for &i in idx {
             let p = index(i as i64, n)?;
-            let src = &v[(oi * n + p) * inner..(oi * n + p + 1) * inner];
+            let src = &v[2 * (oi * n + p) * inner..2 * (oi * n + p + 1) * inner];
             if let Some(dst) = rows.next() {
                 crate::tensor::widen_f16(src, dst);
             }

@@ -2,7 +2,6 @@
 //! one package's functions.
 
 use super::{load_err, CpuError};
-use crate::cpu::weights::SharedHalves;
 use crate::op_table::constexpr;
 use crate::package::{value, BlobStorage};
 use crate::proto::mil_spec as mil;
@@ -15,10 +14,9 @@ use std::sync::Arc;
 /// (and held in memory) once.
 #[derive(Default)]
 pub(crate) struct SharedConsts {
-    /// Decoded values, keyed by the defining op without its name (see [`const_key`]).
+    /// Decoded values, keyed by the defining op without its name (see [`const_key`]). (fp16
+    /// weights kept as fp16 are views of the weight file: shared without bookkeeping.)
     pub(super) tensors: HashMap<Vec<u8>, Vec<Arc<Tensor>>>,
-    /// fp16 weights kept as fp16, by blob offset.
-    pub(super) halves: SharedHalves,
 }
 
 impl SharedConsts {

@@ -180,7 +180,7 @@ impl Plan {
                 [(n, ty)]
                     if op.r#type == "const" && half_ok.contains(n) && !replace.contains_key(n) =>
                 {
-                    weights::half_const(op, ty, weights, &mut shared.halves)
+                    weights::half_const(op, ty, weights)
                 }
                 _ => None,
             };
