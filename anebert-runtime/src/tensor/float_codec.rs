@@ -16,7 +16,6 @@ fn has_f16c() -> bool {
 /// per step, fast unoptimized too); elsewhere the bit patterns are copied in blocks and widened by
 /// `half` (NEON on aarch64).
 pub(super) fn decode_f16(bytes: &[u8], n: usize) -> Vec<f32> {
-    use half::slice::HalfFloatSliceExt;
     let mut out = vec![0f32; n];
     #[cfg(target_arch = "x86_64")]
     if has_f16c() {
@@ -26,20 +25,10 @@ pub(super) fn decode_f16(bytes: &[u8], n: usize) -> Vec<f32> {
         const CHUNK: usize = 1 << 18;
         out.par_chunks_mut(CHUNK)
             .zip(bytes.par_chunks(2 * CHUNK))
-            // SAFETY: the CPU has F16C and AVX (checked); each byte chunk is twice its output
-            // chunk (the caller checked bytes.len() == 2n).
-            .for_each(|(o, b)| unsafe { f16c_decode(b, o) });
+            .for_each(|(o, b)| widen_f16(b, o));
         return out;
     }
-    const BLOCK: usize = 4096;
-    let mut bits = vec![f16::ZERO; BLOCK.min(n)];
-    for (src, dst) in bytes.chunks(2 * BLOCK).zip(out.chunks_mut(BLOCK)) {
-        let b = &mut bits[..dst.len()];
-        for (h, c) in b.iter_mut().zip(src.chunks_exact(2)) {
-            *h = f16::from_le_bytes([c[0], c[1]]);
-        }
-        b.convert_to_f32_slice(dst);
-    }
+    widen_f16(bytes, &mut out);
     out
 }
 

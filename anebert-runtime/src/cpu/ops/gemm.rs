@@ -39,6 +39,29 @@ impl Mat {
     }
 }
 
+/// The checks every product makes on its output view `cm` (inside `c`, no element written twice
+/// — faer would write it twice), and the products with nothing to multiply: an empty output, or
+/// an empty sum (`k` = 0: all zeros). `true` when a product remains to run.
+fn output_needs_product(c: &mut [f32], cm: Mat, k: usize) -> bool {
+    assert!(cm.extent() <= c.len(), "gemm output bounds");
+    assert!(
+        cm.rows <= 1 || cm.cols <= 1 || cm.rs >= cm.cols * cm.cs || cm.cs >= cm.rows * cm.rs,
+        "gemm output aliasing"
+    );
+    if cm.rows == 0 || cm.cols == 0 {
+        return false;
+    }
+    if k == 0 {
+        for r in 0..cm.rows {
+            for q in 0..cm.cols {
+                c[r * cm.rs + q * cm.cs] = 0.0;
+            }
+        }
+        return false;
+    }
+    true
+}
+
 /// Products below this many flops run single-threaded (thread start-up would dominate).
 pub(crate) const PAR_FLOPS: usize = 1 << 21;
 
@@ -59,23 +82,10 @@ fn gemm_with(a: &[f32], am: Mat, b: &[f32], bm: Mat, c: &mut [f32], cm: Mat, thr
         "gemm shapes"
     );
     assert!(
-        am.extent() <= a.len() && bm.extent() <= b.len() && cm.extent() <= c.len(),
+        am.extent() <= a.len() && bm.extent() <= b.len(),
         "gemm bounds"
     );
-    // The output view must not overlap itself, or faer would write one element twice.
-    assert!(
-        cm.rows <= 1 || cm.cols <= 1 || cm.rs >= cm.cols * cm.cs || cm.cs >= cm.rows * cm.rs,
-        "gemm output aliasing"
-    );
-    if cm.rows == 0 || cm.cols == 0 {
-        return;
-    }
-    if am.cols == 0 {
-        for r in 0..cm.rows {
-            for q in 0..cm.cols {
-                c[r * cm.rs + q * cm.cs] = 0.0;
-            }
-        }
+    if !output_needs_product(c, cm, am.cols) {
         return;
     }
     let flops = 2 * am.rows * am.cols * bm.cols;
@@ -84,8 +94,9 @@ fn gemm_with(a: &[f32], am: Mat, b: &[f32], bm: Mat, c: &mut [f32], cm: Mat, thr
     } else {
         Par::Seq
     };
-    // SAFETY: the asserts above keep every view inside its slice, the output view does not alias
-    // itself, and `c` is borrowed mutably (so it aliases neither `a` nor `b`).
+    // SAFETY: the asserts (here and in `output_needs_product`) keep every view inside its slice,
+    // the output view does not alias itself, and `c` is borrowed mutably (so it aliases neither
+    // `a` nor `b`).
     unsafe {
         let av =
             MatRef::from_raw_parts(a.as_ptr(), am.rows, am.cols, am.rs as isize, am.cs as isize);
@@ -154,15 +165,8 @@ pub(crate) fn gemm_f16(
         bm.cols == k && cm.rows == bm.rows && cm.cols == rows
     };
     assert!(shapes && w.len() >= 2 * rows * k, "gemm_f16 shapes");
-    assert!(
-        bm.extent() <= b.len() && cm.extent() <= c.len(),
-        "gemm_f16 bounds"
-    );
-    assert!(
-        cm.rows <= 1 || cm.cols <= 1 || cm.rs >= cm.cols * cm.cs || cm.cs >= cm.rows * cm.rs,
-        "gemm_f16 output aliasing"
-    );
-    if cm.rows == 0 || cm.cols == 0 {
+    assert!(bm.extent() <= b.len(), "gemm_f16 bounds");
+    if !output_needs_product(c, cm, k) {
         return;
     }
     let other = if w_left { bm.cols } else { bm.rows };
@@ -186,7 +190,8 @@ pub(crate) fn gemm_f16(
         F16_BLOCK.with_borrow_mut(|buf| {
             buf.resize(n * k, 0.0);
             crate::tensor::widen_f16(&w[2 * r0 * k..2 * r1 * k], &mut buf[..n * k]);
-            // SAFETY: the asserts keep `b` and `c`'s views inside their slices; this block's
+            // SAFETY: the asserts (also `output_needs_product`'s) keep `b` and `c`'s views inside
+            // their slices; this block's
             // output view (rows or columns r0..r1 of `c`) is disjoint from every other block's,
             // `c` is borrowed exclusively for the whole product, and `buf` holds n × k values.
             unsafe {
@@ -243,10 +248,10 @@ mod tests {
 
     /// The fp16-weight product equals the f32 product on the widened weight (up to the summation
     /// order faer picks for a block), in both orientations, below and above the thread threshold,
-    /// with row counts that leave a partial last block.
+    /// with row counts that leave a partial last block, and an empty sum (all zeros).
     #[test]
     fn fp16_weight_gemm_matches_the_widened_weight() {
-        for (rows, k, other) in [(7, 5, 3), (1000, 300, 64), (301, 700, 37)] {
+        for (rows, k, other) in [(7, 5, 3), (1000, 300, 64), (301, 700, 37), (6, 0, 4)] {
             let w: Vec<f16> = (0..rows * k)
                 .map(|i| f16::from_f32(((i * 37 % 101) as f32 - 50.0) / 64.0))
                 .collect();

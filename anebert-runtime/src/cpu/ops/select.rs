@@ -3,7 +3,6 @@
 
 use super::shape::out;
 use super::{axis, split3, Ctx, OpResult};
-use crate::cpu::weights::HalfWeight;
 use crate::dtype::DType;
 use crate::tensor::TensorData;
 
@@ -16,59 +15,39 @@ fn index(i: i64, n: usize) -> Result<usize, String> {
 }
 
 pub fn gather(c: &Ctx) -> OpResult {
-    if let Some(table) = c.half("x") {
-        return gather_half(c, table);
-    }
-    let (x, ind) = (c.t("x")?, c.t("indices")?);
-    let idx = ind.as_i32().ok_or("indices must be integers")?;
-    let a = axis(c.int("axis")?, x.rank())?;
+    let shape = c.shape("x")?;
+    let idx = c.t("indices")?.as_i32().ok_or("indices must be integers")?;
+    let a = axis(c.int("axis")?, shape.len())?;
     // A kernel limit, not the op's: the rule accepts batch_dims > 0.
     if c.int("batch_dims")? != 0 {
         return Err("gather with batch_dims > 0 is not supported by the CPU backend".into());
     }
-    let (outer, n, inner) = split3(x.shape(), a, a);
+    let (outer, n, inner) = split3(shape, a, a);
     let pos: Vec<usize> = idx
         .iter()
         .map(|&i| index(i as i64, n))
         .collect::<Result<_, _>>()?;
+    // The source rows, in output order.
+    let rows = || (0..outer).flat_map(|oi| pos.iter().map(move |&p| (oi * n + p) * inner));
+    if let Some(table) = c.half("x") {
+        // A table the plan kept as fp16: only the gathered rows are widened.
+        let v = table.bytes();
+        let mut o = c.zeros(outer * pos.len() * inner);
+        for (dst, r) in o.chunks_mut(inner.max(1)).zip(rows()) {
+            crate::tensor::widen_f16(&v[2 * r..2 * (r + inner)], dst);
+        }
+        let data = TensorData::Float(o);
+        return Ok(vec![out(DType::F16, c.out_shape(0).to_vec(), data)?]);
+    }
+    let x = c.t("x")?;
     let data = map_data!(x.data(), v => {
         let mut o = Vec::with_capacity(outer * pos.len() * inner);
-        for oi in 0..outer {
-            for &p in &pos {
-                o.extend_from_slice(&v[(oi * n + p) * inner..(oi * n + p + 1) * inner]);
-            }
+        for r in rows() {
+            o.extend_from_slice(&v[r..r + inner]);
         }
         o
     });
     Ok(vec![out(x.dtype(), c.out_shape(0).to_vec(), data)?])
-}
-
-/// [`gather`] from an embedding table the plan kept as fp16: only the gathered rows are widened.
-fn gather_half(c: &Ctx, table: &HalfWeight) -> OpResult {
-    let ind = c.t("indices")?;
-    let idx = ind.as_i32().ok_or("indices must be integers")?;
-    let a = axis(c.int("axis")?, table.shape().len())?;
-    if c.int("batch_dims")? != 0 {
-        return Err("gather with batch_dims > 0 is not supported by the CPU backend".into());
-    }
-    let (outer, n, inner) = split3(table.shape(), a, a);
-    let v = table.bytes();
-    let mut o = c.zeros(outer * idx.len() * inner);
-    let mut rows = o.chunks_mut(inner.max(1));
-    for oi in 0..outer {
-        for &i in idx {
-            let p = index(i as i64, n)?;
-            let src = &v[2 * (oi * n + p) * inner..2 * (oi * n + p + 1) * inner];
-            if let Some(dst) = rows.next() {
-                crate::tensor::widen_f16(src, dst);
-            }
-        }
-    }
-    Ok(vec![out(
-        DType::F16,
-        c.out_shape(0).to_vec(),
-        TensorData::Float(o),
-    )?])
 }
 
 pub fn gather_along_axis(c: &Ctx) -> OpResult {

@@ -11,20 +11,9 @@ use std::sync::Arc;
 
 /// Decoded constants of one package, shared by the plans of its functions: a multifunction
 /// package's functions define the same weights over the same stored bytes, and each is decoded
-/// (and held in memory) once.
-#[derive(Default)]
-pub(crate) struct SharedConsts {
-    /// Decoded values, keyed by the defining op without its name (see [`const_key`]). (fp16
-    /// weights kept as fp16 are views of the weight file: shared without bookkeeping.)
-    pub(super) tensors: HashMap<Vec<u8>, Vec<Arc<Tensor>>>,
-}
-
-impl SharedConsts {
-    /// Nothing shared yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-}
+/// (and held in memory) once. Keyed by the defining op without its name (see [`const_key`]).
+/// (fp16 weights kept as fp16 are views of the weight file: shared without an entry here.)
+pub(crate) type SharedConsts = HashMap<Vec<u8>, Vec<Arc<Tensor>>>;
 
 /// What identifies a constant's value across functions: its op with the name and output names
 /// cleared (type, attributes, value bindings, blob offsets, output types). `None` when it reads

@@ -13,6 +13,17 @@ use crate::types::TensorType;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+/// How many times each value is read by the steps.
+fn use_counts(steps: &[Step]) -> HashMap<usize, usize> {
+    let mut uses: HashMap<usize, usize> = HashMap::new();
+    for st in steps {
+        for s in st.args.values().flatten() {
+            *uses.entry(*s).or_default() += 1;
+        }
+    }
+    uses
+}
+
 /// Replace every head's `einsum → add → softmax → einsum` chain (consecutive steps, intermediates
 /// used by nothing else, shapes the fused kernel handles) with one fused attention step.
 pub(super) fn fuse_attention(
@@ -22,12 +33,7 @@ pub(super) fn fuse_attention(
     inputs: &[(String, TensorType)],
     input_slots: &[usize],
 ) -> Vec<Step> {
-    let mut uses: HashMap<usize, usize> = HashMap::new();
-    for st in &steps {
-        for s in st.args.values().flatten() {
-            *uses.entry(*s).or_default() += 1;
-        }
-    }
+    let uses = use_counts(&steps);
     // Static shapes of every value (step outputs, inputs, constants).
     let mut shapes: HashMap<usize, Vec<usize>> = HashMap::new();
     for st in &steps {
@@ -152,12 +158,7 @@ pub(super) fn fuse_conv_concat(
     consts: &HashMap<usize, &Tensor>,
     outputs: &[usize],
 ) -> Vec<Step> {
-    let mut uses: HashMap<usize, usize> = HashMap::new();
-    for st in &steps {
-        for s in st.args.values().flatten() {
-            *uses.entry(*s).or_default() += 1;
-        }
-    }
+    let uses = use_counts(&steps);
     let producer: HashMap<usize, usize> = steps
         .iter()
         .enumerate()

@@ -75,6 +75,21 @@ fn load_err(op: &mil::Operation, msg: impl Into<String>) -> CpuError {
     }
 }
 
+/// A fresh slot for the value `name` that `op` defines; an error when the name is taken.
+fn define(
+    slots: &mut HashMap<String, usize>,
+    n_slots: &mut usize,
+    op: &mil::Operation,
+    name: &str,
+) -> Result<usize, CpuError> {
+    let s = *n_slots;
+    *n_slots += 1;
+    if slots.insert(name.to_string(), s).is_some() {
+        return Err(load_err(op, format!("value `{name}` is defined twice")));
+    }
+    Ok(s)
+}
+
 fn prepare_const(mut t: Tensor, precision: Precision) -> Tensor {
     // An fp16 constant already holds exactly representable values: no second pass over it.
     if precision == Precision::Fp16Ane && t.dtype() != DType::F16 {
@@ -185,13 +200,7 @@ impl Plan {
                 _ => None,
             };
             if let Some(h) = half {
-                let s = new_slot(&mut n_slots);
-                if slots.insert(declared[0].0.clone(), s).is_some() {
-                    return Err(load_err(
-                        op,
-                        format!("value `{}` is defined twice", declared[0].0),
-                    ));
-                }
+                let s = define(&mut slots, &mut n_slots, op, &declared[0].0)?;
                 const_slots.insert(s);
                 halves.insert(s, h);
                 continue;
@@ -206,7 +215,7 @@ impl Plan {
                     Some(t) => vec![Arc::new(prepare_const(t.as_ref().clone(), precision))],
                     None => {
                         let key = const_key(op);
-                        match key.as_ref().and_then(|k| shared.tensors.get(k)) {
+                        match key.as_ref().and_then(|k| shared.get(k)) {
                             Some(values) => values.clone(),
                             None => {
                                 let values = decode_const(op, weights, &slots, &consts)?
@@ -214,7 +223,7 @@ impl Plan {
                                     .map(|t| Arc::new(prepare_const(t, precision)))
                                     .collect::<Vec<_>>();
                                 if let Some(k) = key {
-                                    shared.tensors.insert(k, values.clone());
+                                    shared.insert(k, values.clone());
                                 }
                                 values
                             }
@@ -242,10 +251,7 @@ impl Plan {
                             ),
                         ));
                     }
-                    let s = new_slot(&mut n_slots);
-                    if slots.insert(out.clone(), s).is_some() {
-                        return Err(load_err(op, format!("value `{out}` is defined twice")));
-                    }
+                    let s = define(&mut slots, &mut n_slots, op, out)?;
                     const_slots.insert(s);
                     consts.push((s, t));
                 }
@@ -292,10 +298,7 @@ impl Plan {
             }
             let mut outputs = Vec::new();
             for (name, ty) in declared {
-                let s = new_slot(&mut n_slots);
-                if slots.insert(name.clone(), s).is_some() {
-                    return Err(load_err(op, format!("value `{name}` is defined twice")));
-                }
+                let s = define(&mut slots, &mut n_slots, op, &name)?;
                 outputs.push((s, name, ty));
             }
             let reshape = matches!(op.r#type.as_str(), "reshape" | "expand_dims" | "squeeze");
