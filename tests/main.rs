@@ -11,6 +11,7 @@ mod convert_bert;
 mod convert_inputs;
 mod convert_modernbert;
 mod coreml;
+mod cpu_memory;
 mod long_context;
 mod multifunction;
 mod op_cases;

@@ -241,6 +241,14 @@ impl CpuModel {
         self.plan.fp16_weights()
     }
 
+    /// Activation storage this model keeps between runs so the next run reuses memory that is
+    /// already mapped: (bytes kept now, the most it keeps). The most is the largest set of
+    /// intermediate values one run had alive at once; outputs are not counted (they leave with
+    /// the caller).
+    pub fn pooled_bytes(&self) -> (usize, usize) {
+        self.plan.pooled_bytes()
+    }
+
     /// The precision this model runs in.
     pub fn precision(&self) -> Precision {
         self.precision

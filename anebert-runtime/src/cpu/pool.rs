@@ -5,9 +5,10 @@
 //! GEMMs whose output pages faulted in the middle of the product ran 3× slower). The plan hands
 //! the storage of every tensor it frees back here, and kernels take their output buffers from
 //! here, so after the first run a model's activations live in memory that is already mapped. The
-//! pool holds at most as many values as the largest live set a run of the plan had (its limit),
-//! so a model's memory stays at about twice its peak activations, and it is no process-wide
-//! tuning (unlike raising glibc's mmap threshold, which would change every allocation of the app).
+//! pool holds at most as many values as the largest set of intermediate values a run of the plan
+//! had alive (its limit; the plan's outputs are not counted, they leave with the caller), so a
+//! model's memory stays at its outputs plus about twice its peak intermediates, and it is no
+//! process-wide tuning (unlike raising glibc's mmap threshold, which would change every allocation of the app).
 
 use std::sync::Mutex;
 
@@ -79,6 +80,12 @@ impl Pool {
     pub fn raise_limit(&self, values: usize) {
         let mut f = self.free.lock().unwrap_or_else(|e| e.into_inner());
         f.limit = f.limit.max(values);
+    }
+
+    /// (values held, the limit).
+    pub fn held_and_limit(&self) -> (usize, usize) {
+        let f = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        (f.held, f.limit)
     }
 
     /// Move every buffer of `other` into this pool (up to this pool's limit, raised to `other`'s).

@@ -4,11 +4,43 @@
 use super::{CpuError, Precision};
 use crate::tensor::{round_to_f16, Tensor};
 use crate::types::TensorType;
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// The run's inputs by slot: every declared input present (no others), each prepared as
+/// [`prepare_input`] does.
+pub(super) fn bind_inputs(
+    declared: &[(String, TensorType)],
+    slots: &[usize],
+    given: &BTreeMap<String, Arc<Tensor>>,
+    precision: Precision,
+) -> Result<Vec<(usize, Arc<Tensor>)>, CpuError> {
+    if let Some(name) = given
+        .keys()
+        .find(|g| !declared.iter().any(|(n, _)| n == *g))
+    {
+        let names: Vec<&str> = declared.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(CpuError::Input {
+            name: name.clone(),
+            msg: format!("the model has no such input (inputs: {})", names.join(", ")),
+        });
+    }
+    declared
+        .iter()
+        .zip(slots)
+        .map(|((name, ty), &s)| {
+            let t = given.get(name).ok_or_else(|| CpuError::Input {
+                name: name.clone(),
+                msg: format!("missing; the model needs {ty}"),
+            })?;
+            Ok((s, prepare_input(name, t, ty, precision)?))
+        })
+        .collect()
+}
 
 /// `t` for input `name` of type `ty`: shape and kind checked, relabelled to the declared float
 /// type and, for the fp16 simulation, rounded (shared as given when nothing changes).
-pub(super) fn prepare_input(
+fn prepare_input(
     name: &str,
     t: &Arc<Tensor>,
     ty: &TensorType,

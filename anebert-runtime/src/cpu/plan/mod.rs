@@ -19,7 +19,7 @@ use crate::types::TensorType;
 use crate::value;
 pub(crate) use consts::SharedConsts;
 use consts::{const_key, decode_const};
-use inputs::prepare_input;
+use inputs::bind_inputs;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -61,8 +61,9 @@ pub(crate) struct Plan {
     pub steps: Vec<Step>,
     outputs: Vec<(String, usize, TensorType)>,
     n_slots: usize,
-    /// Which slots hold step outputs (not inputs or constants).
-    computed: Vec<bool>,
+    /// Which slots hold step outputs whose storage returns to the pool when freed: not inputs,
+    /// constants or the plan's outputs (those leave with the caller).
+    recycled: Vec<bool>,
     /// Storage of freed activations, kept across runs (see `pool`).
     pool: Pool,
 }
@@ -369,9 +370,12 @@ impl Plan {
                 steps[i].free.push(s);
             }
         }
-        let mut computed = vec![false; n_slots];
+        let mut recycled = vec![false; n_slots];
         for (s, _, _) in steps.iter().flat_map(|st| &st.outputs) {
-            computed[*s] = true;
+            recycled[*s] = true;
+        }
+        for (_, s, _) in &outputs {
+            recycled[*s] = false;
         }
         Ok(Plan {
             inputs,
@@ -381,9 +385,15 @@ impl Plan {
             steps,
             outputs,
             n_slots,
-            computed,
+            recycled,
             pool: Pool::default(),
         })
+    }
+
+    /// (bytes of activation storage kept for the next run, the most it may keep).
+    pub fn pooled_bytes(&self) -> (usize, usize) {
+        let (held, limit) = self.pool.held_and_limit();
+        (4 * held, 4 * limit)
     }
 
     pub fn output_types(&self) -> Vec<(String, TensorType)> {
@@ -426,32 +436,15 @@ impl Plan {
             home: &self.pool,
         };
         let mut slots: Vec<Option<Arc<Tensor>>> = vec![None; self.n_slots];
-        // Float values computed by the steps and still alive, and their maximum: the pool's limit.
+        // Float values computed by the steps, alive and bound for the pool when freed, and their
+        // maximum: the pool's limit. The plan's outputs leave with the caller, so counting them
+        // would only let the pool hoard their size in other buffers (the MLM logits: 103 MB).
         let (mut live, mut peak) = (0usize, 0usize);
         for (s, t) in &self.consts {
             slots[*s] = Some(t.clone());
         }
-        for name in inputs.keys() {
-            if !self.inputs.iter().any(|(n, _)| n == name) {
-                return Err(CpuError::Input {
-                    name: name.clone(),
-                    msg: format!(
-                        "the model has no such input (inputs: {})",
-                        self.inputs
-                            .iter()
-                            .map(|(n, _)| n.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                });
-            }
-        }
-        for ((name, ty), &s) in self.inputs.iter().zip(&self.input_slots) {
-            let t = inputs.get(name).ok_or_else(|| CpuError::Input {
-                name: name.clone(),
-                msg: format!("missing; the model needs {ty}"),
-            })?;
-            slots[s] = Some(prepare_input(name, t, ty, precision)?);
+        for (s, t) in bind_inputs(&self.inputs, &self.input_slots, inputs, precision)? {
+            slots[s] = Some(t);
         }
         let fp16 = precision == Precision::Fp16Ane;
         for st in &self.steps {
@@ -496,7 +489,7 @@ impl Plan {
                         Ctx::new(&st.op_type, &args, &half_args, fp16, &pool.run).map_err(err)?;
                     let shape = ctx.out_shape(0).to_vec();
                     let last = match st.args.get("x").map(Vec::as_slice) {
-                        Some([x]) if st.free.contains(x) && self.computed[*x] => Some(*x),
+                        Some([x]) if st.free.contains(x) && self.recycled[*x] => Some(*x),
                         _ => None,
                     };
                     match last {
@@ -550,7 +543,7 @@ impl Plan {
                         round_to_f16(v);
                     }
                 }
-                if let Some(v) = t.as_f32() {
+                if let (true, Some(v)) = (self.recycled[*s], t.as_f32()) {
                     live += v.len();
                 }
                 slots[*s] = Some(Arc::new(t));
@@ -559,7 +552,7 @@ impl Plan {
             pool.run.raise_limit(peak);
             for &s in &st.free {
                 let Some(a) = slots[s].take() else { continue };
-                if self.computed[s] {
+                if self.recycled[s] {
                     live -= a.as_f32().map_or(0, <[f32]>::len);
                 }
                 if let Ok(t) = Arc::try_unwrap(a) {
@@ -574,11 +567,20 @@ impl Plan {
                 e.1 += t.elapsed();
             }
         }
+        // Each output moves out of its slot (a clone of the `Arc` would make the unwrap below
+        // copy it: 103 MB for the MLM logits); a slot named by two outputs is copied for the first.
         Ok(self
             .outputs
             .iter()
-            .map(|(n, s, _)| {
-                let t = slots[*s].clone().expect("outputs are never freed");
+            .enumerate()
+            .map(|(i, (n, s, _))| {
+                let again = self.outputs[i + 1..].iter().any(|(_, o, _)| o == s);
+                let t = if again {
+                    slots[*s].clone()
+                } else {
+                    slots[*s].take()
+                };
+                let t = t.expect("outputs are never freed");
                 (
                     n.clone(),
                     Arc::try_unwrap(t).unwrap_or_else(|a| (*a).clone()),
