@@ -46,6 +46,21 @@ fn ns_error(e: &NSError) -> String {
     s
 }
 
+/// Runs `f`, turning an Objective-C exception raised inside it into an error naming `what`. Core
+/// ML and Foundation report most failures as `NSError`s, but some raise instead (a selector an
+/// older OS lacks, an argument rejected by an assertion); an exception that unwinds into Rust
+/// frames uncaught aborts the process. `objc2::exception::catch` stops it at a `@try` around the
+/// call; Rust destructors on the way run, and no Rust panic is caught.
+fn catching<R>(what: &str, f: impl FnOnce() -> Result<R, String>) -> Result<R, String> {
+    match objc2::exception::catch(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(Some(e)) => Err(format!("{what}: Core ML raised an Objective-C {e:?}")),
+        Err(None) => Err(format!(
+            "{what}: Core ML raised a nil Objective-C exception"
+        )),
+    }
+}
+
 fn file_url(path: &Path) -> Result<Retained<NSURL>, String> {
     let s = path
         .to_str()
@@ -77,7 +92,9 @@ pub(crate) fn os_version() -> super::os_gate::OsVersion {
 /// documentation asks).
 pub(crate) fn compile(package: &Path) -> Result<PathBuf, String> {
     // Objects Core ML autoreleases on this thread are released here, not at thread exit.
-    autoreleasepool(|_| compile_in_pool(package))
+    catching("compiling the model", || {
+        autoreleasepool(|_| compile_in_pool(package))
+    })
 }
 
 fn compile_in_pool(package: &Path) -> Result<PathBuf, String> {
@@ -139,40 +156,48 @@ impl CoreMlModel {
         function: Option<&str>,
         inputs: Vec<InputSpec>,
     ) -> Result<CoreMlModel, String> {
-        autoreleasepool(|_| {
-            let url = file_url(compiled)?;
-            // SAFETY: plain configuration object setters on a fresh object.
-            let config = unsafe { MLModelConfiguration::new() };
-            unsafe { config.setComputeUnits(units(compute_units)) };
-            if let Some(f) = function {
-                // `functionName` exists from macOS 15 / iOS 18.
-                if !config.respondsToSelector(sel!(setFunctionName:)) {
-                    return Err(format!(
-                        "function `{f}`: choosing a function of a multifunction package needs macOS 15 / iOS 18"
-                    ));
-                }
-                unsafe { config.setFunctionName(Some(&NSString::from_str(f))) };
+        catching("loading the model", || {
+            autoreleasepool(|_| Self::load_in_pool(compiled, compute_units, function, inputs))
+        })
+    }
+
+    fn load_in_pool(
+        compiled: &Path,
+        compute_units: ComputeUnits,
+        function: Option<&str>,
+        inputs: Vec<InputSpec>,
+    ) -> Result<CoreMlModel, String> {
+        let url = file_url(compiled)?;
+        // SAFETY: plain configuration object setters on a fresh object.
+        let config = unsafe { MLModelConfiguration::new() };
+        unsafe { config.setComputeUnits(units(compute_units)) };
+        if let Some(f) = function {
+            // `functionName` exists from macOS 15 / iOS 18.
+            if !config.respondsToSelector(sel!(setFunctionName:)) {
+                return Err(format!(
+                    "function `{f}`: choosing a function of a multifunction package needs macOS 15 / iOS 18"
+                ));
             }
-            // SAFETY: documented initializer; errors come back as NSError.
-            let model =
-                unsafe { MLModel::modelWithContentsOfURL_configuration_error(&url, &config) }
-                    .map_err(|e| format!("{}: {}", compiled.display(), ns_error(&e)))?;
-            // SAFETY: read-only accessors of the loaded model.
-            let outputs = unsafe { model.modelDescription().outputDescriptionsByName() }
-                .keys()
-                .map(|k| k.to_string())
-                .collect();
-            Ok(CoreMlModel {
-                model,
-                config,
-                compiled: compiled.to_path_buf(),
-                units: compute_units,
-                function: function.map(str::to_string),
-                inputs,
-                outputs,
-                predict_lock: Mutex::new(()),
-                placement: OnceLock::new(),
-            })
+            unsafe { config.setFunctionName(Some(&NSString::from_str(f))) };
+        }
+        // SAFETY: documented initializer; errors come back as NSError.
+        let model = unsafe { MLModel::modelWithContentsOfURL_configuration_error(&url, &config) }
+            .map_err(|e| format!("{}: {}", compiled.display(), ns_error(&e)))?;
+        // SAFETY: read-only accessors of the loaded model.
+        let outputs = unsafe { model.modelDescription().outputDescriptionsByName() }
+            .keys()
+            .map(|k| k.to_string())
+            .collect();
+        Ok(CoreMlModel {
+            model,
+            config,
+            compiled: compiled.to_path_buf(),
+            units: compute_units,
+            function: function.map(str::to_string),
+            inputs,
+            outputs,
+            predict_lock: Mutex::new(()),
+            placement: OnceLock::new(),
         })
     }
 
@@ -182,45 +207,49 @@ impl CoreMlModel {
         inputs: &BTreeMap<String, Tensor>,
     ) -> Result<BTreeMap<String, Tensor>, String> {
         let arrays = prepare_inputs(&self.inputs, inputs).map_err(|e| e.to_string())?;
-        autoreleasepool(|_| {
-            let mut keys = Vec::with_capacity(arrays.len());
-            let mut values = Vec::with_capacity(arrays.len());
-            for a in arrays {
-                keys.push(NSString::from_str(&a.name));
-                let array = multi_array(a)?;
-                // SAFETY: wraps a valid multi-array.
-                values.push(unsafe { MLFeatureValue::featureValueWithMultiArray(&array) });
-            }
-            let key_refs: Vec<&NSString> = keys.iter().map(|k| &**k).collect();
-            let value_refs: Vec<&AnyObject> = values.iter().map(|v| v.as_ref()).collect();
-            let dict = NSDictionary::<NSString, AnyObject>::from_slices(&key_refs, &value_refs);
-            // SAFETY: every value is an MLFeatureValue, as the initializer requires.
-            let provider = unsafe {
-                MLDictionaryFeatureProvider::initWithDictionary_error(
-                    MLDictionaryFeatureProvider::alloc(),
-                    &dict,
-                )
-            }
-            .map_err(|e| ns_error(&e))?;
-            let result = {
-                let _serial = self.predict_lock.lock().unwrap_or_else(|p| p.into_inner());
-                // SAFETY: documented synchronous prediction on a loaded model.
-                unsafe {
-                    self.model
-                        .predictionFromFeatures_error(ProtocolObject::from_ref(&*provider))
-                }
-            }
-            .map_err(|e| ns_error(&e))?;
-            let mut out = BTreeMap::new();
-            for name in &self.outputs {
-                // SAFETY: read-only accessors of the prediction result.
-                let array = unsafe { result.featureValueForName(&NSString::from_str(name)) }
-                    .and_then(|v| unsafe { v.multiArrayValue() })
-                    .ok_or_else(|| format!("output `{name}` is not a multi-array"))?;
-                out.insert(name.clone(), read_array(name, &array)?);
-            }
-            Ok(out)
+        catching("prediction", || {
+            autoreleasepool(|_| self.predict_in_pool(arrays))
         })
+    }
+
+    fn predict_in_pool(&self, arrays: Vec<ArrayInput>) -> Result<BTreeMap<String, Tensor>, String> {
+        let mut keys = Vec::with_capacity(arrays.len());
+        let mut values = Vec::with_capacity(arrays.len());
+        for a in arrays {
+            keys.push(NSString::from_str(&a.name));
+            let array = multi_array(a)?;
+            // SAFETY: wraps a valid multi-array.
+            values.push(unsafe { MLFeatureValue::featureValueWithMultiArray(&array) });
+        }
+        let key_refs: Vec<&NSString> = keys.iter().map(|k| &**k).collect();
+        let value_refs: Vec<&AnyObject> = values.iter().map(|v| v.as_ref()).collect();
+        let dict = NSDictionary::<NSString, AnyObject>::from_slices(&key_refs, &value_refs);
+        // SAFETY: every value is an MLFeatureValue, as the initializer requires.
+        let provider = unsafe {
+            MLDictionaryFeatureProvider::initWithDictionary_error(
+                MLDictionaryFeatureProvider::alloc(),
+                &dict,
+            )
+        }
+        .map_err(|e| ns_error(&e))?;
+        let result = {
+            let _serial = self.predict_lock.lock().unwrap_or_else(|p| p.into_inner());
+            // SAFETY: documented synchronous prediction on a loaded model.
+            unsafe {
+                self.model
+                    .predictionFromFeatures_error(ProtocolObject::from_ref(&*provider))
+            }
+        }
+        .map_err(|e| ns_error(&e))?;
+        let mut out = BTreeMap::new();
+        for name in &self.outputs {
+            // SAFETY: read-only accessors of the prediction result.
+            let array = unsafe { result.featureValueForName(&NSString::from_str(name)) }
+                .and_then(|v| unsafe { v.multiArrayValue() })
+                .ok_or_else(|| format!("output `{name}` is not a multi-array"))?;
+            out.insert(name.clone(), read_array(name, &array)?);
+        }
+        Ok(out)
     }
 
     /// The placement of every op under this model's configuration, from `MLComputePlan`
@@ -230,7 +259,9 @@ impl CoreMlModel {
         if let Some(p) = self.placement.get() {
             return Ok(p.clone());
         }
-        let p = autoreleasepool(|_| self.load_placement())?;
+        let p = catching("the compute plan", || {
+            autoreleasepool(|_| self.load_placement())
+        })?;
         Ok(self.placement.get_or_init(|| p).clone())
     }
 
