@@ -100,7 +100,12 @@ fn apple_targets_embed_a_compiled_model() {
     use_path(&bin);
     assert_eq!(artifact::find_coremlcompiler().unwrap(), compiler);
     let entries = c.convert().unwrap();
-    assert_eq!(entries[0].compiled, ["model.mil", "weights/weight.bin"]);
+    // The compiled model's weight file is the package's, byte for byte: embedded once.
+    assert_eq!(entries[0].compiled, ["model.mil"]);
+    assert_eq!(
+        entries[0].compiled_weights.as_deref(),
+        Some("weights/weight.bin")
+    );
     // Built for macOS: the compiler is told the package's oldest OS (spec 8: macOS 14), as Xcode
     // tells it.
     let last = std::fs::read_to_string(&calls).unwrap();
@@ -127,7 +132,9 @@ fn apple_targets_embed_a_compiled_model() {
     )
     .unwrap();
     assert!(
-        code.contains("compiled: &[(\"model.mil\", ::core::include_bytes!("),
+        code.contains("compiled: &[(\"model.mil\", ::core::include_bytes!(")
+            && code.contains("compiled_weights: Some(\"weights/weight.bin\")")
+            && code.matches("weight.bin\")").count() == 2,
         "{code}"
     );
 

@@ -21,6 +21,10 @@ pub struct EmbeddedModel {
     /// The compiled `model.mlmodelc` (relative path, bytes), when the crate was built for an Apple
     /// platform with `xcrun` available; empty otherwise.
     pub compiled: &'static [(&'static str, &'static [u8])],
+    /// The file of the compiled model (its path in `model.mlmodelc`) whose bytes are `weights`:
+    /// `coremlcompiler` copies `weight.bin` unchanged, so the build embeds those bytes once and
+    /// they are written to both places (a binary would otherwise hold the weights twice).
+    pub compiled_weights: Option<&'static str>,
 }
 
 /// Environment variable naming anebert's cache directory (shared with the build-time artifact
@@ -67,7 +71,8 @@ impl EmbeddedModel {
         }
         // With and without an embedded compiled model are different entries: one binary never
         // points at a compiled model another wrote no copy of, nor recompiles over one in use.
-        let dir = root.join("embedded").join(match self.compiled.is_empty() {
+        let has_compiled = !self.compiled.is_empty() || self.compiled_weights.is_some();
+        let dir = root.join("embedded").join(match !has_compiled {
             true => self.key.to_string(),
             false => format!("{}-mlmodelc", self.key),
         });
@@ -101,7 +106,18 @@ impl EmbeddedModel {
             if let Some(t) = self.tokenizer {
                 files.push((tmp.join("tokenizer.json"), t));
             }
-            for (rel, bytes) in self.compiled {
+            let shared = match (self.compiled_weights, self.weights) {
+                (Some(rel), Some(w)) => Some((rel, w)),
+                (Some(rel), None) => {
+                    return Err(Error::Metadata(format!(
+                        "embedded model {}: compiled file {rel:?} is said to hold the weights, \
+                         but the model embeds none",
+                        self.name
+                    )))
+                }
+                (None, _) => None,
+            };
+            for &(rel, bytes) in self.compiled.iter().chain(shared.iter()) {
                 let safe = !rel.is_empty()
                     && !rel.starts_with('/')
                     && rel

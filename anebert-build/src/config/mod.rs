@@ -474,13 +474,15 @@ impl Config {
                 None => None,
             };
             place(a, compiled.as_deref(), &dir)?;
+            let (compiled, compiled_weights) = match &compiled {
+                Some(_) => out_dir::compiled_files(&dir)?,
+                None => (Vec::new(), None),
+            };
             entries.push(IndexEntry {
                 name: name.clone(),
                 model: model.clone(),
-                compiled: match &compiled {
-                    Some(_) => artifact::list_files(&dir.join("model.mlmodelc"))?,
-                    None => Vec::new(),
-                },
+                compiled,
+                compiled_weights,
                 dir,
                 info: a.info.clone(),
             });

@@ -23,6 +23,10 @@ pub struct IndexEntry {
     /// an Apple platform and `xcrun` was available; empty otherwise.
     #[serde(default)]
     pub compiled: Vec<String>,
+    /// The file of the compiled model (relative to `model.mlmodelc`) holding exactly
+    /// `weight.bin`'s bytes, left out of `compiled`: the wrapper embeds the weights once.
+    #[serde(default)]
+    pub compiled_weights: Option<String>,
 }
 
 impl IndexEntry {
@@ -39,6 +43,56 @@ impl IndexEntry {
         self.info
             .has_tokenizer
             .then(|| self.dir.join("tokenizer.json"))
+    }
+}
+
+/// The files of the compiled model placed in `dir` (relative paths), and which one of them holds
+/// exactly the bytes of `dir/weight.bin` (taken out of the list): `coremlcompiler` copies the
+/// weight file, so embedding both would put the weights in the binary twice. Compared byte for
+/// byte — a compiler that rewrote the weights keeps its own copy.
+pub(super) fn compiled_files(dir: &Path) -> Result<(Vec<String>, Option<String>), BuildError> {
+    let compiled = dir.join("model.mlmodelc");
+    let mut files = artifact::list_files(&compiled)?;
+    let weights = dir.join("weight.bin");
+    let Ok(size) = fs::metadata(&weights).map(|m| m.len()) else {
+        return Ok((files, None));
+    };
+    for (i, rel) in files.iter().enumerate() {
+        let p = compiled.join(rel);
+        if fs::metadata(&p).map(|m| m.len()).ok() == Some(size) && same_bytes(&p, &weights)? {
+            let rel = files.remove(i);
+            return Ok((files, Some(rel)));
+        }
+    }
+    Ok((files, None))
+}
+
+/// Whether two files of equal length hold the same bytes (read in blocks: weights are large).
+fn same_bytes(a: &Path, b: &Path) -> Result<bool, BuildError> {
+    use std::io::Read;
+    let open = |p: &Path| fs::File::open(p).map_err(io_err(p));
+    let (mut fa, mut fb) = (open(a)?, open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let n = read_full(&mut fa, &mut ba).map_err(io_err(a))?;
+        let m = read_full(&mut fb, &mut bb).map_err(io_err(b))?;
+        if n != m || ba[..n] != bb[..m] {
+            return Ok(false);
+        }
+        if n == 0 {
+            return Ok(true);
+        }
+    }
+
+    fn read_full(f: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        Ok(n)
     }
 }
 
@@ -142,6 +196,29 @@ pub fn read_index(out_dir: &Path) -> Option<Vec<IndexEntry>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The compiled model's copy of the weights is found by content; any other file, or a
+    /// rewritten weight file, stays in the list.
+    #[test]
+    fn compiled_weights_found_by_content() {
+        let d = tempfile::tempdir().unwrap();
+        let c = d.path().join("model.mlmodelc/weights");
+        fs::create_dir_all(&c).unwrap();
+        let w: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        fs::write(d.path().join("weight.bin"), &w).unwrap();
+        fs::write(d.path().join("model.mlmodelc/model.mil"), b"program").unwrap();
+        fs::write(c.join("weight.bin"), &w).unwrap();
+        let (files, shared) = compiled_files(d.path()).unwrap();
+        assert_eq!(files, ["model.mil"]);
+        assert_eq!(shared.as_deref(), Some("weights/weight.bin"));
+        // One byte different, past the first block: embedded as its own file.
+        let mut w2 = w.clone();
+        w2[2_500_000] ^= 1;
+        fs::write(c.join("weight.bin"), &w2).unwrap();
+        let (files, shared) = compiled_files(d.path()).unwrap();
+        assert_eq!(files, ["model.mil", "weights/weight.bin"]);
+        assert_eq!(shared, None);
+    }
     use anebert_runtime::model_info::{FunctionMetadata, PackageMetadata, METADATA_SCHEMA};
 
     fn entry(name: &str, dir: &str, functions: &[(&str, usize)]) -> IndexEntry {
@@ -162,6 +239,7 @@ mod tests {
             model: "org/m".into(),
             dir: PathBuf::from(dir),
             compiled: vec![],
+            compiled_weights: None,
             info: artifact::ArtifactInfo {
                 key: dir.into(),
                 source: String::new(),

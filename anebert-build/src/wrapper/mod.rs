@@ -3,25 +3,16 @@
 //! (the proc-macro only parses its arguments and reports errors); it is plain source text so that
 //! what a model expands to can be read and tested without a compiler.
 
+mod embedded;
 mod multi;
+
+use embedded::embedded;
+pub use embedded::EmbeddedFiles;
 
 use crate::artifact::ArtifactInfo;
 use anebert_runtime::contract::HeadKind;
 use std::fmt::Write;
 use std::path::Path;
-
-/// What the wrapper embeds.
-#[derive(Clone, Debug)]
-pub struct EmbeddedFiles<'a> {
-    /// `model.mlmodel`.
-    pub spec: &'a Path,
-    /// `weight.bin`, when the program has weights.
-    pub weights: Option<&'a Path>,
-    /// `tokenizer.json`, when the checkpoint had one.
-    pub tokenizer: Option<&'a Path>,
-    /// The compiled `model.mlmodelc`: (relative path, file).
-    pub compiled: Vec<(String, std::path::PathBuf)>,
-}
 
 fn lit(s: &str) -> String {
     format!("{s:?}")
@@ -81,25 +72,6 @@ fn head_helpers(head: HeadKind, model: &str) -> String {
              pub fn hidden(&self, text: &str) -> {r}<::std::vec::Vec<::std::vec::Vec<f32>>, {e}> {{ {model}.hidden(text) }}"
         ),
     }
-}
-
-/// The `::anebert::EmbeddedModel` expression embedding `files` of model `name` (cache `key`).
-fn embedded(name: &str, key: &str, files: &EmbeddedFiles<'_>) -> String {
-    let opt = |p: Option<&Path>| p.map_or("None".into(), |p| format!("Some({})", include(p)));
-    let compiled: Vec<String> = files
-        .compiled
-        .iter()
-        .map(|(rel, p)| format!("({}, {})", lit(rel), include(p)))
-        .collect();
-    format!(
-        "::anebert::EmbeddedModel {{ name: {}, key: {}, spec: {}, weights: {}, tokenizer: {}, compiled: &[{}] }}",
-        lit(name),
-        lit(key),
-        include(files.spec),
-        opt(files.weights),
-        opt(files.tokenizer),
-        compiled.join(", ")
-    )
 }
 
 /// The wrapper for model `name` as struct `ident` with visibility `vis` (e.g. `pub`, or empty).
@@ -433,6 +405,7 @@ pub fn expand(
                     .iter()
                     .map(|rel| (rel.clone(), e.dir.join("model.mlmodelc").join(rel)))
                     .collect(),
+                compiled_weights: e.compiled_weights.clone(),
             };
             return Ok(wrapper_for(req, vis, ident, &e.name, &e.info, &files));
         }
@@ -505,6 +478,7 @@ pub fn expand(
         tokenizer: tok.as_deref(),
         // The attribute cannot know the target platform; Core ML compiles on first load.
         compiled: Vec::new(),
+        compiled_weights: None,
     };
     Ok(wrapper_for(req, vis, ident, &name, &a.info, &files))
 }
@@ -584,6 +558,7 @@ mod tests {
                 weights: Some(Path::new("/pkg/weight.bin")),
                 tokenizer: Some(Path::new("/pkg/tokenizer.json")),
                 compiled: vec![],
+                compiled_weights: None,
             };
             let text = generate("pub", "Tiny", "tiny", &sample(head), &files, None);
             let path = dir.join(format!("{}.rs", head.name()));

@@ -77,7 +77,8 @@ fn embedded_packages_are_written_once_under_concurrency() {
         spec,
         weights: Some(b"weights"),
         tokenizer: Some(b"{}"),
-        compiled: &[("model.mil", b"program"), ("weights/weight.bin", b"w")],
+        compiled: &[("model.mil", b"program")],
+        compiled_weights: Some("weights/weight.bin"),
     };
     let paths: Vec<PathBuf> = std::thread::scope(|s| {
         let hs: Vec<_> = (0..8)
@@ -109,8 +110,19 @@ fn embedded_packages_are_written_once_under_concurrency() {
     assert_eq!(left.len(), 1, "{left:?}");
     // The same key without a compiled model is another entry (never one whose
     // `model.mlmodelc` was not written).
+    // The weights are embedded once and written to the compiled model too.
+    assert_eq!(
+        std::fs::read(
+            p.parent()
+                .unwrap()
+                .join("model.mlmodelc/weights/weight.bin")
+        )
+        .unwrap(),
+        b"weights"
+    );
     let plain = EmbeddedModel {
         compiled: &[],
+        compiled_weights: None,
         ..model
     };
     let q = plain.write_package(root.path()).unwrap();
@@ -129,6 +141,19 @@ fn embedded_packages_are_written_once_under_concurrency() {
     };
     assert!(bad.write_package(root.path()).is_err());
     assert!(!root.path().join("embedded/escape").exists());
+    for (key, rel, weights) in [
+        ("0123abcf", "../w.bin", Some(&b"w"[..])),
+        ("0123abd0", "weights/weight.bin", None),
+    ] {
+        let bad = EmbeddedModel {
+            key,
+            compiled_weights: Some(rel),
+            weights,
+            ..model
+        };
+        let e = bad.write_package(root.path()).unwrap_err().to_string();
+        assert!(e.contains(rel), "{e}");
+    }
 }
 
 /// A package record with no functions, for the tests to fill in.

@@ -22,7 +22,7 @@ pub const NUM_LABELS: usize = 3;
 /// Class labels in id order.
 pub const LABELS: &'static [&'static str] = &["O", "B-PER", "I-PER"];
 /// The embedded package and tokenizer.
-pub const EMBEDDED: ::anebert::EmbeddedModel = ::anebert::EmbeddedModel { name: "tiny", key: "0123456789abcdef", spec: ::core::include_bytes!("/pkg/model.mlmodel"), weights: Some(::core::include_bytes!("/pkg/weight.bin")), tokenizer: Some(::core::include_bytes!("/pkg/tokenizer.json")), compiled: &[] };
+pub const EMBEDDED: ::anebert::EmbeddedModel = ::anebert::EmbeddedModel { name: "tiny", key: "0123456789abcdef", spec: ::core::include_bytes!("/pkg/model.mlmodel"), weights: Some(::core::include_bytes!("/pkg/weight.bin")), tokenizer: Some(::core::include_bytes!("/pkg/tokenizer.json")), compiled: &[], compiled_weights: None };
 /// Load with the default options (backend auto, CPU + Neural Engine, f32 on the CPU backend).
 pub fn load() -> ::core::result::Result<Self, ::anebert::Error> { Self::load_with(&::anebert::Options::default()) }
 /// Load with explicit options.
