@@ -91,6 +91,12 @@ pub(crate) fn attention(
         if mh == 1 { 0 } else { msq },
         usize::from(msq != 1),
     );
+    // The mask values of key `k` for queries q0..q0+bq of head `hi`: bq values, or one when the
+    // mask broadcasts over queries.
+    let mask_row = |k: usize, hi: usize, q0: usize, bq: usize| {
+        let at = k * mk + hi * mhs + q0 * mq;
+        &mv[at..at + if mq == 1 { bq } else { 1 }]
+    };
     let mut out = pool.zeros(dv * h * sq);
     let nb = sq.div_ceil(BLOCK);
     let kmax = key_norms(kv, sk, kh, d);
@@ -104,9 +110,10 @@ pub(crate) fn attention(
                 return (0, sk, f32::NEG_INFINITY);
             }
             key_range(sk, |k| {
-                let at = k * mk + mi * mhs + q0 * mq;
-                let row = &mv[at..at + if mq == 1 { bq } else { 1 }];
-                row.iter().copied().fold(f32::NEG_INFINITY, f32::max)
+                mask_row(k, mi, q0, bq)
+                    .iter()
+                    .copied()
+                    .fold(f32::NEG_INFINITY, f32::max)
             })
         })
         .collect();
@@ -115,8 +122,6 @@ pub(crate) fn attention(
         .map(|t| {
             let (hi, b) = (t / nb, t % nb);
             let (q0, bq) = (b * BLOCK, BLOCK.min(sq - b * BLOCK));
-            let mask_at = |k: usize| k * mk + hi * mhs + q0 * mq;
-            let mask_row = |k: usize| &mv[mask_at(k)..mask_at(k) + if mq == 1 { bq } else { 1 }];
             let ko = if kh == 1 { 0 } else { hi * d };
             let vo = if vh == 1 { 0 } else { hi * sk };
             // Scores for keys k0..k1, masked; their column maxima.
@@ -146,7 +151,7 @@ pub(crate) fn attention(
                     round_to_f16(&mut s);
                 }
                 for (row, k) in s.chunks_mut(bq).zip(k0..k1) {
-                    match mask_row(k) {
+                    match mask_row(k, hi, q0, bq) {
                         [m] => row.iter_mut().for_each(|x| *x += m),
                         m => row.iter_mut().zip(m).for_each(|(x, m)| *x += m),
                     }
