@@ -127,8 +127,9 @@ pub(crate) struct CoreMlModel {
     function: Option<String>,
     inputs: Vec<InputSpec>,
     outputs: Vec<String>,
-    /// Apple documents the asynchronous prediction API as safe to call concurrently, not the
-    /// synchronous one this backend uses; predictions on one model are serialized.
+    /// Apple documents the asynchronous prediction API (macOS 14 / iOS 17) as safe to call
+    /// concurrently, not the synchronous one; on older systems predictions on one model are
+    /// serialized by this lock.
     predict_lock: Mutex<()>,
     /// The compute plan's placement, once read.
     placement: OnceLock<Placement>,
@@ -232,24 +233,47 @@ impl CoreMlModel {
             )
         }
         .map_err(|e| ns_error(&e))?;
+        let provider = ProtocolObject::from_ref(&*provider);
+        if self
+            .model
+            .respondsToSelector(sel!(predictionFromFeatures:completionHandler:))
+        {
+            // macOS 14 / iOS 17: the asynchronous prediction, which Apple documents as safe to
+            // call concurrently: no lock. The outputs are read in the handler (the result object
+            // is Core ML's, on Core ML's queue) and sent back as tensors.
+            let (tx, rx) = mpsc::channel::<Result<BTreeMap<String, Tensor>, String>>();
+            let names = self.outputs.clone();
+            let handler = RcBlock::new(
+                move |result: *mut ProtocolObject<dyn MLFeatureProvider>, error: *mut NSError| {
+                    // SAFETY: Core ML passes either a valid result or a valid error, each live
+                    // for the call.
+                    let r = match unsafe { (result.as_ref(), error.as_ref()) } {
+                        (Some(res), _) => catching("reading the prediction", || {
+                            autoreleasepool(|_| read_outputs(res, &names))
+                        }),
+                        (None, Some(e)) => Err(ns_error(e)),
+                        (None, None) => Err("Core ML returned neither outputs nor an error".into()),
+                    };
+                    let _ = tx.send(r);
+                },
+            );
+            // SAFETY: documented asynchronous prediction; `provider` (and the input buffers it
+            // owns) stays alive until the handler has answered below.
+            unsafe {
+                self.model
+                    .predictionFromFeatures_completionHandler(provider, &handler)
+            };
+            return rx
+                .recv_timeout(WAIT)
+                .map_err(|_| "Core ML did not finish the prediction".to_string())?;
+        }
         let result = {
             let _serial = self.predict_lock.lock().unwrap_or_else(|p| p.into_inner());
             // SAFETY: documented synchronous prediction on a loaded model.
-            unsafe {
-                self.model
-                    .predictionFromFeatures_error(ProtocolObject::from_ref(&*provider))
-            }
+            unsafe { self.model.predictionFromFeatures_error(provider) }
         }
         .map_err(|e| ns_error(&e))?;
-        let mut out = BTreeMap::new();
-        for name in &self.outputs {
-            // SAFETY: read-only accessors of the prediction result.
-            let array = unsafe { result.featureValueForName(&NSString::from_str(name)) }
-                .and_then(|v| unsafe { v.multiArrayValue() })
-                .ok_or_else(|| format!("output `{name}` is not a multi-array"))?;
-            out.insert(name.clone(), read_array(name, &array)?);
-        }
-        Ok(out)
+        read_outputs(&result, &self.outputs)
     }
 
     /// The placement of every op under this model's configuration, from `MLComputePlan`
@@ -353,6 +377,22 @@ fn owned<T: Send + 'static>(v: Vec<T>) -> Handed {
     let theirs = slot.clone();
     let free = RcBlock::new(move |_: NonNull<c_void>| release(&theirs));
     (ptr, (free, Box::new(move || release(&slot))))
+}
+
+/// Every output of a prediction `result` by name, each a multi-array.
+fn read_outputs(
+    result: &ProtocolObject<dyn MLFeatureProvider>,
+    names: &[String],
+) -> Result<BTreeMap<String, Tensor>, String> {
+    let mut out = BTreeMap::new();
+    for name in names {
+        // SAFETY: read-only accessors of the prediction result.
+        let array = unsafe { result.featureValueForName(&NSString::from_str(name)) }
+            .and_then(|v| unsafe { v.multiArrayValue() })
+            .ok_or_else(|| format!("output `{name}` is not a multi-array"))?;
+        out.insert(name.clone(), read_array(name, &array)?);
+    }
+    Ok(out)
 }
 
 /// Read an output array with its own shape and strides (`getBytesWithHandler:`, which hands over
