@@ -99,6 +99,19 @@ pub(crate) fn compile(package: &Path) -> Result<PathBuf, String> {
 
 fn compile_in_pool(package: &Path) -> Result<PathBuf, String> {
     let url = file_url(package)?;
+    if objc2::MainThreadMarker::new().is_some() {
+        // Apple does not say on which queue the completion handler runs; waiting for it on the
+        // main thread could wait for the main queue itself. The synchronous call (deprecated in
+        // favour of the handler, still available) cannot.
+        // SAFETY: `url` is a file URL; errors come back as NSError.
+        #[allow(deprecated)]
+        let compiled =
+            unsafe { MLModel::compileModelAtURL_error(&url) }.map_err(|e| ns_error(&e))?;
+        return compiled
+            .path()
+            .map(|p| PathBuf::from(p.to_string()))
+            .ok_or_else(|| "Core ML returned a compiled model URL without a path".to_string());
+    }
     let (tx, rx) = mpsc::channel::<Result<PathBuf, String>>();
     let handler = RcBlock::new(move |compiled: *mut NSURL, error: *mut NSError| {
         // SAFETY: Core ML passes either a valid URL or a valid error, each live for the call.
@@ -234,9 +247,13 @@ impl CoreMlModel {
         }
         .map_err(|e| ns_error(&e))?;
         let provider = ProtocolObject::from_ref(&*provider);
-        if self
-            .model
-            .respondsToSelector(sel!(predictionFromFeatures:completionHandler:))
+        // Apple does not say on which queue the handler runs; on the main thread, waiting for it
+        // could wait for the main queue itself, so the main thread takes the synchronous call.
+        let on_main = objc2::MainThreadMarker::new().is_some();
+        if !on_main
+            && self
+                .model
+                .respondsToSelector(sel!(predictionFromFeatures:completionHandler:))
         {
             // macOS 14 / iOS 17: the asynchronous prediction, which Apple documents as safe to
             // call concurrently: no lock. The outputs are read in the handler (the result object
@@ -277,7 +294,9 @@ impl CoreMlModel {
     }
 
     /// The placement of every op under this model's configuration, from `MLComputePlan`
-    /// (macOS 14.4 / iOS 17.4).
+    /// (macOS 14.4 / iOS 17.4). The plan exists only behind a completion handler, which this
+    /// waits for: in an app, read it off the main thread (as loads, which may read it for
+    /// `min_ane_share`, should be).
     pub(crate) fn placement(&self) -> Result<Placement, String> {
         // The plan does not change for a loaded model: read it once.
         if let Some(p) = self.placement.get() {
