@@ -12,6 +12,7 @@ mod convert_inputs;
 mod convert_modernbert;
 mod coreml;
 mod cpu_memory;
+mod cpu_padding;
 mod long_context;
 mod multifunction;
 mod op_cases;

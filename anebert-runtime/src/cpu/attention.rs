@@ -49,10 +49,14 @@ pub(crate) fn fusable(k: &[usize], q: &[usize], mask: &[usize], v: &[usize]) -> 
 }
 
 /// The fused kernel: inputs `k` (Kᵀ), `q`, `mask`, `v`; one output `(1, d_v, H, S_q)`.
+/// `tokens`: `(S, L)` when a run's tokens past L are trailing padding (see
+/// `plan::inputs::live_tokens`): over S queries, the blocks wholly past L are not computed (their
+/// output columns stay 0, finite; the next pointwise conv repeats its last live column over them).
 pub(crate) fn attention(
     args: &BTreeMap<&str, Vec<Arc<Tensor>>>,
     fp16: bool,
     pool: &Pool,
+    tokens: Option<(usize, usize)>,
 ) -> Result<Vec<Tensor>, String> {
     use rayon::prelude::*;
     let get = |n: &str| -> Result<(&Tensor, &[f32]), String> {
@@ -117,10 +121,14 @@ pub(crate) fn attention(
             })
         })
         .collect();
-    let blocks: Vec<(usize, usize, Vec<f32>)> = (0..h * nb)
+    let live_blocks = match tokens {
+        Some((s, l)) if sq == s && l < s => l.div_ceil(BLOCK),
+        _ => nb,
+    };
+    let blocks: Vec<(usize, usize, Vec<f32>)> = (0..h * live_blocks)
         .into_par_iter()
         .map(|t| {
-            let (hi, b) = (t / nb, t % nb);
+            let (hi, b) = (t / live_blocks, t % live_blocks);
             let (q0, bq) = (b * BLOCK, BLOCK.min(sq - b * BLOCK));
             let ko = if kh == 1 { 0 } else { hi * d };
             let vo = if vh == 1 { 0 } else { hi * sk };
@@ -355,7 +363,7 @@ mod tests {
         args.insert("q", t(vec![1, d, h, sq], q));
         args.insert("mask", t(mask.0, &mask.1));
         args.insert("v", t(vec![1, dv, h, sk], v));
-        let out = attention(&args, false, &Pool::default()).unwrap();
+        let out = attention(&args, false, &Pool::default(), None).unwrap();
         out[0].as_f32().unwrap().to_vec()
     }
 

@@ -14,6 +14,17 @@ fn add_bias(out: &mut [f32], bias: &[f32], channels: usize, inner: usize) {
     }
 }
 
+/// In each row of `width` values, the values past `live` become a copy of value `live - 1`.
+fn repeat_last_column(rows: &mut [f32], width: usize, live: usize) {
+    if live == 0 || live >= width {
+        return;
+    }
+    for row in rows.chunks_mut(width) {
+        let v = row[live - 1];
+        row[live..].fill(v);
+    }
+}
+
 pub fn conv(c: &Ctx) -> OpResult {
     let n: usize = c.out_shape(0).iter().product();
     let mut out = c.zeros(n);
@@ -110,36 +121,47 @@ pub(crate) fn conv_into(c: &Ctx, out: &mut [f32]) -> Result<(), String> {
     } else {
         vec![0f32; kk * op]
     };
+    // Trailing padding: a pointwise conv over a sequence's tokens computes the first `live`
+    // columns and repeats the last of them over the rest (finite, sane values that the masks keep
+    // out of every real token's result).
+    let live = match c.tokens {
+        Some((s, l)) if pointwise && n == 1 && ih == 1 && iw == s && l < s => l,
+        _ => op,
+    };
     for b in 0..n {
         for gi in 0..g {
             let xg = &xv[(b * cin + gi * cin_g) * ip..(b * cin + (gi + 1) * cin_g) * ip];
             let og = &mut out[(b * cout + gi * cout_g) * op..(b * cout + (gi + 1) * cout_g) * op];
             if let (true, Some(h)) = (pointwise, half) {
                 let wg = &h.bytes()[2 * gi * cout_g * kk..2 * (gi + 1) * cout_g * kk];
-                let xm = Mat::row_major(cin_g, ip);
-                gemm_f16(
-                    wg,
-                    cout_g,
-                    cin_g,
-                    xg,
-                    xm,
-                    og,
-                    Mat::row_major(cout_g, op),
-                    true,
-                );
+                let cols = |rows| Mat {
+                    rows,
+                    cols: live,
+                    rs: ip,
+                    cs: 1,
+                };
+                gemm_f16(wg, cout_g, cin_g, xg, cols(cin_g), og, cols(cout_g), true);
+                repeat_last_column(og, op, live);
                 continue;
             }
             let wg = &wv[gi * cout_g * kk..(gi + 1) * cout_g * kk];
             if pointwise {
                 // The ANE "linear": W (Cout×Cin) · X (Cin×S).
+                let cols = |rows| Mat {
+                    rows,
+                    cols: live,
+                    rs: ip,
+                    cs: 1,
+                };
                 gemm(
                     wg,
                     Mat::row_major(cout_g, cin_g),
                     xg,
-                    Mat::row_major(cin_g, ip),
+                    cols(cin_g),
                     og,
-                    Mat::row_major(cout_g, op),
+                    cols(cout_g),
                 );
+                repeat_last_column(og, op, live);
                 continue;
             }
             for ci in 0..cin_g {

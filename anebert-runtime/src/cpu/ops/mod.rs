@@ -45,6 +45,9 @@ pub(crate) struct Ctx<'a> {
     pub fp16: bool,
     out: Vec<Vec<usize>>,
     pool: &'a Pool,
+    /// `(S, L)`: this run's tokens past the first L are trailing padding (see
+    /// `plan::inputs::live_tokens`); pointwise convs over `(1, C, 1, S)` compute L columns.
+    pub tokens: Option<(usize, usize)>,
 }
 
 impl OpInputs for Ctx<'_> {
@@ -88,6 +91,7 @@ impl<'a> Ctx<'a> {
             fp16,
             out: Vec::new(),
             pool,
+            tokens: None,
         };
         c.out = op_table::output_types(op, &c)?
             .iter()

@@ -246,6 +246,7 @@ pub(super) fn run_conv_concat(
     halves: &BTreeMap<&str, HalfWeight>,
     fp16: bool,
     pool: &Pool,
+    tokens: Option<(usize, usize)>,
 ) -> OpResult {
     type Part<'a> = (
         BTreeMap<&'a str, Vec<Arc<Tensor>>>,
@@ -267,7 +268,12 @@ pub(super) fn run_conv_concat(
     }
     let ctxs = parts
         .iter()
-        .map(|(a, h)| Ctx::new("conv", a, h, fp16, pool))
+        .map(|(a, h)| {
+            Ctx::new("conv", a, h, fp16, pool).map(|mut c| {
+                c.tokens = tokens;
+                c
+            })
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let first = ctxs.first().ok_or("a fused concat needs convs")?;
     let mut shape = first.out_shape(0).to_vec();

@@ -77,3 +77,32 @@ fn prepare_input(
     }
     Ok(Arc::new(owned))
 }
+
+/// Columns a pointwise conv computes are rounded up to this many tokens (whole GEMM panels).
+const TOKEN_STEP: usize = 32;
+
+/// `(S, L)` when a run's trailing tokens are padding the convs may skip: the function takes
+/// `input_ids` and `attention_mask` `(1, S)` (the encoder contract; not a packed function, whose
+/// segments are not masked by `attention_mask`, nor fill-mask, whose last layer's columns are
+/// positions) and the mask's last 1 is before S − `TOKEN_STEP`. L is past that 1, rounded up.
+/// Real tokens reach padded ones only through the masked attention and masked pooling, so their
+/// results do not change; the padded positions' own outputs are then not the full computation's.
+pub(super) fn live_tokens(
+    declared: &[(String, TensorType)],
+    given: &BTreeMap<String, Arc<Tensor>>,
+) -> Option<(usize, usize)> {
+    use crate::contract::{ATTENTION_MASK, INPUT_IDS, MASK_POSITIONS, SEGMENT_IDS};
+    let has = |n: &str| declared.iter().any(|(d, _)| d == n);
+    if !has(INPUT_IDS) || has(SEGMENT_IDS) || has(MASK_POSITIONS) {
+        return None;
+    }
+    let mask = given.get(ATTENTION_MASK)?;
+    let s = match mask.shape() {
+        [1, s] => *s,
+        _ => return None,
+    };
+    let ones = mask.as_i32()?;
+    let last = ones.iter().rposition(|&m| m != 0).map_or(0, |i| i + 1);
+    let live = last.max(1).div_ceil(TOKEN_STEP) * TOKEN_STEP;
+    (live < s).then_some((s, live))
+}

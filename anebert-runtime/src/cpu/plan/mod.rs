@@ -19,7 +19,7 @@ use crate::types::TensorType;
 use crate::value;
 pub(crate) use consts::SharedConsts;
 use consts::{const_key, decode_const};
-use inputs::bind_inputs;
+use inputs::{bind_inputs, live_tokens};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -66,6 +66,9 @@ pub(crate) struct Plan {
     recycled: Vec<bool>,
     /// Storage of freed activations, kept across runs (see `pool`).
     pool: Pool,
+    /// Whether pointwise convs skip a run's trailing padding (`inputs::live_tokens`); the
+    /// unfused reference plan computes every column.
+    skip_padding: bool,
 }
 
 fn load_err(op: &mil::Operation, msg: impl Into<String>) -> CpuError {
@@ -387,6 +390,7 @@ impl Plan {
             n_slots,
             recycled,
             pool: Pool::default(),
+            skip_padding: fuse,
         })
     }
 
@@ -447,6 +451,7 @@ impl Plan {
             slots[s] = Some(t);
         }
         let fp16 = precision == Precision::Fp16Ane;
+        let tokens = live_tokens(&self.inputs, inputs).filter(|_| self.skip_padding);
         for st in &self.steps {
             let started = profile.as_ref().map(|_| std::time::Instant::now());
             let mut args: BTreeMap<&str, Vec<Arc<Tensor>>> = BTreeMap::new();
@@ -474,15 +479,17 @@ impl Plan {
             };
             let results = match st.exec {
                 Exec::Op(kernel) => {
-                    let ctx =
+                    let mut ctx =
                         Ctx::new(&st.op_type, &args, &half_args, fp16, &pool.run).map_err(err)?;
+                    ctx.tokens = tokens;
                     kernel(&ctx).map_err(err)?
                 }
                 Exec::Attention => {
-                    super::attention::attention(&args, fp16, &pool.run).map_err(err)?
+                    super::attention::attention(&args, fp16, &pool.run, tokens).map_err(err)?
                 }
                 Exec::ConvConcat(n) => {
-                    fusion::run_conv_concat(n, &args, &half_args, fp16, &pool.run).map_err(err)?
+                    fusion::run_conv_concat(n, &args, &half_args, fp16, &pool.run, tokens)
+                        .map_err(err)?
                 }
                 Exec::Reshape(kernel) => {
                     let ctx =
