@@ -102,7 +102,11 @@ pub(crate) fn attention(
         &mv[at..at + if mq == 1 { bq } else { 1 }]
     };
     let mut out = pool.zeros(dv * h * sq);
-    let nb = sq.div_ceil(BLOCK);
+    // Query blocks to compute: all, or those holding a live token.
+    let nb = match tokens {
+        Some((s, l)) if sq == s && l < s => l.div_ceil(BLOCK),
+        _ => sq.div_ceil(BLOCK),
+    };
     let kmax = key_norms(kv, sk, kh, d);
     // Each block's key span, once per mask head (the heads share one mask).
     let spans: Vec<(usize, usize, f32)> = (0..mh * nb)
@@ -121,14 +125,10 @@ pub(crate) fn attention(
             })
         })
         .collect();
-    let live_blocks = match tokens {
-        Some((s, l)) if sq == s && l < s => l.div_ceil(BLOCK),
-        _ => nb,
-    };
-    let blocks: Vec<(usize, usize, Vec<f32>)> = (0..h * live_blocks)
+    let blocks: Vec<(usize, usize, Vec<f32>)> = (0..h * nb)
         .into_par_iter()
         .map(|t| {
-            let (hi, b) = (t / live_blocks, t % live_blocks);
+            let (hi, b) = (t / nb, t % nb);
             let (q0, bq) = (b * BLOCK, BLOCK.min(sq - b * BLOCK));
             let ko = if kh == 1 { 0 } else { hi * d };
             let vo = if vh == 1 { 0 } else { hi * sk };

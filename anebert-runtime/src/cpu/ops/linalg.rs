@@ -128,18 +128,19 @@ pub(crate) fn conv_into(c: &Ctx, out: &mut [f32]) -> Result<(), String> {
         Some((s, l)) if pointwise && n == 1 && ih == 1 && iw == s && l < s => l,
         _ => op,
     };
+    // A pointwise conv's `rows` channels × its first `live` tokens, rows `ip` apart.
+    let cols = |rows| Mat {
+        rows,
+        cols: live,
+        rs: ip,
+        cs: 1,
+    };
     for b in 0..n {
         for gi in 0..g {
             let xg = &xv[(b * cin + gi * cin_g) * ip..(b * cin + (gi + 1) * cin_g) * ip];
             let og = &mut out[(b * cout + gi * cout_g) * op..(b * cout + (gi + 1) * cout_g) * op];
             if let (true, Some(h)) = (pointwise, half) {
                 let wg = &h.bytes()[2 * gi * cout_g * kk..2 * (gi + 1) * cout_g * kk];
-                let cols = |rows| Mat {
-                    rows,
-                    cols: live,
-                    rs: ip,
-                    cs: 1,
-                };
                 gemm_f16(wg, cout_g, cin_g, xg, cols(cin_g), og, cols(cout_g), true);
                 repeat_last_column(og, op, live);
                 continue;
@@ -147,12 +148,6 @@ pub(crate) fn conv_into(c: &Ctx, out: &mut [f32]) -> Result<(), String> {
             let wg = &wv[gi * cout_g * kk..(gi + 1) * cout_g * kk];
             if pointwise {
                 // The ANE "linear": W (Cout×Cin) · X (Cin×S).
-                let cols = |rows| Mat {
-                    rows,
-                    cols: live,
-                    rs: ip,
-                    cs: 1,
-                };
                 gemm(
                     wg,
                     Mat::row_major(cout_g, cin_g),

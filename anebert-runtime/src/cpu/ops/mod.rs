@@ -103,6 +103,12 @@ impl<'a> Ctx<'a> {
         Ok(c)
     }
 
+    /// This context for a run whose tokens past L are trailing padding (`tokens` = `(S, L)`).
+    pub fn with_tokens(mut self, tokens: Option<(usize, usize)>) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
     fn view(&self) -> View<'_> {
         View::new(self.op, self)
     }

@@ -268,12 +268,7 @@ pub(super) fn run_conv_concat(
     }
     let ctxs = parts
         .iter()
-        .map(|(a, h)| {
-            Ctx::new("conv", a, h, fp16, pool).map(|mut c| {
-                c.tokens = tokens;
-                c
-            })
-        })
+        .map(|(a, h)| Ctx::new("conv", a, h, fp16, pool).map(|c| c.with_tokens(tokens)))
         .collect::<Result<Vec<_>, _>>()?;
     let first = ctxs.first().ok_or("a fused concat needs convs")?;
     let mut shape = first.out_shape(0).to_vec();

@@ -479,9 +479,9 @@ impl Plan {
             };
             let results = match st.exec {
                 Exec::Op(kernel) => {
-                    let mut ctx =
-                        Ctx::new(&st.op_type, &args, &half_args, fp16, &pool.run).map_err(err)?;
-                    ctx.tokens = tokens;
+                    let ctx = Ctx::new(&st.op_type, &args, &half_args, fp16, &pool.run)
+                        .map_err(err)?
+                        .with_tokens(tokens);
                     kernel(&ctx).map_err(err)?
                 }
                 Exec::Attention => {
