@@ -401,7 +401,8 @@ pub(super) fn check_options(
             );
         }
         let longest = o.seq_lens.iter().copied().max().unwrap_or(0);
-        if crate::graph::tiling(longest, longest, None, o.score_tile) != crate::graph::Tiling::Dense
+        if crate::graph::tiling(longest, longest, None, o.score_tile, true)
+            != crate::graph::Tiling::Dense
         {
             return bad(format!(
                 "packing puts short texts into one call of at most one attention tile; S = \

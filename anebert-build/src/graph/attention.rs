@@ -4,8 +4,9 @@
 //! `einsum(bkhc,bchq->bkhq)` of Kᵀ and Q, `add` of the mask, `softmax` over keys (axis 1),
 //! `einsum(bchk,bkhq->bchq)` of V and the weights. The layout of the tiles depends on the size:
 //! - **dense**: one `(1, S, 1, S)` score tensor per head, when it fits [`SCORE_TILE_BYTES`]
-//!   (S ≤ 1448); sliding-window layers take a band-mask constant of that size;
-//! - **banded** (sliding-window layers beyond that): query blocks of B tokens on the H axis,
+//!   (S ≤ 1448); sliding-window layers take a band-mask constant of that size while their band
+//!   is over a quarter of the keys (ModernBERT: S < 768) or the function is packed;
+//! - **banded** (the other sliding-window layers): query blocks of B tokens on the H axis,
 //!   `(1, d, S/B, B)`, against their own key window `(1, B + 2w, S/B, d)` cut from K by shifted
 //!   slices; the mask is a `(B + 2w, B)` band constant plus the key padding; FLOPs and memory grow
 //!   linearly with S;
@@ -29,6 +30,16 @@ pub const SCORE_TILE_BYTES: usize = 4 << 20;
 /// whole blocks): 64 for ModernBERT's window of 128 (±64).
 const MAX_BAND_BLOCK: usize = 128;
 
+/// A sliding-window layer whose scores fit one tile is still banded when its blocks' key windows
+/// hold at most 1/`BAND_SHARE` of the keys: the dense form's S × S scores would be four or more
+/// times the work (at S = 1024 ModernBERT's local layers compute 192 of 1024 keys per query).
+const BAND_SHARE: usize = 4;
+
+/// Smallest query block banded by choice: a block is the last axis of its tiles, and below 32
+/// the ANE pads each row to 64 bytes (coreml-facts §9, rule 2), so a narrow window (the in-repo test
+/// fixture's ±8) keeps the dense form until its scores must be tiled.
+const BAND_MIN_BLOCK: usize = 32;
+
 /// How one layer's attention is cut into tiles.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tiling {
@@ -51,11 +62,20 @@ pub enum Tiling {
 /// The tiling of attention of `s_q` queries over `s_k` keys with the half-window `window`
 /// (queries and keys the same tokens when `s_q == s_k`), score tiles at most `tile_bytes` of
 /// fp16.
-pub fn tiling(s_k: usize, s_q: usize, window: Option<usize>, tile_bytes: usize) -> Tiling {
+///
+/// A sliding-window layer is banded when its scores do not fit one tile, and also when its band
+/// holds at most a quarter of the keys in blocks of 32 or more ([`BAND_SHARE`],
+/// [`BAND_MIN_BLOCK`]; ModernBERT's ±64 window from S = 768 on), unless `packed`: a packed
+/// function's segment mask has only the dense form.
+pub fn tiling(
+    s_k: usize,
+    s_q: usize,
+    window: Option<usize>,
+    tile_bytes: usize,
+    packed: bool,
+) -> Tiling {
     let elems = tile_bytes / 2;
-    if s_k.saturating_mul(s_q) <= elems {
-        return Tiling::Dense;
-    }
+    let dense = s_k.saturating_mul(s_q) <= elems;
     match window {
         // A window that excludes some key: only its band is computed.
         Some(w) if s_k == s_q && w + 1 < s_k => {
@@ -63,9 +83,14 @@ pub fn tiling(s_k: usize, s_q: usize, window: Option<usize>, tile_bytes: usize) 
                 .rev()
                 .find(|b| w % b == 0)
                 .unwrap_or(1);
-            let group = (elems / ((block + 2 * w) * block)).max(1);
+            let keys = block + 2 * w;
+            if dense && (packed || block < BAND_MIN_BLOCK || keys * BAND_SHARE > s_k) {
+                return Tiling::Dense;
+            }
+            let group = (elems / (keys * block)).max(1);
             Tiling::Banded { block, group }
         }
+        _ if dense => Tiling::Dense,
         _ => Tiling::Chunked {
             chunk: (elems / s_k).max(1),
         },
@@ -85,7 +110,13 @@ impl Emitter<'_, '_> {
         window: Option<usize>,
     ) -> Result<Var, MilError> {
         let (s, s_q) = (self.opts.seq_len, dim(q, 3)?);
-        match tiling(s, s_q, window, self.opts.score_tile) {
+        match tiling(
+            s,
+            s_q,
+            window,
+            self.opts.score_tile,
+            self.opts.packing.is_some(),
+        ) {
             Tiling::Banded { block, group } => {
                 let w = window.unwrap_or(0);
                 self.banded(p, q, k, v, heads, w, block, group)
@@ -437,24 +468,38 @@ mod tests {
     #[test]
     fn tiles_stay_within_the_bound() {
         const T: usize = SCORE_TILE_BYTES;
-        assert_eq!(tiling(1024, 1024, Some(64), T), Tiling::Dense);
-        assert_eq!(tiling(1024, 1024, None, T), Tiling::Dense);
-        assert_eq!(tiling(8192, 8, Some(64), T), Tiling::Dense);
+        // Dense while the band is over a quarter of the keys (192 of 512), banded from there
+        // on (192 of 768) — except packed, whose segment mask is dense only.
+        assert_eq!(tiling(512, 512, Some(64), T, false), Tiling::Dense);
+        assert_eq!(tiling(767, 767, Some(64), T, false), Tiling::Dense);
+        let band = Tiling::Banded {
+            block: 64,
+            group: 170,
+        };
+        assert_eq!(tiling(768, 768, Some(64), T, false), band);
+        assert_eq!(tiling(1024, 1024, Some(64), T, false), band);
+        assert_eq!(tiling(1024, 1024, Some(64), T, true), Tiling::Dense);
+        assert_eq!(tiling(1024, 1024, Some(8), T, false), Tiling::Dense);
+        assert_eq!(tiling(1024, 1024, None, T, false), Tiling::Dense);
+        assert_eq!(tiling(8192, 8, Some(64), T, false), Tiling::Dense);
         assert_eq!(
-            tiling(8192, 8192, Some(64), T),
+            tiling(8192, 8192, Some(64), T, false),
             Tiling::Banded {
                 block: 64,
                 group: 170
             }
         );
-        assert_eq!(tiling(8192, 8192, None, T), Tiling::Chunked { chunk: 256 });
+        assert_eq!(
+            tiling(8192, 8192, None, T, false),
+            Tiling::Chunked { chunk: 256 }
+        );
         // A window wider than the sequence excludes nothing: global tiling.
         assert_eq!(
-            tiling(4096, 4096, Some(5000), T),
+            tiling(4096, 4096, Some(5000), T, false),
             Tiling::Chunked { chunk: 512 }
         );
         for (s, w) in [(2048, 64), (8192, 64), (65536, 64), (8192, 100), (3000, 7)] {
-            match tiling(s, s, Some(w), T) {
+            match tiling(s, s, Some(w), T, false) {
                 Tiling::Banded { block, group } => {
                     assert_eq!(w % block, 0);
                     assert!((block + 2 * w) * block * group * 2 <= SCORE_TILE_BYTES);
@@ -462,7 +507,7 @@ mod tests {
                 t => panic!("{s} {w}: {t:?}"),
             }
         }
-        let Tiling::Chunked { chunk } = tiling(8192, 8192, None, T) else {
+        let Tiling::Chunked { chunk } = tiling(8192, 8192, None, T, false) else {
             unreachable!()
         };
         assert!(8192 * chunk * 2 <= SCORE_TILE_BYTES);
