@@ -1,4 +1,4 @@
-//! Outlier treatments (rotation, safe-norm, none): exact in f32, and their fp16-ane fidelity
+//! Outlier treatments (rotation, learned rotation, safe-norm, none): exact in f32, and their fp16-ane fidelity
 //! reported mean and worst per sequence. Extra fixture directories (e.g. variants made by
 //! ../shared/tools/fixtures-gen/make_variant.py) are measured too when `ANEBERT_VARIANTS` names
 //! a directory holding them.
@@ -18,14 +18,20 @@ const SEQ: usize = 256;
 enum Treatment {
     None,
     Rotation,
+    Learned,
     SafeNorm,
 }
 
 fn package(fx: &Path, t: Treatment, weights: WeightPrecision) -> PathBuf {
     let mut o = ConvertOptions::new(HeadKind::MaskedLm, SEQ);
     o.weights = weights;
-    o.rotate = t == Treatment::Rotation;
-    o.safe_norm = t == Treatment::SafeNorm;
+    let t2 = match t {
+        Treatment::None => anebert_build::convert::Treatment::None,
+        Treatment::Rotation => anebert_build::convert::Treatment::Rotation,
+        Treatment::Learned => anebert_build::convert::Treatment::Learned,
+        Treatment::SafeNorm => anebert_build::convert::Treatment::SafeNorm,
+    };
+    t2.apply(&mut o);
     let name = fx.file_name().unwrap().to_string_lossy();
     let out = common::package_dir("treatments")
         .join(format!("{name}-{t:?}-{}.mlpackage", weights.name()));
@@ -71,21 +77,34 @@ fn fixtures_measured() -> Vec<PathBuf> {
     v
 }
 
-/// Every treatment is exact in f32 (per-token KL ≤ 1e-6 vs HF); in fp16-ane, safe-norm and
-/// rotation both rescue the outlier fixture from no treatment by ≥ 1000× in mean KL, and every
+/// Every treatment is exact in f32 (per-token KL ≤ 1e-6 vs HF); in fp16-ane, safe-norm,
+/// rotation and the learned rotation all rescue the outlier fixture from no treatment by ≥ 1000× in mean KL, and every
 /// number is finite.
 #[test]
 fn treatments_are_exact_in_f32_and_rescue_outliers_in_fp16() {
     for fx in fixtures_measured() {
         let name = fx.file_name().unwrap().to_string_lossy().to_string();
         let mut fp16 = std::collections::BTreeMap::new();
-        for t in [Treatment::None, Treatment::Rotation, Treatment::SafeNorm] {
+        for t in [
+            Treatment::None,
+            Treatment::Rotation,
+            Treatment::Learned,
+            Treatment::SafeNorm,
+        ] {
             let p32 = package(&fx, t, WeightPrecision::Fp32);
             let (m32, _, w32) = fidelity(&fx, &p32, Precision::F32);
             assert!(
                 w32 <= 1e-6,
                 "{name} {t:?}: f32 worst token KL {w32:e} (mean {m32:e})"
             );
+            if t == Treatment::Learned {
+                // The metadata says what was learned from what, and on how many tokens.
+                let rot = common::package_metadata(&p32).rotation.unwrap_or_default();
+                assert!(
+                    rot.starts_with("learned from hadamard") && rot.contains("steps on"),
+                    "{rot}"
+                );
+            }
             let p16 = package(&fx, t, WeightPrecision::Fp16);
             let (m, ws, wt) = fidelity(&fx, &p16, Precision::Fp16Ane);
             println!(
@@ -94,7 +113,7 @@ fn treatments_are_exact_in_f32_and_rescue_outliers_in_fp16() {
             fp16.insert(format!("{t:?}"), (m, ws));
         }
         let none = fp16["None"].0;
-        for t in ["Rotation", "SafeNorm"] {
+        for t in ["Rotation", "Learned", "SafeNorm"] {
             let (m, ws) = fp16[t];
             assert!(m.is_finite() && ws.is_finite(), "{name} {t}: non-finite KL");
             if name.contains("outliers") {

@@ -42,9 +42,10 @@ pub struct ConvertArgs {
     /// conversion); loading on Core ML checks it and refuses a model that computes garbage.
     #[arg(long)]
     self_test: bool,
-    /// Outlier treatment: rotation (the default), safe-norm, none, or auto (convert with rotation
-    /// and with safe-norm, keep the one whose fp16 simulation is closer to its f32 output on the
-    /// calibration text; converts twice). Overrides --no-rotate / --safe-norm.
+    /// Outlier treatment: rotation (the default), safe-norm, learned (the rotation optimised on
+    /// the calibration text's residual stream), none, or auto (convert with rotation, safe-norm
+    /// and learned, keep the one whose fp16 simulation is closer to its f32 output on the
+    /// calibration text). Overrides --no-rotate / --safe-norm / --rotation.
     #[arg(long)]
     treatment: Option<anebert_build::convert::Treatment>,
     /// Weight precision: fp16 (ships to the ANE), fp32 (reference), or compressed — int8, lut8,
@@ -67,7 +68,8 @@ pub struct ConvertArgs {
     /// Keep a compressed package that misses the fidelity gate (the report says by how much).
     #[arg(long)]
     allow_lossy: bool,
-    /// hadamard (randomized Hadamard; random orthogonal when d has no construction) or orthogonal.
+    /// hadamard (randomized Hadamard; random orthogonal when d has no construction), orthogonal,
+    /// or learned (Hadamard, then optimised on calibration text: `--treatment learned`).
     #[arg(long, default_value = "hadamard")]
     rotation: anebert_build::RotationMethod,
     /// Seed of the rotation (recorded in the package metadata).
@@ -96,9 +98,6 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     o.rotate = !a.no_rotate;
     o.safe_norm = a.safe_norm;
     o.self_test = a.self_test;
-    if let Some(t) = a.treatment {
-        t.apply(&mut o);
-    }
     o.mask_slots = a.mask_slots;
     o.packing = a.packing;
     o.max_segments = a.max_segments;
@@ -115,6 +114,9 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         o.calibration = Some(anebert_build::gate::read_calibration(path)?);
     }
     o.rotation_method = a.rotation;
+    if let Some(t) = a.treatment {
+        t.apply(&mut o);
+    }
     if let Some(s) = a.rotation_seed {
         o.rotation_seed = s;
     }

@@ -156,10 +156,10 @@ impl ModelMeta {
 /// seq = 128
 /// ```
 ///
-/// Keys: `model` (required), `head`, `seq`, `name`, `packing`, `max_segments`, `safe_norm`, `self_test`, `treatment` (`auto`, `rotation`, `safe-norm`, `none`), `weights` (`fp16`, `fp32`, `int8`, `lut8`,
+/// Keys: `model` (required), `head`, `seq`, `name`, `packing`, `max_segments`, `safe_norm`, `self_test`, `treatment` (`auto`, `rotation`, `safe-norm`, `learned`, `none`), `weights` (`fp16`, `fp32`, `int8`, `lut8`,
 /// `lut6`, `lut4`, `mixed[:MIN_COSINE]`), `target` (`ios17`/`ios18`), `allow_lossy`,
 /// `min_cosine`, `calibration` (a text file, one text per line, relative to Cargo.toml),
-/// `rotate`, `rotation_seed`, `rotation` (`hadamard`/`orthogonal`), `pooling` (`mean`/`cls`),
+/// `rotate`, `rotation_seed`, `rotation` (`hadamard`/`orthogonal`/`learned`), `pooling` (`mean`/`cls`),
 /// `normalize`.
 pub fn configs_from_manifest(manifest: &Path) -> Result<Vec<Config>, BuildError> {
     let text = fs::read_to_string(manifest).map_err(io_err(manifest))?;

@@ -242,7 +242,11 @@ impl Config {
     /// [`Self::safe_norm`] together.
     pub fn treatment(&mut self, t: crate::convert::Treatment) -> &mut Self {
         let (auto, rotate, safe) = t.settings();
-        self.treatment_auto(auto).rotate(rotate).safe_norm(safe)
+        let method = t.rotation_method(self.spec.rotation_method);
+        self.treatment_auto(auto)
+            .rotate(rotate)
+            .safe_norm(safe)
+            .rotation_method(method)
     }
 
     /// Outlier rotation on or off (default on; not applicable to post-norm BERT blocks).
@@ -257,7 +261,7 @@ impl Config {
         self
     }
 
-    /// Hadamard (default) or random orthogonal rotation.
+    /// Hadamard (default), random orthogonal, or learned rotation.
     pub fn rotation_method(&mut self, method: RotationMethod) -> &mut Self {
         self.spec.rotation_method = method;
         self

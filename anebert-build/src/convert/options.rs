@@ -67,6 +67,10 @@ pub enum Treatment {
     /// Plain `layer_norm` ops.
     #[strum(serialize = "none")]
     None,
+    /// Rotation by a learned R1 (Cayley SGD on calibration text from the Hadamard rotation;
+    /// [`RotationMethod::Learned`]).
+    #[strum(serialize = "learned")]
+    Learned,
 }
 
 fn unknown_treatment(s: &str) -> String {
@@ -85,12 +89,23 @@ impl Treatment {
             Treatment::Rotation => (false, true, false),
             Treatment::SafeNorm => (false, false, true),
             Treatment::None => (false, false, false),
+            Treatment::Learned => (false, true, false),
+        }
+    }
+
+    /// The rotation this treatment builds: learned, or `current` (a learned one only for `learned`).
+    pub fn rotation_method(self, current: RotationMethod) -> RotationMethod {
+        match (self, current) {
+            (Treatment::Learned, _) => RotationMethod::Learned,
+            (_, RotationMethod::Learned) => RotationMethod::Hadamard,
+            (_, m) => m,
         }
     }
 
     /// Set `o`'s treatment options.
     pub fn apply(self, o: &mut ConvertOptions) {
         (o.treatment_auto, o.rotate, o.safe_norm) = self.settings();
+        o.rotation_method = self.rotation_method(o.rotation_method);
     }
 }
 

@@ -7,6 +7,7 @@ use crate::compress::Compression;
 
 pub mod golden;
 pub mod mixed;
+pub mod stream;
 pub mod treatment;
 use crate::mil::BuiltProgram;
 use crate::ConvertError;

@@ -2,6 +2,7 @@
 
 pub mod fold;
 pub mod hadamard;
+pub mod learned;
 pub mod rotation;
 
 pub use fold::Folder;
