@@ -1,5 +1,6 @@
 //! `cargo anebert convert`: a checkpoint directory → `.mlpackage`.
 
+use anebert_build::convert::Treatment;
 use anebert_build::graph::ane_rules;
 use anebert_build::mil::SpecVersion;
 use anebert_build::{ConvertOptions, HeadKind, Pooling, WeightPrecision};
@@ -39,13 +40,17 @@ pub struct ConvertArgs {
     #[arg(long)]
     safe_norm: bool,
     /// Store a golden input and its f32 reference output in the package (one CPU run at
-    /// conversion); loading on Core ML checks it and refuses a model that computes garbage.
-    #[arg(long)]
+    /// conversion; the default); loading on Core ML checks it and refuses a model that computes
+    /// garbage.
+    #[arg(long, conflicts_with = "no_self_test")]
     self_test: bool,
-    /// Outlier treatment: rotation (the default), safe-norm, learned (the rotation optimised on
-    /// the calibration text's residual stream), none, or auto (convert with rotation, safe-norm
-    /// and learned, keep the one whose fp16 simulation is closer to its f32 output on the
-    /// calibration text). Overrides --no-rotate / --safe-norm / --rotation.
+    /// Store no self-test.
+    #[arg(long)]
+    no_self_test: bool,
+    /// Outlier treatment: auto (the default unless --no-rotate or --safe-norm: convert with
+    /// rotation and with safe-norm, keep the one whose fp16 simulation is closer to its f32
+    /// output on the calibration text), rotation, safe-norm, learned (the rotation optimised on
+    /// the calibration text's residual stream), or none. Overrides --no-rotate / --safe-norm.
     #[arg(long)]
     treatment: Option<anebert_build::convert::Treatment>,
     /// Weight precision: fp16 (ships to the ANE), fp32 (reference), or compressed — int8, lut8,
@@ -97,7 +102,7 @@ pub fn run(a: ConvertArgs) -> Result<()> {
     let mut o = ConvertOptions::multi(a.head.clone(), a.seq.clone());
     o.rotate = !a.no_rotate;
     o.safe_norm = a.safe_norm;
-    o.self_test = a.self_test;
+    o.self_test = a.self_test || !a.no_self_test;
     o.mask_slots = a.mask_slots;
     o.packing = a.packing;
     o.max_segments = a.max_segments;
@@ -114,8 +119,13 @@ pub fn run(a: ConvertArgs) -> Result<()> {
         o.calibration = Some(anebert_build::gate::read_calibration(path)?);
     }
     o.rotation_method = a.rotation;
-    if let Some(t) = a.treatment {
-        t.apply(&mut o);
+    // The build's default (`Config::new`): measured, unless a treatment is named.
+    let chosen =
+        a.no_rotate || a.safe_norm || a.rotation != anebert_build::RotationMethod::Hadamard;
+    match a.treatment {
+        Some(t) => t.apply(&mut o),
+        None if !chosen => Treatment::Auto.apply(&mut o),
+        None => {}
     }
     if let Some(s) = a.rotation_seed {
         o.rotation_seed = s;

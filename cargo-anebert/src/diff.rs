@@ -37,7 +37,8 @@ pub struct DiffArgs {
     /// Numerics of the candidate on the CPU backend.
     #[arg(long, default_value = "fp16-ane")]
     precision: Precision,
-    /// Also show the other rotation setting side by side (gates apply to the selected one).
+    /// Also show the other treatment side by side: none when the selected one treats outliers
+    /// (by default the one chosen by measurement), else rotation (gates apply to the selected one).
     #[arg(long)]
     compare_rotation: bool,
     /// Also show these weight precisions side by side (e.g. `fp16,int8,lut8,lut6`; compressed ones
@@ -196,25 +197,25 @@ pub fn run(a: DiffArgs) -> Result<()> {
                 Backend::CoreMl => format!("coreml {}", a.engine.compute_units),
                 _ => a.precision.to_string(),
             };
-            // What the package actually has: rotation does not apply to post-norm (BERT) blocks.
-            let name = format!(
-                "{engine} {} rotation {}",
-                cand.info().weights,
-                if cand.info().rotation.is_some() {
-                    "on"
-                } else {
-                    "off"
-                }
-            );
+            // What the package actually has (the default treatment is chosen by measurement;
+            // rotation does not apply to post-norm BERT blocks).
+            let treatment = match (&cand.info().rotation, cand.info().package.safe_norm) {
+                (Some(_), _) => "rotation",
+                (None, true) => "safe-norm",
+                (None, false) => "no treatment",
+            };
+            let name = format!("{engine} {} {treatment}", cand.info().weights);
             let f = compare(&reference, &cand, &texts, &name)?;
             // The package's own check at load, run on the candidate's backend: a failure fails
-            // the diff like a gate.
+            // the diff like a gate — for the selected candidate; the variants shown beside it
+            // (untreated, fewer bits) are there to compare, their failures are printed.
             match cand.self_test() {
                 Ok(Some(r)) => {
                     self_tests.push(format!("  self-test of {name}: passed, correlation {r:.6}"))
                 }
                 Ok(None) => {}
-                Err(e) => failures.push(format!("{label} ({name}): {e}")),
+                Err(e) if i == 0 => failures.push(format!("{label} ({name}): {e}")),
+                Err(e) => self_tests.push(format!("  self-test of {name}: FAILED: {e}")),
             }
             if i == 0 {
                 // NaN fails every gate (`exceeds`/`falls_below`), and non-finite outputs fail

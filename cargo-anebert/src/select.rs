@@ -72,15 +72,18 @@ fn member_manifest(name: &str, manifest: Option<&Path>) -> Result<PathBuf> {
 }
 
 impl Select {
-    /// Conversion settings for `--model`.
+    /// Conversion settings for `--model`: the build's defaults (the treatment chosen by
+    /// measurement), or no rotation with `--no-rotate`.
     pub fn config_for(&self, model: &str, head: Head, seq: usize, rotate: bool) -> Config {
         let mut c = Config::new();
         c.model(model)
             .head(head)
             .seq_len(seq)
             .weights(self.weights)
-            .rotate(rotate)
             .manifest_dir(std::env::current_dir().unwrap_or_default());
+        if !rotate {
+            c.rotate(false);
+        }
         c
     }
 

@@ -93,7 +93,8 @@ impl Default for Config {
 }
 
 impl Config {
-    /// Defaults: mlm head, sequence length 512, fp16 weights, rotation on (default seed).
+    /// Defaults: mlm head, sequence length 512, fp16 weights, the outlier treatment chosen by
+    /// measurement ([`Self::treatment_auto`]: rotation or safe-norm), a self-test stored.
     pub fn new() -> Config {
         Config {
             spec: ModelSpec {
@@ -114,8 +115,8 @@ impl Config {
                 packing: false,
                 max_segments: crate::convert::DEFAULT_MAX_SEGMENTS,
                 safe_norm: false,
-                self_test: false,
-                treatment_auto: false,
+                self_test: true,
+                treatment_auto: true,
             },
             out_dir: None,
             cache_dir: None,
@@ -219,20 +220,24 @@ impl Config {
     /// LayerNorms the conversion keeps (all of them with `rotate(false)`; BERT's post-norms)
     /// computed overflow-safe in fp16: centre, then an L2 norm (the `safe-norm` treatment; on
     /// the outlier fixtures it beats rotation in worst-sequence KL).
+    /// Choosing it turns [`Self::treatment_auto`] off.
     pub fn safe_norm(&mut self, safe: bool) -> &mut Self {
         self.spec.safe_norm = safe;
+        self.spec.treatment_auto = false;
         self
     }
 
     /// Store a golden input and its reference output in the package, checked at load on Core ML
-    /// (`Options::self_test`); one CPU run of the shortest function at conversion.
+    /// (`Options::self_test`); one CPU run of the shortest function at conversion. On by
+    /// default.
     pub fn self_test(&mut self, on: bool) -> &mut Self {
         self.spec.self_test = on;
         self
     }
 
     /// Choose rotation or safe-norm by measuring both in the fp16 simulation on the calibration
-    /// text (converts twice; `ConvertOptions::treatment_auto`).
+    /// text (converts twice; `ConvertOptions::treatment_auto`). On by default; [`Self::rotate`],
+    /// [`Self::safe_norm`] and [`Self::treatment`] choose instead.
     pub fn treatment_auto(&mut self, on: bool) -> &mut Self {
         self.spec.treatment_auto = on;
         self
@@ -243,15 +248,17 @@ impl Config {
     pub fn treatment(&mut self, t: crate::convert::Treatment) -> &mut Self {
         let (auto, rotate, safe) = t.settings();
         let method = t.rotation_method(self.spec.rotation_method);
-        self.treatment_auto(auto)
-            .rotate(rotate)
+        self.rotate(rotate)
             .safe_norm(safe)
             .rotation_method(method)
+            .treatment_auto(auto)
     }
 
-    /// Outlier rotation on or off (default on; not applicable to post-norm BERT blocks).
+    /// Outlier rotation on or off (not applicable to post-norm BERT blocks).
+    /// Choosing it turns [`Self::treatment_auto`] off.
     pub fn rotate(&mut self, rotate: bool) -> &mut Self {
         self.spec.rotate = rotate;
+        self.spec.treatment_auto = false;
         self
     }
 
@@ -262,8 +269,12 @@ impl Config {
     }
 
     /// Hadamard (default), random orthogonal, or learned rotation.
+    /// Anything but Hadamard is a choice, and turns [`Self::treatment_auto`] off.
     pub fn rotation_method(&mut self, method: RotationMethod) -> &mut Self {
         self.spec.rotation_method = method;
+        if method != RotationMethod::Hadamard {
+            self.spec.treatment_auto = false;
+        }
         self
     }
 

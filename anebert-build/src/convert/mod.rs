@@ -434,24 +434,42 @@ fn choose_treatment(
 ) -> Result<(BuiltProgram, Summary), ConvertError> {
     let start = Instant::now();
     let mut best: Option<(f64, &str, String, BuiltProgram, Summary)> = None;
-    let (mut seen, mut source) = (Vec::new(), String::new());
+    let (mut seen, mut source, mut reference) = (Vec::new(), String::new(), None);
+    let mut missed = None;
     for (name, rotate, safe) in [("rotation", true, false), ("safe-norm", false, true)] {
         let mut c = o.clone();
         (c.treatment_auto, c.rotate, c.safe_norm) = (false, rotate, safe);
-        let (built, summary) = convert_dir_with(dir, &c, hooks)?;
-        let (m, src) = gate::treatment::measure(
+        // A candidate whose compressed weights miss the fidelity gate is out of the running.
+        let (built, summary) = match convert_dir_with(dir, &c, hooks) {
+            Err(e @ ConvertError::Fidelity { .. }) => {
+                seen.push(format!("{name}: misses the weights' fidelity gate"));
+                missed.get_or_insert(e);
+                continue;
+            }
+            r => r?,
+        };
+        let (m, src, r) = gate::treatment::measure(
             &built,
             o.calibration.as_deref(),
             summary.metadata.vocab_size,
+            reference.take(),
         )?;
-        source = src;
+        (source, reference) = (src, Some(r));
+        // Post-norm blocks take no rotation: that candidate is the plain conversion.
+        let name = if rotate && summary.metadata.rotation.is_none() {
+            "none (rotation does not apply)"
+        } else {
+            name
+        };
         let (bad, said) = (gate::treatment::badness(&m), gate::treatment::describe(&m));
         seen.push(format!("{name}: {said}"));
         if best.as_ref().is_none_or(|b| bad < b.0) {
             best = Some((bad, name, said, built, summary));
         }
     }
-    let (_, name, _, mut built, mut summary) = best.expect("two candidates");
+    let Some((_, name, _, mut built, mut summary)) = best else {
+        return Err(missed.expect("every candidate missed its gate"));
+    };
     let why = format!(
         "treatment auto: {name} (fp16-ane vs f32 on {source} — {})",
         seen.join("; ")
