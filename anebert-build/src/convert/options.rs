@@ -238,7 +238,9 @@ pub struct ConvertOptions {
 }
 
 impl ConvertOptions {
-    /// Defaults for `head` at `seq_len`: rotation on, fp16 weights.
+    /// Defaults for `head` at `seq_len`: rotation on, fp16 weights — this level converts
+    /// exactly what it is told; `Config` and the CLI choose the treatment by measurement
+    /// (`treatment_auto`) and store a self-test by default.
     pub fn new(head: HeadKind, seq_len: usize) -> Self {
         ConvertOptions {
             heads: vec![head],
