@@ -64,8 +64,8 @@ pub enum Tiling {
 /// fp16.
 ///
 /// A sliding-window layer is banded when its scores do not fit one tile, and also when its band
-/// holds at most a quarter of the keys in blocks of 32 or more ([`BAND_SHARE`],
-/// [`BAND_MIN_BLOCK`]; ModernBERT's ±64 window from S = 768 on), unless `packed`: a packed
+/// holds at most a quarter of the keys in blocks of 32 or more (`BAND_SHARE`,
+/// `BAND_MIN_BLOCK`; ModernBERT's ±64 window from S = 768 on), unless `packed`: a packed
 /// function's segment mask has only the dense form.
 pub fn tiling(
     s_k: usize,
