@@ -101,7 +101,7 @@ fn treatments_are_exact_in_f32_and_rescue_outliers_in_fp16() {
                 // The metadata says what was learned from what, and on how many tokens.
                 let rot = common::package_metadata(&p32).rotation.unwrap_or_default();
                 assert!(
-                    rot.starts_with("learned from hadamard") && rot.contains("steps on"),
+                    rot.starts_with("learned from hadamard") && rot.contains("reader noise"),
                     "{rot}"
                 );
             }

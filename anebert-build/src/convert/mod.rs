@@ -1,5 +1,6 @@
 //! The converter entry point: checkpoint directory + options → `.mlpackage`.
 
+mod learn;
 mod options;
 mod summary;
 
@@ -131,7 +132,7 @@ pub fn convert_dir_with(
     let mut rotation =
         rotate.then(|| Rotation::with_method(meta.hidden, o.rotation_seed, o.rotation_method));
     if let (Some(start), RotationMethod::Learned) = (&rotation, o.rotation_method) {
-        let (learned, note) = learn_rotation(dir, o, hooks, start)?;
+        let (learned, note) = learn::learn_rotation(dir, o, hooks, start)?;
         notes.push(note);
         rotation = Some(learned);
     }
@@ -389,39 +390,6 @@ fn rewrite_metadata(built: &mut BuiltProgram, md: &PackageMetadata) {
         meta.user_defined
             .insert(METADATA_KEY.to_string(), md.to_json());
     }
-}
-
-/// Stream rows the learned rotation is optimised on (4096 × 768 f64 for a base model: 25 MB).
-const LEARN_ROWS: usize = 4096;
-
-/// The `learned` treatment's rotation: `start` optimised on the residual stream of the
-/// checkpoint converted without rotation (f32, the first head), run on the calibration text;
-/// and a note saying on what.
-fn learn_rotation(
-    dir: &Path,
-    o: &ConvertOptions,
-    hooks: Hooks,
-    start: &Rotation,
-) -> Result<(Rotation, String), ConvertError> {
-    let mut c = o.clone();
-    (c.rotate, c.safe_norm, c.treatment_auto, c.self_test) = (false, false, false, false);
-    c.rotation_method = RotationMethod::Hadamard;
-    c.weights = WeightPrecision::Fp32;
-    c.heads.truncate(1);
-    c.packing = false;
-    let (built, summary) = convert_dir_with(dir, &c, hooks)?;
-    let (tokens, source) = gate::stream::tokens(
-        &built,
-        o.calibration.as_deref(),
-        summary.metadata.vocab_size,
-        LEARN_ROWS,
-    )?;
-    let learned = Rotation::learned(start, &tokens, crate::transforms::learned::STEPS);
-    let note = format!(
-        "learned rotation on the stream of {source}: {}",
-        learned.kind.describe()
-    );
-    Ok((learned, note))
 }
 
 /// `treatment_auto`: convert with each treatment, measure each in the fp16 simulation, keep the

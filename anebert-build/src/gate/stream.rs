@@ -10,16 +10,20 @@ use anebert_runtime::proto::model::Type;
 use anebert_runtime::{contract, package};
 use faer::Mat;
 
-/// Centred stream vectors (one row per token and norm, at most `max_rows`, evenly sampled) of
-/// `built` — converted without rotation, `layer_norm` ops kept — on the calibration `texts`,
-/// and where the token ids came from. The stream is what enters every layer's norms and the
-/// final norm, and the embedding norm's output (the stream entering layer 0).
+/// Stream rows per norm: the norm's output name and one centred row per token.
+pub type NormRows = Vec<(String, Mat<f64>)>;
+
+/// Centred stream vectors of `built` — converted without rotation, `layer_norm` ops kept — on
+/// the calibration `texts`, per norm (by the name of the norm's output: `layer3_attn_norm`,
+/// `final_norm`, …; one row per token, at most `max_rows` in all, evenly sampled), and where
+/// the token ids came from. The stream is what enters every layer's norms and the final norm,
+/// and the embedding norm's output (the stream entering layer 0).
 pub fn tokens(
     built: &BuiltProgram,
     texts: Option<&[String]>,
     vocab: usize,
     max_rows: usize,
-) -> Result<(Mat<f64>, String), ConvertError> {
+) -> Result<(NormRows, String), ConvertError> {
     let runner = Runner::for_function(built, None)?;
     let cal = Calibration::new(built, &runner, texts, vocab);
     let mut pkg = runner.package.clone();
@@ -27,14 +31,14 @@ pub fn tokens(
     let model = CpuModel::load_unfused(&pkg, Some(&runner.function), Precision::F32)
         .map_err(|e| gate_err("the unrotated program does not load", e))?;
     let slots = runner.info.functions.last().and_then(|f| f.mask_slots);
-    let mut rows: Vec<Vec<f64>> = Vec::new();
+    let mut rows: Vec<Vec<Vec<f64>>> = vec![Vec::new(); taps.len()];
     for ids in &cal.seqs {
         let (inputs, _) = contract::one_text_inputs(ids, runner.info.seq_len, 0, slots)
             .map_err(|e| gate_err("calibration input", e))?;
         let out = model
             .predict(&inputs)
             .map_err(|e| gate_err("a calibration run failed", e))?;
-        for tap in &taps {
+        for (k, (tap, _)) in taps.iter().enumerate() {
             let t = out
                 .get(tap)
                 .ok_or_else(|| gate_err("stream", format!("no `{tap}`")))?;
@@ -46,29 +50,37 @@ pub fn tokens(
                 let mut r: Vec<f64> = (0..*d).map(|c| v[c * s + tok]).collect();
                 let mean = r.iter().sum::<f64>() / *d as f64;
                 r.iter_mut().for_each(|x| *x -= mean);
-                rows.push(r);
+                rows[k].push(r);
             }
         }
     }
-    let d = rows.first().map_or(0, Vec::len);
-    if rows.is_empty() || rows.iter().flatten().any(|x| !x.is_finite()) {
+    let total: usize = rows.iter().map(Vec::len).sum();
+    if total == 0 || rows.iter().flatten().flatten().any(|x| !x.is_finite()) {
         return Err(gate_err(
             "stream",
             "no finite stream values on the calibration text",
         ));
     }
-    let stride = rows.len().div_ceil(max_rows.max(1));
-    let picked: Vec<&Vec<f64>> = rows.iter().step_by(stride).collect();
-    Ok((
-        Mat::from_fn(picked.len(), d, |i, j| picked[i][j]),
-        cal.source,
-    ))
+    let stride = total.div_ceil(max_rows.max(1));
+    let out = taps
+        .into_iter()
+        .zip(rows)
+        .map(|((_, norm), rows)| {
+            let picked: Vec<&Vec<f64>> = rows.iter().step_by(stride).collect();
+            let d = picked.first().map_or(0, |r| r.len());
+            (norm, Mat::from_fn(picked.len(), d, |i, j| picked[i][j]))
+        })
+        .collect();
+    Ok((out, cal.source))
 }
 
-/// Make the stream values `function`'s outputs; their names. A `layer_norm` reading the
-/// embedding gather's output taps its own output (the stream entering layer 0); every other
-/// one whose output is a layer or the final norm taps its input.
-fn expose_stream(pkg: &mut package::Package, function: &str) -> Result<Vec<String>, ConvertError> {
+/// Make the stream values `function`'s outputs; their names, each with the norm's output name.
+/// A `layer_norm` reading the embedding gather's output taps its own output (the stream entering
+/// layer 0); every other one whose output is a layer or the final norm taps its input.
+fn expose_stream(
+    pkg: &mut package::Package,
+    function: &str,
+) -> Result<Vec<(String, String)>, ConvertError> {
     let spec_err = || gate_err("stream", format!("no function `{function}`"));
     let f = pkg.program().functions.get(function).ok_or_else(spec_err)?;
     let ops = package::function_ops(f);
@@ -94,9 +106,9 @@ fn expose_stream(pkg: &mut package::Package, function: &str) -> Result<Vec<Strin
             });
         let Some(input) = input else { continue };
         if producer(&input) == Some("gather") {
-            taps.push(out);
+            taps.push((out.clone(), out));
         } else if out.starts_with("layer") || out.starts_with("final_norm") {
-            taps.push(input);
+            taps.push((input, out));
         }
     }
     if taps.is_empty() {
@@ -107,7 +119,7 @@ fn expose_stream(pkg: &mut package::Package, function: &str) -> Result<Vec<Strin
     };
     let f = program.functions.get_mut(function).ok_or_else(spec_err)?;
     for block in f.block_specializations.values_mut() {
-        block.outputs.extend(taps.iter().cloned());
+        block.outputs.extend(taps.iter().map(|(t, _)| t.clone()));
     }
     Ok(taps)
 }

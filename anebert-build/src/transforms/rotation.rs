@@ -152,18 +152,24 @@ impl Rotation {
             .collect()
     }
 
-    /// `start` after optimisation on the centred stream `tokens` (`n × d`, one row per token)
-    /// by [`super::learned::learn`]; applied as a dense product.
-    pub fn learned(start: &Rotation, tokens: &Mat<f64>, steps: usize) -> Rotation {
-        let l = super::learned::learn(tokens, &start.q, steps);
+    /// `start` after optimisation by [`super::learned::learn_readers`] on `terms` (measured on
+    /// `tokens` stream rows); applied as a dense product.
+    pub fn learned(
+        start: &Rotation,
+        terms: &[super::learned::NormTerm],
+        tokens: usize,
+        steps: usize,
+    ) -> Rotation {
+        let l = super::learned::learn_readers(terms, &start.q, steps);
         Rotation {
             q: l.q,
             kind: RotationKind::Learned {
                 from: start.kind.describe(),
                 detail: format!(
-                    "{} steps on {} tokens, kurtosis {:.2} → {:.2} (held out {:.2} → {:.2})",
+                    "{} steps, {} stream rows read, {} norms, reader noise vs a flat spread {:.3} → {:.3} (held out {:.3} → {:.3})",
                     l.steps,
-                    tokens.nrows(),
+                    tokens,
+                    terms.len(),
                     l.train.0,
                     l.train.1,
                     l.held_out.0,
