@@ -55,10 +55,11 @@ pub enum WeightPrecision {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, strum::EnumString, strum::VariantNames)]
 #[strum(parse_err_ty = String, parse_err_fn = unknown_treatment)]
 pub enum Treatment {
-    /// Measure rotation and safe-norm, keep the better ([`ConvertOptions::treatment_auto`]).
+    /// Measure rotation and safe-norm, keep the better ([`ConvertOptions::treatment_auto`]; the
+    /// default of `Config` and the CLI).
     #[strum(serialize = "auto")]
     Auto,
-    /// Norm folding and rotation (the default).
+    /// Norm folding and rotation (the default of [`ConvertOptions::new`]).
     #[strum(serialize = "rotation")]
     Rotation,
     /// Overflow-safe LayerNorms, no rotation ([`ConvertOptions::safe_norm`]).
