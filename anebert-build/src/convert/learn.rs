@@ -36,6 +36,7 @@ pub(super) fn learn_rotation(
         o.calibration.as_deref(),
         summary.metadata.vocab_size,
         LEARN_ROWS,
+        MAX_NORMS,
     )?;
     let src = open_source(dir)?;
     let terms = terms(src.as_ref(), o, &taps)?;
@@ -56,15 +57,7 @@ fn terms(
     taps: &[(String, Mat<f64>)],
 ) -> Result<Vec<NormTerm>, ConvertError> {
     let mut out = Vec::new();
-    let taps: Vec<&(String, Mat<f64>)> = taps
-        .iter()
-        .filter(|(n, _)| n == "final_norm" || n.ends_with("attn_norm") || n.ends_with("mlp_norm"))
-        .collect();
-    let keep = |k: usize| {
-        let n = taps.len();
-        n <= MAX_NORMS || (0..MAX_NORMS).any(|j| j * (n - 1) / (MAX_NORMS - 1) == k)
-    };
-    for (_, (name, x)) in taps.iter().enumerate().filter(|(k, _)| keep(*k)) {
+    for (name, x) in taps {
         let (gamma, readers) = if name == "final_norm" {
             let head = src.head(o.head())?;
             let readers = match head.steps.first() {

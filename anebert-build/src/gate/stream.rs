@@ -16,18 +16,19 @@ pub type NormRows = Vec<(String, Mat<f64>)>;
 /// Centred stream vectors of `built` — converted without rotation, `layer_norm` ops kept — on
 /// the calibration `texts`, per norm (by the name of the norm's output: `layer3_attn_norm`,
 /// `final_norm`, …; one row per token, at most `max_rows` in all, evenly sampled), and where
-/// the token ids came from. The stream is what enters every layer's norms and the final norm,
-/// and the embedding norm's output (the stream entering layer 0).
+/// the token ids came from. The stream is what enters the layers' attention and MLP norms and
+/// the final norm, at most `max_norms` of them, evenly over the depth.
 pub fn tokens(
     built: &BuiltProgram,
     texts: Option<&[String]>,
     vocab: usize,
     max_rows: usize,
+    max_norms: usize,
 ) -> Result<(NormRows, String), ConvertError> {
     let runner = Runner::for_function(built, None)?;
     let cal = Calibration::new(built, &runner, texts, vocab);
     let mut pkg = runner.package.clone();
-    let taps = expose_stream(&mut pkg, &runner.function)?;
+    let taps = expose_stream(&mut pkg, &runner.function, max_norms)?;
     let model = CpuModel::load_unfused(&pkg, Some(&runner.function), Precision::F32)
         .map_err(|e| gate_err("the unrotated program does not load", e))?;
     let slots = runner.info.functions.last().and_then(|f| f.mask_slots);
@@ -74,21 +75,17 @@ pub fn tokens(
     Ok((out, cal.source))
 }
 
-/// Make the stream values `function`'s outputs; their names, each with the norm's output name.
-/// A `layer_norm` reading the embedding gather's output taps its own output (the stream entering
-/// layer 0); every other one whose output is a layer or the final norm taps its input.
+/// Make the inputs of the layers' attention and MLP norms and of the final norm — at most
+/// `max_norms` of them, evenly over the depth — `function`'s outputs; their names, each with the
+/// norm's output name.
 fn expose_stream(
     pkg: &mut package::Package,
     function: &str,
+    max_norms: usize,
 ) -> Result<Vec<(String, String)>, ConvertError> {
     let spec_err = || gate_err("stream", format!("no function `{function}`"));
     let f = pkg.program().functions.get(function).ok_or_else(spec_err)?;
     let ops = package::function_ops(f);
-    let producer = |name: &str| {
-        ops.iter()
-            .find(|op| op.outputs.iter().any(|o| o.name == name))
-            .map(|op| op.r#type.as_str())
-    };
     let mut taps = Vec::new();
     for op in ops.iter().filter(|op| op.r#type == "layer_norm") {
         let out = op
@@ -105,11 +102,22 @@ fn expose_stream(
                 _ => None,
             });
         let Some(input) = input else { continue };
-        if producer(&input) == Some("gather") {
-            taps.push((out.clone(), out));
-        } else if out.starts_with("layer") || out.starts_with("final_norm") {
+        if out == "final_norm" || out.ends_with("_attn_norm") || out.ends_with("_mlp_norm") {
             taps.push((input, out));
         }
+    }
+    // Evenly over the depth, the first and the last kept.
+    let n = taps.len();
+    if n > max_norms {
+        let keep: Vec<usize> = (0..max_norms)
+            .map(|j| j * (n - 1) / (max_norms - 1).max(1))
+            .collect();
+        taps = taps
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| keep.contains(k))
+            .map(|(_, t)| t)
+            .collect();
     }
     if taps.is_empty() {
         return Err(gate_err("stream", "the program has no layer_norm to read"));

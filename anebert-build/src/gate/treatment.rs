@@ -1,5 +1,6 @@
 //! Choosing the outlier treatment (`ConvertOptions::treatment_auto`): each candidate's program in
-//! the fp16 simulation of the Neural Engine against its own f32 run, on the calibration text.
+//! the fp16 simulation of the Neural Engine against one f32 reference with uncompressed weights,
+//! on the calibration text.
 
 use super::{compare, Calibration, Measured, Outputs, Runner};
 use crate::mil::BuiltProgram;

@@ -82,10 +82,14 @@ pub fn learn_readers(terms: &[NormTerm], init: &Mat<f64>, steps: usize) -> Learn
         (lt, lh, g)
     };
     let (mut q, mut v) = (init.clone(), Mat::<f64>::zeros(d, d));
-    let (t0, h0, _) = eval(init);
-    let mut best = (h0, t0, q.clone());
+    // Step 0 evaluates `init`: the start and the first best.
+    let (mut t0, mut h0) = (f64::NAN, f64::NAN);
+    let mut best = (f64::NAN, f64::NAN, init.clone());
     for step in 0..=steps {
         let (lt, lh, g) = eval(&q);
+        if step == 0 {
+            (t0, h0, best.0, best.1) = (lt, lh, lh, lt);
+        }
         if !(lt.is_finite() && lh.is_finite()) {
             break;
         }

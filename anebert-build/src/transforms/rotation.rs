@@ -22,7 +22,7 @@ pub enum RotationKind {
     Learned {
         /// The starting rotation's description.
         from: String,
-        /// Steps and kurtosis before → after, e.g. `"100 steps, kurtosis 41.2 → 6.3 (held out 40.8 → 6.5)"`.
+        /// Steps, rows, norms and the loss before → after (training and held out).
         detail: String,
     },
 }
