@@ -264,6 +264,32 @@ fn auto_treatment_measures_and_records_its_choice() {
     assert!(worst <= 1e-6, "{worst:e}");
 }
 
+/// `auto` with compressed weights judges each candidate against the uncompressed f32 reference,
+/// so the compression error a treatment causes counts: on the outlier fixture int8 weights wreck
+/// the rotated model (its figure is the compressed program's, far above 1, not its fp16 numerics
+/// alone) and auto keeps safe-norm.
+#[test]
+fn auto_counts_the_compression_error_of_each_treatment() {
+    let fx = fixtures::fixture("modernbert-tiny-outliers");
+    let mut o = ConvertOptions::new(HeadKind::MaskedLm, SEQ);
+    (o.treatment_auto, o.weights, o.allow_lossy) = (true, WeightPrecision::Int8, true);
+    let out = common::package_dir("treatments").join("auto-outliers-int8.mlpackage");
+    convert(&fx, &o, &out).unwrap();
+    let why = common::package_metadata(&out).treatment.unwrap();
+    println!("{why}");
+    assert!(why.starts_with("treatment auto: safe-norm"), "{why}");
+    let rotation_kl: f64 = why
+        .split("rotation: worst token KL ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no rotation figure: {why}"));
+    assert!(
+        rotation_kl > 1.0,
+        "rotation's int8 error not counted: {why}"
+    );
+}
+
 /// Without a tokenizer, `auto` and the self-test run on synthetic token ids — and say so in the
 /// summary (the metadata's `treatment` carries the same words).
 #[test]
